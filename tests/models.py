@@ -1,0 +1,54 @@
+"""Tiny models every technique is tested on: zoo models at small size and users' own classes.
+
+All take 8x8 single-channel inputs (scikit-learn digits) and output 10 logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from netshrink.models import create
+
+INPUT_SHAPE = (1, 8, 8)
+NUM_CLASSES = 10
+
+
+class UserMLP(nn.Module):
+    """A user's own fully connected class (not in the zoo)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 24), nn.ReLU())
+        self.head = nn.Linear(24, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class UserResNet(nn.Module):
+    """A user's own conv class with BatchNorm, a depthwise conv and a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+        self.pointwise = nn.Conv2d(16, 16, 1)
+        self.bn = nn.BatchNorm2d(16)
+        self.head = nn.Linear(16, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)  # (B, 16, 8, 8)
+        x = torch.relu(x + self.bn(self.pointwise(self.depthwise(x))))
+        return self.head(x.mean(dim=(2, 3)))  # (B, classes)
+
+
+TINY_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "lenet300_100": lambda: create("lenet300_100", in_features=64),
+    "lenet5": lambda: create("lenet5", input_shape=INPUT_SHAPE, padding=2),
+    "convnet": lambda: create("convnet", input_shape=INPUT_SHAPE, widths=(8, 8, 16, 16, 16), hidden=32),
+    "user_mlp": UserMLP,
+    "user_resnet": UserResNet,
+}
