@@ -1,0 +1,27 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	scripts/setup.sh
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/netshrink demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check netshrink tests benchmarks
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/baselines.py
+	$(VENV)/bin/python benchmarks/codec.py
+	$(VENV)/bin/python benchmarks/lossless.py

@@ -1,0 +1,85 @@
+"""Shared by every benchmark: machine facts, the results JSON, and BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CHECKPOINTS = ROOT / "benchmarks" / "checkpoints"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on."""
+    import numpy
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def target(name: str, value: float, goal: float, op: str) -> dict:
+    """One entry of a results file's ``targets`` list; ``met`` is computed, never typed in."""
+    if op not in (">=", "<="):
+        raise ValueError(f"op must be '>=' or '<=', got {op!r}")
+    met = value >= goal if op == ">=" else value <= goal
+    return {"name": name, "value": value, "target": goal, "op": op, "met": bool(met)}
+
+
+def write_results(name: str, measurements: dict, targets: list[dict], **extra) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically with machine, date, targets, raw data."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": name,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "targets": targets,
+        **extra,
+        "measurements": measurements,
+    }
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def targets_markdown(targets: list[dict]) -> str:
+    """The targets as a Markdown table, missed ones marked MISSED."""
+    lines = ["| target | value | goal | met |", "|---|---|---|---|"]
+    for t in targets:
+        value = f"{t['value']:.4g}" if isinstance(t["value"], float) else str(t["value"])
+        lines.append(f"| {t['name']} | {value} | {t['op']} {t['target']} | "
+                     f"{'yes' if t['met'] else '**MISSED**'} |")
+    return "\n".join(lines)
+
+
+def update_benchmarks_md(section: str, markdown: str) -> None:
+    """Replace (or append) the section between ``<!-- begin:section -->`` and ``<!-- end:... -->``."""
+    begin, end = f"<!-- begin:{section} -->", f"<!-- end:{section} -->"
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else (
+        "# Benchmarks\n\nEvery figure below is measured by the script named in its section; the raw "
+        "numbers, the machine and the date are in `benchmarks/results/*.json`.\n")
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = BENCHMARKS_MD.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, BENCHMARKS_MD)

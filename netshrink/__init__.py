@@ -1,0 +1,35 @@
+"""netshrink: compress PyTorch models into small, deployable files with measured costs.
+
+The public verbs are imported lazily so ``import netshrink`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "save": "netshrink.codec.container",
+    "load": "netshrink.codec.container",
+    "create": "netshrink.models",
+    "list_models": "netshrink.models",
+    "load_dataset": "netshrink.data",
+    "fit": "netshrink.train",
+    "FitConfig": "netshrink.train",
+    "measure_model": "netshrink.measure",
+    "apply_": "netshrink.core",
+    "get_log": "netshrink.core",
+    "NetshrinkError": "netshrink.core",
+    "NetshrinkFormatError": "netshrink.core",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netshrink' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,48 @@
+"""Latency: median wall time of repeated forward passes after warm-up, thread count fixed."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
+                    threads: int = 1, warmup: int = 10, repeats: int = 50,
+                    min_seconds: float = 0.0) -> dict[str, float]:
+    """Median, p10 and p90 milliseconds per forward pass of a batch, in eval mode.
+
+    ``threads`` is set with ``torch.set_num_threads`` for the measurement and restored after;
+    it is reported with the result so numbers are never compared across thread counts.
+    Runs at least ``repeats`` times and at least ``min_seconds`` in total.
+    """
+    previous_threads = torch.get_num_threads()
+    was_training = model.training
+    torch.set_num_threads(threads)
+    model.eval()
+    x = torch.randn(batch_size, *input_shape)
+    try:
+        for _ in range(warmup):
+            model(x)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start < min_seconds:
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    times.sort()
+    return {
+        "median_ms": statistics.median(times),
+        "p10_ms": times[len(times) // 10],
+        "p90_ms": times[(len(times) * 9) // 10],
+        "batch_size": batch_size,
+        "threads": threads,
+        "runs": len(times),
+    }
