@@ -1,0 +1,107 @@
+"""The entropy stage the .nsk container calls: no coding, Huffman, or ANS, chosen per stream.
+
+Deep Compression's last stage (Han et al. 2016, section 4) Huffman-codes the quantized weight
+indices and the sparse index gaps. ``encode_symbols(..., "auto")`` tries every method and keeps
+the one with the fewest stored bytes (payload plus its JSON params), so a near-uniform stream
+stays packed and a skewed one gets ANS or Huffman.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from netshrink.codec.ans import ans_decode, ans_encode
+from netshrink.codec.bitpack import pack_bits, unpack_bits
+from netshrink.codec.huffman import huffman_decode, huffman_encode
+from netshrink.core.errors import NetshrinkFormatError
+
+METHODS = ("none", "huffman", "ans")
+MAX_ALPHABET = 1 << 16
+
+
+def packed_bits_per_symbol(alphabet_size: int) -> int:
+    """Bits per symbol of the "none" method: ``ceil(log2(alphabet_size))``, at least 1."""
+    return max(1, (int(alphabet_size) - 1).bit_length())
+
+
+def shannon_bits(symbols: np.ndarray, alphabet_size: int) -> float:
+    """Total empirical Shannon entropy of ``symbols`` in bits: ``-sum n_s * log2(n_s / n)``."""
+    symbols = np.asarray(symbols).reshape(-1)
+    if symbols.size == 0:
+        return 0.0
+    counts = np.bincount(symbols.astype(np.int64), minlength=alphabet_size)
+    counts = counts[counts > 0].astype(np.float64)
+    return float(-(counts * np.log2(counts / symbols.size)).sum())
+
+
+def stored_size(payload: bytes, params: dict[str, Any]) -> int:
+    """Bytes a stream costs in the container: its payload plus its params as JSON."""
+    return len(payload) + len(json.dumps(params))
+
+
+def _encode_with(method: str, symbols: np.ndarray, alphabet_size: int) -> tuple[bytes, dict[str, Any]]:
+    if method == "none":
+        return pack_bits(symbols, packed_bits_per_symbol(alphabet_size)), {}
+    if method == "huffman":
+        return huffman_encode(symbols, alphabet_size)
+    return ans_encode(symbols, alphabet_size)
+
+
+def encode_symbols(
+    symbols: np.ndarray, alphabet_size: int, method: str = "auto"
+) -> tuple[str, bytes, dict[str, Any]]:
+    """Entropy-code integer ``symbols`` in ``0 .. alphabet_size-1`` (alphabet at most 2**16).
+
+    ``method`` is one of :data:`METHODS` or ``"auto"`` (the smallest :func:`stored_size`, ties
+    going to the simpler method). Returns ``(method_used, payload, params)``; params is a small
+    JSON-serialisable dict.
+    """
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"unknown entropy method {method!r}; choose one of {METHODS + ('auto',)}")
+    if not 1 <= alphabet_size <= MAX_ALPHABET:
+        raise ValueError(f"alphabet_size must be 1..{MAX_ALPHABET}, got {alphabet_size}")
+    symbols = np.asarray(symbols).reshape(-1)
+    if symbols.size and (not np.issubdtype(symbols.dtype, np.integer) or symbols.min() < 0
+                         or symbols.max() >= alphabet_size):
+        raise ValueError(f"symbols must be integers in 0..{alphabet_size - 1}")
+    candidates = METHODS if method == "auto" else (method,)
+    best = None
+    for name in candidates:
+        payload, params = _encode_with(name, symbols, alphabet_size)
+        if best is None or stored_size(payload, params) < stored_size(best[1], best[2]):
+            best = (name, payload, params)
+    return best
+
+
+def decode_symbols(method: str, payload: bytes, params: dict, count: int, alphabet_size: int) -> np.ndarray:
+    """Decode ``count`` symbols written by :func:`encode_symbols`; inputs are untrusted.
+
+    Returns uint8 when ``alphabet_size <= 256``, else uint16; every value is below
+    ``alphabet_size``. A wrong method, count, alphabet, params or payload raises
+    ``NetshrinkFormatError`` with a one-line reason.
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise NetshrinkFormatError(f"unknown entropy method {method!r}; expected one of {METHODS}")
+    if not isinstance(params, dict):
+        raise NetshrinkFormatError(f"entropy params must be a JSON object, got {type(params).__name__}")
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise NetshrinkFormatError(f"entropy payload must be bytes, got {type(payload).__name__}")
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+        raise NetshrinkFormatError(f"symbol count {count!r} must be a non-negative integer")
+    if (isinstance(alphabet_size, bool) or not isinstance(alphabet_size, (int, np.integer))
+            or not 1 <= alphabet_size <= MAX_ALPHABET):
+        raise NetshrinkFormatError(f"alphabet size {alphabet_size!r} must be an integer in 1..{MAX_ALPHABET}")
+    payload, count, alphabet_size = bytes(payload), int(count), int(alphabet_size)
+    if method == "none":
+        if params:
+            raise NetshrinkFormatError(f"entropy method 'none' takes no params, got keys {sorted(params)}")
+        decoded = unpack_bits(payload, packed_bits_per_symbol(alphabet_size), count)
+        if decoded.size and int(decoded.max()) >= alphabet_size:
+            raise NetshrinkFormatError(f"packed symbols exceed the alphabet size {alphabet_size}")
+        return decoded
+    if method == "huffman":
+        return huffman_decode(payload, params, count, alphabet_size)
+    return ans_decode(payload, params, count, alphabet_size)
