@@ -1,0 +1,307 @@
+"""The .nsk compressed model file: ``save(model, path)`` and ``load(path) -> nn.Module``.
+
+Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one
+uint8 tensor per encoded stream, named ``"<tensor>:<role>"``, and one string metadata entry
+``"netshrink"`` holding a JSON document::
+
+    {"format_version": 1,
+     "architecture": {"name": zoo name, "kwargs": {...}} | null,
+     "transform_log": [...],
+     "tensors": {name: {"dtype", "shape", "chain", "params", "crc", "stream_crc",
+                        "streams": {role: {"n": bytes, "method": entropy, "params": {...}}}}}}
+
+``chain`` is the encoding (see ``tensor_encodings``), ``crc`` the CRC-32 of the decoded tensor's
+raw little-endian bytes and ``stream_crc`` the CRC-32 of its streams in role order. The loader
+validates everything (``validate``) before decoding, rebuilds the architecture from the zoo and
+the transform log (``netshrink.core.rebuild``) or takes the caller's model, and checks that the
+state dict matches; every failure is one ``NetshrinkFormatError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+import torch
+from safetensors import safe_open
+from torch import nn
+from torch.nn.utils import parametrize
+
+from netshrink.codec.entropy import METHODS
+from netshrink.codec.tensor_encodings import (
+    Encoded,
+    Stream,
+    decode_streams,
+    dtype_name,
+    encode_tensor,
+    tensor_bits,
+)
+from netshrink.codec.validate import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    TensorSpec,
+    parse_metadata,
+    stream_key,
+    validate_document,
+)
+from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError
+from netshrink.core.rebuild import check_log, register_rebuilder, replay
+from netshrink.core.transform_log import append_record, get_arch, get_log, set_arch, set_log
+
+ENCODE_VERB = "encode"
+MAX_FILE_BYTES = 2 ** 40
+
+# A record {"verb": "encode", "encodings": {tensor: chain}} only steers the writer.
+register_rebuilder(ENCODE_VERB, None)
+
+
+def request_encodings(model: nn.Module, encodings: dict[str, str]) -> nn.Module:
+    """Ask ``save`` to store the named tensors in the given encodings, e.g.
+    ``{"fc1.weight": "codebook"}`` (also ``"int"``, ``"binary"``, ``"dense"``, ``"float_bytes"``,
+    ``"sparse"``, ``"sparse+codebook"``...). Logged as an ``encode`` record; an encoding that cannot
+    hold the tensor exactly is ignored and detection decides. Returns the model."""
+    append_record(model, ENCODE_VERB, None, encodings=dict(encodings))
+    return model
+
+
+def _requested_encodings(log: list[dict[str, Any]]) -> dict[str, str]:
+    requested: dict[str, str] = {}
+    for record in log:
+        encodings = record.get("encodings") if isinstance(record, dict) else None
+        if isinstance(encodings, dict):
+            requested.update({k: v for k, v in encodings.items() if isinstance(v, str)})
+    return requested
+
+
+def _crc(data: bytes | list[bytes]) -> int:
+    crc = 0
+    for chunk in [data] if isinstance(data, bytes) else data:
+        crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _tensor_entry(name: str, tensor: torch.Tensor, encoded: Encoded, dtype: str) -> dict[str, Any]:
+    streams = {}
+    for stream in encoded.streams:
+        info: dict[str, Any] = {"n": len(stream.data)}
+        if stream.method is not None:
+            info["method"] = stream.method
+        if stream.params is not None:
+            info["params"] = stream.params
+        streams[stream.role] = info
+    return {"dtype": dtype, "shape": list(tensor.shape), "chain": encoded.chain,
+            "params": encoded.params, "streams": streams,
+            "crc": _crc(tensor_bits(tensor).tobytes()),
+            "stream_crc": _crc([s.data for s in encoded.streams])}
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, fsync, then ``os.replace``: never a half-written file."""
+    folder = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto") -> None:
+    """Write ``model`` as a .nsk file, each tensor in its cheapest exact encoding.
+
+    Args:
+        model: a finalized model (no parametrizations left); zoo models are rebuilt by name at
+            load time, a user's own class needs ``load(path, model=MyNet())``.
+        path: where to write; written atomically.
+        entropy: coder of every integer stream: ``"none"``, ``"huffman"``, ``"ans"`` or
+            ``"auto"`` (the smallest).
+
+    Example:
+        >>> save(model, "lenet.nsk"); model2 = load("lenet.nsk")
+    """
+    if entropy != "auto" and entropy not in METHODS:
+        raise ConfigError(f"unknown entropy coder {entropy!r}; choose 'auto' or one of {list(METHODS)}")
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        raise NetshrinkError("the model still has parametrizations; bake them in with finalize_(model) "
+                             "before saving")
+    log = get_log(model)
+    requested = _requested_encodings(log)
+    entries: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, tensor in model.state_dict().items():
+        if ":" in name:
+            raise NetshrinkError(f"state dict key {name!r} contains ':'; rename the module")
+        tensor = tensor.detach().cpu().contiguous()
+        dtype = dtype_name(tensor.dtype)
+        encoded = encode_tensor(tensor, entropy, requested.get(name))
+        entries[name] = _tensor_entry(name, tensor, encoded, dtype)
+        for stream in encoded.streams:
+            arrays[stream_key(name, stream.role)] = np.frombuffer(stream.data, dtype=np.uint8)
+    document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
+                "transform_log": log, "tensors": entries}
+    try:
+        text = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise NetshrinkError(f"the transform log or architecture is not JSON-serialisable ({error})") from None
+    data = safetensors.numpy.save(arrays, metadata={METADATA_KEY: text})
+    _write_atomically(Path(path), data)
+
+
+def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], Any]:
+    """Check the outer file, parse and validate the document; returns the open safetensors handle."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as error:
+        raise NetshrinkFormatError(f"cannot read {os.fspath(path)!r}: {error.strerror}") from None
+    if size < 8 or size > MAX_FILE_BYTES:
+        raise NetshrinkFormatError(f"file size {size} bytes is not that of a netshrink file")
+    try:
+        handle = safe_open(os.fspath(path), framework="numpy")
+        metadata = handle.metadata()
+        stream_sizes = {}
+        for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+            view = handle.get_slice(key)
+            shape = view.get_shape()
+            if view.get_dtype() != "U8" or len(shape) != 1:
+                raise NetshrinkFormatError(f"stream {key!r} is not a 1-D uint8 tensor")
+            stream_sizes[key] = int(shape[0])
+    except NetshrinkFormatError:
+        raise
+    except Exception as error:  # noqa: BLE001 (the library's own header errors)
+        raise NetshrinkFormatError(f"not a valid safetensors file ({_one_line(error)})") from None
+    doc = parse_metadata(metadata)
+    specs = validate_document(doc, stream_sizes)
+    check_log(doc["transform_log"])
+    return doc, specs, handle
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or type(error).__name__
+
+
+def _decode(specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
+    """Read, checksum and decode every tensor; nothing but NetshrinkFormatError escapes."""
+    tensors = {}
+    for name, spec in specs.items():
+        try:
+            data = {role: handle.get_tensor(s.key).tobytes() for role, s in spec.streams.items()}
+            if _crc([data[role] for role in spec.streams]) != spec.stream_crc:
+                raise NetshrinkFormatError(f"tensor {name!r}: stream checksum mismatch (file corrupted)")
+            streams = {role: Stream(role, data[role], s.method, s.params) for role, s in spec.streams.items()}
+            tensor = decode_streams(spec.chain, spec.params, streams, spec.dtype, spec.shape)
+        except NetshrinkFormatError as error:
+            raise NetshrinkFormatError(f"tensor {name!r}: {_one_line(error)}") from None
+        except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
+            raise NetshrinkFormatError(f"tensor {name!r} cannot be decoded ({_one_line(error)})") from None
+        if _crc(tensor_bits(tensor).tobytes()) != spec.crc:
+            raise NetshrinkFormatError(f"tensor {name!r}: checksum of the decoded tensor does not match")
+        tensors[name] = tensor
+    return tensors
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, torch.Tensor]]:
+    """Validate and decode a file without building a model: ``(document, specs, tensors)``."""
+    doc, specs, handle = _open(path)
+    return doc, specs, _decode(specs, handle)
+
+
+def _build(doc: dict[str, Any]) -> nn.Module:
+    """The zoo model the file names, with its logged structural changes replayed."""
+    arch = doc["architecture"]
+    if arch is None:
+        raise NetshrinkFormatError("this file holds a user-defined model; build it yourself and "
+                                   "pass it: load(path, model=MyNet())")
+    from netshrink.models import create, list_models
+
+    if arch["name"] not in list_models():
+        raise NetshrinkFormatError(f"architecture {arch['name'][:40]!r} is not in the model zoo "
+                                   f"{list_models()}; pass load(path, model=...)")
+    try:
+        model = create(arch["name"], **arch["kwargs"])
+    except Exception as error:  # noqa: BLE001 (kwargs come from the file)
+        raise NetshrinkFormatError(f"cannot build {arch['name']!r} from the file's kwargs "
+                                   f"({_one_line(error)})") from None
+    return _replayed(model, doc["transform_log"])
+
+
+def _replayed(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:
+    try:
+        return replay(model, log)
+    except NetshrinkFormatError:
+        raise
+    except Exception as error:  # noqa: BLE001 (records come from the file)
+        raise NetshrinkFormatError(f"replaying the transform log failed ({_one_line(error)})") from None
+
+
+def _mismatch(model: nn.Module, specs: dict[str, TensorSpec]) -> str | None:
+    """Why the model's state dict does not match the file (None if it does)."""
+    state = model.state_dict()
+    missing, extra = sorted(set(specs) - set(state)), sorted(set(state) - set(specs))
+    if missing or extra:
+        return f"state dict keys differ: file-only {missing[:3]}, model-only {extra[:3]}"
+    for name, spec in specs.items():
+        tensor = state[name]
+        if list(tensor.shape) != spec.shape or dtype_name(tensor.dtype) != spec.dtype:
+            return (f"tensor {name!r} is {spec.dtype}{spec.shape} in the file but "
+                    f"{tensor.dtype}{list(tensor.shape)} in the model")
+    return None
+
+
+def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Read a .nsk file into a model in eval mode whose outputs equal the saved model's bit for bit.
+
+    Args:
+        path: the file.
+        model: for a user's own class, a fresh instance of it (the architecture before or after
+            the logged structural changes); zoo models are rebuilt from the file when omitted.
+
+    Raises:
+        NetshrinkFormatError: with a one-line reason for any invalid, corrupted or mismatching file.
+    """
+    doc, specs, handle = _open(path)
+    if model is None:
+        model = _build(doc)
+    elif _mismatch(model, specs) is not None:  # the caller's model is the pre-transform one
+        model = _replayed(model, doc["transform_log"])
+    reason = _mismatch(model, specs)
+    if reason is not None:
+        raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
+    tensors = _decode(specs, handle)
+    model.load_state_dict(tensors, strict=True)
+    set_log(model, doc["transform_log"])
+    arch = doc["architecture"]
+    if arch is not None:
+        set_arch(model, arch["name"], arch["kwargs"])
+    return model.eval()
+
+
+def dense_fp32_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state dict written as dense safetensors with floats as fp32.
+
+    The baseline every size is compared with (DESIGN.md, Measuring); integer buffers keep their
+    dtype.
+    """
+    return fp32_safetensors_bytes({name: (list(t.shape), t.is_floating_point(), t.dtype)
+                                   for name, t in model.state_dict().items()})
+
+
+def fp32_safetensors_bytes(layout: dict[str, tuple[list[int], bool, torch.dtype]]) -> int:
+    """Size of a dense safetensors file of zeros with the given ``name: (shape, is_float, dtype)``."""
+    arrays = {name: np.zeros(shape, dtype=np.float32 if is_float else
+                             torch.empty((), dtype=dtype).numpy().dtype)
+              for name, (shape, is_float, dtype) in layout.items()}
+    with tempfile.TemporaryDirectory() as folder:
+        target = os.path.join(folder, "dense.safetensors")
+        safetensors.numpy.save_file(arrays, target)
+        return os.path.getsize(target)

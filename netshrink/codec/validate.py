@@ -1,0 +1,213 @@
+"""Validate a .nsk metadata document against the streams present, before anything is decoded.
+
+Order of checks, after safetensors' own header validation (huggingface/safetensors ``validate``):
+the document is a JSON object of a known ``format_version``; the architecture is null or a zoo
+name with keyword arguments; every tensor names a known dtype, a shape of non-negative ints with
+at most ``MAX_NUMEL`` elements, a known encoding chain with in-range parameters, and exactly the
+streams that chain needs, each present in the file with the declared length; no stream is left
+unreferenced; the decoded total is bounded by ``MAX_TOTAL_BYTES``. Each failure is one
+``NetshrinkFormatError`` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+from netshrink.codec.entropy import METHODS
+from netshrink.codec.tensor_encodings import (
+    CHAINS,
+    DTYPES,
+    MAX_CODEBOOK,
+    MAX_INDEX_BITS,
+    MAX_INT_BITS,
+    itemsize,
+)
+from netshrink.core.errors import NetshrinkFormatError
+
+FORMAT_VERSION = 1
+METADATA_KEY = "netshrink"
+MAX_NUMEL = 2 ** 31
+MAX_TOTAL_BYTES = 2 ** 36  # 64 GiB of decoded tensors
+#: role -> stream kind ("bytes": raw, "symbols": entropy-coded integers, "float": float_bytes)
+CODER_ROLES: dict[str, dict[str, str]] = {
+    "dense": {"raw": "bytes"}, "float_bytes": {"float": "float"}, "int": {"q": "symbols"},
+    "codebook": {"codebook": "bytes", "indices": "symbols"},
+    "binary": {"row_values": "bytes", "bits": "symbols"}, "sparse": {"gaps": "symbols"},
+}
+
+
+@dataclasses.dataclass
+class StreamSpec:
+    key: str
+    kind: str
+    nbytes: int
+    method: str | None
+    params: dict[str, Any] | None
+
+
+@dataclasses.dataclass
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: list[int]
+    chain: list[str]
+    params: dict[str, dict[str, Any]]
+    streams: dict[str, StreamSpec]
+    crc: int
+    stream_crc: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def stream_key(tensor_name: str, role: str) -> str:
+    """Name of a stream in the safetensors file."""
+    return f"{tensor_name}:{role}"
+
+
+def chain_roles(chain: list[str]) -> dict[str, str]:
+    """Every stream role a chain needs, with its kind."""
+    if chain[0] == "sparse":
+        inner = CODER_ROLES[chain[1]]
+        return {**CODER_ROLES["sparse"], **{"values." + r: k for r, k in inner.items()}}
+    return dict(CODER_ROLES[chain[0]])
+
+
+def _fail(reason: str) -> None:
+    raise NetshrinkFormatError(reason)
+
+
+def _int(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        _fail(f"{what} must be an integer in {low}..{high}, got {str(value)[:40]!r}")
+    return value
+
+
+def _dict(value: Any, what: str) -> dict:
+    if not isinstance(value, dict):
+        _fail(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
+    """The JSON document from the safetensors string metadata."""
+    if not metadata or METADATA_KEY not in metadata:
+        _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
+    try:
+        doc = json.loads(metadata[METADATA_KEY])
+    except (ValueError, RecursionError) as error:
+        raise NetshrinkFormatError(f"metadata is not valid JSON ({error})") from None
+    doc = _dict(doc, "metadata document")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        _fail(f"unknown format_version {str(version)[:40]!r}; this netshrink reads version "
+              f"{FORMAT_VERSION} (upgrade netshrink)")
+    arch = doc.get("architecture")
+    if arch is not None:
+        arch = _dict(arch, "architecture")
+        if not isinstance(arch.get("name"), str):
+            _fail("architecture.name must be a string")
+        _dict(arch.get("kwargs"), "architecture.kwargs")
+    if not isinstance(doc.get("transform_log"), list):
+        _fail("transform_log must be a list")
+    _dict(doc.get("tensors"), "tensors")
+    return doc
+
+
+def _coder_params(coder: str, params: dict, dtype: str, shape: list[int]) -> None:
+    p = _dict(params.get(coder), f"params.{coder}")
+    bits_range = 2 ** (8 * itemsize(dtype) - 1)
+    if coder == "int":
+        _int(p.get("bits"), 1, MAX_INT_BITS, "int bits")
+        _int(p.get("zero_point"), -(2 ** (MAX_INT_BITS + 1)), 2 ** (MAX_INT_BITS + 1), "int zero_point")
+        _int(p.get("scale"), -bits_range, bits_range - 1, "int scale")
+    elif coder == "codebook":
+        _int(p.get("size"), 1, MAX_CODEBOOK, "codebook size")
+    elif coder == "binary":
+        if len(shape) < 2:
+            _fail("binary encoding needs a tensor of at least 2 dimensions")
+        _int(p.get("rows"), shape[0], shape[0], "binary rows")
+    elif coder == "sparse":
+        _int(p.get("index_bits"), 1, MAX_INDEX_BITS, "sparse index_bits")
+        _int(p.get("entries"), 0, math.prod(shape), "sparse entries")
+
+
+def _expected_bytes(role: str, spec_params: dict, dtype: str, shape: list[int]) -> int | None:
+    """Exact length of raw byte streams (None where the length is the coder's own business)."""
+    size = itemsize(dtype)
+    values = spec_params["sparse"]["entries"] if role.startswith("values.") else math.prod(shape)
+    base = role.removeprefix("values.")
+    if base == "raw":
+        return values * size
+    if base == "codebook":
+        return spec_params["codebook"]["size"] * size
+    if base == "row_values":
+        return 2 * spec_params["binary"]["rows"] * size
+    return None
+
+
+def validate_tensor(name: str, entry: Any, stream_sizes: dict[str, int]) -> TensorSpec:
+    """One tensor's entry, checked against the streams present in the file."""
+    entry = _dict(entry, f"tensor {name!r}")
+    dtype = entry.get("dtype")
+    if dtype not in DTYPES:
+        _fail(f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or len(shape) > 8:
+        _fail(f"tensor {name!r} shape must be a list of at most 8 integers")
+    for dim in shape:
+        _int(dim, 0, MAX_NUMEL, f"tensor {name!r} shape entry")
+    if math.prod(shape) > MAX_NUMEL:
+        _fail(f"tensor {name!r} declares {math.prod(shape)} elements, more than {MAX_NUMEL}")
+    chain = entry.get("chain")
+    if not isinstance(chain, list) or tuple(chain) not in CHAINS:
+        _fail(f"tensor {name!r} has unknown encoding {str(chain)[:60]!r}")
+    params = _dict(entry.get("params", {}), f"tensor {name!r} params")
+    for coder in chain:
+        if coder in ("int", "codebook", "binary", "sparse"):
+            _coder_params(coder, params, dtype, shape)
+    declared = _dict(entry.get("streams"), f"tensor {name!r} streams")
+    roles = chain_roles(chain)
+    if set(declared) != set(roles):
+        _fail(f"tensor {name!r} declares streams {sorted(declared)[:8]}, its encoding needs "
+              f"{sorted(roles)}")
+    streams = {}
+    for role, kind in roles.items():
+        info = _dict(declared[role], f"tensor {name!r} stream {role!r}")
+        key = stream_key(name, role)
+        if key not in stream_sizes:
+            _fail(f"stream {key!r} is referenced but missing from the file")
+        nbytes = _int(info.get("n"), 0, stream_sizes[key], f"stream {key!r} length")
+        if nbytes != stream_sizes[key]:
+            _fail(f"stream {key!r} declares {nbytes} bytes but holds {stream_sizes[key]}")
+        expected = _expected_bytes(role, params, dtype, shape)
+        if expected is not None and nbytes != expected:
+            _fail(f"stream {key!r} holds {nbytes} bytes, its encoding needs {expected}")
+        method = info.get("method")
+        if kind == "symbols" and method not in METHODS:
+            _fail(f"stream {key!r} has unknown entropy method {str(method)[:40]!r}")
+        stream_params = info.get("params")
+        if kind != "bytes":
+            stream_params = _dict(stream_params, f"stream {key!r} params")
+        streams[role] = StreamSpec(key, kind, nbytes, method if kind == "symbols" else None,
+                                   stream_params if kind != "bytes" else None)
+    crc = _int(entry.get("crc"), 0, 2 ** 32 - 1, f"tensor {name!r} crc")
+    stream_crc = _int(entry.get("stream_crc"), 0, 2 ** 32 - 1, f"tensor {name!r} stream_crc")
+    return TensorSpec(name, dtype, list(shape), list(chain), params, streams, crc, stream_crc)
+
+
+def validate_document(doc: dict[str, Any], stream_sizes: dict[str, int]) -> dict[str, TensorSpec]:
+    """Every tensor spec of a parsed document; checks references both ways and the total size."""
+    specs = {name: validate_tensor(name, entry, stream_sizes) for name, entry in doc["tensors"].items()}
+    referenced = {s.key for spec in specs.values() for s in spec.streams.values()}
+    unreferenced = sorted(set(stream_sizes) - referenced)
+    if unreferenced:
+        _fail(f"the file holds stream(s) no tensor references: {unreferenced[:4]}")
+    total = sum(spec.numel * itemsize(spec.dtype) for spec in specs.values())
+    if total > MAX_TOTAL_BYTES:
+        _fail(f"decoded tensors would take {total} bytes, more than the {MAX_TOTAL_BYTES} cap")
+    return specs
