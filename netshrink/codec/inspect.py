@@ -1,0 +1,66 @@
+"""What a .nsk file holds, per tensor, in the form of Deep Compression's Table 2.
+
+Han et al. 2016, Table 2 lists per layer the number of weights, the percentage kept by pruning,
+the bits per weight and per index after quantization and Huffman coding, and the compression rate.
+``inspect_file`` gives those numbers per state-dict tensor, measured from the file's streams;
+``inspect_report`` prints them with a totals line against the dense fp32 safetensors size of the
+same state dict and the real file size.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from netshrink.codec.container import fp32_safetensors_bytes, read_tensors
+from netshrink.codec.tensor_encodings import DTYPES, FLOAT_DTYPES, itemsize
+
+
+def inspect_file(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """One row per tensor: name, encoding, dtype, shape, weights, kept, bits per weight and per
+    index (per kept weight for sparse tensors), stored bytes and the rate against dense fp32."""
+    _, specs, tensors = read_tensors(path)
+    rows = []
+    for name, spec in specs.items():
+        kept = int(torch.count_nonzero(tensors[name].reshape(-1).view(
+            {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[itemsize(spec.dtype)])))
+        stored = sum(s.nbytes for s in spec.streams.values())
+        index_bytes = spec.streams["gaps"].nbytes if "gaps" in spec.streams else None
+        per = max(kept, 1) if index_bytes is not None else max(spec.numel, 1)
+        dense = spec.numel * (4 if spec.dtype in FLOAT_DTYPES else itemsize(spec.dtype))
+        rows.append({
+            "name": name, "encoding": "+".join(spec.chain), "dtype": spec.dtype,
+            "shape": spec.shape, "weights": spec.numel, "kept": kept,
+            "kept_pct": 100.0 * kept / spec.numel if spec.numel else 100.0,
+            "bits_per_weight": 8 * (stored - (index_bytes or 0)) / per,
+            "bits_per_index": None if index_bytes is None else 8 * index_bytes / per,
+            "bytes": stored, "dense_fp32_bytes": dense,
+            "rate": dense / stored if stored else float("inf"),
+        })
+    return rows
+
+
+def inspect_report(path: str | os.PathLike) -> str:
+    """A text table of ``inspect_file`` plus totals: payload, real file and dense fp32 sizes."""
+    rows = inspect_file(path)
+    header = (f"{'layer':<32} {'encoding':<20} {'#weights':>10} {'kept %':>7} {'bits/w':>7} "
+              f"{'bits/idx':>8} {'bytes':>10} {'rate':>7}")
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        index = "-" if row["bits_per_index"] is None else f"{row['bits_per_index']:.2f}"
+        lines.append(f"{row['name'][:32]:<32} {row['encoding']:<20} {row['weights']:>10} "
+                     f"{row['kept_pct']:>7.1f} {row['bits_per_weight']:>7.2f} {index:>8} "
+                     f"{row['bytes']:>10} {row['rate']:>6.1f}x")
+    weights = sum(r["weights"] for r in rows)
+    kept = sum(r["kept"] for r in rows)
+    payload = sum(r["bytes"] for r in rows)
+    file_bytes = os.path.getsize(path)
+    dense = fp32_safetensors_bytes({
+        r["name"]: (r["shape"], r["dtype"] in FLOAT_DTYPES, DTYPES[r["dtype"]]) for r in rows})
+    lines.append("-" * len(header))
+    lines.append(f"total: {weights} weights, {100.0 * kept / max(weights, 1):.1f}% kept, "
+                 f"{payload} bytes of streams, file {file_bytes} bytes vs dense fp32 {dense} bytes "
+                 f"= {dense / file_bytes:.1f}x smaller")
+    return "\n".join(lines)
