@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netshrink.codec.huffman import (
+    canonical_codes,
+    huffman_code_lengths,
+    huffman_decode,
+    huffman_encode,
+    optimal_huffman_bits,
+)
+from netshrink.core.errors import NetshrinkFormatError
+from tests.codec.corrupt import bit_flips, decodes_or_refuses, param_edits, truncations
+
+counts_lists = st.lists(st.integers(0, 10**6), min_size=1, max_size=300)
+
+
+def kraft_sum(lengths: np.ndarray) -> float:
+    used = lengths[lengths > 0].astype(np.float64)
+    return float(np.sum(2.0 ** -used))
+
+
+@settings(max_examples=80, deadline=None)
+@given(counts=counts_lists, max_length=st.integers(9, 16))
+def test_lengths_satisfy_kraft_and_the_limit(counts, max_length):
+    counts = np.array(counts)
+    lengths = huffman_code_lengths(counts, max_length)
+    assert lengths.max() <= max_length
+    assert np.array_equal(lengths > 0, counts > 0)
+    assert kraft_sum(lengths) <= 1.0
+    if np.count_nonzero(counts) > 1:
+        assert kraft_sum(lengths) == 1.0  # package-merge codes are complete
+
+
+@settings(max_examples=80, deadline=None)
+@given(counts=counts_lists)
+def test_length_equals_optimal_huffman_when_the_limit_is_not_binding(counts):
+    counts = np.array(counts)
+    used = np.count_nonzero(counts)
+    # With at most 16 used symbols an unlimited Huffman tree is at most 15 deep.
+    if used > 16:
+        counts = counts.copy()
+        counts[np.flatnonzero(counts)[16:]] = 0
+    lengths = huffman_code_lengths(counts, 16)
+    assert int(np.sum(counts * lengths)) == optimal_huffman_bits(counts)
+
+
+def test_binding_limit_is_respected_on_fibonacci_counts():
+    fib = [1, 1]
+    while len(fib) < 30:
+        fib.append(fib[-1] + fib[-2])
+    lengths = huffman_code_lengths(np.array(fib), 10)
+    assert lengths.max() == 10 and kraft_sum(lengths) == 1.0
+    assert np.sum(np.array(fib) * lengths) >= optimal_huffman_bits(np.array(fib))
+
+
+def test_single_symbol_gets_length_one():
+    assert huffman_code_lengths(np.array([0, 5, 0])).tolist() == [0, 1, 0]
+
+
+def test_canonical_codes_are_prefix_free():
+    lengths = huffman_code_lengths(np.array([50, 20, 10, 10, 5, 3, 1, 1]))
+    codes = canonical_codes(lengths)
+    words = [format(int(c), f"0{int(n)}b")[::-1] for c, n in zip(codes, lengths)]  # first bit first
+    for i, a in enumerate(words):
+        for j, b in enumerate(words):
+            assert i == j or not b.startswith(a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    alphabet_size=st.integers(1, 300),
+    n=st.integers(0, 3000),
+    skew=st.floats(0.05, 5.0),
+    block_size=st.integers(1, 700),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_round_trip(alphabet_size, n, skew, block_size, seed):
+    rng = np.random.default_rng(seed)
+    p = np.exp(-np.arange(alphabet_size) / skew)
+    symbols = rng.choice(alphabet_size, n, p=p / p.sum())
+    payload, params = huffman_encode(symbols, alphabet_size, block_size=block_size)
+    decoded = huffman_decode(payload, params, n, alphabet_size)
+    assert np.array_equal(decoded, symbols)
+    assert decoded.dtype == (np.uint8 if alphabet_size <= 256 else np.uint16)
+
+
+def test_round_trip_large_alphabet_and_limit():
+    symbols = np.random.default_rng(3).zipf(1.3, 50_000) % 5000
+    payload, params = huffman_encode(symbols, 5000, max_length=13, block_size=777)
+    assert max(params["code_lengths"]) <= 13
+    assert np.array_equal(huffman_decode(payload, params, symbols.size, 5000), symbols)
+
+
+@pytest.fixture(scope="module")
+def encoded():
+    rng = np.random.default_rng(4)
+    p = np.exp(-np.arange(32) / 3.0)
+    symbols = rng.choice(32, 5000, p=p / p.sum())
+    payload, params = huffman_encode(symbols, 32, block_size=300)
+    return symbols, payload, params
+
+
+def test_malformed_payloads_raise_only_format_errors(encoded):
+    symbols, payload, params = encoded
+    for bad in truncations(payload) + [payload + b"\x00"]:
+        with pytest.raises(NetshrinkFormatError):
+            huffman_decode(bad, params, symbols.size, 32)
+    for bad in bit_flips(payload, 200):
+        decodes_or_refuses(huffman_decode, bad, params, symbols.size, 32)
+
+
+def test_malformed_params_raise_only_format_errors(encoded):
+    symbols, payload, params = encoded
+    for bad in param_edits(params) + [None, [], {"code_lengths": [1] * 32}]:
+        decodes_or_refuses(huffman_decode, payload, bad, symbols.size, 32)
+    with pytest.raises(NetshrinkFormatError):
+        huffman_decode(payload, dict(params, code_lengths=[1] * 32), symbols.size, 32)  # Kraft
+    for count in (-1, 0, symbols.size - 1, symbols.size + 1, 10**6):
+        decodes_or_refuses(huffman_decode, payload, params, count, 32)
+    for alphabet_size in (0, 31, 33, 2**17):
+        with pytest.raises(NetshrinkFormatError):
+            huffman_decode(payload, params, symbols.size, alphabet_size)
+
+
+def test_incomplete_code_hitting_an_unused_pattern_is_refused():
+    # lengths {1, 2}: the pattern "11" is no code word.
+    params = {"code_lengths": [1, 2, 0], "max_length": 16, "block_size": 4, "offset_bits": 7}
+    header = bytes([8])  # one block of 8 bits
+    with pytest.raises(NetshrinkFormatError):
+        huffman_decode(header + bytes([0xFF]), params, 4, 3)
+
+
+def test_decoding_is_fast():
+    import time
+
+    rng = np.random.default_rng(5)
+    p = np.exp(-np.arange(32) / 4.0)
+    symbols = rng.choice(32, 2_000_000, p=p / p.sum())
+    payload, params = huffman_encode(symbols, 32)
+    start = time.perf_counter()
+    huffman_decode(payload, params, symbols.size, 32)
+    # 20M symbols/s is the benchmark's target; a shared test machine gets slack.
+    assert symbols.size / (time.perf_counter() - start) > 5e6
