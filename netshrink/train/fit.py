@@ -218,6 +218,7 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
         net.train()
         order = torch.randperm(len(train_y), generator=rng.permutation).to(data_dev)
         totals = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, correct, samples
+        seen = 0  # this rank's samples so far
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                    disable=not show, leave=True)
         for step, (lo, hi) in enumerate(batches, 1):
@@ -234,11 +235,11 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
             (loss * (len(y) * info.world_size / (hi - lo)) if info.world_size > 1 else loss).backward()
             optimizer.step()
             scheduler.step()
-            totals += torch.stack([loss.detach().double() * len(y),
-                                   (logits.detach().argmax(1) == y).sum().double(),
-                                   torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
+            seen += len(y)
+            totals[0] += loss.detach().double() * len(y)
+            totals[1] += (logits.detach().argmax(1) == y).sum()
             if step % _STATUS_EVERY == 0 or step == len(batches):
-                loss_sum, correct, seen = totals.tolist()
+                loss_sum, correct, _ = totals.tolist()
                 if not math.isfinite(loss_sum):
                     raise NetshrinkError(f"training diverged (loss is {loss_sum} in epoch {epoch}); "
                                          "lower lr or check the data")
@@ -247,6 +248,7 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
                                 samples_s=f"{seen * info.world_size / (time.perf_counter() - began):.0f}")
         bar.close()
         train_seconds = time.perf_counter() - began
+        totals[2] = seen
         loss_sum, correct, seen = distributed.all_reduce_sum(totals, info).tolist()
         evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
         val_acc = evaluate(model, data.val, device=dev) if evaluated else None

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -139,7 +140,7 @@ def test_lr_schedules():
     factors = [lr_factor(s, cosine, steps) for s in range(40)]
     assert factors[:10] == [pytest.approx((s + 1) / 10) for s in range(10)]
     assert factors[10] == 1.0 and factors[-1] < 0.01
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     step = FitConfig(epochs=4, schedule="step")
     assert [lr_factor(e * steps, step, steps) for e in range(4)] == [1.0, 1.0, pytest.approx(0.1),
                                                                       pytest.approx(0.01)]
