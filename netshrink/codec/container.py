@@ -10,6 +10,8 @@ uint8 tensor per encoded stream, named ``"<tensor>:<role>"``, and one string met
      "tensors": {name: {"dtype", "shape", "chain", "params", "crc", "stream_crc",
                         "streams": {role: {"n": bytes, "method": entropy, "params": {...}}}}}}
 
+(empty ``params`` objects are omitted.)
+
 ``chain`` is the encoding (see ``tensor_encodings``), ``crc`` the CRC-32 of the decoded tensor's
 raw little-endian bytes and ``stream_crc`` the CRC-32 of its streams in role order. The loader
 validates everything (``validate``) before decoding, rebuilds the architecture from the zoo and
@@ -92,13 +94,14 @@ def _tensor_entry(name: str, tensor: torch.Tensor, encoded: Encoded, dtype: str)
         info: dict[str, Any] = {"n": len(stream.data)}
         if stream.method is not None:
             info["method"] = stream.method
-        if stream.params is not None:
+        if stream.params:  # omitted when empty
             info["params"] = stream.params
         streams[stream.role] = info
-    return {"dtype": dtype, "shape": list(tensor.shape), "chain": encoded.chain,
-            "params": encoded.params, "streams": streams,
-            "crc": _crc(tensor_bits(tensor).tobytes()),
-            "stream_crc": _crc([s.data for s in encoded.streams])}
+    entry = {"dtype": dtype, "shape": list(tensor.shape), "chain": encoded.chain,
+             "params": encoded.params, "streams": streams,
+             "crc": _crc(tensor_bits(tensor).tobytes()),
+             "stream_crc": _crc([s.data for s in encoded.streams])}
+    return {k: v for k, v in entry.items() if v != {}}  # "params" omitted when empty
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

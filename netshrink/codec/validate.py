@@ -190,7 +190,7 @@ def validate_tensor(name: str, entry: Any, stream_sizes: dict[str, int]) -> Tens
         method = info.get("method")
         if kind == "symbols" and method not in METHODS:
             _fail(f"stream {key!r} has unknown entropy method {str(method)[:40]!r}")
-        stream_params = info.get("params")
+        stream_params = info.get("params", {})
         if kind != "bytes":
             stream_params = _dict(stream_params, f"stream {key!r} params")
         streams[role] = StreamSpec(key, kind, nbytes, method if kind == "symbols" else None,

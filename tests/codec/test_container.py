@@ -1,0 +1,286 @@
+"""save/load of the .nsk container: each tensor kind in every tiny model, bit-identical outputs."""
+
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from netshrink.codec.container import dense_fp32_bytes, load, read_tensors, request_encodings, save
+from netshrink.codec.tensor_encodings import tensor_bits
+from netshrink.core.errors import NetshrinkError, NetshrinkFormatError
+from netshrink.core.modules import iter_modules
+from netshrink.core.rebuild import register_rebuilder
+from netshrink.core.transform_log import append_record, get_arch, get_log
+from netshrink.models import create
+from tests.models import INPUT_SHAPE, TINY_MODELS, UserMLP
+
+KINDS = ("pruned", "clustered16", "clustered32", "int4", "binary", "dense", "pruned_clustered")
+EXPECTED = {
+    "pruned": {("sparse", "dense"), ("sparse", "float_bytes")},
+    "clustered16": {("codebook",)},
+    "clustered32": {("codebook",)},
+    "int4": {("int",)},
+    "binary": {("binary",)},
+    "dense": {("dense",), ("float_bytes",)},
+    "pruned_clustered": {("codebook",), ("sparse", "codebook")},
+}
+
+
+def make_weight(kind: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """A float32 tensor holding exactly what ``kind`` names (as a compression stage leaves it)."""
+    dense = torch.randn(shape, generator=generator)
+    if kind == "dense":
+        return dense
+    if kind in ("pruned", "pruned_clustered"):
+        threshold = dense.abs().flatten().kthvalue(max(1, int(0.9 * dense.numel()))).values
+        pruned = torch.where(dense.abs() > threshold, dense, torch.zeros(()))
+        if kind == "pruned":
+            return pruned
+        centroids = torch.randn(16, generator=generator)
+        nearest = (pruned.reshape(-1, 1) - centroids).abs().argmin(dim=1).reshape(shape)
+        return torch.where(pruned != 0, centroids[nearest], torch.zeros(()))
+    if kind.startswith("clustered"):
+        centroids = torch.randn(int(kind.removeprefix("clustered")), generator=generator)
+        return centroids[torch.randint(0, centroids.numel(), shape, generator=generator)]
+    if kind == "int4":
+        q = torch.randint(0, 16, shape, generator=generator)
+        return (q - 8).to(torch.float32) * torch.tensor(0.0123, dtype=torch.float32)
+    if kind == "binary":
+        alpha = torch.rand((shape[0],) + (1,) * (len(shape) - 1), generator=generator) + 0.1
+        signs = torch.randint(0, 2, shape, generator=generator) * 2 - 1
+        return signs * alpha
+    raise ValueError(kind)
+
+
+def fill_weights(model: nn.Module, kind: str, seed: int = 0) -> list[str]:
+    """Replace every Linear/Conv weight by a tensor of ``kind``; returns their state-dict names."""
+    generator = torch.Generator().manual_seed(seed)
+    names = []
+    with torch.no_grad():
+        for name, module in iter_modules(model):
+            module.weight.copy_(make_weight(kind, tuple(module.weight.shape), generator))
+            names.append(f"{name}.weight")
+    return names
+
+
+def fresh(model_name: str) -> nn.Module:
+    torch.manual_seed(1)  # a different init: every value must come from the file
+    return TINY_MODELS[model_name]()
+
+
+def is_zoo(model: nn.Module) -> bool:
+    return get_arch(model) is not None
+
+
+def load_like(path, model: nn.Module, model_name: str) -> nn.Module:
+    return load(path) if is_zoo(model) else load(path, model=fresh(model_name))
+
+
+def assert_same_outputs(saved: nn.Module, loaded: nn.Module, input_shape=INPUT_SHAPE) -> None:
+    saved.eval()
+    x = torch.randn(5, *input_shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(saved(x), loaded(x))
+    loaded_state = loaded.state_dict()
+    for name, tensor in saved.state_dict().items():
+        assert tensor.dtype == loaded_state[name].dtype, name
+        assert np.array_equal(tensor_bits(tensor), tensor_bits(loaded_state[name])), name
+
+
+def chains(path) -> dict[str, tuple[str, ...]]:
+    _, specs, _ = read_tensors(path)
+    return {name: tuple(spec.chain) for name, spec in specs.items()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_round_trips_in_every_model(tiny_model, kind, tmp_path, request):
+    model_name = request.node.callspec.params["tiny_model"]
+    names = fill_weights(tiny_model, kind)
+    tiny_model.eval()
+    path = tmp_path / "model.nsk"
+    save(tiny_model, path)
+    stored = chains(path)
+    for name in names:
+        if tiny_model.state_dict()[name].numel() >= 128:  # below that, per-stream overhead decides
+            assert stored[name] in EXPECTED[kind], (name, stored[name])
+    assert_same_outputs(tiny_model, load_like(path, tiny_model, model_name))
+    if kind != "dense":
+        _, specs, _ = read_tensors(path)
+        payload = sum(s.nbytes for spec in specs.values() for s in spec.streams.values())
+        assert payload < sum(4 * t.numel() for t in tiny_model.state_dict().values())
+        if sum(p.numel() for p in tiny_model.parameters()) > 2000:
+            # below that the file's fixed ~200 bytes of metadata per tensor outweigh the savings
+            assert os.path.getsize(path) < dense_fp32_bytes(tiny_model)
+
+
+@pytest.mark.parametrize("kind", ["pruned_clustered", "binary", "int4"])
+def test_compressed_lenet_is_much_smaller_than_dense_fp32(kind, tmp_path):
+    model = create("lenet300_100")
+    fill_weights(model, kind)
+    save(model, tmp_path / "m.nsk")
+    ratio = dense_fp32_bytes(model) / os.path.getsize(tmp_path / "m.nsk")
+    assert ratio >= {"pruned_clustered": 20, "binary": 25, "int4": 7}[kind]
+    assert_same_outputs(model, load(tmp_path / "m.nsk"), input_shape=(784,))
+
+
+def test_without_entropy_stage_pruned_clustered_uses_relative_index(tmp_path):
+    model = create("lenet300_100", in_features=64)
+    fill_weights(model, "pruned_clustered")
+    save(model, tmp_path / "m.nsk", entropy="none")
+    stored = chains(tmp_path / "m.nsk")
+    assert stored["fc1.weight"] == ("sparse", "codebook")
+    assert_same_outputs(model, load(tmp_path / "m.nsk"))
+
+
+@pytest.mark.parametrize("entropy", ["none", "huffman", "ans"])
+def test_forced_entropy_method_is_used_for_every_symbol_stream(entropy, tmp_path):
+    model = create("lenet300_100", in_features=64)
+    fill_weights(model, "clustered16")
+    save(model, tmp_path / "m.nsk", entropy=entropy)
+    _, specs, _ = read_tensors(tmp_path / "m.nsk")
+    methods = {s.method for spec in specs.values() for s in spec.streams.values() if s.kind == "symbols"}
+    assert methods == {entropy}
+    assert_same_outputs(model, load(tmp_path / "m.nsk"))
+
+
+def test_special_values_and_dtypes_are_bit_exact(tmp_path):
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), 1e-45, -1e-45, 3.5] * 4)
+            nan_payload = torch.tensor([0x7FC00001, 0x7FC00000, -0x00400001], dtype=torch.int32).view(torch.float32)
+            self.a = nn.Parameter(special.reshape(4, 7))
+            self.register_buffer("nans", nan_payload)
+            self.register_buffer("fp16", torch.randn(6, 5).half())
+            self.register_buffer("brain", torch.randn(6, 5).bfloat16())
+            self.register_buffer("half_zeros", torch.tensor([0.0, -0.0] * 8).half())
+            self.register_buffer("steps", torch.tensor(7, dtype=torch.int64))
+            self.register_buffer("flags", torch.tensor([True, False, True]))
+            self.register_buffer("fp64", torch.randn(3, dtype=torch.float64))
+            self.register_buffer("empty", torch.zeros(0, 4))
+
+    model = Holder()
+    save(model, tmp_path / "h.nsk")
+    loaded = load(tmp_path / "h.nsk", model=Holder())
+    for name, tensor in model.state_dict().items():
+        other = loaded.state_dict()[name]
+        assert tensor.dtype == other.dtype and tensor.shape == other.shape
+        assert (tensor_bits(tensor) == tensor_bits(other)).all(), name
+
+
+def test_batchnorm_buffers_are_stored_as_they_are(tmp_path):
+    model = TINY_MODELS["convnet"]()
+    model.train()
+    model(torch.randn(4, *INPUT_SHAPE))  # running stats and num_batches_tracked move
+    save(model, tmp_path / "c.nsk")
+    loaded = load(tmp_path / "c.nsk")
+    assert int(loaded.features[0][1].num_batches_tracked) == 1
+    assert chains(tmp_path / "c.nsk")["features.0.1.num_batches_tracked"] == ("dense",)
+    assert_same_outputs(model, loaded)
+
+
+def test_requested_encoding_is_honoured_when_exact_else_detected(tmp_path):
+    model = create("lenet300_100", in_features=64)
+    fill_weights(model, "clustered16")
+    with torch.no_grad():
+        model.fc3.weight.normal_()
+    request_encodings(model, {"fc1.weight": "dense", "fc3.weight": "codebook"})
+    append_record(model, "encode", None, encodings={"fc2.weight": "sparse+codebook"})
+    save(model, tmp_path / "m.nsk")
+    stored = chains(tmp_path / "m.nsk")
+    assert stored["fc1.weight"] == ("dense",)
+    assert stored["fc2.weight"] == ("sparse", "codebook")
+    assert stored["fc3.weight"] in {("dense",), ("float_bytes",)}  # 1000 distinct values: no codebook
+    loaded = load(tmp_path / "m.nsk")
+    assert_same_outputs(model, loaded)
+    assert get_log(loaded) == get_log(model)
+
+
+def test_user_class_needs_model_argument(tmp_path):
+    save(UserMLP(), tmp_path / "u.nsk")
+    with pytest.raises(NetshrinkFormatError, match="model="):
+        load(tmp_path / "u.nsk")
+
+
+def _drop_bias(model: nn.Module, record: dict) -> None:
+    old = model.get_submodule(record["layer"])
+    setattr(model, record["layer"], nn.Linear(old.in_features, record["out_features"], bias=False))
+
+
+register_rebuilder("test_shrink_linear", _drop_bias)
+
+
+def _shrunk(model: nn.Module) -> nn.Module:
+    """Replace ``fc3``/``head`` by a bias-free Linear and log it, as a structural verb would."""
+    layer = "fc3" if hasattr(model, "fc3") else "head"
+    record = {"layer": layer, "out_features": 10}
+    _drop_bias(model, record)
+    append_record(model, "test_shrink_linear", None, **record)
+    return model
+
+
+def test_replay_rebuilds_zoo_structure(tmp_path):
+    model = _shrunk(create("lenet300_100", in_features=64))
+    save(model, tmp_path / "s.nsk")
+    loaded = load(tmp_path / "s.nsk")
+    assert loaded.fc3.bias is None
+    assert_same_outputs(model, loaded)
+    assert get_arch(loaded) == get_arch(model)
+
+
+def test_replay_applies_to_a_users_base_model(tmp_path):
+    model = _shrunk(UserMLP())
+    save(model, tmp_path / "s.nsk")
+    assert_same_outputs(model, load(tmp_path / "s.nsk", model=UserMLP()))  # replayed
+    assert_same_outputs(model, load(tmp_path / "s.nsk", model=_shrunk(UserMLP())))  # already shrunk
+
+
+def test_unknown_verb_is_a_format_error(tmp_path):
+    model = create("lenet300_100", in_features=64)
+    append_record(model, "never_registered_verb", None)
+    save(model, tmp_path / "v.nsk")
+    with pytest.raises(NetshrinkFormatError, match="never_registered_verb"):
+        load(tmp_path / "v.nsk")
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "a.nsk"
+    save(UserMLP(), path)
+    before = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        save(create("lenet300_100", in_features=64), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nsk"]
+
+
+def test_parametrized_model_is_refused(tmp_path):
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    model = UserMLP()
+    parametrize.register_parametrization(model.head, "weight", Double())
+    with pytest.raises(NetshrinkError, match="finalize_"):
+        save(model, tmp_path / "p.nsk")
+    assert not (tmp_path / "p.nsk").exists()
+
+
+def test_unknown_entropy_method_is_refused(tmp_path):
+    with pytest.raises(NetshrinkError, match="entropy"):
+        save(UserMLP(), tmp_path / "e.nsk", entropy="zstd")
+
+
+def test_dense_fp32_bytes_is_the_safetensors_size_of_the_state_dict(tmp_path):
+    model = TINY_MODELS["convnet"]().half()
+    arrays = {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in model.state_dict().items()}
+    safetensors.numpy.save_file(arrays, tmp_path / "d.safetensors")
+    assert dense_fp32_bytes(model) == os.path.getsize(tmp_path / "d.safetensors")
