@@ -45,11 +45,12 @@ _STATUS_EVERY = 20  # steps between progress-bar updates (each one waits for the
 @dataclasses.dataclass
 class FitResult:
     """Per-epoch ``history`` (epoch, train_loss, train_acc, val_acc or None when not evaluated,
-    lr, seconds incl. evaluation, samples_per_s of training), the last ``val_acc`` and the
-    trained ``model`` (the caller's module, on the training device)."""
+    lr, seconds incl. evaluation, samples_per_s of training), the last ``val_acc`` (None only
+    when the validation split is empty) and the trained ``model`` (the caller's module, on the
+    training device)."""
 
     history: list[dict[str, Any]]
-    val_acc: float
+    val_acc: float | None
     model: nn.Module
 
 
@@ -250,7 +251,7 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
         train_seconds = time.perf_counter() - began
         totals[2] = seen
         loss_sum, correct, seen = distributed.all_reduce_sum(totals, info).tolist()
-        evaluated = epoch % config.eval_every == 0 or epoch == config.epochs
+        evaluated = len(data.val) > 0 and (epoch % config.eval_every == 0 or epoch == config.epochs)
         val_acc = evaluate(model, data.val, device=dev) if evaluated else None
         history.append({"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                         "val_acc": val_acc, "lr": scheduler.get_last_lr()[0],

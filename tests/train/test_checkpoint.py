@@ -50,7 +50,7 @@ def test_checkpoint_is_plain_safetensors_and_round_trips(tmp_path):
     fresh = TINY_MODELS["convnet"]()
     fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=1e-3)
     load_optimizer_state(fresh_optimizer, tensors, meta, path)
-    for old, new in zip(model.parameters(), fresh.parameters()):
+    for old, new in zip(model.parameters(), fresh.parameters(), strict=True):
         state, loaded = optimizer.state[old], fresh_optimizer.state[new]
         assert state.keys() == loaded.keys()
         for key in state:

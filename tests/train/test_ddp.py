@@ -40,6 +40,6 @@ def test_two_process_ddp_matches_one_process(tmp_path, digits):
                  run_fit.config_from_args(run_fit.parse_args(argv)), progress=False)
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(distributed_weights[key], value, rtol=0, atol=1e-5)
-    for ours, theirs in zip(single.history, meta["history"]):
+    for ours, theirs in zip(single.history, meta["history"], strict=True):
         assert theirs["train_loss"] == pytest.approx(ours["train_loss"], abs=1e-5)
         assert theirs["val_acc"] == pytest.approx(ours["val_acc"], abs=1e-2)

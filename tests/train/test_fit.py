@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import math
 
@@ -146,3 +147,35 @@ def test_lr_schedules():
                                                                       pytest.approx(0.01)]
     assert lr_factor(35, FitConfig(epochs=4, schedule="constant"), steps) == 1.0
     assert math.isclose(lr_factor(0, FitConfig(epochs=1), steps), 1.0)
+
+
+def test_empty_validation_split_gives_no_val_acc(digits):
+    empty = digits.val.__class__(digits.val.x[:0], digits.val.y[:0])
+    result = fit(TINY_MODELS["user_mlp"](), dataclasses.replace(digits, val=empty),
+                 FitConfig(epochs=1), progress=False)
+    assert result.val_acc is None and result.history[0]["val_acc"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_learns_and_resumes_exactly(tmp_path, digits):
+    config = FitConfig(epochs=2, batch_size=32, augment=True)
+    torch.manual_seed(0)
+    reference = fit(TINY_MODELS["convnet"](), digits, config, device="cuda", progress=False)
+    assert reference.val_acc > 0.6
+    assert next(reference.model.parameters()).is_cuda
+    calls = 0
+
+    def crash_in_epoch_two(logits, x, y):
+        nonlocal calls
+        calls += 1
+        if calls == 50:
+            raise _Crash
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    torch.manual_seed(0)
+    with pytest.raises(_Crash):
+        fit(TINY_MODELS["convnet"](), digits, config, loss_fn=crash_in_epoch_two, out_dir=tmp_path,
+            device="cuda", progress=False)
+    resumed = fit(TINY_MODELS["convnet"](), digits, config, out_dir=tmp_path, resume=True,
+                  device="cuda", progress=False)
+    _assert_same_weights(_state(resumed.model), _state(reference.model))
