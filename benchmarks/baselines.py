@@ -23,12 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
-    CHECKPOINTS, RESULTS, targets_markdown, target, update_benchmarks_md, write_results)
+    CHECKPOINTS,
+    RESULTS,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+    write_results,
+)
 
 RECIPES = {
     "lenet300_100": {"epochs": 30, "lr": 0.05, "batch_size": 128, "augment": False},
-    "lenet5": {"epochs": 30, "lr": 0.05, "batch_size": 128, "augment": False},
-    "convnet": {"epochs": 20, "lr": 0.05, "batch_size": 128, "augment": True},
+    "lenet5": {"epochs": 20, "lr": 0.05, "batch_size": 128, "augment": False},
+    "convnet": {"epochs": 12, "lr": 0.05, "batch_size": 128, "augment": True},
 }
 TARGETS = {"lenet300_100": 0.890, "lenet5": 0.905, "convnet": 0.925}
 TRAINING_LOG = RESULTS / "baselines_training.json"

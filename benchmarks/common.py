@@ -44,7 +44,7 @@ def write_results(name: str, measurements: dict, targets: list[dict], **extra) -
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "targets": targets,
         **extra,

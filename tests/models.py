@@ -5,7 +5,7 @@ All take 8x8 single-channel inputs (scikit-learn digits) and output 10 logits.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -6,7 +6,7 @@ handler for ``type(config)``, runs it, and records what it did in the model's tr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

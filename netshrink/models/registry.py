@@ -7,7 +7,8 @@ model (``netshrink_arch``) and the .nsk container relies on that to rebuild the 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

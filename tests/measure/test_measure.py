@@ -1,9 +1,17 @@
 import torch
 from torch import nn
 
-from netshrink.measure import (count_macs, count_macs_per_module, count_nonzero, count_parameters,
-                               dense_fp32_bytes, format_layer_table, layer_table, measure_latency,
-                               measure_model)
+from netshrink.measure import (
+    count_macs,
+    count_macs_per_module,
+    count_nonzero,
+    count_parameters,
+    dense_fp32_bytes,
+    format_layer_table,
+    layer_table,
+    measure_latency,
+    measure_model,
+)
 from netshrink.models import create
 from tests.models import INPUT_SHAPE
 
