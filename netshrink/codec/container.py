@@ -172,6 +172,10 @@ def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec
     try:
         handle = safe_open(os.fspath(path), framework="numpy")
         metadata = handle.metadata()
+    except Exception as error:  # noqa: BLE001 (the library's own header errors)
+        raise NetshrinkFormatError(f"not a valid safetensors file ({_one_line(error)})") from None
+    try:
+        doc = parse_metadata(metadata)
         stream_sizes = {}
         for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
             view = handle.get_slice(key)
@@ -179,13 +183,12 @@ def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec
             if view.get_dtype() != "U8" or len(shape) != 1:
                 raise NetshrinkFormatError(f"stream {key!r} is not a 1-D uint8 tensor")
             stream_sizes[key] = int(shape[0])
+        specs = validate_document(doc, stream_sizes)
+        check_log(doc["transform_log"])
     except NetshrinkFormatError:
         raise
-    except Exception as error:  # noqa: BLE001 (the library's own header errors)
-        raise NetshrinkFormatError(f"not a valid safetensors file ({_one_line(error)})") from None
-    doc = parse_metadata(metadata)
-    specs = validate_document(doc, stream_sizes)
-    check_log(doc["transform_log"])
+    except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
+        raise NetshrinkFormatError(f"malformed file ({_one_line(error)})") from None
     return doc, specs, handle
 
 
