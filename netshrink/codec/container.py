@@ -203,7 +203,7 @@ def _decode(specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor
         try:
             data = {role: handle.get_tensor(s.key).tobytes() for role, s in spec.streams.items()}
             if _crc([data[role] for role in spec.streams]) != spec.stream_crc:
-                raise NetshrinkFormatError(f"tensor {name!r}: stream checksum mismatch (file corrupted)")
+                raise NetshrinkFormatError("stream checksum mismatch (file corrupted)")
             streams = {role: Stream(role, data[role], s.method, s.params) for role, s in spec.streams.items()}
             tensor = decode_streams(spec.chain, spec.params, streams, spec.dtype, spec.shape)
         except NetshrinkFormatError as error:

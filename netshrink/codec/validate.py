@@ -154,7 +154,7 @@ def validate_tensor(name: str, entry: Any, stream_sizes: dict[str, int]) -> Tens
     """One tensor's entry, checked against the streams present in the file."""
     entry = _dict(entry, f"tensor {name!r}")
     dtype = entry.get("dtype")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         _fail(f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
     shape = entry.get("shape")
     if not isinstance(shape, list) or len(shape) > 8:
