@@ -37,6 +37,7 @@ from torch.nn.utils import parametrize
 
 from netshrink.codec.entropy import METHODS
 from netshrink.codec.tensor_encodings import (
+    FLOAT_DTYPES,
     Encoded,
     Stream,
     decode_streams,
@@ -258,7 +259,9 @@ def _mismatch(model: nn.Module, specs: dict[str, TensorSpec]) -> str | None:
         return f"state dict keys differ: file-only {missing[:3]}, model-only {extra[:3]}"
     for name, spec in specs.items():
         tensor = state[name]
-        if list(tensor.shape) != spec.shape or dtype_name(tensor.dtype) != spec.dtype:
+        same_kind = dtype_name(tensor.dtype) == spec.dtype or (
+            tensor.is_floating_point() and spec.dtype in FLOAT_DTYPES)  # a cast model loads as saved
+        if list(tensor.shape) != spec.shape or not same_kind:
             return (f"tensor {name!r} is {spec.dtype}{spec.shape} in the file but "
                     f"{tensor.dtype}{list(tensor.shape)} in the model")
     return None
@@ -284,7 +287,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     if reason is not None:
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
     tensors = _decode(specs, handle)
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=True, assign=True)  # keeps the file's float dtypes
     set_log(model, doc["transform_log"])
     arch = doc["architecture"]
     if arch is not None:

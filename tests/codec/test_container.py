@@ -284,3 +284,16 @@ def test_dense_fp32_bytes_is_the_safetensors_size_of_the_state_dict(tmp_path):
     arrays = {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in model.state_dict().items()}
     safetensors.numpy.save_file(arrays, tmp_path / "d.safetensors")
     assert dense_fp32_bytes(model) == os.path.getsize(tmp_path / "d.safetensors")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cast_zoo_model_loads_in_its_saved_dtype(dtype, tmp_path):
+    model = create("lenet300_100", in_features=64)
+    fill_weights(model, "pruned_clustered")
+    model = model.to(dtype)
+    save(model, tmp_path / "c.nsk")
+    loaded = load(tmp_path / "c.nsk")
+    assert loaded.fc1.weight.dtype == dtype and loaded.fc1.weight.requires_grad
+    x = torch.randn(3, 64).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), loaded(x))
