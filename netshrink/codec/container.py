@@ -287,7 +287,10 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     if reason is not None:
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
     tensors = _decode(specs, handle)
-    model.load_state_dict(tensors, strict=True, assign=True)  # keeps the file's float dtypes
+    state = model.state_dict()
+    cast = any(state[name].dtype != tensor.dtype for name, tensor in tensors.items())
+    # copying keeps tied parameters tied; assigning is needed only to keep the file's float dtypes
+    model.load_state_dict(tensors, strict=True, assign=cast)
     set_log(model, doc["transform_log"])
     arch = doc["architecture"]
     if arch is not None:

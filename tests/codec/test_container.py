@@ -297,3 +297,19 @@ def test_cast_zoo_model_loads_in_its_saved_dtype(dtype, tmp_path):
     x = torch.randn(3, 64).to(dtype)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), loaded(x))
+
+
+def test_tied_weights_stay_tied(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+            self.b = nn.Linear(8, 8)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    save(Tied(), tmp_path / "t.nsk")
+    loaded = load(tmp_path / "t.nsk", model=Tied())
+    assert loaded.a.weight is loaded.b.weight
