@@ -85,7 +85,7 @@ class Encoded:
 
 
 def itemsize(dtype_name: str) -> int:
-    return torch.empty((), dtype=DTYPES[dtype_name]).element_size()
+    return DTYPES[dtype_name].itemsize
 
 
 def tensor_bits(tensor: torch.Tensor) -> np.ndarray:
@@ -128,15 +128,8 @@ def _encode_dense(bits: np.ndarray, dtype: str, entropy: str) -> Encoded:
 def _encode_float_bytes(bits: np.ndarray, dtype: str, entropy: str) -> Encoded | None:
     if dtype not in FLOAT_DTYPES or bits.size == 0:
         return None
-    payload, params = encode_float_bytes(_float_array(bits, dtype))
+    payload, params = encode_float_bytes(bits.view(f"<u{bits.itemsize}"), dtype)
     return Encoded(["float_bytes"], {}, [Stream("float", bytes(payload), None, params)])
-
-
-def _float_array(bits: np.ndarray, dtype: str) -> np.ndarray:
-    """The values as a numpy array float_bytes accepts (bfloat16 travels as its uint16 bits)."""
-    if dtype == "bfloat16":
-        return bits.view(np.uint16)
-    return bits.view(np.dtype(dtype).newbyteorder("<"))
 
 
 def _encode_codebook(bits: np.ndarray, dtype: str, entropy: str) -> Encoded | None:
