@@ -110,6 +110,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
