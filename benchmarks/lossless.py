@@ -9,7 +9,7 @@ once with every tensor forced to plain ``dense`` and once with ``float_bytes`` a
 ZipNN / DFloat11 exponent-plane entropy coding; the writer keeps it only where it is smaller).
 Sizes are real file bytes against the dense fp32 safetensors baseline of the state dict; zlib -9
 on the raw float bytes is the usual general-purpose reference (ZipNN, Hershcovitch et al. 2024).
-Writes ``benchmarks/results/lossless.json`` and ``benchmarks/results/lossless.md``.
+Writes ``benchmarks/results/lossless.json`` and the lossless section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from benchmarks.codec import load_weights
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import update_benchmarks_md, write_results
 from netshrink.codec.container import dense_fp32_bytes, load, request_encodings, save
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.models import create
@@ -91,7 +91,9 @@ def main() -> None:
                 print(rows[-1]["model"], rows[-1]["dtype"], f"{rows[-1]['gain_vs_nsk_dense']:.3f}x", flush=True)
     write_results("lossless", {"rows": rows}, [])
     lines = [
-        "Lossless float coding (`benchmarks/lossless.py`): real .nsk file sizes with every tensor stored "
+        "## Lossless float coding",
+        "",
+        "`python benchmarks/lossless.py`: real .nsk file sizes with every tensor stored "
         "dense against `float_bytes` allowed (exponent-plane entropy coding, ZipNN/DFloat11); bit-identical "
         "loads checked. Baseline: dense fp32 safetensors of the state dict. zlib -9 compresses the raw "
         "float bytes for reference.",
@@ -105,8 +107,7 @@ def main() -> None:
             f"| {r['model']} | {r['source']} | {r['dtype']} | {r['float_values']} | {r['nsk_dense_bytes']} | "
             f"{r['nsk_float_bytes_bytes']} | {r['bits_per_value_float_bytes']:.2f} | "
             f"{r['gain_vs_nsk_dense']:.3f}x | {r['ratio_vs_fp32_baseline']:.3f}x | {r['zlib9_raw_ratio']:.3f}x |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lossless.md").write_text("\n".join(lines) + "\n")
+    update_benchmarks_md("lossless", "\n".join(lines))
 
 
 if __name__ == "__main__":
