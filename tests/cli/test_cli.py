@@ -58,3 +58,51 @@ def test_debug_shows_the_traceback():
 
     with pytest.raises(ConfigError):
         main(["--debug", "eval", "missing.nsk", "--data", "digits"])
+
+
+def _saved_nsk(tmp_path):
+    import torch
+
+    from netshrink.codec.container import save
+    from tests.models import TINY_MODELS
+
+    torch.manual_seed(0)
+    model = TINY_MODELS["lenet300_100"]()
+    path = tmp_path / "m.nsk"
+    save(model, path)
+    return path
+
+
+def test_inspect_prints_the_layer_table(tmp_path, capsys):
+    path = _saved_nsk(tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "fc1.weight" in out and "total" in out
+
+
+def test_inspect_and_eval_refuse_a_damaged_file(tmp_path, capsys):
+    path = _saved_nsk(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    for argv in (["inspect", str(path)], ["eval", str(path), "--data", "digits"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("netshrink: error:") and err.count("\n") == 1
+
+
+def test_eval_reports_a_compressed_file(tmp_path, capsys):
+    path = _saved_nsk(tmp_path)
+    assert main(["eval", str(path), "--data", "digits", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["file_bytes"] == path.stat().st_size and 0 <= report["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_digits(tmp_path, capsys):
+    assert main(["demo", "--data", "digits", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "model.nsk").is_file() and (tmp_path / "model.safetensors").is_file()
+    assert "bit-identical: True" in out
