@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                        weight_decay=args.weight_decay)
     result = fit(model, data, config, out_dir=args.out, resume=args.resume,
                  progress=not args.no_progress, device=args.device)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
+        return 0
     test_acc = evaluate(result.model, data.test, device=args.device)
     print(f"val accuracy {result.val_acc:.4f}  test accuracy {test_acc:.4f}  -> {Path(args.out) / 'model.safetensors'}")
     return 0
