@@ -67,7 +67,7 @@ def encode_float_bytes(array: np.ndarray, dtype_name: str | None = None) -> tupl
     fields = [exponent] + [(sign_mantissa >> np.uint64(shift)) & np.uint64(0xFF)
                            for shift in range(0, mantissa_bits + 1, 8)]
     payloads, planes = [], []
-    for field, width in zip(fields, _plane_widths(dtype_name)):
+    for field, width in zip(fields, _plane_widths(dtype_name), strict=True):
         method, payload, params = encode_symbols(field.astype(np.uint16), 1 << width, "auto")
         payloads.append(payload)
         planes.append({"method": method, "params": params, "size": len(payload)})
@@ -100,7 +100,7 @@ def decode_float_bytes(payload: bytes, params: dict, count: int, dtype_name: str
         )
     exponent_bits, mantissa_bits, uint_type = FLOAT_LAYOUTS[dtype_name]
     fields, offset = [], 0
-    for plane, width in zip(planes, widths):
+    for plane, width in zip(planes, widths, strict=True):
         chunk = payload[offset : offset + plane["size"]]
         offset += plane["size"]
         fields.append(decode_symbols(plane["method"], chunk, plane["params"], count, 1 << width).astype(np.uint64))

@@ -62,7 +62,7 @@ def test_single_symbol_gets_length_one():
 def test_canonical_codes_are_prefix_free():
     lengths = huffman_code_lengths(np.array([50, 20, 10, 10, 5, 3, 1, 1]))
     codes = canonical_codes(lengths)
-    words = [format(int(c), f"0{int(n)}b")[::-1] for c, n in zip(codes, lengths)]  # first bit first
+    words = [format(int(c), f"0{int(n)}b")[::-1] for c, n in zip(codes, lengths, strict=True)]  # first bit first
     for i, a in enumerate(words):
         for j, b in enumerate(words):
             assert i == j or not b.startswith(a)
