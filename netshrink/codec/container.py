@@ -1,22 +1,33 @@
 """The .nsk compressed model file: ``save(model, path)`` and ``load(path) -> nn.Module``.
 
-Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one
-uint8 tensor per encoded stream, named ``"<tensor>:<role>"``, and one string metadata entry
-``"netshrink"`` holding a JSON document::
+Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one 1-D
+uint8 tensor ``"streams"`` holding every encoded stream end to end (zero-length for a model
+without any stream bytes), and one string metadata entry ``"netshrink"`` holding a compact JSON
+document (format version 2)::
 
-    {"format_version": 1,
-     "architecture": {"name": zoo name, "kwargs": {...}} | null,
-     "transform_log": [...],
-     "tensors": {name: {"dtype", "shape", "chain", "params", "crc", "stream_crc",
-                        "streams": {role: {"n": bytes, "method": entropy, "params": {...}}}}}}
+    {"format_version": 2,
+     "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
+     "transform_log": [...],                                   (left out when empty)
+     "tensors": {name: {"dtype": "float16",                    (left out for float32)
+                        "shape": [...],
+                        "chain": "sparse+codebook",            (left out for dense)
+                        "params": {coder: {...}},              (left out when empty)
+                        "streams": {role: {"n": bytes, "method": entropy coder, "params": {...}}},
+                        "crc": CRC-32 of the decoded tensor}},
+     "stream_crc": CRC-32 of all the stream bytes}
 
-(empty ``params`` objects are omitted.)
+Streams follow one another in document order of the tensors, and within a tensor in the role order
+of its chain (``validate.chain_roles``), so offsets are implied by the lengths. Only coded streams
+(entropy-coded symbols, float planes) are declared; a raw byte stream (``raw``, ``codebook``,
+``row_values``) has the one length its shape and params allow. ``chain`` is the encoding (see
+``tensor_encodings``); ``crc`` is over the decoded tensor's raw little-endian bytes. This costs
+about as many bytes per tensor as a plain safetensors header entry, so a small model with many
+small tensors still gets a smaller file than its dense fp32 safetensors.
 
-``chain`` is the encoding (see ``tensor_encodings``), ``crc`` the CRC-32 of the decoded tensor's
-raw little-endian bytes and ``stream_crc`` the CRC-32 of its streams in role order. The loader
-validates everything (``validate``) before decoding, rebuilds the architecture from the zoo and
-the transform log (``netshrink.core.rebuild``) or takes the caller's model, and checks that the
-state dict matches; every failure is one ``NetshrinkFormatError``.
+The loader validates everything (``validate``) and checks ``stream_crc`` before decoding, rebuilds
+the architecture from the zoo and the transform log (``netshrink.core.rebuild``) or takes the
+caller's model, and checks that the state dict matches; every failure is one
+``NetshrinkFormatError``.
 """
 
 from __future__ import annotations
@@ -48,9 +59,10 @@ from netshrink.codec.tensor_encodings import (
 from netshrink.codec.validate import (
     FORMAT_VERSION,
     METADATA_KEY,
+    STREAMS_KEY,
     TensorSpec,
+    chain_roles,
     parse_metadata,
-    stream_key,
     validate_document,
 )
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError
@@ -89,20 +101,16 @@ def _crc(data: bytes | list[bytes]) -> int:
     return crc
 
 
-def _tensor_entry(name: str, tensor: torch.Tensor, encoded: Encoded, dtype: str) -> dict[str, Any]:
-    streams = {}
-    for stream in encoded.streams:
-        info: dict[str, Any] = {"n": len(stream.data)}
-        if stream.method is not None:
-            info["method"] = stream.method
-        if stream.params:  # omitted when empty
-            info["params"] = stream.params
-        streams[stream.role] = info
-    entry = {"dtype": dtype, "shape": list(tensor.shape), "chain": encoded.chain,
-             "params": encoded.params, "streams": streams,
-             "crc": _crc(tensor_bits(tensor).tobytes()),
-             "stream_crc": _crc([s.data for s in encoded.streams])}
-    return {k: v for k, v in entry.items() if v != {}}  # "params" omitted when empty
+def _tensor_entry(tensor: torch.Tensor, encoded: Encoded, dtype: str) -> dict[str, Any]:
+    entry = {"dtype": dtype} if dtype != "float32" else {}
+    entry.update(shape=list(tensor.shape), **encoded.describe(), crc=_crc(tensor_bits(tensor).tobytes()))
+    return entry
+
+
+def _ordered_streams(encoded: Encoded) -> list[bytes]:
+    """The encoding's stream bytes in the order the file lays them out (its chain's roles)."""
+    by_role = {stream.role: stream.data for stream in encoded.streams}
+    return [by_role[role] for role in chain_roles(encoded.chain)]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -143,23 +151,22 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto") -> No
     log = get_log(model)
     requested = _requested_encodings(log)
     entries: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
+    streams: list[bytes] = []
     for name, tensor in model.state_dict().items():
-        if ":" in name:
-            raise NetshrinkError(f"state dict key {name!r} contains ':'; rename the module")
         tensor = tensor.detach().cpu().contiguous()
         dtype = dtype_name(tensor.dtype)
         encoded = encode_tensor(tensor, entropy, requested.get(name))
-        entries[name] = _tensor_entry(name, tensor, encoded, dtype)
-        for stream in encoded.streams:
-            arrays[stream_key(name, stream.role)] = np.frombuffer(stream.data, dtype=np.uint8)
+        entries[name] = _tensor_entry(tensor, encoded, dtype)
+        streams += _ordered_streams(encoded)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
-                "transform_log": log, "tensors": entries}
+                "transform_log": log, "tensors": entries, "stream_crc": _crc(streams)}
+    document = {key: value for key, value in document.items() if value not in (None, [])}
     try:
         text = json.dumps(document, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as error:
         raise NetshrinkError(f"the transform log or architecture is not JSON-serialisable ({error})") from None
-    data = safetensors.numpy.save(arrays, metadata={METADATA_KEY: text})
+    blob = np.frombuffer(b"".join(streams), dtype=np.uint8)
+    data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: text})
     _write_atomically(Path(path), data)
 
 
@@ -178,14 +185,15 @@ def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec
         raise NetshrinkFormatError(f"not a valid safetensors file ({_one_line(error)})") from None
     try:
         doc = parse_metadata(metadata)
-        stream_sizes = {}
-        for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-            view = handle.get_slice(key)
-            shape = view.get_shape()
-            if view.get_dtype() != "U8" or len(shape) != 1:
-                raise NetshrinkFormatError(f"stream {key!r} is not a 1-D uint8 tensor")
-            stream_sizes[key] = int(shape[0])
-        specs = validate_document(doc, stream_sizes)
+        keys = list(handle.keys())
+        if keys != [STREAMS_KEY]:
+            raise NetshrinkFormatError(f"the file must hold exactly one tensor {STREAMS_KEY!r}, "
+                                       f"it holds {sorted(keys)[:4]}")
+        view = handle.get_slice(STREAMS_KEY)
+        shape = view.get_shape()
+        if view.get_dtype() != "U8" or len(shape) != 1:
+            raise NetshrinkFormatError(f"tensor {STREAMS_KEY!r} is not a 1-D uint8 tensor")
+        specs = validate_document(doc, int(shape[0]))
         check_log(doc["transform_log"])
     except NetshrinkFormatError:
         raise
@@ -198,15 +206,16 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
 
 
-def _decode(specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
-    """Read, checksum and decode every tensor; nothing but NetshrinkFormatError escapes."""
+def _decode(doc: dict[str, Any], specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
+    """Checksum the stream bytes, then decode every tensor; nothing but NetshrinkFormatError escapes."""
+    blob = handle.get_tensor(STREAMS_KEY).tobytes()
+    if _crc(blob) != doc["stream_crc"]:
+        raise NetshrinkFormatError("stream checksum mismatch (file corrupted)")
     tensors = {}
     for name, spec in specs.items():
         try:
-            data = {role: handle.get_tensor(s.key).tobytes() for role, s in spec.streams.items()}
-            if _crc([data[role] for role in spec.streams]) != spec.stream_crc:
-                raise NetshrinkFormatError("stream checksum mismatch (file corrupted)")
-            streams = {role: Stream(role, data[role], s.method, s.params) for role, s in spec.streams.items()}
+            streams = {role: Stream(role, blob[s.offset : s.offset + s.nbytes], s.method, s.params)
+                       for role, s in spec.streams.items()}
             tensor = decode_streams(spec.chain, spec.params, streams, spec.dtype, spec.shape)
         except NetshrinkFormatError as error:
             raise NetshrinkFormatError(f"tensor {name!r}: {_one_line(error)}") from None
@@ -221,7 +230,7 @@ def _decode(specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, torch.Tensor]]:
     """Validate and decode a file without building a model: ``(document, specs, tensors)``."""
     doc, specs, handle = _open(path)
-    return doc, specs, _decode(specs, handle)
+    return doc, specs, _decode(doc, specs, handle)
 
 
 def _build(doc: dict[str, Any]) -> nn.Module:
@@ -287,7 +296,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     reason = _mismatch(model, specs)
     if reason is not None:
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
-    tensors = _decode(specs, handle)
+    tensors = _decode(doc, specs, handle)
     state = model.state_dict()
     cast = any(state[name].dtype != tensor.dtype for name, tensor in tensors.items())
     # copying keeps tied parameters tied; assigning is needed only to keep the file's float dtypes

@@ -16,6 +16,8 @@ An encoding is a *chain*: ``[coder]`` or ``["sparse", coder]`` where the sparse 
 positions and ``coder`` the stored values. Streams are named by role (``raw``, ``float``, ``q``,
 ``codebook``, ``indices``, ``row_values``, ``bits``, ``gaps``; the value streams of a sparse
 tensor are prefixed ``values.``). Symbol streams carry their entropy method and its parameters.
+``Encoded.describe`` is what the .nsk file records of an encoding, and ``Encoded.cost`` counts those
+bytes with the payload, so the cheapest encoding is the cheapest in the file.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ MAX_CODEBOOK = 256  # codebook of at most 2**8 values
 MAX_INT_BITS = 16
 MAX_INDEX_BITS = 16
 SPARSE_MIN_ZEROS = 0.3  # try the sparse index only when at least this fraction is zero
-STREAM_OVERHEAD = 96  # approximate bytes of header and metadata per stream, for choosing
 _BITS_TORCH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _BITS_NUMPY = {1: np.dtype("<u1"), 2: np.dtype("<i2"), 4: np.dtype("<i4"), 8: np.dtype("<i8")}
 
@@ -68,8 +69,17 @@ class Stream:
     method: str | None = None
     params: dict[str, Any] | None = None
 
-    def cost(self) -> int:
-        return len(self.data) + STREAM_OVERHEAD + (len(json.dumps(self.params)) if self.params else 0)
+    def describe(self) -> dict[str, Any] | None:
+        """The stream's entry in the file, ``{"n": bytes, "method", "params"}`` (empty params left
+        out); None for a raw byte stream, whose length follows from the tensor's shape and params."""
+        if self.method is None and self.params is None:
+            return None
+        info: dict[str, Any] = {"n": len(self.data)}
+        if self.method is not None:
+            info["method"] = self.method
+        if self.params:
+            info["params"] = self.params
+        return info
 
 
 @dataclasses.dataclass
@@ -80,8 +90,23 @@ class Encoded:
     params: dict[str, dict[str, Any]]
     streams: list[Stream]
 
+    def describe(self) -> dict[str, Any]:
+        """The encoding's fields of a tensor entry in the file, empty and default ones left out:
+        ``chain`` as a name such as ``"sparse+codebook"`` (left out for ``"dense"``), ``params`` and
+        the declared ``streams`` by role."""
+        streams = {s.role: info for s in self.streams if (info := s.describe()) is not None}
+        fields = {"chain": "+".join(self.chain), "params": self.params, "streams": streams}
+        return {key: value for key, value in fields.items() if value not in ({}, "dense")}
+
     def cost(self) -> int:
-        return sum(s.cost() for s in self.streams) + len(json.dumps(self.params))
+        """Bytes in the file: the streams plus the encoding's part of the metadata."""
+        return sum(len(s.data) for s in self.streams) + json_bytes(self.describe())
+
+
+def json_bytes(value: Any) -> int:
+    """Bytes ``value`` takes in a .nsk file: compact JSON, quoted once more as a safetensors
+    metadata string (each ``"`` becomes ``\\"``)."""
+    return len(json.dumps(json.dumps(value, separators=(",", ":")))) - 2
 
 
 def itemsize(dtype_name: str) -> int:

@@ -1,12 +1,15 @@
-"""Validate a .nsk metadata document against the streams present, before anything is decoded.
+"""Validate a .nsk metadata document against the stream data present, before anything is decoded.
 
 Order of checks, after safetensors' own header validation (huggingface/safetensors ``validate``):
-the document is a JSON object of a known ``format_version``; the architecture is null or a zoo
-name with keyword arguments; every tensor names a known dtype, a shape of non-negative ints with
-at most ``MAX_NUMEL`` elements, a known encoding chain with in-range parameters, and exactly the
-streams that chain needs, each present in the file with the declared length; no stream is left
-unreferenced; the decoded total is bounded by ``MAX_TOTAL_BYTES``. Each failure is one
-``NetshrinkFormatError`` with a one-line reason.
+the document is a JSON object of a known ``format_version`` with a ``stream_crc``; the
+architecture is absent, null or a zoo name with keyword arguments; every tensor names a known
+dtype, a shape of non-negative ints with at most ``MAX_NUMEL`` elements, a known encoding chain
+with in-range parameters, and declares exactly the coded streams that chain needs (raw byte
+streams are implied by shape and params). Stream lengths are laid end to end in document order,
+overflow-safe as in safetensors: no stream reaches past the end of the stream data, and together
+they cover it exactly (no gap, no overlap, no trailing bytes). Finally the decoded total is
+bounded by ``MAX_TOTAL_BYTES``. Each failure is one ``NetshrinkFormatError`` with a one-line
+reason.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from netshrink.codec.tensor_encodings import (
 )
 from netshrink.core.errors import NetshrinkFormatError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_KEY = "netshrink"
+#: the file's one uint8 tensor: every stream, end to end
+STREAMS_KEY = "streams"
 MAX_NUMEL = 2 ** 31
 MAX_TOTAL_BYTES = 2 ** 36  # 64 GiB of decoded tensors
 #: role -> stream kind ("bytes": raw, "symbols": entropy-coded integers, "float": float_bytes)
@@ -41,8 +46,8 @@ CODER_ROLES: dict[str, dict[str, str]] = {
 
 @dataclasses.dataclass
 class StreamSpec:
-    key: str
     kind: str
+    offset: int
     nbytes: int
     method: str | None
     params: dict[str, Any] | None
@@ -57,16 +62,10 @@ class TensorSpec:
     params: dict[str, dict[str, Any]]
     streams: dict[str, StreamSpec]
     crc: int
-    stream_crc: int
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
-
-
-def stream_key(tensor_name: str, role: str) -> str:
-    """Name of a stream in the safetensors file."""
-    return f"{tensor_name}:{role}"
 
 
 def chain_roles(chain: list[str]) -> dict[str, str]:
@@ -94,7 +93,8 @@ def _dict(value: Any, what: str) -> dict:
 
 
 def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
-    """The JSON document from the safetensors string metadata."""
+    """The JSON document from the safetensors string metadata, with the fields the writer leaves
+    out when empty filled in (``architecture``: None, ``transform_log``: [])."""
     if not metadata or METADATA_KEY not in metadata:
         _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
     try:
@@ -105,16 +105,17 @@ def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
         _fail(f"unknown format_version {str(version)[:40]!r}; this netshrink reads version "
-              f"{FORMAT_VERSION} (upgrade netshrink)")
-    arch = doc.get("architecture")
+              f"{FORMAT_VERSION} only (a newer file needs a newer netshrink)")
+    arch = doc.setdefault("architecture", None)
     if arch is not None:
         arch = _dict(arch, "architecture")
         if not isinstance(arch.get("name"), str):
             _fail("architecture.name must be a string")
         _dict(arch.get("kwargs"), "architecture.kwargs")
-    if not isinstance(doc.get("transform_log"), list):
+    if not isinstance(doc.setdefault("transform_log", []), list):
         _fail("transform_log must be a list")
     _dict(doc.get("tensors"), "tensors")
+    _int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
     return doc
 
 
@@ -150,10 +151,18 @@ def _expected_bytes(role: str, spec_params: dict, dtype: str, shape: list[int]) 
     return None
 
 
-def validate_tensor(name: str, entry: Any, stream_sizes: dict[str, int]) -> TensorSpec:
-    """One tensor's entry, checked against the streams present in the file."""
+def _parse_chain(name: str, chain: Any) -> list[str]:
+    """``"sparse+codebook"`` -> ``["sparse", "codebook"]``, a known chain or a format error."""
+    parts = chain.split("+") if isinstance(chain, str) else None
+    if parts is None or tuple(parts) not in CHAINS:
+        _fail(f"tensor {name!r} has unknown encoding {str(chain)[:60]!r}")
+    return parts
+
+
+def validate_tensor(name: str, entry: Any, offset: int, data_bytes: int) -> TensorSpec:
+    """One tensor's entry; its streams start at ``offset`` of the ``data_bytes`` of stream data."""
     entry = _dict(entry, f"tensor {name!r}")
-    dtype = entry.get("dtype")
+    dtype = entry.get("dtype", "float32")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         _fail(f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
     shape = entry.get("shape")
@@ -163,50 +172,50 @@ def validate_tensor(name: str, entry: Any, stream_sizes: dict[str, int]) -> Tens
         _int(dim, 0, MAX_NUMEL, f"tensor {name!r} shape entry")
     if math.prod(shape) > MAX_NUMEL:
         _fail(f"tensor {name!r} declares {math.prod(shape)} elements, more than {MAX_NUMEL}")
-    chain = entry.get("chain")
-    if not isinstance(chain, list) or tuple(chain) not in CHAINS:
-        _fail(f"tensor {name!r} has unknown encoding {str(chain)[:60]!r}")
+    chain = _parse_chain(name, entry.get("chain", "dense"))
     params = _dict(entry.get("params", {}), f"tensor {name!r} params")
     for coder in chain:
         if coder in ("int", "codebook", "binary", "sparse"):
             _coder_params(coder, params, dtype, shape)
-    declared = _dict(entry.get("streams"), f"tensor {name!r} streams")
+    declared = _dict(entry.get("streams", {}), f"tensor {name!r} streams")
     roles = chain_roles(chain)
-    if set(declared) != set(roles):
+    coded = [role for role, kind in roles.items() if kind != "bytes"]
+    if set(declared) != set(coded):
         _fail(f"tensor {name!r} declares streams {sorted(declared)[:8]}, its encoding needs "
-              f"{sorted(roles)}")
+              f"{sorted(coded)}")
     streams = {}
     for role, kind in roles.items():
-        info = _dict(declared[role], f"tensor {name!r} stream {role!r}")
-        key = stream_key(name, role)
-        if key not in stream_sizes:
-            _fail(f"stream {key!r} is referenced but missing from the file")
-        nbytes = _int(info.get("n"), 0, 2 ** 63, f"stream {key!r} length")
-        if nbytes != stream_sizes[key]:
-            _fail(f"stream {key!r} declares {nbytes} bytes but holds {stream_sizes[key]}")
-        expected = _expected_bytes(role, params, dtype, shape)
-        if expected is not None and nbytes != expected:
-            _fail(f"stream {key!r} holds {nbytes} bytes, its encoding needs {expected}")
-        method = info.get("method")
-        if kind == "symbols" and method not in METHODS:
-            _fail(f"stream {key!r} has unknown entropy method {str(method)[:40]!r}")
-        stream_params = info.get("params", {})
-        if kind != "bytes":
-            stream_params = _dict(stream_params, f"stream {key!r} params")
-        streams[role] = StreamSpec(key, kind, nbytes, method if kind == "symbols" else None,
-                                   stream_params if kind != "bytes" else None)
+        what = f"stream {name}:{role}"
+        if kind == "bytes":  # raw bytes: the length follows from shape and params
+            nbytes, method, stream_params = _expected_bytes(role, params, dtype, shape), None, None
+        else:
+            info = _dict(declared[role], what)
+            nbytes = _int(info.get("n"), 0, 2 ** 63, f"{what} length")
+            method = info.get("method")
+            if kind == "symbols" and method not in METHODS:
+                _fail(f"{what} has unknown entropy method {str(method)[:40]!r}")
+            method = method if kind == "symbols" else None
+            stream_params = _dict(info.get("params", {}), f"{what} params")
+        if nbytes > data_bytes - offset:  # Python ints: no overflow, but no huge offsets either
+            _fail(f"{what} declares {nbytes} bytes at offset {offset}, past the end of the "
+                  f"{data_bytes} bytes of stream data")
+        streams[role] = StreamSpec(kind, offset, nbytes, method, stream_params)
+        offset += nbytes
     crc = _int(entry.get("crc"), 0, 2 ** 32 - 1, f"tensor {name!r} crc")
-    stream_crc = _int(entry.get("stream_crc"), 0, 2 ** 32 - 1, f"tensor {name!r} stream_crc")
-    return TensorSpec(name, dtype, list(shape), list(chain), params, streams, crc, stream_crc)
+    return TensorSpec(name, dtype, list(shape), chain, params, streams, crc)
 
 
-def validate_document(doc: dict[str, Any], stream_sizes: dict[str, int]) -> dict[str, TensorSpec]:
-    """Every tensor spec of a parsed document; checks references both ways and the total size."""
-    specs = {name: validate_tensor(name, entry, stream_sizes) for name, entry in doc["tensors"].items()}
-    referenced = {s.key for spec in specs.values() for s in spec.streams.values()}
-    unreferenced = sorted(set(stream_sizes) - referenced)
-    if unreferenced:
-        _fail(f"the file holds stream(s) no tensor references: {unreferenced[:4]}")
+def validate_document(doc: dict[str, Any], data_bytes: int) -> dict[str, TensorSpec]:
+    """Every tensor spec of a parsed document; the streams, end to end in document order, must
+    cover the ``data_bytes`` of stream data exactly. Also bounds the decoded total size."""
+    specs: dict[str, TensorSpec] = {}
+    offset = 0
+    for name, entry in doc["tensors"].items():
+        spec = specs[name] = validate_tensor(name, entry, offset, data_bytes)
+        offset += sum(s.nbytes for s in spec.streams.values())
+    if offset != data_bytes:
+        _fail(f"the streams declare {offset} bytes in all, the file holds {data_bytes} bytes of "
+              f"stream data")
     total = sum(spec.numel * itemsize(spec.dtype) for spec in specs.values())
     if total > MAX_TOTAL_BYTES:
         _fail(f"decoded tensors would take {total} bytes, more than the {MAX_TOTAL_BYTES} cap")

@@ -96,6 +96,12 @@ def chains(path) -> dict[str, tuple[str, ...]]:
     return {name: tuple(spec.chain) for name, spec in specs.items()}
 
 
+#: least ratio dense fp32 bytes / .nsk bytes for the tiny models (user_resnet, 858 values in 16
+#: tensors, is the floor: its BatchNorm vectors stay dense and names dominate the header)
+TINY_RATIO = {"dense": 1.0, "pruned_clustered": 1.8}
+TINY_RATIO_COMPRESSED = 1.4
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_round_trips_in_every_model(tiny_model, kind, tmp_path, request):
     model_name = request.node.callspec.params["tiny_model"]
@@ -105,16 +111,17 @@ def test_each_kind_round_trips_in_every_model(tiny_model, kind, tmp_path, reques
     save(tiny_model, path)
     stored = chains(path)
     for name in names:
-        if tiny_model.state_dict()[name].numel() >= 128:  # below that, per-stream overhead decides
+        if tiny_model.state_dict()[name].numel() >= 128:  # below that, the metadata bytes decide
             assert stored[name] in EXPECTED[kind], (name, stored[name])
     assert_same_outputs(tiny_model, load_like(path, tiny_model, model_name))
-    if kind != "dense":
-        _, specs, _ = read_tensors(path)
-        payload = sum(s.nbytes for spec in specs.values() for s in spec.streams.values())
-        assert payload < sum(4 * t.numel() for t in tiny_model.state_dict().values())
-        if sum(p.numel() for p in tiny_model.parameters()) > 2000:
-            # below that the file's fixed ~200 bytes of metadata per tensor outweigh the savings
-            assert os.path.getsize(path) < dense_fp32_bytes(tiny_model)
+    ratio = dense_fp32_bytes(tiny_model) / os.path.getsize(path)
+    assert ratio > TINY_RATIO.get(kind, TINY_RATIO_COMPRESSED), (os.path.getsize(path), ratio)
+
+
+def test_fresh_model_file_is_smaller_than_dense_fp32(tiny_model, tmp_path):
+    """Lossless path on the model as built: random float weights, BatchNorm defaults."""
+    save(tiny_model, tmp_path / "m.nsk")
+    assert os.path.getsize(tmp_path / "m.nsk") < dense_fp32_bytes(tiny_model)
 
 
 @pytest.mark.parametrize("kind", ["pruned_clustered", "binary", "int4"])

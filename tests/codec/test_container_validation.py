@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import safetensors.numpy
 from safetensors import safe_open
+from torch import nn
 
-from netshrink.codec.container import load, save
+from netshrink.codec.container import load, read_tensors, save
+from netshrink.codec.validate import validate_document
 from netshrink.core.errors import NetshrinkFormatError
 from netshrink.models import create
 from tests.codec.test_container import fill_weights
@@ -25,23 +27,24 @@ def valid_file(tmp_path, kind="clustered16", entropy="auto"):
 
 
 def read(path):
+    """The document and the file's tensors (normally the one ``"streams"`` tensor)."""
     with safe_open(str(path), framework="numpy") as handle:
         doc = json.loads(handle.metadata()["netshrink"])
-        streams = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    return doc, streams
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    return doc, tensors
 
 
-def write(path, doc, streams, raw_metadata=None):
+def write(path, doc, tensors, raw_metadata=None):
     text = raw_metadata if raw_metadata is not None else json.dumps(doc)
-    path.write_bytes(safetensors.numpy.save(streams, metadata={"netshrink": text}))
+    path.write_bytes(safetensors.numpy.save(tensors, metadata={"netshrink": text}))
     return path
 
 
 def edited(tmp_path, edit, kind="clustered16", entropy="auto"):
-    """A valid file whose document and streams went through ``edit(doc, streams)``."""
-    doc, streams = read(valid_file(tmp_path, kind, entropy))
-    edit(doc, streams)
-    return write(tmp_path / "bad.nsk", doc, streams)
+    """A valid file whose document and tensors went through ``edit(doc, tensors)``."""
+    doc, tensors = read(valid_file(tmp_path, kind, entropy))
+    edit(doc, tensors)
+    return write(tmp_path / "bad.nsk", doc, tensors)
 
 
 def refused(path, match, model=None):
@@ -50,14 +53,15 @@ def refused(path, match, model=None):
     assert "\n" not in str(info.value)
 
 
-def restamp(doc, streams, name):
-    """Recompute a tensor's stream checksum after its streams were edited on purpose."""
-    entry = doc["tensors"][name]
-    roles = list(entry["streams"])
-    crc = 0
-    for role in roles:
-        crc = zlib.crc32(streams[f"{name}:{role}"].tobytes(), crc)
-    entry["stream_crc"] = crc
+def span(doc, tensors, name, role):
+    """Where a stream of the valid file lies in the ``"streams"`` tensor."""
+    stream = validate_document(doc, tensors["streams"].size)[name].streams[role]
+    return slice(stream.offset, stream.offset + stream.nbytes)
+
+
+def restamp(doc, tensors):
+    """Recompute the stream checksum after the stream bytes were edited on purpose."""
+    doc["stream_crc"] = zlib.crc32(tensors["streams"].tobytes())
 
 
 def test_missing_file(tmp_path):
@@ -105,8 +109,17 @@ def test_unknown_format_version(tmp_path):
     refused(edited(tmp_path, lambda d, s: d.update(format_version=99)), "format_version")
 
 
+def test_format_version_1_is_refused(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads version 2 only")
+
+
 def test_unknown_encoding(tmp_path):
-    refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.weight"].update(chain=["zip"])),
+    refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.weight"].update(chain="zip")),
+            "unknown encoding")
+
+
+def test_chain_must_be_a_name(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.weight"].update(chain=["codebook"])),
             "unknown encoding")
 
 
@@ -122,41 +135,91 @@ def test_unknown_entropy_method(tmp_path):
     refused(edited(tmp_path, edit), "entropy method")
 
 
-def test_referenced_stream_missing(tmp_path):
-    refused(edited(tmp_path, lambda d, s: s.pop("fc1.weight:indices")), "missing")
+def test_coded_stream_not_declared(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.weight"]["streams"].pop("indices")), "declares streams")
 
 
-def test_declared_stream_length_differs(tmp_path):
-    def edit(doc, streams):
-        doc["tensors"]["fc1.weight"]["streams"]["indices"]["n"] += 1
+def test_raw_stream_declared(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.bias"].update(streams={"raw": {"n": 1200}})),
+            "declares streams")
 
-    refused(edited(tmp_path, edit), "declares")
+
+def test_declared_length_longer_than_stream_data(tmp_path):
+    def edit(doc, tensors):
+        doc["tensors"]["fc3.weight"]["streams"]["indices"]["n"] += 1  # the last tensor's stream
+
+    refused(edited(tmp_path, edit), "past the end")
+
+
+def test_declared_length_shorter_than_stream_data(tmp_path):
+    def edit(doc, tensors):
+        doc["tensors"]["fc1.weight"]["streams"]["indices"]["n"] -= 1
+
+    refused(edited(tmp_path, edit), "declare .* in all")
+
+
+def test_negative_declared_length(tmp_path):
+    def edit(doc, tensors):
+        doc["tensors"]["fc1.weight"]["streams"]["indices"]["n"] = -4
+
+    refused(edited(tmp_path, edit), "length")
 
 
 def test_huge_declared_length(tmp_path):
-    def edit(doc, streams):
+    def edit(doc, tensors):
         doc["tensors"]["fc1.weight"]["streams"]["indices"]["n"] = 2**62
 
-    refused(edited(tmp_path, edit), "declares")
+    refused(edited(tmp_path, edit), "past the end")
 
 
-def test_unreferenced_stream(tmp_path):
-    refused(edited(tmp_path, lambda d, s: s.update({"extra": np.zeros(4, np.uint8)})), "no tensor references")
+def test_lengths_that_overflow_64_bits_to_the_right_total(tmp_path):
+    def edit(doc, tensors):  # two lengths whose uint64 sum wraps around to the true total
+        doc["tensors"]["fc1.weight"]["streams"]["indices"]["n"] += 2**63
+        doc["tensors"]["fc2.weight"]["streams"]["indices"]["n"] += 2**63
+
+    refused(edited(tmp_path, edit), "length must be|past the end")
 
 
-def test_stream_not_bytes(tmp_path):
-    def edit(doc, streams):
-        streams["fc1.bias:raw"] = streams["fc1.bias:raw"].view(np.float32)
+def test_stream_data_shorter_than_declared(tmp_path):
+    def edit(doc, tensors):
+        tensors["streams"] = tensors["streams"][:-3]
+        restamp(doc, tensors)
+
+    refused(edited(tmp_path, edit), "past the end")
+
+
+def test_stream_data_longer_than_declared(tmp_path):
+    def edit(doc, tensors):
+        tensors["streams"] = np.concatenate([tensors["streams"], np.zeros(3, np.uint8)])
+        restamp(doc, tensors)
+
+    refused(edited(tmp_path, edit), "declare .* in all")
+
+
+def test_second_unknown_tensor(tmp_path):
+    refused(edited(tmp_path, lambda d, s: s.update({"extra": np.zeros(4, np.uint8)})), "exactly one tensor")
+
+
+def test_no_streams_tensor(tmp_path):
+    refused(edited(tmp_path, lambda d, s: s.clear()), "exactly one tensor")
+
+
+def test_streams_tensor_not_bytes(tmp_path):
+    def edit(doc, tensors):
+        tensors["streams"] = tensors["streams"][:-(tensors["streams"].size % 4) or None].view(np.float32)
 
     refused(edited(tmp_path, edit), "uint8")
 
 
-def test_wrong_raw_stream_length_for_shape(tmp_path):
-    def edit(doc, streams):
-        streams["fc1.bias:raw"] = streams["fc1.bias:raw"][:-4]
-        doc["tensors"]["fc1.bias"]["streams"]["raw"]["n"] -= 4
+def test_streams_tensor_not_one_dimensional(tmp_path):
+    def edit(doc, tensors):
+        tensors["streams"] = tensors["streams"].reshape(1, -1)
 
-    refused(edited(tmp_path, edit), "needs")
+    refused(edited(tmp_path, edit), "1-D")
+
+
+def test_raw_stream_length_follows_the_shape(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.bias"].update(shape=[299])), "declare .* in all")
 
 
 def test_negative_dimension(tmp_path):
@@ -185,21 +248,21 @@ def test_int_bits_out_of_range(tmp_path):
 
 
 def test_index_beyond_codebook(tmp_path):
-    def edit(doc, streams):
+    def edit(doc, tensors):
         entry = doc["tensors"]["fc1.weight"]
+        codebook = span(doc, tensors, "fc1.weight", "codebook")
         entry["params"]["codebook"]["size"] -= 1
-        streams["fc1.weight:codebook"] = streams["fc1.weight:codebook"][:-4]
-        entry["streams"]["codebook"]["n"] -= 4
-        restamp(doc, streams, "fc1.weight")
+        tensors["streams"] = np.delete(tensors["streams"], np.arange(codebook.stop - 4, codebook.stop))
+        restamp(doc, tensors)
 
     refused(edited(tmp_path, edit, entropy="none"), "codebook|alphabet|symbol")
 
 
 def test_stream_checksum_mismatch(tmp_path):
-    def edit(doc, streams):
-        data = streams["fc1.bias:raw"].copy()
-        data[0] ^= 1
-        streams["fc1.bias:raw"] = data
+    def edit(doc, tensors):
+        data = tensors["streams"].copy()
+        data[span(doc, tensors, "fc1.bias", "raw").start] ^= 1
+        tensors["streams"] = data
 
     refused(edited(tmp_path, edit), "stream checksum")
 
@@ -231,7 +294,7 @@ def test_user_model_without_builder(tmp_path):
 
 
 def test_unknown_verb_in_log(tmp_path):
-    refused(edited(tmp_path, lambda d, s: d["transform_log"].append({"verb": "exec", "config": None})),
+    refused(edited(tmp_path, lambda d, s: d.update(transform_log=[{"verb": "exec", "config": None}])),
             "unknown verb")
 
 
@@ -243,8 +306,20 @@ def test_missing_checksum(tmp_path):
     refused(edited(tmp_path, lambda d, s: d["tensors"]["fc1.bias"].pop("crc")), "crc")
 
 
+def test_missing_stream_checksum(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d.pop("stream_crc")), "stream_crc")
+
+
 def test_bad_entropy_params_are_a_format_error(tmp_path):
     def edit(doc, streams):
         doc["tensors"]["fc1.weight"]["streams"]["indices"]["params"] = {"junk": [1, 2, 3]}
 
     refused(edited(tmp_path, edit, entropy="ans"), "fc1.weight")
+
+
+def test_model_without_tensors_has_an_empty_streams_tensor(tmp_path):
+    save(nn.Module(), tmp_path / "empty.nsk")
+    doc, tensors = read(tmp_path / "empty.nsk")
+    assert doc["tensors"] == {} and tensors["streams"].shape == (0,)
+    assert load(tmp_path / "empty.nsk", model=nn.Module()).state_dict() == {}
+    assert read_tensors(tmp_path / "empty.nsk")[2] == {}

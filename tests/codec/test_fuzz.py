@@ -90,6 +90,26 @@ def _mutations(data: bytes, rng: random.Random):
             entry["shape"] = rng.choice([[2**40], [entry["shape"][0] + 1], [], [1, 2**33]])
         yield _join(edited, body)
     document = json.loads(header["__metadata__"]["netshrink"])
+    lengths = [p for p in _paths(document) if p and p[-1] == "n"]
+    for _ in range(25):  # declared stream lengths off by a little, negative, huge or overflowing
+        edited_doc = json.loads(json.dumps(document))
+        for path in rng.sample(lengths, min(len(lengths), rng.choice([1, 2]))):
+            parent = edited_doc
+            for key in path[:-1]:
+                parent = parent[key]
+            parent["n"] = rng.choice([parent["n"] + 1, parent["n"] - 1, -1, 2**62, parent["n"] + 2**63,
+                                      parent["n"] + 2**64, len(body)])
+        edited = json.loads(json.dumps(header))
+        edited["__metadata__"]["netshrink"] = json.dumps(edited_doc)
+        yield _join(edited, body)
+    for extra in (b"\0" * 8, b""):  # a second tensor, or stream data longer than declared
+        edited = json.loads(json.dumps(header))
+        end = edited["streams"]["data_offsets"][1]
+        if extra:
+            edited["extra"] = {"dtype": "U8", "shape": [8], "data_offsets": [end, end + 8]}
+        else:
+            edited["streams"].update(shape=[end + 8], data_offsets=[0, end + 8])
+        yield _join(edited, body + b"\0" * 8)
     paths = [p for p in _paths(document) if p]
     for _ in range(80):  # edited fields of the netshrink document
         edited_doc = json.loads(json.dumps(document))
