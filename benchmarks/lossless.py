@@ -27,8 +27,9 @@ import torch
 
 from benchmarks.codec import load_weights
 from benchmarks.common import update_benchmarks_md, write_results
-from netshrink.codec.container import dense_fp32_bytes, load, request_encodings, save
+from netshrink.codec.container import load, request_encodings, save
 from netshrink.codec.tensor_encodings import tensor_bits
+from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
 
 MODELS = ("lenet300_100", "lenet5", "convnet")

@@ -306,24 +306,3 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])
     return model.eval()
-
-
-def dense_fp32_bytes(model: nn.Module) -> int:
-    """Bytes of the model's state dict written as dense safetensors with floats as fp32.
-
-    The baseline every size is compared with (DESIGN.md, Measuring); integer buffers keep their
-    dtype.
-    """
-    return fp32_safetensors_bytes({name: (list(t.shape), t.is_floating_point(), t.dtype)
-                                   for name, t in model.state_dict().items()})
-
-
-def fp32_safetensors_bytes(layout: dict[str, tuple[list[int], bool, torch.dtype]]) -> int:
-    """Size of a dense safetensors file of zeros with the given ``name: (shape, is_float, dtype)``."""
-    arrays = {name: np.zeros(shape, dtype=np.float32 if is_float else
-                             torch.empty((), dtype=dtype).numpy().dtype)
-              for name, (shape, is_float, dtype) in layout.items()}
-    with tempfile.TemporaryDirectory() as folder:
-        target = os.path.join(folder, "dense.safetensors")
-        safetensors.numpy.save_file(arrays, target)
-        return os.path.getsize(target)

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from netshrink.codec.container import fp32_safetensors_bytes, read_tensors
+from netshrink.codec.container import read_tensors
 from netshrink.codec.tensor_encodings import DTYPES, FLOAT_DTYPES, itemsize
+from netshrink.measure.size import fp32_safetensors_bytes
 
 
 def inspect_file(path: str | os.PathLike) -> list[dict[str, Any]]:

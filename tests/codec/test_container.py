@@ -9,12 +9,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.codec.container import dense_fp32_bytes, load, read_tensors, request_encodings, save
+from netshrink.codec.container import load, read_tensors, request_encodings, save
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.core.errors import NetshrinkError, NetshrinkFormatError
 from netshrink.core.modules import iter_modules
 from netshrink.core.rebuild import register_rebuilder
 from netshrink.core.transform_log import append_record, get_arch, get_log
+from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
 from tests.models import INPUT_SHAPE, TINY_MODELS, UserMLP
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from netshrink.codec import inspect_report as exported_report
-from netshrink.codec.container import dense_fp32_bytes, save
+from netshrink.codec.container import save
 from netshrink.codec.inspect import inspect_file, inspect_report
 from netshrink.core.errors import NetshrinkFormatError
+from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
 from tests.codec.test_container import make_weight
 
