@@ -106,3 +106,18 @@ def test_demo_runs_end_to_end_on_digits(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "model.nsk").is_file() and (tmp_path / "model.safetensors").is_file()
     assert "bit-identical: True" in out
+
+
+def test_train_then_eval_the_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--model", "lenet5", "--model-kwargs", '{"padding": 2}', "--data", "digits",
+            "--epochs", "4", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    for name in ("model.safetensors", "checkpoint.safetensors"):
+        assert main(["eval", str(out / name), "--data", "digits", "--json"]) == 0
+        import json
+
+        report = json.loads(capsys.readouterr().out)
+        assert report["params"] == 431_080 - 400_500 + (50 * 2 * 2 * 500 + 500)
+        assert report["accuracy"] > 0.5
