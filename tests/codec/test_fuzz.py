@@ -4,6 +4,7 @@ import json
 import random
 import struct
 import time
+import tracemalloc
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from tests.codec.test_container import make_weight
 from tests.models import UserResNet
 
 SECONDS_PER_LOAD = 2.0
+PEAK_BYTES_PER_LOAD = 64 * 2**20  # the valid files decode to well under 1 MiB
 JUNK = [None, -1, 0, 1, 2**31, 2**64, -(2**63), 1.5, float("nan"), True, "x", "", [], {}, [1] * 9, {"a": 1}]
 
 
@@ -39,13 +41,21 @@ def _user_file(path):
 
 
 def _load_checked(data: bytes, path, builder) -> None:
+    """Load a mutated file: a model or a one-line NetshrinkFormatError, in bounded time and
+    memory (numpy's allocations, where every decoder works, are traced by tracemalloc)."""
     path.write_bytes(data)
+    model = builder() if builder else None
+    tracemalloc.start()
     start = time.perf_counter()
     try:
-        load(path, model=builder() if builder else None)
+        load(path, model=model)
     except NetshrinkFormatError as error:
         assert "\n" not in str(error)
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     assert time.perf_counter() - start < SECONDS_PER_LOAD
+    assert peak < PEAK_BYTES_PER_LOAD
 
 
 def _split(data: bytes) -> tuple[dict, bytes]:
