@@ -130,8 +130,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto") -> None:
+def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
+         keep_zero_sign: bool = False) -> None:
     """Write ``model`` as a .nsk file, each tensor in its cheapest exact encoding.
+
+    Pruning by masking (``w * mask``, as ``torch.nn.utils.prune`` and every mask parametrization
+    do) leaves ``-0.0`` wherever a negative weight was removed. ``-0.0 == +0.0``, and the sign of a
+    zero weight never changes a nonzero output, but kept bit for bit those zeros are values the
+    sparse index must store. So by default ``save`` stores every ``-0.0`` as ``+0.0``: the loaded
+    model's outputs are equal (``torch.equal``) and bit-identical except possibly the sign of an
+    output that is exactly zero. ``keep_zero_sign=True`` keeps every bit of every tensor.
 
     Args:
         model: a finalized model (no parametrizations left); zoo models are rebuilt by name at
@@ -139,6 +147,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto") -> No
         path: where to write; written atomically.
         entropy: coder of every integer stream: ``"none"``, ``"huffman"``, ``"ans"`` or
             ``"auto"`` (the smallest).
+        keep_zero_sign: store ``-0.0`` as it is instead of as ``+0.0``.
 
     Example:
         >>> save(model, "lenet.nsk"); model2 = load("lenet.nsk")
@@ -154,6 +163,8 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto") -> No
     streams: list[bytes] = []
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()
+        if tensor.is_floating_point() and not keep_zero_sign:
+            tensor = torch.where(tensor == 0, torch.zeros_like(tensor), tensor)  # -0.0 -> +0.0
         dtype = dtype_name(tensor.dtype)
         encoded = encode_tensor(tensor, entropy, requested.get(name))
         entries[name] = _tensor_entry(tensor, encoded, dtype)

@@ -172,7 +172,7 @@ def test_special_values_and_dtypes_are_bit_exact(tmp_path):
             self.register_buffer("empty", torch.zeros(0, 4))
 
     model = Holder()
-    save(model, tmp_path / "h.nsk")
+    save(model, tmp_path / "h.nsk", keep_zero_sign=True)
     loaded = load(tmp_path / "h.nsk", model=Holder())
     for name, tensor in model.state_dict().items():
         other = loaded.state_dict()[name]
@@ -321,3 +321,48 @@ def test_tied_weights_stay_tied(tmp_path):
     save(Tied(), tmp_path / "t.nsk")
     loaded = load(tmp_path / "t.nsk", model=Tied())
     assert loaded.a.weight is loaded.b.weight
+
+
+def _fresh_like(model: nn.Module) -> nn.Module | None:
+    """The ``model=`` argument load needs: None for a zoo model, a new instance of a user's class."""
+    return None if is_zoo(model) else type(model)()
+
+
+def test_negative_zeros_of_mask_pruning_are_stored_as_zeros(tmp_path, tiny_model):
+    """torch.nn.utils.prune (like any ``w * mask``) leaves -0.0 where negative weights were removed:
+    by default they cost nothing, outputs stay equal; keep_zero_sign keeps every bit at a price."""
+    from torch.nn.utils import prune
+
+    for module in tiny_model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            prune.l1_unstructured(module, "weight", amount=0.9)
+            prune.remove(module, "weight")
+    assert any(bool(torch.signbit(p[p == 0]).any()) for p in tiny_model.parameters())
+    save(tiny_model, tmp_path / "folded.nsk")
+    save(tiny_model, tmp_path / "exact.nsk", keep_zero_sign=True)
+    folded, exact = load(tmp_path / "folded.nsk", model=_fresh_like(tiny_model)), \
+        load(tmp_path / "exact.nsk", model=_fresh_like(tiny_model))
+    tiny_model.eval()
+    x = torch.randn(5, *INPUT_SHAPE, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(tiny_model(x), folded(x))
+    for name, tensor in tiny_model.state_dict().items():
+        assert torch.equal(tensor, folded.state_dict()[name])
+        assert np.array_equal(tensor_bits(tensor), tensor_bits(exact.state_dict()[name])), name
+        if tensor.is_floating_point():
+            assert not torch.signbit(folded.state_dict()[name][tensor == 0]).any()
+    assert os.path.getsize(tmp_path / "folded.nsk") < os.path.getsize(tmp_path / "exact.nsk")
+
+
+def test_torch_pruned_lenet_saves_small(tmp_path):
+    """A full-size LeNet-300-100 pruned 90% by another tool is detected as sparse and stored small."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = create("lenet300_100")
+    for module in (model.fc1, model.fc2, model.fc3):
+        prune.l1_unstructured(module, "weight", amount=0.9)
+        prune.remove(module, "weight")
+    save(model, tmp_path / "p.nsk")
+    assert chains(tmp_path / "p.nsk")["fc1.weight"][0] == "sparse"
+    assert dense_fp32_bytes(model) / os.path.getsize(tmp_path / "p.nsk") > 9.0
