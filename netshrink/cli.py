@@ -58,8 +58,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = create(args.model, **model_kwargs)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       optimizer=args.optimizer, augment=args.augment, seed=args.seed,
-                       weight_decay=args.weight_decay)
+                       optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
+                       schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                       label_smoothing=args.label_smoothing, augment=args.augment, seed=args.seed)
     result = fit(model, data, config, out_dir=args.out, resume=args.resume,
                  progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
@@ -136,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"],
+                   help="learning-rate schedule, per step (default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="(default: %(default)s)")
     p.add_argument("--augment", action="store_true", help="random crop and horizontal flip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -34,6 +34,9 @@ def test_models_lists_the_zoo(capsys):
     (["train", "--model", "lenet5", "--data", "imagenet", "--out", "x"], "unknown data"),
     (["train", "--model", "lenet5", "--model-kwargs", "{bad", "--data", "digits", "--out", "x"],
      "not valid JSON"),
+    (["train", "--model", "lenet300_100", "--data", "digits", "--epochs", "2", "--warmup-epochs", "3",
+      "--out", "x"], "warmup_epochs"),
+    (["train", "--model", "lenet300_100", "--data", "digits", "--epochs", "0", "--out", "x"], "epochs"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv, message, capsys):
     assert main(argv) == 2
