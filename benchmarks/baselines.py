@@ -5,7 +5,8 @@
     python benchmarks/baselines.py --stage measure   # measure kept checkpoints on this CPU
 
 Writes ``benchmarks/checkpoints/<model>.safetensors`` (the weights every later benchmark starts
-from), ``benchmarks/results/baselines.json`` and the baselines section of BENCHMARKS.md.
+from) with their training record ``benchmarks/checkpoints/training.json``,
+``benchmarks/results/baselines.json`` and the baselines section of BENCHMARKS.md.
 Targets (issue: foundation): test accuracy lenet300_100 >= 89.0%, lenet5 >= 90.5%, convnet >= 92.5%.
 """
 
@@ -24,7 +25,6 @@ import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
-    RESULTS,
     target,
     targets_markdown,
     update_benchmarks_md,
@@ -37,7 +37,7 @@ RECIPES = {
     "convnet": {"epochs": 12, "lr": 0.05, "batch_size": 128, "augment": True},
 }
 TARGETS = {"lenet300_100": 0.890, "lenet5": 0.905, "convnet": 0.925}
-TRAINING_LOG = RESULTS / "baselines_training.json"
+TRAINING_LOG = CHECKPOINTS / "training.json"  # how each kept checkpoint was trained
 
 
 def _model_kwargs(name: str, data) -> dict:
@@ -72,7 +72,6 @@ def train(models: list[str], device: str, data_dir: str | None) -> None:
         }
         print(f"{name}: val {result.val_acc:.4f} test {log[name]['test_acc_at_training']:.4f} "
               f"in {seconds:.0f} s on {log[name]['device']}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = TRAINING_LOG.with_suffix(".tmp")
     tmp.write_text(json.dumps(log, indent=2) + "\n")
     os.replace(tmp, TRAINING_LOG)

@@ -41,6 +41,6 @@ def run_demo(args: argparse.Namespace) -> int:
     same = torch.equal(restored.eval()(data.test.x[:256]), model(data.test.x[:256]))
     print(inspect_report(nsk))
     print(f"\n{nsk}: {nsk.stat().st_size:,} bytes vs dense fp32 {dense_fp32_bytes(model):,} bytes; "
-          f"reloaded outputs bit-identical: {same}; reloaded test accuracy "
+          f"reloaded outputs equal: {same}; reloaded test accuracy "
           f"{evaluate(restored, data.test):.4f}")
     return 0 if same else 1

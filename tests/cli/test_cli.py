@@ -108,7 +108,7 @@ def test_demo_runs_end_to_end_on_digits(tmp_path, capsys):
     assert main(["demo", "--data", "digits", "--epochs", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "model.nsk").is_file() and (tmp_path / "model.safetensors").is_file()
-    assert "bit-identical: True" in out
+    assert "reloaded outputs equal: True" in out
 
 
 def test_train_then_eval_the_checkpoint(tmp_path, capsys):
