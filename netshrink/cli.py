@@ -86,12 +86,30 @@ def _load_any_model(path: str):
     return load_model(p)
 
 
+def _check_fits(model, data, source: str) -> None:
+    """A one-line error, not a shape traceback, when the model was made for other data."""
+    import torch
+
+    from netshrink.core.errors import ConfigError
+
+    try:
+        with torch.no_grad():
+            logits = model.eval()(data.test.x[:1])
+    except RuntimeError:
+        raise ConfigError(f"{source} does not accept {data.name} inputs of shape {tuple(data.input_shape)}; "
+                          "evaluate it on the data it was trained for") from None
+    if logits.shape[-1] < data.num_classes:
+        raise ConfigError(f"{source} predicts {logits.shape[-1]} classes but {data.name} has "
+                          f"{data.num_classes}; evaluate it on the data it was trained for")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from netshrink.data import load_dataset
     from netshrink.measure import format_layer_table, layer_table, measure_model
 
     model = _load_any_model(args.checkpoint)
     data = load_dataset(args.data, data_dir=args.data_dir)
+    _check_fits(model, data, args.checkpoint)
     report = measure_model(model, data.input_shape, data.test, threads=args.threads)
     report["file_bytes"] = Path(args.checkpoint).stat().st_size
     if args.json:

@@ -124,3 +124,16 @@ def test_train_then_eval_the_checkpoint(tmp_path, capsys):
         report = json.loads(capsys.readouterr().out)
         assert report["params"] == 431_080 - 400_500 + (50 * 2 * 2 * 500 + 500)
         assert report["accuracy"] > 0.5
+
+
+def test_eval_on_data_the_model_was_not_made_for(tmp_path, capsys):
+    path = _saved_nsk(tmp_path)  # an 8x8-input model
+    import numpy as np
+
+    npz = tmp_path / "big.npz"
+    rng = np.random.default_rng(0)
+    np.savez(npz, x_train=rng.random((20, 12, 12)), y_train=np.arange(20) % 10,
+             x_test=rng.random((5, 12, 12)), y_test=np.arange(5))
+    assert main(["eval", str(path), "--data", str(npz)]) == 2
+    err = capsys.readouterr().err
+    assert "does not accept" in err and err.count("\n") == 1
