@@ -17,7 +17,9 @@ Hand-written here because no library does it: pure-Python Huffman decoders (dahu
 bit or symbol at a time, about a million symbols per second. This decoder decodes *all blocks in
 lockstep*: step ``t`` gathers a ``max_length``-bit window at every block's current bit position
 and decodes symbol ``t`` of every block with one table lookup, as whole-array numpy operations.
-The number of Python-level steps is ``block_size``, and each step works on ``n_blocks`` lanes.
+The number of Python-level steps is ``block_size``, and each step works on ``n_blocks`` lanes;
+``block_size`` is therefore capped at ``MAX_BLOCK_SIZE`` on both sides, so no file can make the
+decoder take one step per symbol of a huge stream.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from netshrink.core.errors import NetshrinkFormatError
 
 MAX_ALPHABET = 1 << 16
 DEFAULT_BLOCK_SIZE = 4096
+#: largest block accepted (encoder and decoder): the decoder runs one Python-level step per symbol
+#: of a block, so a file must not choose one huge block (2**21 symbols in one block take ~1000x
+#: longer than in 4096-symbol blocks)
+MAX_BLOCK_SIZE = 1 << 16
 
 
 def huffman_code_lengths(counts: np.ndarray, max_length: int = 16) -> np.ndarray:
@@ -150,8 +156,8 @@ def huffman_encode(
         raise ValueError(f"alphabet_size must be 1..{MAX_ALPHABET}, got {alphabet_size}")
     if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet_size):
         raise ValueError(f"symbols must lie in 0..{alphabet_size - 1}")
-    if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
+    if not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be 1..{MAX_BLOCK_SIZE}, got {block_size}")
     counts = np.bincount(symbols.astype(np.int64), minlength=alphabet_size)
     lengths = huffman_code_lengths(counts, max_length)
     codes = canonical_codes(lengths)
@@ -246,7 +252,7 @@ def huffman_decode(payload: bytes, params: dict, count: int, alphabet_size: int)
     if not 1 <= alphabet_size <= MAX_ALPHABET:
         raise NetshrinkFormatError(f"alphabet size {alphabet_size} must be 1..{MAX_ALPHABET}")
     max_length = _int_param(params, "max_length", 1, MAX_BITS)
-    block_size = _int_param(params, "block_size", 1, 1 << 40)
+    block_size = _int_param(params, "block_size", 1, MAX_BLOCK_SIZE)
     offset_bits = _int_param(params, "offset_bits", 1, 64)
     if offset_bits != _offset_bits(block_size, max_length):
         raise NetshrinkFormatError("huffman params['offset_bits'] does not match block_size and max_length")

@@ -143,3 +143,20 @@ def test_decoding_is_fast():
     huffman_decode(payload, params, symbols.size, 32)
     # 20M symbols/s is the benchmark's target; a shared test machine gets slack.
     assert symbols.size / (time.perf_counter() - start) > 5e6
+
+
+def test_block_size_is_capped_on_both_sides():
+    """A file must not pick one block spanning a huge stream: the decoder takes one Python step per
+    symbol of a block, so 2**21 symbols in one block took ~1000x longer than in 4096-blocks."""
+    from netshrink.codec.huffman import MAX_BLOCK_SIZE, _offset_bits
+
+    symbols = np.arange(8) % 4
+    payload, params = huffman_encode(symbols, 4, block_size=MAX_BLOCK_SIZE)
+    assert np.array_equal(huffman_decode(payload, params, symbols.size, 4), symbols)
+    with pytest.raises(ValueError):
+        huffman_encode(symbols, 4, block_size=MAX_BLOCK_SIZE + 1)
+    for block_size in (MAX_BLOCK_SIZE + 1, 1 << 21, 1 << 40):
+        bad = dict(params, block_size=block_size,
+                   offset_bits=_offset_bits(block_size, params["max_length"]))
+        with pytest.raises(NetshrinkFormatError, match="block_size"):
+            huffman_decode(payload, bad, symbols.size, 4)
