@@ -66,7 +66,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
         return 0
     test_acc = evaluate(result.model, data.test, device=args.device)
-    print(f"val accuracy {result.val_acc:.4f}  test accuracy {test_acc:.4f}  -> {Path(args.out) / 'model.safetensors'}")
+    val = f"{result.val_acc:.4f}" if result.val_acc is not None else "n/a (empty validation split)"
+    print(f"val accuracy {val}  test accuracy {test_acc:.4f}  -> {Path(args.out) / 'model.safetensors'}")
     return 0
 
 

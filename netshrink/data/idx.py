@@ -7,6 +7,7 @@ does not install beside our torch. The header is validated before any data is re
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path} is truncated (header)")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no wrap-around on hostile headers
     if len(raw) - header != expected:
         raise DataError(f"{path} holds {len(raw) - header} data bytes but its header declares {expected}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)

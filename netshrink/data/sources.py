@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,9 @@ def load_npz(path: str | os.PathLike, **split_kw) -> Dataset:
             arrays = [archive[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except DataError:
         raise
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path} as .npz ({exc}); save it with numpy.savez") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"cannot read {path} as .npz ({type(exc).__name__}: {exc}); save it with "
+                        "numpy.savez") from None
     return build_dataset(path.stem, *arrays, **split_kw)
 
 

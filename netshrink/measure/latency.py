@@ -22,10 +22,10 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
     """
     previous_threads = torch.get_num_threads()
     was_training = model.training
-    torch.set_num_threads(threads)
-    model.eval()
-    x = torch.randn(batch_size, *input_shape)
     try:
+        torch.set_num_threads(threads)
+        model.eval()
+        x = torch.randn(batch_size, *input_shape)
         for _ in range(warmup):
             model(x)
         times: list[float] = []

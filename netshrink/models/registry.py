@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
@@ -41,3 +42,27 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     model = builder(**kwargs)
     set_arch(model, name, {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
     return model
+
+
+def create_matching(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> nn.Module:
+    """Build a zoo model for stored weights, refusing one whose state dict would not match.
+
+    Files name the architecture they were saved from; a damaged or hostile file could name kwargs
+    that make a huge model. The model is first built on the ``meta`` device (no memory), its
+    state-dict shapes compared with ``shapes``, and only then built for real. Raises ConfigError.
+    """
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"model kwargs must be an object, got {type(kwargs).__name__}")
+    try:
+        with torch.device("meta"):
+            probe = create(name, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a builder rejecting its kwargs (TypeError, ValueError, ...)
+        raise ConfigError(f"model {name!r} cannot be built from {kwargs}: {type(exc).__name__}: {exc}") from None
+    expected = {key: tuple(t.shape) for key, t in probe.state_dict().items()}
+    found = {key: tuple(shape) for key, shape in shapes.items()}
+    if expected != found:
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise ConfigError(f"the stored weights do not fit {name}({kwargs}): tensors {differing[:5]} differ")
+    return create(name, **kwargs)

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from netshrink.core.errors import NetshrinkFormatError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.core.transform_log import get_arch, get_log, set_log
 
 CHECKPOINT_FORMAT = "netshrink-checkpoint"
@@ -140,8 +140,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         raise NetshrinkFormatError(f"{path} has no netshrink metadata; it was not written by netshrink")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise NetshrinkFormatError(f"{path} has malformed metadata JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise NetshrinkFormatError(f"{path} has malformed metadata JSON ({reason})") from None
     if not isinstance(meta, dict) or meta.get("format") not in (CHECKPOINT_FORMAT, MODEL_FORMAT):
         raise NetshrinkFormatError(f"{path} is not a netshrink checkpoint or model file")
     if meta.get("version") != FORMAT_VERSION:
@@ -178,31 +179,37 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
         found = doc.get("type") if isinstance(doc, dict) else None
         raise NetshrinkFormatError(f"{source} holds optimizer state of {found!r}, not "
                                    f"{type(optimizer).__name__}")
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for index, entries in doc.get("state_scalars", {}).items():
-        state.setdefault(int(index), {}).update(entries)
-    groups = [{k: v if k == "params" or not isinstance(v, list) else tuple(v) for k, v in group.items()}
-              for group in doc["param_groups"]]
     try:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, entries in doc.get("state_scalars", {}).items():
+            state.setdefault(int(index), {}).update(entries)
+        groups = [{k: v if k == "params" or not isinstance(v, list) else tuple(v) for k, v in group.items()}
+                  for group in doc["param_groups"]]
         optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError, TypeError) as exc:
-        raise NetshrinkFormatError(f"{source} optimizer state does not fit: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise NetshrinkFormatError(f"{source} optimizer state is malformed or does not fit: "
+                                   f"{type(exc).__name__}: {exc}") from None
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
     """Rebuild a zoo model from a checkpoint or model file and load its weights."""
-    from netshrink.models import create
+    from netshrink.models import create_matching
 
     tensors, meta = load_checkpoint(path)
     arch = meta["arch"]
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise NetshrinkFormatError(f"{path} does not name a zoo architecture (the model is a user "
                                    "class); build the model yourself and load the weights into it")
-    model = create(arch["name"], **arch.get("kwargs", {}))
+    state = model_state(tensors, meta)
+    try:
+        model = create_matching(arch["name"], arch.get("kwargs", {}),
+                                {key: tuple(t.shape) for key, t in state.items()})
+    except ConfigError as exc:
+        raise NetshrinkFormatError(f"{path}: {exc}") from None
     load_model_state(model, tensors, meta, path)
     set_log(model, meta["transform_log"])
     return model

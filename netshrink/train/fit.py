@@ -76,7 +76,8 @@ def lr_factor(step: int, config: FitConfig, steps_per_epoch: int) -> float:
     """Multiplier of ``config.lr`` at optimizer step ``step``: linear warm-up, then the schedule.
 
     Cosine decays per step from 1 to 0 over the steps after warm-up (Loshchilov & Hutter 2017,
-    without restarts); step multiplies by 0.1 at 50% and 75% of the epochs.
+    without restarts); step multiplies by 0.1 at 50% and 75% of the steps (per step, so short
+    runs of one or two epochs get both stages too).
     """
     warmup = config.warmup_epochs * steps_per_epoch
     if step < warmup:
@@ -85,8 +86,7 @@ def lr_factor(step: int, config: FitConfig, steps_per_epoch: int) -> float:
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
     if config.schedule == "step":
-        epoch = step // steps_per_epoch
-        return 0.1 ** sum(epoch >= int(config.epochs * f) for f in (0.5, 0.75))
+        return 0.1 ** sum(step >= f * total for f in (0.5, 0.75))
     return 1.0
 
 
@@ -151,11 +151,15 @@ class _Randomness:
         missing = [k for k in needed if k not in tensors]
         if missing:
             raise NetshrinkFormatError(f"{source} lacks RNG state {missing}; it cannot be resumed")
-        self.permutation.set_state(tensors["rng.permutation"])
-        self.augment.set_state(tensors[f"rng.augment.{rank}"])
-        torch.set_rng_state(tensors[f"rng.torch.{rank}"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], self.device)
+        try:
+            self.permutation.set_state(tensors["rng.permutation"])
+            self.augment.set_state(tensors[f"rng.augment.{rank}"])
+            torch.set_rng_state(tensors[f"rng.torch.{rank}"])
+            if self.device.type == "cuda":
+                torch.cuda.set_rng_state(tensors[f"rng.cuda.{rank}"], self.device)
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise NetshrinkFormatError(f"{source} holds a malformed RNG state ({type(exc).__name__}: "
+                                       f"{exc}); it cannot be resumed") from None
 
 
 def _global_batches(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:

@@ -137,3 +137,14 @@ def test_eval_on_data_the_model_was_not_made_for(tmp_path, capsys):
     assert main(["eval", str(path), "--data", str(npz)]) == 2
     err = capsys.readouterr().err
     assert "does not accept" in err and err.count("\n") == 1
+
+
+def test_train_with_an_empty_validation_split_reports_na(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "four.npz"
+    np.savez(npz, x_train=rng.random((4, 8, 8)), y_train=np.array([0, 1, 0, 1]),
+             x_test=rng.random((2, 8, 8)), y_test=np.array([0, 1]))
+    argv = ["train", "--model", "lenet300_100", "--data", str(npz), "--epochs", "1", "--batch-size", "2",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 0
+    assert "val accuracy n/a" in capsys.readouterr().out

@@ -110,11 +110,20 @@ def test_npz_bad_input_is_one_clear_error(tmp_path, overrides, message):
     assert "\n" not in str(info.value)
 
 
-def test_npz_not_an_archive(tmp_path):
+@pytest.mark.parametrize("content", [b"not a zip file", b"PK\x03\x04truncated zip"])
+def test_npz_not_an_archive(tmp_path, content):
     path = tmp_path / "junk.npz"
-    path.write_bytes(b"not a zip file")
+    path.write_bytes(content)
     with pytest.raises(DataError, match="cannot read"):
         load_dataset(str(path))
+
+
+def test_idx_header_whose_size_overflows_64_bits(tmp_path):
+    # four dimensions of 2**16 multiply to 2**64, which a 64-bit product wraps to 0 = "no data"
+    header = bytes([0, 0, 8, 4]) + b"".join((2**16).to_bytes(4, "big") for _ in range(4))
+    (tmp_path / "huge").write_bytes(header)
+    with pytest.raises(DataError, match="declares"):
+        read_idx(tmp_path / "huge")
 
 
 def _image_folder(root: Path, classes=("cat", "dog"), test_classes=None, size=(6, 6)) -> Path:

@@ -58,3 +58,16 @@ def test_layer_table_and_summary(tiny_model, digits):
     assert 0.0 <= report["accuracy"] <= 1.0
     assert set(report["latency"]) == {"batch_1", "batch_256"}
     assert report["macs"] == sum(r["macs"] for r in rows)
+
+
+def test_latency_restores_threads_and_mode_when_the_forward_fails():
+    model = nn.Linear(10, 2)
+    before = torch.get_num_threads()
+    model.train()
+    try:
+        measure_latency(model, (7,), threads=1, warmup=1, repeats=1)  # wrong input width
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a wrong input shape must fail")
+    assert torch.get_num_threads() == before and model.training

@@ -1,6 +1,7 @@
 import json
 import os
 import struct
+import time
 
 import pytest
 import torch
@@ -127,7 +128,7 @@ def test_weights_that_do_not_fit_raise_format_error(tmp_path):
     tensors, meta = load_checkpoint(path)
     tensors["fc1.weight"] = tensors["fc1.weight"][:10]
     save_file(tensors, path, metadata={"netshrink": json.dumps(meta)})
-    with pytest.raises(NetshrinkFormatError, match="does not fit"):
+    with pytest.raises(NetshrinkFormatError, match="do not fit"):
         load_model(path)
 
 
@@ -160,3 +161,59 @@ def test_extra_tensor_keys_cannot_shadow_model_or_optimizer(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         save_checkpoint(tmp_path / "c.safetensors", TINY_MODELS["user_mlp"](),
                         extra={"model.head.weight": torch.zeros(1)})
+
+
+def _rewrite(path, tensors, meta):
+    save_file(tensors, path, metadata={"netshrink": meta if isinstance(meta, str) else json.dumps(meta)})
+    return path
+
+
+@pytest.mark.parametrize("case", ["nested json", "unknown arch", "kwargs not an object", "huge kwargs"])
+def test_model_files_naming_bad_architectures_are_refused_cheaply(tmp_path, case):
+    """The file's arch is untrusted: it is built on the meta device and checked against the
+    stored shapes before any real allocation (a 1 kB file must not build a 2 GB model)."""
+    path = tmp_path / "model.safetensors"
+    save_model(path, TINY_MODELS["lenet300_100"]())
+    tensors, meta = load_checkpoint(path)
+    meta = {"nested json": "[" * 100_000 + "]" * 100_000,
+            "unknown arch": {**meta, "arch": {"name": "nope", "kwargs": {}}},
+            "kwargs not an object": {**meta, "arch": {"name": "lenet5", "kwargs": []}},
+            "huge kwargs": {**meta, "arch": {"name": "lenet300_100", "kwargs": {"in_features": 2_000_000}}},
+            }[case]
+    _rewrite(path, tensors, meta)
+    start = time.perf_counter()
+    with pytest.raises(NetshrinkFormatError) as info:
+        load_model(path)
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - start < 1.0  # building the 2.4 GB model for real takes ~5 s here
+
+
+def _checkpoint_to_resume(tmp_path, digits):
+    from netshrink.train import fit
+
+    config = FitConfig(epochs=2, batch_size=256)
+    fit(TINY_MODELS["user_mlp"](), digits, config, out_dir=tmp_path, progress=False)
+    path = tmp_path / "checkpoint.safetensors"
+    tensors = dict(load_checkpoint(path)[0])
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["netshrink"])
+    return config, path, tensors, meta
+
+
+def test_resume_from_malformed_state_is_a_format_error(tmp_path, digits):
+    from netshrink.train import fit
+
+    config, path, tensors, meta = _checkpoint_to_resume(tmp_path, digits)
+    optimizer = meta["optimizer"]
+    cases = [
+        ({**tensors, "optim.0": torch.zeros(1)}, meta),
+        ({**tensors, "optim.a.b": torch.zeros(1)}, meta),
+        (tensors, {**meta, "optimizer": {**optimizer, "state_scalars": []}}),
+        (tensors, {**meta, "optimizer": {k: v for k, v in optimizer.items() if k != "param_groups"}}),
+        ({**tensors, "rng.torch.0": tensors["rng.torch.0"].float()}, meta),
+    ]
+    for bad_tensors, bad_meta in cases:
+        _rewrite(path, bad_tensors, bad_meta)
+        with pytest.raises(NetshrinkFormatError) as info:
+            fit(TINY_MODELS["user_mlp"](), digits, config, out_dir=tmp_path, resume=True, progress=False)
+        assert "\n" not in str(info.value)

@@ -145,6 +145,9 @@ def test_lr_schedules():
     step = FitConfig(epochs=4, schedule="step")
     assert [lr_factor(e * steps, step, steps) for e in range(4)] == [1.0, 1.0, pytest.approx(0.1),
                                                                       pytest.approx(0.01)]
+    one_epoch = FitConfig(epochs=1, schedule="step")  # short runs still start at the full rate
+    assert [lr_factor(s, one_epoch, steps) for s in (0, 4, 5, 7, 8, 9)] == [
+        1.0, 1.0, pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.01), pytest.approx(0.01)]
     assert lr_factor(35, FitConfig(epochs=4, schedule="constant"), steps) == 1.0
     assert math.isclose(lr_factor(0, FitConfig(epochs=1), steps), 1.0)
 
