@@ -54,6 +54,8 @@ from netshrink.codec.tensor_encodings import (
     decode_streams,
     dtype_name,
     encode_tensor,
+    itemsize,
+    sparse_kept_and_crc,
     tensor_bits,
 )
 from netshrink.codec.validate import (
@@ -71,6 +73,14 @@ from netshrink.core.transform_log import append_record, get_arch, get_log, set_a
 
 ENCODE_VERB = "encode"
 MAX_FILE_BYTES = 2 ** 40
+#: ``read_tensors`` refuses a file whose tensors would decode to more than this by default (a file
+#: of a few hundred bytes can declare a huge all-zero sparse tensor); ``load`` is bounded by the
+#: model it fills instead
+MAX_DECODED_BYTES = 2 ** 30
+#: a zoo model built from a file's kwargs may hold at most this many times the elements the file
+#: declares (its logged structural changes may shrink it), or ``MAX_BUILD_SLACK`` elements
+MAX_BUILD_RATIO = 64
+MAX_BUILD_SLACK = 2 ** 24
 
 # A record {"verb": "encode", "encodings": {tensor: chain}} only steers the writer.
 register_rebuilder(ENCODE_VERB, None)
@@ -94,9 +104,9 @@ def _requested_encodings(log: list[dict[str, Any]]) -> dict[str, str]:
     return requested
 
 
-def _crc(data: bytes | list[bytes]) -> int:
+def _crc(data: bytes | memoryview | list[bytes]) -> int:
     crc = 0
-    for chunk in [data] if isinstance(data, bytes) else data:
+    for chunk in data if isinstance(data, list) else [data]:
         crc = zlib.crc32(chunk, crc)
     return crc
 
@@ -217,35 +227,98 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:200] or type(error).__name__
 
 
-def _decode(doc: dict[str, Any], specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
-    """Checksum the stream bytes, then decode every tensor; nothing but NetshrinkFormatError escapes."""
+def _stream_bytes(doc: dict[str, Any], handle: Any) -> bytes:
     blob = handle.get_tensor(STREAMS_KEY).tobytes()
     if _crc(blob) != doc["stream_crc"]:
         raise NetshrinkFormatError("stream checksum mismatch (file corrupted)")
+    return blob
+
+
+def _streams(spec: TensorSpec, blob: bytes) -> dict[str, Stream]:
+    return {role: Stream(role, blob[s.offset : s.offset + s.nbytes], s.method, s.params)
+            for role, s in spec.streams.items()}
+
+
+def _decoding(name: str, work):
+    """Run ``work()`` on one tensor's untrusted streams; nothing but NetshrinkFormatError escapes."""
+    try:
+        return work()
+    except NetshrinkFormatError as error:
+        raise NetshrinkFormatError(f"tensor {name!r}: {_one_line(error)}") from None
+    except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
+        raise NetshrinkFormatError(f"tensor {name!r} cannot be decoded ({_one_line(error)})") from None
+
+
+def _decoded_bytes(specs: dict[str, TensorSpec]) -> int:
+    return sum(spec.numel * itemsize(spec.dtype) for spec in specs.values())
+
+
+def _decode(doc: dict[str, Any], specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
+    """Checksum the stream bytes, then decode every tensor; nothing but NetshrinkFormatError escapes."""
+    blob = _stream_bytes(doc, handle)
     tensors = {}
     for name, spec in specs.items():
-        try:
-            streams = {role: Stream(role, blob[s.offset : s.offset + s.nbytes], s.method, s.params)
-                       for role, s in spec.streams.items()}
-            tensor = decode_streams(spec.chain, spec.params, streams, spec.dtype, spec.shape)
-        except NetshrinkFormatError as error:
-            raise NetshrinkFormatError(f"tensor {name!r}: {_one_line(error)}") from None
-        except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
-            raise NetshrinkFormatError(f"tensor {name!r} cannot be decoded ({_one_line(error)})") from None
-        if _crc(tensor_bits(tensor).tobytes()) != spec.crc:
+        tensor = _decoding(name, lambda spec=spec: decode_streams(
+            spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.shape))
+        if _crc(tensor_bits(tensor).data) != spec.crc:
             raise NetshrinkFormatError(f"tensor {name!r}: checksum of the decoded tensor does not match")
         tensors[name] = tensor
     return tensors
 
 
-def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, torch.Tensor]]:
-    """Validate and decode a file without building a model: ``(document, specs, tensors)``."""
+def _refuse_above(what: str, nbytes: int, cap: int | None) -> None:
+    if cap is not None and nbytes > cap:
+        raise NetshrinkFormatError(f"{what} would decode to {nbytes} bytes, more than the "
+                                   f"max_decoded_bytes={cap} cap (raise it to read this file)")
+
+
+def read_tensors(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
+                 ) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, torch.Tensor]]:
+    """Validate and decode a file without building a model: ``(document, specs, tensors)``.
+
+    A file of a few hundred bytes can declare gigabytes of all-zero tensors, so a file whose
+    tensors would decode to more than ``max_decoded_bytes`` in all is refused before anything is
+    decoded (None: only the format's own 64 GiB bound)."""
     doc, specs, handle = _open(path)
+    _refuse_above("the file's tensors", _decoded_bytes(specs), max_decoded_bytes)
     return doc, specs, _decode(doc, specs, handle)
 
 
-def _build(doc: dict[str, Any]) -> nn.Module:
-    """The zoo model the file names, with its logged structural changes replayed."""
+def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
+              ) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, int]]:
+    """Validate a file and count each tensor's nonzero elements: ``(document, specs, kept)``.
+
+    Tensors are decoded one at a time and dropped; a sparse tensor is never expanded (its entries
+    are counted and its checksum is computed a slice at a time), so memory is bounded by the
+    largest non-sparse tensor or sparse entry list, each refused above ``max_decoded_bytes``."""
+    doc, specs, handle = _open(path)
+    blob = _stream_bytes(doc, handle)
+    kept = {}
+    for name, spec in specs.items():
+        size = itemsize(spec.dtype)
+        if spec.chain[0] == "sparse":
+            _refuse_above(f"tensor {name!r}'s entries", spec.params["sparse"]["entries"] * size,
+                          max_decoded_bytes)
+            kept[name], crc = _decoding(name, lambda spec=spec: sparse_kept_and_crc(
+                spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.numel))
+        else:
+            _refuse_above(f"tensor {name!r}", spec.numel * size, max_decoded_bytes)
+            bits = tensor_bits(_decoding(name, lambda spec=spec: decode_streams(
+                spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.shape)))
+            kept[name], crc = int(np.count_nonzero(bits)), _crc(bits.data)
+            del bits
+        if crc != spec.crc:
+            raise NetshrinkFormatError(f"tensor {name!r}: checksum of the decoded tensor does not match")
+    return doc, specs, kept
+
+
+def _build(doc: dict[str, Any], specs: dict[str, TensorSpec]) -> nn.Module:
+    """The zoo model the file names, with its logged structural changes replayed.
+
+    The file's kwargs may ask for a model of any size, so the model is first built (and the log
+    replayed) on the ``meta`` device, which allocates nothing; it must match the file's tensors
+    name for name, shape for shape, and its zoo build must not be much larger than what the file
+    declares, before it is built for real."""
     arch = doc["architecture"]
     if arch is None:
         raise NetshrinkFormatError("this file holds a user-defined model; build it yourself and "
@@ -255,12 +328,31 @@ def _build(doc: dict[str, Any]) -> nn.Module:
     if arch["name"] not in list_models():
         raise NetshrinkFormatError(f"architecture {arch['name'][:40]!r} is not in the model zoo "
                                    f"{list_models()}; pass load(path, model=...)")
-    try:
-        model = create(arch["name"], **arch["kwargs"])
-    except Exception as error:  # noqa: BLE001 (kwargs come from the file)
-        raise NetshrinkFormatError(f"cannot build {arch['name']!r} from the file's kwargs "
-                                   f"({_one_line(error)})") from None
-    return _replayed(model, doc["transform_log"])
+
+    def build() -> nn.Module:
+        try:
+            return create(arch["name"], **arch["kwargs"])
+        except Exception as error:  # noqa: BLE001 (kwargs come from the file)
+            raise NetshrinkFormatError(f"cannot build {arch['name']!r} from the file's kwargs "
+                                       f"({_one_line(error)})") from None
+
+    with torch.device("meta"):
+        probe = build()
+        built_numel = _numel(probe)
+        declared = sum(spec.numel for spec in specs.values())
+        if built_numel > max(MAX_BUILD_RATIO * declared, MAX_BUILD_SLACK):
+            raise NetshrinkFormatError(
+                f"the file's kwargs build {arch['name']!r} with {built_numel} elements, far more "
+                f"than the {declared} its tensors declare")
+        probe = _replayed(probe, doc["transform_log"])
+    reason = _mismatch(probe, specs)
+    if reason is not None:
+        raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
+    return _replayed(build(), doc["transform_log"])
+
+
+def _numel(model: nn.Module) -> int:
+    return sum(tensor.numel() for tensor in model.state_dict().values())
 
 
 def _replayed(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:
@@ -301,19 +393,47 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     """
     doc, specs, handle = _open(path)
     if model is None:
-        model = _build(doc)
+        model = _build(doc, specs)
     elif _mismatch(model, specs) is not None:  # the caller's model is the pre-transform one
         model = _replayed(model, doc["transform_log"])
     reason = _mismatch(model, specs)
     if reason is not None:
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
+    # the model holds every declared element, so what is decoded is bounded by the model itself
     tensors = _decode(doc, specs, handle)
-    state = model.state_dict()
-    cast = any(state[name].dtype != tensor.dtype for name, tensor in tensors.items())
-    # copying keeps tied parameters tied; assigning is needed only to keep the file's float dtypes
-    model.load_state_dict(tensors, strict=True, assign=cast)
+    _cast_to(model, {name: tensor.dtype for name, tensor in tensors.items()})
+    model.load_state_dict(tensors, strict=True)  # copying keeps tied parameters tied
     set_log(model, doc["transform_log"])
     arch = doc["architecture"]
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])
     return model.eval()
+
+
+def _cast_to(model: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+    """Give every parameter and buffer the dtype the file stores it in (a model saved in fp16 loads
+    as fp16 into a fresh fp32 instance). A parameter keeps its identity (its ``.data`` is
+    replaced) and a buffer is replaced by one new tensor wherever it is registered, each once, so
+    tied weights stay tied."""
+    targets: dict[int, torch.dtype] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                         *model.named_buffers(remove_duplicate=False)]:
+        dtype = dtypes.get(name)
+        if tensor is not None and dtype is not None and tensor.dtype != dtype:
+            targets.setdefault(id(tensor), dtype)
+            tensors[id(tensor)] = tensor
+    if not targets:
+        return
+    replaced: dict[int, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        with torch.no_grad():
+            cast = tensor.detach().to(targets[key])
+        if isinstance(tensor, nn.Parameter):
+            tensor.data = cast
+        else:
+            replaced[key] = cast
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and id(buffer) in replaced:
+                module._buffers[name] = replaced[id(buffer)]

@@ -12,21 +12,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
-
-from netshrink.codec.container import read_tensors
+from netshrink.codec.container import read_kept
 from netshrink.codec.tensor_encodings import DTYPES, FLOAT_DTYPES, itemsize
 from netshrink.measure.size import fp32_safetensors_bytes
 
 
 def inspect_file(path: str | os.PathLike) -> list[dict[str, Any]]:
     """One row per tensor: name, encoding, dtype, shape, weights, kept, bits per weight and per
-    index (per kept weight for sparse tensors), stored bytes and the rate against dense fp32."""
-    _, specs, tensors = read_tensors(path)
+    index (per kept weight for sparse tensors), stored bytes and the rate against dense fp32.
+
+    Only the nonzero counts are decoded, one tensor at a time, and a sparse tensor is never
+    expanded (``container.read_kept``), so a tiny file declaring huge tensors cannot exhaust
+    memory."""
+    _, specs, kept_counts = read_kept(path)
     rows = []
     for name, spec in specs.items():
-        kept = int(torch.count_nonzero(tensors[name].reshape(-1).view(
-            {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[itemsize(spec.dtype)])))
+        kept = kept_counts[name]
         stored = sum(s.nbytes for s in spec.streams.values())
         index_bytes = spec.streams["gaps"].nbytes if "gaps" in spec.streams else None
         per = max(kept, 1) if index_bytes is not None else max(spec.numel, 1)

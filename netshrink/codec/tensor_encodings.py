@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import zlib
 from typing import Any
 
 import numpy as np
@@ -120,11 +121,14 @@ def tensor_bits(tensor: torch.Tensor) -> np.ndarray:
         _BITS_NUMPY[flat.element_size()], copy=False)
 
 
-def bits_to_tensor(bits: np.ndarray, dtype_name: str, shape: list[int]) -> torch.Tensor:
-    """Inverse of ``tensor_bits``."""
+def bits_to_tensor(bits: np.ndarray, dtype_name: str, shape: list[int], copy: bool = True) -> torch.Tensor:
+    """Inverse of ``tensor_bits``. ``copy=False`` lets the tensor share a writeable ``bits`` array
+    that nothing else holds (a freshly decoded one), instead of copying it."""
     size = itemsize(dtype_name)
     native = np.ascontiguousarray(bits, dtype=_BITS_NUMPY[size].newbyteorder("="))
-    return torch.from_numpy(native.copy()).view(DTYPES[dtype_name]).reshape(shape)
+    if copy or not native.flags.writeable:
+        native = native.copy()
+    return torch.from_numpy(native).view(DTYPES[dtype_name]).reshape(shape)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -365,6 +369,40 @@ def _decode_values(coder: str, params: dict[str, Any], streams: dict[str, Stream
     raise NetshrinkFormatError(f"unknown value coder {coder!r}")
 
 
+def decode_sparse_entries(chain: list[str], params: dict[str, Any], streams: dict[str, Stream],
+                          dtype: str, numel: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flat positions (int64, strictly increasing) and bit patterns of a sparse tensor's
+    entries, fillers included: memory in the number of entries, never in ``numel``."""
+    info = params["sparse"]
+    gaps = _decode_symbols(streams["gaps"], info["entries"], 2 ** info["index_bits"], "gaps")
+    positions = np.asarray(relative_index_decode(gaps, numel), dtype=np.int64).reshape(-1)
+    del gaps
+    if positions.size != info["entries"] or (positions.size and (
+            positions[0] < 0 or positions[-1] >= numel)):  # gaps >= 0: increasing
+        raise NetshrinkFormatError("sparse index points outside the tensor")
+    values = _decode_values(chain[1], params, streams, "values.", dtype, positions.size)
+    return positions, values
+
+
+def sparse_kept_and_crc(chain: list[str], params: dict[str, Any], streams: dict[str, Stream],
+                        dtype: str, numel: int, chunk: int = 1 << 20) -> tuple[int, int]:
+    """Nonzero count and CRC-32 of a sparse tensor's decoded bytes without ever holding the dense
+    tensor: the zeros between entries are checksummed ``chunk`` elements at a time."""
+    positions, values = decode_sparse_entries(chain, params, streams, dtype, numel)
+    kept = int(np.count_nonzero(values))
+    crc = 0
+    size = itemsize(dtype)
+    buffer = np.zeros(min(chunk, numel), dtype=_BITS_NUMPY[size])
+    bounds = np.searchsorted(positions, np.arange(0, numel + chunk, chunk))
+    for index, start in enumerate(range(0, numel, chunk)):
+        piece = buffer[: min(chunk, numel - start)]
+        lo, hi = int(bounds[index]), int(bounds[index + 1])
+        piece[positions[lo:hi] - start] = values[lo:hi]
+        crc = zlib.crc32(piece, crc)  # little-endian dtype: the file's byte order
+        piece[positions[lo:hi] - start] = 0
+    return kept, crc
+
+
 def decode_streams(chain: list[str], params: dict[str, Any], streams: dict[str, Stream],
                    dtype: str, shape: list[int]) -> torch.Tensor:
     """Rebuild a tensor from its chain, parameters and streams (already validated)."""
@@ -375,15 +413,11 @@ def decode_streams(chain: list[str], params: dict[str, Any], streams: dict[str, 
         which = _decode_symbols(streams["bits"], numel, 2, "bits").reshape(rows, -1)
         bits = np.take_along_axis(pairs, which, axis=1).reshape(-1) if numel else pairs[:0, 0]
     elif chain[0] == "sparse":
-        info = params["sparse"]
-        gaps = _decode_symbols(streams["gaps"], info["entries"], 2 ** info["index_bits"], "gaps")
-        positions = np.asarray(relative_index_decode(gaps, numel), dtype=np.int64).reshape(-1)
-        if positions.size != info["entries"] or (positions.size and (
-                positions.min() < 0 or positions.max() >= numel)):
-            raise NetshrinkFormatError("sparse index points outside the tensor")
-        values = _decode_values(chain[1], params, streams, "values.", dtype, positions.size)
-        bits = np.zeros(numel, dtype=_BITS_NUMPY[itemsize(dtype)])
+        positions, values = decode_sparse_entries(chain, params, streams, dtype, numel)
+        bits = np.zeros(numel, dtype=_BITS_NUMPY[itemsize(dtype)])  # lazily zeroed pages
         bits[positions] = values
+        del positions, values
     else:
         bits = _decode_values(chain[0], params, streams, "", dtype, numel)
-    return bits_to_tensor(bits, dtype, shape)
+    # a freshly decoded array becomes the tensor as it is; read-only stream bytes are copied
+    return bits_to_tensor(bits, dtype, shape, copy=not bits.flags.writeable)
