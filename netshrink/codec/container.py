@@ -77,10 +77,6 @@ MAX_FILE_BYTES = 2 ** 40
 #: of a few hundred bytes can declare a huge all-zero sparse tensor); ``load`` is bounded by the
 #: model it fills instead
 MAX_DECODED_BYTES = 2 ** 30
-#: a zoo model built from a file's kwargs may hold at most this many times the elements the file
-#: declares (its logged structural changes may shrink it), or ``MAX_BUILD_SLACK`` elements
-MAX_BUILD_RATIO = 64
-MAX_BUILD_SLACK = 2 ** 24
 
 # A record {"verb": "encode", "encodings": {tensor: chain}} only steers the writer.
 register_rebuilder(ENCODE_VERB, None)
@@ -313,46 +309,20 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
 
 
 def _build(doc: dict[str, Any], specs: dict[str, TensorSpec]) -> nn.Module:
-    """The zoo model the file names, with its logged structural changes replayed.
-
-    The file's kwargs may ask for a model of any size, so the model is first built (and the log
-    replayed) on the ``meta`` device, which allocates nothing; it must match the file's tensors
-    name for name, shape for shape, and its zoo build must not be much larger than what the file
-    declares, before it is built for real."""
+    """The zoo model the file names, with its logged structural changes replayed; checked against
+    the file's tensors on the ``meta`` device before anything is allocated (``create_matching``)."""
     arch = doc["architecture"]
     if arch is None:
         raise NetshrinkFormatError("this file holds a user-defined model; build it yourself and "
                                    "pass it: load(path, model=MyNet())")
-    from netshrink.models import create, list_models
+    from netshrink.models import create_matching
 
-    if arch["name"] not in list_models():
-        raise NetshrinkFormatError(f"architecture {arch['name'][:40]!r} is not in the model zoo "
-                                   f"{list_models()}; pass load(path, model=...)")
-
-    def build() -> nn.Module:
-        try:
-            return create(arch["name"], **arch["kwargs"])
-        except Exception as error:  # noqa: BLE001 (kwargs come from the file)
-            raise NetshrinkFormatError(f"cannot build {arch['name']!r} from the file's kwargs "
-                                       f"({_one_line(error)})") from None
-
-    with torch.device("meta"):
-        probe = build()
-        built_numel = _numel(probe)
-        declared = sum(spec.numel for spec in specs.values())
-        if built_numel > max(MAX_BUILD_RATIO * declared, MAX_BUILD_SLACK):
-            raise NetshrinkFormatError(
-                f"the file's kwargs build {arch['name']!r} with {built_numel} elements, far more "
-                f"than the {declared} its tensors declare")
-        probe = _replayed(probe, doc["transform_log"])
-    reason = _mismatch(probe, specs)
-    if reason is not None:
-        raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
-    return _replayed(build(), doc["transform_log"])
-
-
-def _numel(model: nn.Module) -> int:
-    return sum(tensor.numel() for tensor in model.state_dict().values())
+    try:
+        return create_matching(arch["name"], arch["kwargs"],
+                               {name: tuple(spec.shape) for name, spec in specs.items()},
+                               doc["transform_log"])
+    except ConfigError as error:
+        raise NetshrinkFormatError(f"the file does not fit its architecture: {error}") from None
 
 
 def _replayed(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:

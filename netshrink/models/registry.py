@@ -7,13 +7,14 @@ model (``netshrink_arch``) and the .nsk container relies on that to rebuild the 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from netshrink.core.errors import ConfigError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.core.transform_log import set_arch
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -44,25 +45,49 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def create_matching(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> nn.Module:
-    """Build a zoo model for stored weights, refusing one whose state dict would not match.
+#: a file's kwargs may build at most this many times the elements it stores (structural
+#: transforms in its log may shrink the model), or ``BUILD_SLACK`` elements, whichever is more
+BUILD_RATIO = 64
+BUILD_SLACK = 2 ** 24
 
-    Files name the architecture they were saved from; a damaged or hostile file could name kwargs
-    that make a huge model. The model is first built on the ``meta`` device (no memory), its
-    state-dict shapes compared with ``shapes``, and only then built for real. Raises ConfigError.
+
+def create_matching(name: str, kwargs: Any, shapes: dict[str, tuple[int, ...]],
+                    log: list[dict[str, Any]] | None = None) -> nn.Module:
+    """Build the zoo model that stored weights were saved from, refusing one they do not fit.
+
+    Files (checkpoints, .nsk) name their architecture and transform log; a damaged or hostile
+    file could name kwargs that make a huge model. So the model is first built, and the log
+    replayed, on the ``meta`` device (no memory); it must not be much larger than what the file
+    stores, and its state-dict shapes must equal ``shapes``; only then is it built for real.
+    Raises ConfigError (or NetshrinkFormatError for a log this netshrink cannot replay).
     """
+    from netshrink.core.rebuild import replay
+
     if not isinstance(kwargs, dict):
         raise ConfigError(f"model kwargs must be an object, got {type(kwargs).__name__}")
-    try:
-        with torch.device("meta"):
-            probe = create(name, **kwargs)
-    except ConfigError:
-        raise
-    except Exception as exc:  # a builder rejecting its kwargs (TypeError, ValueError, ...)
-        raise ConfigError(f"model {name!r} cannot be built from {kwargs}: {type(exc).__name__}: {exc}") from None
+    if name not in _MODELS:
+        raise ConfigError(f"architecture {str(name)[:40]!r} is not in the model zoo {list_models()}")
+
+    def build(replayed: bool = True) -> nn.Module:
+        try:
+            model = create(name, **kwargs)
+            return replay(model, log or []) if replayed else model
+        except NetshrinkFormatError:
+            raise
+        except Exception as exc:  # kwargs and log records come from the file
+            reason = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"cannot build {name!r} from kwargs {kwargs}: {type(exc).__name__}: {reason}") from None
+
+    with torch.device("meta"):
+        unreplayed = sum(t.numel() for t in build(replayed=False).state_dict().values())
+        declared = sum(math.prod(shape) for shape in shapes.values())
+        if unreplayed > max(BUILD_RATIO * declared, BUILD_SLACK):
+            raise ConfigError(f"kwargs {kwargs} build {name!r} with {unreplayed} elements, far more than "
+                              f"the {declared} stored")
+        probe = build()
     expected = {key: tuple(t.shape) for key, t in probe.state_dict().items()}
     found = {key: tuple(shape) for key, shape in shapes.items()}
     if expected != found:
         differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
         raise ConfigError(f"the stored weights do not fit {name}({kwargs}): tensors {differing[:5]} differ")
-    return create(name, **kwargs)
+    return build()

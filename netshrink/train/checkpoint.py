@@ -205,11 +205,14 @@ def load_model(path: str | os.PathLike) -> nn.Module:
         raise NetshrinkFormatError(f"{path} does not name a zoo architecture (the model is a user "
                                    "class); build the model yourself and load the weights into it")
     state = model_state(tensors, meta)
+    log = meta["transform_log"]
+    if not isinstance(log, list):
+        raise NetshrinkFormatError(f"{path}: transform_log must be a list")
     try:
         model = create_matching(arch["name"], arch.get("kwargs", {}),
-                                {key: tuple(t.shape) for key, t in state.items()})
+                                {key: tuple(t.shape) for key, t in state.items()}, log)
     except ConfigError as exc:
         raise NetshrinkFormatError(f"{path}: {exc}") from None
     load_model_state(model, tensors, meta, path)
-    set_log(model, meta["transform_log"])
+    set_log(model, log)
     return model

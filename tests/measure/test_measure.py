@@ -1,4 +1,7 @@
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save_file
 from torch import nn
 
 from netshrink.measure import (
@@ -8,6 +11,7 @@ from netshrink.measure import (
     count_parameters,
     dense_fp32_bytes,
     format_layer_table,
+    fp32_safetensors_bytes,
     layer_table,
     measure_latency,
     measure_model,
@@ -34,11 +38,36 @@ def test_nonzero_counts_pruned_weights():
     assert count_nonzero(model) == total - 50
 
 
-def test_dense_bytes_is_a_real_file_size():
-    model = nn.Linear(100, 10)
-    size = dense_fp32_bytes(model)
-    assert 1010 * 4 < size < 1010 * 4 + 512  # the data plus a small safetensors header
-    assert dense_fp32_bytes(model.half()) == size  # measured as fp32 whatever the dtype
+def _real_file_bytes(model: nn.Module, tmp_path) -> int:
+    tensors = {k: (t.float() if t.is_floating_point() else t).contiguous() for k, t in model.state_dict().items()}
+    save_file(tensors, tmp_path / "dense.safetensors")
+    return (tmp_path / "dense.safetensors").stat().st_size
+
+
+def test_dense_bytes_is_a_real_file_size(tmp_path, tiny_model):
+    assert dense_fp32_bytes(tiny_model) == _real_file_bytes(tiny_model, tmp_path)
+    assert dense_fp32_bytes(tiny_model.half()) == _real_file_bytes(tiny_model, tmp_path)  # counted as fp32
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(
+    st.text(min_size=1, max_size=12),
+    st.tuples(st.lists(st.integers(0, 40), max_size=3),
+              st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64,
+                               torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool])),
+    max_size=6))
+def test_computed_dense_size_equals_what_safetensors_writes(tmp_path_factory, spec):
+    layout = {name: (shape, dtype.is_floating_point, dtype) for name, (shape, dtype) in spec.items()}
+    tensors = {name: torch.zeros(shape, dtype=torch.float32 if is_float else dtype)
+               for name, (shape, is_float, dtype) in layout.items()}
+    path = tmp_path_factory.mktemp("st") / "d.safetensors"
+    save_file(tensors, path)
+    assert fp32_safetensors_bytes(layout) == path.stat().st_size
+
+
+def test_dense_size_of_a_huge_declared_layout_allocates_nothing():
+    size = fp32_safetensors_bytes({"w": ([2**20, 2**20], True, torch.float32)})  # a 4 TiB tensor
+    assert size > 4 * 2**40
 
 
 def test_latency_reports_median_and_threads(tiny_model):
