@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     update_benchmarks_md,
     write_results,
 )
+from netshrink.core.files import write_atomically
 
 RECIPES = {
     "lenet300_100": {"epochs": 30, "lr": 0.05, "batch_size": 128, "augment": False},
@@ -72,9 +72,7 @@ def train(models: list[str], device: str, data_dir: str | None) -> None:
         }
         print(f"{name}: val {result.val_acc:.4f} test {log[name]['test_acc_at_training']:.4f} "
               f"in {seconds:.0f} s on {log[name]['device']}", flush=True)
-    tmp = TRAINING_LOG.with_suffix(".tmp")
-    tmp.write_text(json.dumps(log, indent=2) + "\n")
-    os.replace(tmp, TRAINING_LOG)
+    write_atomically(TRAINING_LOG, (json.dumps(log, indent=2) + "\n").encode())
 
 
 def measure(models: list[str], data_dir: str | None) -> None:

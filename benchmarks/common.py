@@ -9,6 +9,8 @@ import platform
 import sys
 from pathlib import Path
 
+from netshrink.core.files import write_atomically
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CHECKPOINTS = ROOT / "benchmarks" / "checkpoints"
@@ -51,9 +53,7 @@ def write_results(name: str, measurements: dict, targets: list[dict], **extra) -
         "measurements": measurements,
     }
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps(doc, indent=2) + "\n").encode())
     return path
 
 
@@ -80,6 +80,4 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = BENCHMARKS_MD.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, BENCHMARKS_MD)
+    write_atomically(BENCHMARKS_MD, text.encode())

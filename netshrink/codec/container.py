@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zlib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +66,7 @@ from netshrink.codec.validate import (
     validate_document,
 )
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError
+from netshrink.core.files import write_atomically
 from netshrink.core.rebuild import check_log, register_rebuilder, replay
 from netshrink.core.transform_log import append_record, get_arch, get_log, set_arch, set_log
 
@@ -119,23 +118,6 @@ def _ordered_streams(encoded: Encoded) -> list[bytes]:
     return [by_role[role] for role in chain_roles(encoded.chain)]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, fsync, then ``os.replace``: never a half-written file."""
-    folder = path.parent if str(path.parent) else Path(".")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
          keep_zero_sign: bool = False) -> None:
     """Write ``model`` as a .nsk file, each tensor in its cheapest exact encoding.
@@ -184,7 +166,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
         raise NetshrinkError(f"the transform log or architecture is not JSON-serialisable ({error})") from None
     blob = np.frombuffer(b"".join(streams), dtype=np.uint8)
     data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: text})
-    _write_atomically(Path(path), data)
+    write_atomically(path, data)
 
 
 def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], Any]:

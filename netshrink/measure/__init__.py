@@ -8,11 +8,10 @@ from netshrink.measure.size import (
     count_nonzero,
     count_parameters,
     dense_fp32_bytes,
-    file_bytes,
     fp32_safetensors_bytes,
 )
 from netshrink.measure.summary import measure_model
 
 __all__ = ["evaluate", "predict_logits", "measure_latency", "format_layer_table", "layer_table",
            "count_macs", "count_macs_per_module", "count_nonzero", "count_parameters",
-           "dense_fp32_bytes", "file_bytes", "fp32_safetensors_bytes", "measure_model"]
+           "dense_fp32_bytes", "fp32_safetensors_bytes", "measure_model"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import torch
 from torch import nn
@@ -63,8 +62,3 @@ def fp32_safetensors_bytes(layout: dict[str, tuple[list[int], bool, torch.dtype]
         offset += nbytes
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     return 8 + -(-len(text) // 8) * 8 + offset
-
-
-def file_bytes(path: str | os.PathLike) -> int:
-    """Byte count of a file on disk."""
-    return os.path.getsize(path)

@@ -30,6 +30,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from netshrink.core.errors import ConfigError, NetshrinkFormatError
+from netshrink.core.files import write_atomically
 from netshrink.core.transform_log import get_arch, get_log, set_log
 
 CHECKPOINT_FORMAT = "netshrink-checkpoint"
@@ -50,18 +51,7 @@ def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> None:
-    payload = safetensors_bytes(tensors, metadata={META_KEY: json.dumps(doc)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, safetensors_bytes(tensors, metadata={META_KEY: json.dumps(doc)}))
 
 
 def _model_doc(model: nn.Module, fmt: str) -> dict[str, Any]:
