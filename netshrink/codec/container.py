@@ -65,7 +65,7 @@ from netshrink.codec.validate import (
     parse_metadata,
     validate_document,
 )
-from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError
+from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
 from netshrink.core.files import write_atomically
 from netshrink.core.rebuild import check_log, register_rebuilder, replay
 from netshrink.core.transform_log import append_record, get_arch, get_log, set_arch, set_log
@@ -181,7 +181,7 @@ def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec
         handle = safe_open(os.fspath(path), framework="numpy")
         metadata = handle.metadata()
     except Exception as error:  # noqa: BLE001 (the library's own header errors)
-        raise NetshrinkFormatError(f"not a valid safetensors file ({_one_line(error)})") from None
+        raise NetshrinkFormatError(f"not a valid safetensors file ({one_line(error)})") from None
     try:
         doc = parse_metadata(metadata)
         keys = list(handle.keys())
@@ -197,12 +197,8 @@ def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec
     except NetshrinkFormatError:
         raise
     except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
-        raise NetshrinkFormatError(f"malformed file ({_one_line(error)})") from None
+        raise NetshrinkFormatError(f"malformed file ({one_line(error)})") from None
     return doc, specs, handle
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 def _stream_bytes(doc: dict[str, Any], handle: Any) -> bytes:
@@ -222,9 +218,9 @@ def _decoding(name: str, work):
     try:
         return work()
     except NetshrinkFormatError as error:
-        raise NetshrinkFormatError(f"tensor {name!r}: {_one_line(error)}") from None
+        raise NetshrinkFormatError(f"tensor {name!r}: {one_line(error)}") from None
     except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
-        raise NetshrinkFormatError(f"tensor {name!r} cannot be decoded ({_one_line(error)})") from None
+        raise NetshrinkFormatError(f"tensor {name!r} cannot be decoded ({one_line(error)})") from None
 
 
 def _decoded_bytes(specs: dict[str, TensorSpec]) -> int:
@@ -313,7 +309,7 @@ def _replayed(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:
     except NetshrinkFormatError:
         raise
     except Exception as error:  # noqa: BLE001 (records come from the file)
-        raise NetshrinkFormatError(f"replaying the transform log failed ({_one_line(error)})") from None
+        raise NetshrinkFormatError(f"replaying the transform log failed ({one_line(error)})") from None
 
 
 def _mismatch(model: nn.Module, specs: dict[str, TensorSpec]) -> str | None:

@@ -15,3 +15,9 @@ class ConfigError(NetshrinkError):
 
 class NetshrinkFormatError(NetshrinkError):
     """A file is not a valid netshrink file (or checkpoint); raised before anything is decoded."""
+
+
+def one_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message folded onto one line and cut to ``limit`` characters (its type name
+    when it has no message): for wrapping library errors into netshrink's one-line errors."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__

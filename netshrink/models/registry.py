@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from netshrink.core.errors import ConfigError, NetshrinkFormatError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError, one_line
 from netshrink.core.transform_log import set_arch
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -75,8 +75,8 @@ def create_matching(name: str, kwargs: Any, shapes: dict[str, tuple[int, ...]],
         except NetshrinkFormatError:
             raise
         except Exception as exc:  # kwargs and log records come from the file
-            reason = " ".join(str(exc).split())[:200]
-            raise ConfigError(f"cannot build {name!r} from kwargs {kwargs}: {type(exc).__name__}: {reason}") from None
+            raise ConfigError(f"cannot build {name!r} from kwargs {kwargs}: {type(exc).__name__}: "
+                              f"{one_line(exc)}") from None
 
     with torch.device("meta"):
         unreplayed = sum(t.numel() for t in build(replayed=False).state_dict().values())

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from netshrink.core.errors import ConfigError, NetshrinkFormatError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError, one_line
 from netshrink.core.files import write_atomically
 from netshrink.core.transform_log import get_arch, get_log, set_log
 
@@ -157,7 +157,7 @@ def load_model_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta: d
     try:
         unwrap(model).load_state_dict(model_state(tensors, meta))
     except RuntimeError as exc:
-        reason = " ".join(str(exc).split())[:300]
+        reason = one_line(exc, 300)
         raise NetshrinkFormatError(f"{source} does not fit this model: {reason}") from None
 
 
