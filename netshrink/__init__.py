@@ -20,6 +20,8 @@ _EXPORTS = {
     "FitConfig": "netshrink.train",
     "measure_model": "netshrink.measure",
     "apply_": "netshrink.core",
+    "finalize_": "netshrink.core",
+    "Finalize": "netshrink.core",
     "get_log": "netshrink.core",
     "NetshrinkError": "netshrink.core",
     "NetshrinkFormatError": "netshrink.core",

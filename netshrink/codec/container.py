@@ -32,6 +32,7 @@ caller's model, and checks that the state dict matches; every failure is one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -65,37 +66,53 @@ from netshrink.codec.validate import (
     parse_metadata,
     validate_document,
 )
+from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
 from netshrink.core.files import write_atomically
-from netshrink.core.rebuild import check_log, register_rebuilder, replay
-from netshrink.core.transform_log import append_record, get_arch, get_log, set_arch, set_log
+from netshrink.core.rebuild import check_log, replay
+from netshrink.core.registry import apply_, register
+from netshrink.core.transform_log import get_arch, get_log, set_arch, set_log
 
-ENCODE_VERB = "encode"
 MAX_FILE_BYTES = 2 ** 40
 #: ``read_tensors`` refuses a file whose tensors would decode to more than this by default (a file
 #: of a few hundred bytes can declare a huge all-zero sparse tensor); ``load`` is bounded by the
 #: model it fills instead
 MAX_DECODED_BYTES = 2 ** 30
 
-# A record {"verb": "encode", "encodings": {tensor: chain}} only steers the writer.
-register_rebuilder(ENCODE_VERB, None)
+
+@dataclasses.dataclass(frozen=True)
+class Encode(Config):
+    """Ask ``save`` to store named tensors in given encodings.
+
+    Args:
+        encodings: tensor name -> chain, e.g. ``{"fc1.weight": "codebook"}`` (also ``"int"``,
+            ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``, ``"sparse+codebook"``...).
+            An encoding that cannot hold the tensor exactly is ignored and detection decides.
+    """
+
+    encodings: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@register(Encode, "encode", rebuild=None)
+def _encode(model: nn.Module, config: Encode) -> None:
+    """Steers the writer only: nothing changes in the model."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.encodings.items()):
+        raise ConfigError("Encode.encodings maps tensor names to chain names (strings)")
 
 
 def request_encodings(model: nn.Module, encodings: dict[str, str]) -> nn.Module:
-    """Ask ``save`` to store the named tensors in the given encodings, e.g.
-    ``{"fc1.weight": "codebook"}`` (also ``"int"``, ``"binary"``, ``"dense"``, ``"float_bytes"``,
-    ``"sparse"``, ``"sparse+codebook"``...). Logged as an ``encode`` record; an encoding that cannot
-    hold the tensor exactly is ignored and detection decides. Returns the model."""
-    append_record(model, ENCODE_VERB, None, encodings=dict(encodings))
-    return model
+    """``apply_(model, Encode(encodings))``: see ``Encode``. Returns the model."""
+    return apply_(model, Encode(dict(encodings)))
 
 
 def _requested_encodings(log: list[dict[str, Any]]) -> dict[str, str]:
     requested: dict[str, str] = {}
     for record in log:
-        encodings = record.get("encodings") if isinstance(record, dict) else None
-        if isinstance(encodings, dict):
-            requested.update({k: v for k, v in encodings.items() if isinstance(v, str)})
+        config = record.get("config") if isinstance(record, dict) else None
+        if record.get("verb") == "encode" and isinstance(config, dict):
+            encodings = config.get("encodings")
+            if isinstance(encodings, dict):
+                requested.update({k: v for k, v in encodings.items() if isinstance(v, str)})
     return requested
 
 
@@ -146,6 +163,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
         raise NetshrinkError("the model still has parametrizations; bake them in with finalize_(model) "
                              "before saving")
     log = get_log(model)
+    check_loadable(model, log)
     requested = _requested_encodings(log)
     entries: dict[str, Any] = {}
     streams: list[bytes] = []
@@ -167,6 +185,25 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
     blob = np.frombuffer(b"".join(streams), dtype=np.uint8)
     data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: text})
     write_atomically(path, data)
+
+
+def check_loadable(model: nn.Module, log: list[dict[str, Any]]) -> None:
+    """Refuse, before anything is written, a model that ``load`` could not rebuild: a log verb
+    nobody registered, or (for a zoo model) a log whose replay does not give the model's shapes."""
+    try:
+        check_log(log)
+    except NetshrinkFormatError as error:
+        raise NetshrinkError(f"cannot save: load could not rebuild this model ({error})") from None
+    arch = get_arch(model)
+    if arch is not None:
+        from netshrink.models import check_rebuildable
+
+        shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        try:
+            check_rebuildable(arch["name"], arch["kwargs"], shapes, log)
+        except (ConfigError, NetshrinkFormatError) as error:
+            raise NetshrinkError(f"cannot save: load could not rebuild this model ({error}); register "
+                                 "a rebuilder for every structural change") from None
 
 
 def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], Any]:

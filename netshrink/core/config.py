@@ -64,7 +64,3 @@ def _plain(value: Any) -> Any:
         return value.to_dict()
     return value
 
-
-def config_types() -> dict[str, type[Config]]:
-    """All config classes defined so far, by name."""
-    return dict(_CONFIG_TYPES)

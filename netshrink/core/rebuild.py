@@ -1,36 +1,20 @@
 """Replay a transform log onto a freshly built model so its structure matches a saved file.
 
-A .nsk file stores the zoo architecture (name + kwargs) and the transform log. Verbs that change
-structure (removed channels, factorised layers, replaced blocks) register a *rebuilder* that redoes
-the structural part of their change from the log record alone; verbs that only change values
-(pruning masks baked in, clustering, quantization) register ``None``. The loader refuses a log with
-a verb nobody registered: an unknown verb means this netshrink cannot rebuild the file's model.
+A .nsk file stores the zoo architecture (name + kwargs) and the transform log. Each verb's
+registration (``core.registry.register``) names its rebuilder: the structural part of its change,
+redone from the log record alone, or ``None`` for verbs that only change values (masks baked in,
+clustering, quantization). The loader refuses a log with a verb nobody registered: an unknown verb
+means this netshrink cannot rebuild the file's model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from netshrink.core.errors import NetshrinkFormatError
-
-Rebuilder = Callable[[nn.Module, dict[str, Any]], None]
-_REBUILDERS: dict[str, Rebuilder | None] = {}
-
-
-def register_rebuilder(verb: str, fn: Rebuilder | None) -> None:
-    """Register how to redo ``verb``'s structural change: ``fn(model, record)`` edits the model in
-    place; ``None`` declares that the verb needs no rebuilding (its effect is in the weights)."""
-    if not isinstance(verb, str) or not verb:
-        raise ValueError(f"verb must be a non-empty string, got {verb!r}")
-    _REBUILDERS[verb] = fn
-
-
-def registered_verbs() -> list[str]:
-    """Every verb the loader can replay."""
-    return sorted(_REBUILDERS)
+from netshrink.core.registry import registered_verbs, technique_of
 
 
 def check_log(log: Any) -> None:
@@ -41,10 +25,10 @@ def check_log(log: Any) -> None:
         if not isinstance(record, dict):
             raise NetshrinkFormatError(f"transform log record {position} is not an object")
         verb = record.get("verb")
-        if not isinstance(verb, str) or verb not in _REBUILDERS:
+        if not isinstance(verb, str) or technique_of(verb) is None:
             raise NetshrinkFormatError(
-                f"transform log record {position} has unknown verb {verb!r}; this netshrink can "
-                f"replay {registered_verbs()} (import the module that defines it, or upgrade)"
+                f"transform log record {position} has unknown verb {str(verb)[:40]!r}; this netshrink "
+                f"can replay {registered_verbs()} (import the module that defines it, or upgrade)"
             )
 
 
@@ -53,7 +37,7 @@ def replay(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:
     unknown verb leaves the model untouched. Returns the model."""
     check_log(log)
     for record in log:
-        rebuilder = _REBUILDERS[record["verb"]]
-        if rebuilder is not None:
-            rebuilder(model, record)
+        rebuild = technique_of(record["verb"]).rebuild
+        if rebuild is not None:
+            rebuild(model, record)
     return model

@@ -2,6 +2,6 @@
 
 from netshrink.models import convnet as _convnet  # noqa: F401  (registers)
 from netshrink.models import lenet as _lenet  # noqa: F401  (registers)
-from netshrink.models.registry import create, create_matching, list_models, register_model
+from netshrink.models.registry import check_rebuildable, create, create_matching, list_models, register_model
 
-__all__ = ["create", "create_matching", "list_models", "register_model"]
+__all__ = ["check_rebuildable", "create", "create_matching", "list_models", "register_model"]

@@ -61,12 +61,18 @@ def create_matching(name: str, kwargs: Any, shapes: dict[str, tuple[int, ...]],
     stores, and its state-dict shapes must equal ``shapes``; only then is it built for real.
     Raises ConfigError (or NetshrinkFormatError for a log this netshrink cannot replay).
     """
-    from netshrink.core.rebuild import replay
-
     if not isinstance(kwargs, dict):
         raise ConfigError(f"model kwargs must be an object, got {type(kwargs).__name__}")
     if name not in _MODELS:
         raise ConfigError(f"architecture {str(name)[:40]!r} is not in the model zoo {list_models()}")
+    check_rebuildable(name, kwargs, shapes, log)
+    return _builder(name, kwargs, log)()
+
+
+def _builder(name: str, kwargs: dict[str, Any], log: list[dict[str, Any]] | None) -> Callable[..., nn.Module]:
+    """``build(replayed=True)``: the zoo model, with the log replayed; a failure is a ConfigError
+    (kwargs and log records may come from a file), an unknown verb a NetshrinkFormatError."""
+    from netshrink.core.rebuild import replay
 
     def build(replayed: bool = True) -> nn.Module:
         try:
@@ -74,10 +80,19 @@ def create_matching(name: str, kwargs: Any, shapes: dict[str, tuple[int, ...]],
             return replay(model, log or []) if replayed else model
         except NetshrinkFormatError:
             raise
-        except Exception as exc:  # kwargs and log records come from the file
+        except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"cannot build {name!r} from kwargs {kwargs}: {type(exc).__name__}: "
                               f"{one_line(exc)}") from None
 
+    return build
+
+
+def check_rebuildable(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple[int, ...]],
+                      log: list[dict[str, Any]] | None = None) -> None:
+    """Check on the ``meta`` device (no memory) that ``name(**kwargs)`` with ``log`` replayed has
+    exactly the state-dict ``shapes`` and is not much larger than them. ``save`` calls it so a file
+    that ``load`` could not rebuild is never written; ``create_matching`` before building."""
+    build = _builder(name, kwargs, log)
     with torch.device("meta"):
         unreplayed = sum(t.numel() for t in build(replayed=False).state_dict().values())
         declared = sum(math.prod(shape) for shape in shapes.values())
@@ -90,4 +105,3 @@ def create_matching(name: str, kwargs: Any, shapes: dict[str, tuple[int, ...]],
     if expected != found:
         differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
         raise ConfigError(f"the stored weights do not fit {name}({kwargs}): tensors {differing[:5]} differ")
-    return build()

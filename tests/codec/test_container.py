@@ -11,13 +11,14 @@ from torch.nn.utils import parametrize
 
 from netshrink.codec.container import load, read_tensors, request_encodings, save
 from netshrink.codec.tensor_encodings import tensor_bits
+from netshrink.core import apply_
 from netshrink.core.errors import NetshrinkError, NetshrinkFormatError
 from netshrink.core.modules import iter_modules
-from netshrink.core.rebuild import register_rebuilder
 from netshrink.core.transform_log import append_record, get_arch, get_log
 from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
 from tests.models import INPUT_SHAPE, TINY_MODELS, UserMLP
+from tests.techniques import ShrinkHead
 
 KINDS = ("pruned", "clustered16", "clustered32", "int4", "binary", "dense", "pruned_clustered")
 EXPECTED = {
@@ -197,7 +198,7 @@ def test_requested_encoding_is_honoured_when_exact_else_detected(tmp_path):
     with torch.no_grad():
         model.fc3.weight.normal_()
     request_encodings(model, {"fc1.weight": "dense", "fc3.weight": "codebook"})
-    append_record(model, "encode", None, encodings={"fc2.weight": "sparse+codebook"})
+    request_encodings(model, {"fc2.weight": "sparse+codebook"})
     save(model, tmp_path / "m.nsk")
     stored = chains(tmp_path / "m.nsk")
     assert stored["fc1.weight"] == ("dense",)
@@ -214,21 +215,8 @@ def test_user_class_needs_model_argument(tmp_path):
         load(tmp_path / "u.nsk")
 
 
-def _drop_bias(model: nn.Module, record: dict) -> None:
-    old = model.get_submodule(record["layer"])
-    setattr(model, record["layer"], nn.Linear(old.in_features, record["out_features"], bias=False))
-
-
-register_rebuilder("test_shrink_linear", _drop_bias)
-
-
 def _shrunk(model: nn.Module) -> nn.Module:
-    """Replace ``fc3``/``head`` by a bias-free Linear and log it, as a structural verb would."""
-    layer = "fc3" if hasattr(model, "fc3") else "head"
-    record = {"layer": layer, "out_features": 10}
-    _drop_bias(model, record)
-    append_record(model, "test_shrink_linear", None, **record)
-    return model
+    return apply_(model, ShrinkHead(outputs=10))
 
 
 def test_replay_rebuilds_zoo_structure(tmp_path):
@@ -247,11 +235,30 @@ def test_replay_applies_to_a_users_base_model(tmp_path):
     assert_same_outputs(model, load(tmp_path / "s.nsk", model=_shrunk(UserMLP())))  # already shrunk
 
 
-def test_unknown_verb_is_a_format_error(tmp_path):
+def test_save_refuses_a_log_load_could_not_replay(tmp_path):
     model = create("lenet300_100", in_features=64)
     append_record(model, "never_registered_verb", None)
+    with pytest.raises(NetshrinkError, match="cannot save.*never_registered_verb"):
+        save(model, tmp_path / "v.nsk")
+    assert not (tmp_path / "v.nsk").exists()
+
+
+def test_save_refuses_a_structural_change_nobody_logged(tmp_path):
+    model = create("lenet300_100", in_features=64)
+    model.fc3 = nn.Linear(100, 10, bias=False)  # edited by hand: load would rebuild the original
+    with pytest.raises(NetshrinkError, match="cannot save.*fc3.bias"):
+        save(model, tmp_path / "h.nsk")
+    assert not (tmp_path / "h.nsk").exists()
+
+
+def test_unknown_verb_in_a_file_is_a_format_error(tmp_path):
+    model = apply_(create("lenet300_100", in_features=64), ShrinkHead(outputs=10))
     save(model, tmp_path / "v.nsk")
-    with pytest.raises(NetshrinkFormatError, match="never_registered_verb"):
+    data = (tmp_path / "v.nsk").read_bytes()
+    renamed = data.replace(b"test_shrink_head", b"never_registered")  # same length: valid header
+    assert renamed != data
+    (tmp_path / "v.nsk").write_bytes(renamed)
+    with pytest.raises(NetshrinkFormatError, match="never_registered"):
         load(tmp_path / "v.nsk")
 
 

@@ -15,7 +15,7 @@ class _Scale(Config):
     layers: tuple[str, ...] = ()
 
 
-@register(_Scale, "scale")
+@register(_Scale, "scale", rebuild=None)
 def _scale(model: nn.Module, config: _Scale) -> dict:
     names = []
     for name, module in iter_modules(model, lambda m, n: isinstance(m, nn.Linear)):
@@ -59,7 +59,7 @@ def test_apply_unknown_config_and_double_registration():
     with pytest.raises(ConfigError, match="no transform is registered"):
         apply_(nn.Linear(1, 1), _Unregistered())
     with pytest.raises(ValueError, match="already registered"):
-        register(_Scale, "scale")(_scale)
+        register(_Scale, "scale", rebuild=None)(_scale)
 
 
 def test_get_and_set_module_by_qualified_name():

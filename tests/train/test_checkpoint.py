@@ -8,13 +8,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from netshrink.core import apply_
 from netshrink.core.errors import NetshrinkFormatError
-from netshrink.core.rebuild import register_rebuilder
 from netshrink.core.transform_log import append_record, get_log
 from netshrink.train import FitConfig, load_checkpoint, load_model, save_checkpoint, save_model
 from netshrink.train import checkpoint as checkpoint_module
 from netshrink.train.checkpoint import load_optimizer_state
 from tests.models import TINY_MODELS
+from tests.techniques import ScaleWeights, ShrinkHead
 
 
 def _trained_adam(model):
@@ -64,8 +65,7 @@ def test_checkpoint_is_plain_safetensors_and_round_trips(tmp_path):
 def test_load_model_rebuilds_zoo_model_with_its_log(tmp_path, writer):
     torch.manual_seed(0)
     model = TINY_MODELS["lenet5"]().eval()
-    register_rebuilder("checkpoint_test_note", None)  # a verb whose effect is in the weights alone
-    append_record(model, "checkpoint_test_note", FitConfig(epochs=1))
+    apply_(model, ScaleWeights(factor=0.5))  # a verb whose effect is in the weights alone
     path = tmp_path / "weights.safetensors"
     writer(path, model)
     _assert_safetensors_only(path)
@@ -77,14 +77,7 @@ def test_load_model_rebuilds_zoo_model_with_its_log(tmp_path, writer):
 
 def test_load_model_replays_structural_changes_and_refuses_unknown_verbs(tmp_path):
     """A logged structural change (here: fc2 shrunk to 7 outputs) is redone before loading."""
-
-    def shrink_fc2(model, record):
-        model.fc2 = torch.nn.Linear(model.fc2.in_features, record["outputs"])
-
-    register_rebuilder("checkpoint_test_shrink", shrink_fc2)
-    model = TINY_MODELS["lenet5"]().eval()
-    shrink_fc2(model, {"outputs": 7})
-    append_record(model, "checkpoint_test_shrink", None, outputs=7)
+    model = apply_(TINY_MODELS["lenet5"]().eval(), ShrinkHead(outputs=7))
     save_model(tmp_path / "m.safetensors", model)
     loaded = load_model(tmp_path / "m.safetensors").eval()
     x = torch.randn(3, 1, 8, 8)
