@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatEr
 from netshrink.data import Dataset, random_crop_flip
 from netshrink.measure.accuracy import evaluate
 from netshrink.train import distributed
+from netshrink.train.callbacks import Callback, StepInfo
 from netshrink.train.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -92,7 +93,7 @@ def lr_factor(step: int, config: FitConfig, steps_per_epoch: int) -> float:
 
 def fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn | None = None,
         out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-        device: str = "cpu") -> FitResult:
+        device: str = "cpu", callbacks: Sequence[Callback] = ()) -> FitResult:
     """Train ``model`` in place on ``data.train``, evaluating on ``data.val`` (never ``test``).
 
     Args:
@@ -107,13 +108,15 @@ def fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn | No
             the same machine and thread count.
         progress: a tqdm bar per epoch (rank 0 only).
         device: ``"cpu"`` or ``"cuda"`` (under torchrun, each rank takes ``cuda:LOCAL_RANK``).
+        callbacks: hooks called around every step and after every epoch (``callbacks.py``).
 
     ``fit`` seeds the global torch RNG with ``config.seed`` (plus the rank) so dropout repeats.
     """
     info, dev = distributed.setup(device)
     try:
         return _fit(model, data, config, loss_fn or cross_entropy(config.label_smoothing),
-                    Path(out_dir) if out_dir is not None else None, resume, progress, info, dev)
+                    Path(out_dir) if out_dir is not None else None, resume, progress, info, dev,
+                    tuple(callbacks))
     finally:
         if info.created_group:
             torch.distributed.destroy_process_group()
@@ -191,7 +194,8 @@ def _resume_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, out_dir: Path | None,
-         resume: bool, progress: bool, info: distributed.DistInfo, dev: torch.device) -> FitResult:
+         resume: bool, progress: bool, info: distributed.DistInfo, dev: torch.device,
+         callbacks: tuple[Callback, ...]) -> FitResult:
     from tqdm.auto import tqdm
 
     distributed.check_batch(config.batch_size, info)
@@ -227,6 +231,10 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
         bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                    disable=not show, leave=True)
         for step, (lo, hi) in enumerate(batches, 1):
+            where = StepInfo(epoch, (epoch - 1) * len(batches) + step - 1, len(batches),
+                             config.epochs * len(batches))
+            for callback in callbacks:
+                callback.on_step_begin(model, where)
             index = distributed.local_share(order[lo:hi], info)
             x, y = train_x[index], train_y[index]
             if config.augment:
@@ -240,6 +248,8 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
             (loss * (len(y) * info.world_size / (hi - lo)) if info.world_size > 1 else loss).backward()
             optimizer.step()
             scheduler.step()
+            for callback in callbacks:
+                callback.on_step_end(model, where)
             seen += len(y)
             totals[0] += loss.detach().double() * len(y)
             totals[1] += (logits.detach().argmax(1) == y).sum()
@@ -252,6 +262,9 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 samples_s=f"{seen * info.world_size / (time.perf_counter() - began):.0f}")
         bar.close()
+        for callback in callbacks:
+            callback.on_epoch_end(model, StepInfo(epoch, epoch * len(batches), len(batches),
+                                                  config.epochs * len(batches)))
         train_seconds = time.perf_counter() - began
         totals[2] = seen
         loss_sum, correct, seen = distributed.all_reduce_sum(totals, info).tolist()

@@ -182,3 +182,37 @@ def test_cuda_fit_learns_and_resumes_exactly(tmp_path, digits):
     resumed = fit(TINY_MODELS["convnet"](), digits, config, out_dir=tmp_path, resume=True,
                   device="cuda", progress=False)
     _assert_same_weights(_state(resumed.model), _state(reference.model))
+
+
+def test_callbacks_see_every_step_in_order_and_act_on_the_model(digits):
+    """A callback is called before and after each optimizer step and after each epoch, with the
+    global step index; zeroing a weight in ``on_step_end`` keeps it zero through training."""
+    from netshrink.train import Callback
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.calls = []
+
+        def on_step_begin(self, model, info):
+            self.calls.append(("begin", info.epoch, info.step))
+
+        def on_step_end(self, model, info):
+            self.calls.append(("end", info.epoch, info.step))
+            with torch.no_grad():
+                model.head.weight[0].zero_()
+
+        def on_epoch_end(self, model, info):
+            self.calls.append(("epoch", info.epoch, info.step))
+
+    model = TINY_MODELS["user_mlp"]()
+    recorder = Recorder()
+    config = FitConfig(epochs=2, batch_size=64, lr=0.05)
+    fit(model, digits, config, progress=False, callbacks=[recorder])
+    steps = -(-len(digits.train) // 64)
+    expected = []
+    for epoch in (1, 2):
+        for step in range((epoch - 1) * steps, epoch * steps):
+            expected += [("begin", epoch, step), ("end", epoch, step)]
+        expected.append(("epoch", epoch, epoch * steps))
+    assert recorder.calls == expected
+    assert torch.count_nonzero(model.head.weight[0]) == 0
