@@ -9,15 +9,21 @@ probabilities (``perfect=False`` on both sides).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import constriction
 import numpy as np
 
 from netshrink.codec.bitpack import symbol_dtype
+from netshrink.codec.checks import checked_int_list, checked_stream_shape, checked_symbols
 from netshrink.core.errors import NetshrinkFormatError
 
-MAX_ALPHABET = 1 << 16
+#: constriction's ``Categorical`` quantises probabilities to multiples of 2**-PRECISION, and
+#: (``perfect=False``) gives every symbol of nonzero count at least one quantum
+PRECISION = 24
+#: bits of coder state a payload can hold beyond the information of its symbols
+STATE_SLACK_BITS = 64
 
 
 def _categorical(counts: np.ndarray) -> Any:
@@ -32,57 +38,65 @@ def ans_encode(symbols: np.ndarray, alphabet_size: int) -> tuple[bytes, dict[str
     Returns ``(payload, params)``: the payload is constriction's compressed uint32 words in
     little-endian order; params is ``{"counts": [...]}`` with one count per alphabet symbol.
     """
-    symbols = np.asarray(symbols).reshape(-1)
-    if not 1 <= alphabet_size <= MAX_ALPHABET:
-        raise ValueError(f"alphabet_size must be 1..{MAX_ALPHABET}, got {alphabet_size}")
-    if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet_size):
-        raise ValueError(f"symbols must lie in 0..{alphabet_size - 1}")
+    symbols = checked_symbols(symbols, alphabet_size)
     counts = np.bincount(symbols.astype(np.int64), minlength=alphabet_size)
     params = {"counts": counts.tolist()}
-    if symbols.size == 0:
-        return b"", params
+    if np.count_nonzero(counts) <= 1:
+        return b"", params  # a constant stream carries no information: the counts say it all
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(symbols.astype(np.int32), _categorical(_coding_counts(counts)))
+    coder.encode_reverse(symbols.astype(np.int32), _categorical(counts))
     return coder.get_compressed().astype("<u4").tobytes(), params
 
 
-def _coding_counts(counts: np.ndarray) -> np.ndarray:
-    """Counts as given to the model; a one-symbol alphabet gets a dummy second symbol."""
-    return counts if counts.size > 1 else np.append(counts, 0)
+def ans_max_symbols(counts: np.ndarray, nbytes: int) -> int | None:
+    """Most symbols an ANS payload of ``nbytes`` can honestly hold under ``counts``; None for a
+    one-symbol stream, which costs no bits at all (its bound is the tensor's, ``validate``).
+
+    With ``k`` used symbols the likeliest has quantised probability at most
+    ``1 - (k - 1) / 2**PRECISION``, so each symbol carries at least ``-log2`` of that many bits of
+    information, and a payload of ``P`` bits decodes at most ``P + STATE_SLACK_BITS`` bits of it
+    (Duda 2013: the coder state grows by ``-log2 p`` per symbol). A non-empty stream of two or more
+    used symbols leaves the coder state non-initial, so its payload is at least one word.
+    """
+    used = int(np.count_nonzero(counts))
+    if used <= 1:
+        return None
+    if nbytes == 0:
+        return 0
+    min_bits = -math.log2(1 - (used - 1) / 2 ** PRECISION)
+    return int((8 * nbytes + STATE_SLACK_BITS) / min_bits)
 
 
 def ans_decode(payload: bytes, params: dict, count: int, alphabet_size: int) -> np.ndarray:
     """Decode ``count`` symbols written by :func:`ans_encode`.
 
     Returns uint8 when ``alphabet_size <= 256``, else uint16. Checks: params hold one
-    non-negative integer count per symbol summing to ``count``; the payload is whole 32-bit
-    words; the coder is exactly empty after ``count`` symbols; the decoded histogram equals the
-    stored counts. Any failure, including one inside constriction, is a ``NetshrinkFormatError``.
+    non-negative integer count per symbol summing to ``count``; ``count`` is within
+    ``ans_max_symbols`` of the payload; the payload is whole 32-bit words; the coder is exactly
+    empty after ``count`` symbols; the decoded histogram equals the stored counts. A one-symbol
+    stream is written as an empty payload and decoded without the coder. Any failure, including
+    one inside constriction, is a ``NetshrinkFormatError``.
     """
     if not isinstance(params, dict):
         raise NetshrinkFormatError("ans params must be a JSON object")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise NetshrinkFormatError(f"symbol count {count!r} must be a non-negative integer")
-    if not 1 <= alphabet_size <= MAX_ALPHABET:
-        raise NetshrinkFormatError(f"alphabet size {alphabet_size} must be 1..{MAX_ALPHABET}")
-    raw = params.get("counts")
-    if not isinstance(raw, list) or len(raw) != alphabet_size:
-        raise NetshrinkFormatError(f"ans params['counts'] must be a list of {alphabet_size} integers")
-    if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= count for x in raw):
-        raise NetshrinkFormatError(f"ans symbol counts must be integers in 0..{count}")
-    counts = np.asarray(raw, dtype=np.int64)
+    count, alphabet_size = checked_stream_shape(count, alphabet_size)
+    counts = checked_int_list(params.get("counts"), alphabet_size, 0, count, "ans params['counts']")
     if int(counts.sum()) != count:
         raise NetshrinkFormatError(f"ans symbol counts sum to {int(counts.sum())}, not the declared {count}")
-    if count == 0:
+    out_dtype = symbol_dtype(alphabet_size)
+    limit = ans_max_symbols(counts, len(payload))
+    if limit is None:  # zero or one used symbol: no information, nothing stored
         if payload:
-            raise NetshrinkFormatError(f"ans payload of an empty stream must be empty, got {len(payload)} bytes")
-        return np.zeros(0, dtype=symbol_dtype(alphabet_size))
+            raise NetshrinkFormatError(f"ans payload of a one-symbol stream must be empty, got {len(payload)} bytes")
+        return np.full(count, int(np.argmax(counts)), dtype=out_dtype)
+    if count > limit:
+        raise NetshrinkFormatError(f"ans payload of {len(payload)} bytes cannot hold {count} symbols of these counts")
     if len(payload) % 4:
         raise NetshrinkFormatError(f"ans payload of {len(payload)} bytes is not a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
-        decoded = coder.decode(_categorical(_coding_counts(counts)), count)
+        decoded = coder.decode(_categorical(counts), count)
         exhausted = coder.is_empty()
     except (ValueError, RuntimeError, AssertionError, OverflowError) as error:  # constriction's errors
         raise NetshrinkFormatError(f"ans payload is corrupt: {error}") from None
@@ -93,4 +107,4 @@ def ans_decode(payload: bytes, params: dict, count: int, alphabet_size: int) -> 
         raise NetshrinkFormatError("ans payload is corrupt: it decodes to a symbol outside the alphabet")
     if not np.array_equal(np.bincount(decoded, minlength=alphabet_size), counts):
         raise NetshrinkFormatError("ans payload is corrupt: decoded symbol counts differ from the stored counts")
-    return decoded.astype(symbol_dtype(alphabet_size))
+    return decoded.astype(out_dtype)

@@ -15,11 +15,11 @@ import numpy as np
 
 from netshrink.codec.ans import ans_decode, ans_encode
 from netshrink.codec.bitpack import pack_bits, unpack_bits
+from netshrink.codec.checks import checked_stream_shape, checked_symbols
 from netshrink.codec.huffman import huffman_decode, huffman_encode
 from netshrink.core.errors import NetshrinkFormatError
 
 METHODS = ("none", "huffman", "ans")
-MAX_ALPHABET = 1 << 16
 
 
 def packed_bits_per_symbol(alphabet_size: int) -> int:
@@ -61,12 +61,7 @@ def encode_symbols(
     """
     if method != "auto" and method not in METHODS:
         raise ValueError(f"unknown entropy method {method!r}; choose one of {METHODS + ('auto',)}")
-    if not 1 <= alphabet_size <= MAX_ALPHABET:
-        raise ValueError(f"alphabet_size must be 1..{MAX_ALPHABET}, got {alphabet_size}")
-    symbols = np.asarray(symbols).reshape(-1)
-    if symbols.size and (not np.issubdtype(symbols.dtype, np.integer) or symbols.min() < 0
-                         or symbols.max() >= alphabet_size):
-        raise ValueError(f"symbols must be integers in 0..{alphabet_size - 1}")
+    symbols = checked_symbols(symbols, alphabet_size)
     candidates = METHODS if method == "auto" else (method,)
     best = None
     for name in candidates:
@@ -89,12 +84,8 @@ def decode_symbols(method: str, payload: bytes, params: dict, count: int, alphab
         raise NetshrinkFormatError(f"entropy params must be a JSON object, got {type(params).__name__}")
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise NetshrinkFormatError(f"entropy payload must be bytes, got {type(payload).__name__}")
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise NetshrinkFormatError(f"symbol count {count!r} must be a non-negative integer")
-    if (isinstance(alphabet_size, bool) or not isinstance(alphabet_size, (int, np.integer))
-            or not 1 <= alphabet_size <= MAX_ALPHABET):
-        raise NetshrinkFormatError(f"alphabet size {alphabet_size!r} must be an integer in 1..{MAX_ALPHABET}")
-    payload, count, alphabet_size = bytes(payload), int(count), int(alphabet_size)
+    count, alphabet_size = checked_stream_shape(count, alphabet_size)
+    payload = bytes(payload)
     if method == "none":
         if params:
             raise NetshrinkFormatError(f"entropy method 'none' takes no params, got keys {sorted(params)}")
