@@ -31,6 +31,16 @@ class FitConfig(Config):
         augment: random 2-pixel crop and horizontal flip of every training batch.
         seed: seeds the batch order, the augmentation and the global RNG (dropout).
         eval_every: evaluate on the validation split every this many epochs (and always last).
+        checkpoint_every_steps: also checkpoint every this many optimizer steps (counted over
+            the whole run), for epochs too long to lose; ``0`` checkpoints at epoch ends only.
+            A resumed run continues from the middle of the epoch with exactly the weights of an
+            uninterrupted one. Changing it does not change training, so a run may be resumed
+            with another value.
+        deterministic: switch on ``torch.use_deterministic_algorithms`` (and, on CUDA, cuBLAS's
+            fixed workspace and no cuDNN autotuning) for the run and restore the caller's
+            settings afterwards. Bit-exact resume needs it wherever the default kernels are not
+            deterministic (many CUDA kernels accumulate in a varying order); on one CPU thread
+            they are, so it is off by default. It can make CUDA training slower.
 
     Example:
         >>> FitConfig(epochs=30, lr=0.1, augment=True).to_dict()["epochs"]
@@ -49,9 +59,11 @@ class FitConfig(Config):
     augment: bool = False
     seed: int = 0
     eval_every: int = 1
+    checkpoint_every_steps: int = 0
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "warmup_epochs", "seed", "eval_every"):
+        for name in ("epochs", "batch_size", "warmup_epochs", "seed", "eval_every", "checkpoint_every_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"FitConfig.{name} must be an integer, got {value!r}")
@@ -59,8 +71,9 @@ class FitConfig(Config):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ConfigError(f"FitConfig.{name} must be a finite number, got {value!r}")
-        if not isinstance(self.augment, bool):
-            raise ConfigError(f"FitConfig.augment must be true or false, got {self.augment!r}")
+        for name in ("augment", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"FitConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.epochs < 1:
             raise ConfigError(f"FitConfig.epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -84,3 +97,11 @@ class FitConfig(Config):
             raise ConfigError(f"FitConfig.seed must be >= 0, got {self.seed}")
         if self.eval_every < 1:
             raise ConfigError(f"FitConfig.eval_every must be at least 1, got {self.eval_every}")
+        if self.checkpoint_every_steps < 0:
+            raise ConfigError(f"FitConfig.checkpoint_every_steps must be >= 0 (0: at epoch ends only), "
+                              f"got {self.checkpoint_every_steps}")
+
+    def trains_like(self, other: FitConfig) -> bool:
+        """Whether ``other`` trains the same weights: equal in every field but
+        ``checkpoint_every_steps`` (resume compares configs with this)."""
+        return dataclasses.replace(self, checkpoint_every_steps=other.checkpoint_every_steps) == other

@@ -8,7 +8,8 @@ DDP; ``fit`` weights each rank's mean loss by its share of the batch so an uneve
 still gives the one-process gradient.
 
 BatchNorm stays local: each rank normalises with its own share's statistics, and DDP broadcasts
-rank 0's running statistics at every forward. Convert with
+rank 0's running statistics at every forward; ``fit`` broadcasts them once more after each epoch's
+last step, so every rank evaluates, checkpoints and returns the same model. Convert with
 ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` before ``fit`` for global batch statistics.
 """
 
@@ -59,14 +60,6 @@ def setup(device: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local_rank, created), dev
 
 
-def teardown(info: DistInfo) -> None:
-    """Leave the process group if ``setup`` created it."""
-    if info.enabled:
-        dist.barrier()
-    if info.created_group:
-        dist.destroy_process_group()
-
-
 def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
     """``model`` in DistributedDataParallel when distributed, else unchanged."""
     if not info.enabled:
@@ -92,6 +85,13 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(tensor)
     return tensor
+
+
+def broadcast_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics); no-op when not distributed."""
+    if info.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def all_gather(tensor: torch.Tensor, info: DistInfo, device: torch.device) -> list[torch.Tensor]:

@@ -1,29 +1,45 @@
 """The one training loop: fine-tuning, distillation and QAT all call ``fit`` with their own loss.
 
-Batches are cut straight from the in-memory tensors of ``data.train`` with a seeded permutation per
-epoch (no DataLoader: the data sets fit in memory and indexing is the fastest loader there is).
-Every epoch is checkpointed atomically to ``out_dir/checkpoint.safetensors`` with the model,
-optimizer, scheduler and every RNG state, so ``resume=True`` ends with exactly the weights of an
-uninterrupted run. Under ``torchrun`` the loop runs data parallel (see ``distributed.py``).
+Training data is either in memory (a netshrink ``Dataset`` or ``Split``: batches are cut by
+indexing its tensors, the fastest loader there is) or a map-style torch ``Dataset`` of ``(x, y)``
+pairs, or a ``DataLoader`` over one, for data that does not fit in memory; both follow one seeded
+order (``batches.py``). Every epoch, and optionally every ``checkpoint_every_steps`` steps, is
+checkpointed atomically to ``out_dir/checkpoint.safetensors`` with the model, optimizer, scheduler,
+every RNG state and a fingerprint of the training data, so ``resume=True`` ends with exactly the
+weights of an uninterrupted run (see ``FitConfig.deterministic`` for the kernels this needs). Under
+``torchrun`` the loop runs data parallel (see ``distributed.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
+from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError
-from netshrink.data import Dataset, random_crop_flip
+from netshrink.data import Dataset, Split, random_crop_flip
 from netshrink.measure.accuracy import evaluate
 from netshrink.train import distributed
+from netshrink.train.batches import (
+    LoaderBatches,
+    ShardedBatches,
+    TensorBatches,
+    as_source,
+    evaluate_pairs,
+    global_batches,
+)
 from netshrink.train.callbacks import Callback, StepInfo
 from netshrink.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -34,13 +50,17 @@ from netshrink.train.checkpoint import (
     save_model,
 )
 from netshrink.train.config import FitConfig
+from netshrink.train.progress import Progress
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(logits, x, y) -> scalar``: a mean over the batch (``x`` lets a teacher see the input)."""
 
+TrainData = Dataset | Split | TorchDataset | DataLoader
+"""What ``fit`` trains on: see ``fit``'s ``data`` argument."""
+
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MODEL_NAME = "model.safetensors"
-_STATUS_EVERY = 20  # steps between progress-bar updates (each one waits for the device)
+_STATUS_EVERY = 20  # steps between divergence checks and progress updates (each waits for the device)
 
 
 @dataclasses.dataclass
@@ -91,35 +111,77 @@ def lr_factor(step: int, config: FitConfig, steps_per_epoch: int) -> float:
     return 1.0
 
 
-def fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn | None = None,
+def fit(model: nn.Module, data: TrainData, config: FitConfig, loss_fn: LossFn | None = None,
         out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-        device: str = "cpu", callbacks: Sequence[Callback] = ()) -> FitResult:
-    """Train ``model`` in place on ``data.train``, evaluating on ``data.val`` (never ``test``).
+        device: str = "cpu", callbacks: Sequence[Callback] = (),
+        val: Split | TorchDataset | DataLoader | None = None) -> FitResult:
+    """Train ``model`` in place on the training data, evaluating on the validation data (never test).
 
     Args:
-        model: any module mapping ``data.train.x`` batches to logits.
-        data: the data set; only ``train`` and ``val`` are used.
-        config: epochs, batch size, optimizer, schedule, augmentation, seed.
+        model: any module mapping a batch of inputs to logits (B, classes), or (B, ..., classes)
+            for per-token labels (B, ...).
+        data: the training data, one of
+            - a netshrink ``Dataset``: trains on ``data.train``, validates on ``data.val``;
+            - a netshrink ``Split``: in-memory tensors, validated on ``val``;
+            - a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` pairs (image
+              folders too large for memory, token ids, a user's own pipeline), read by a
+              DataLoader in fit's seeded order, each process reading only its share;
+            - a ``DataLoader`` over such a Dataset: its loading options (``num_workers``,
+              ``collate_fn``, ``pin_memory``, ...) are used, its ``batch_size`` must equal
+              ``config.batch_size``, and it may have no sampler of its own (fit orders the data).
+            The same samples give the same weights whichever form holds them.
+        config: epochs, batch size, optimizer, schedule, augmentation, seed, checkpointing.
         loss_fn: ``loss_fn(logits, x, y)``; default cross-entropy with ``config.label_smoothing``.
-        out_dir: where ``checkpoint.safetensors`` (every epoch) and ``model.safetensors`` (at
-            the end) are written; nothing is written when None.
-        resume: continue after the last completed epoch in ``out_dir``'s checkpoint (start
-            afresh when there is none). The result is bit-identical to an uninterrupted run on
-            the same machine and thread count.
-        progress: a tqdm bar per epoch (rank 0 only).
+        out_dir: where ``checkpoint.safetensors`` (every epoch, and every
+            ``config.checkpoint_every_steps`` steps) and ``model.safetensors`` (at the end) are
+            written; nothing is written when None.
+        resume: continue from ``out_dir``'s checkpoint (start afresh when there is none), at an
+            epoch end or mid-epoch. The result is bit-identical to an uninterrupted run on the same
+            machine and thread count when the kernels are deterministic (``config.deterministic``;
+            on CUDA this needs it). A checkpoint of another config, process count or training data
+            (by its fingerprint) is refused. Random transforms inside a Dataset read by DataLoader
+            workers repeat at epoch ends only (workers restart their RNG each epoch); with
+            ``num_workers=0`` they draw from the saved global RNG and repeat mid-epoch too.
+        progress: rank 0 shows a bar per epoch on a terminal, else prints one line per epoch.
         device: ``"cpu"`` or ``"cuda"`` (under torchrun, each rank takes ``cuda:LOCAL_RANK``).
-        callbacks: hooks called around every step and after every epoch (``callbacks.py``).
+        callbacks: hooks called around every step and after every epoch (``callbacks.py``), on
+            resume from the next step on with the same ``StepInfo`` as an uninterrupted run.
+        val: the validation data when ``data`` is not a netshrink ``Dataset`` (which brings its
+            own ``val``): a ``Split``, a Dataset of pairs or a DataLoader over one (its loading
+            options and batch size are used); None evaluates nothing (``val_acc`` None).
 
     ``fit`` seeds the global torch RNG with ``config.seed`` (plus the rank) so dropout repeats.
     """
     info, dev = distributed.setup(device)
     try:
-        return _fit(model, data, config, loss_fn or cross_entropy(config.label_smoothing),
-                    Path(out_dir) if out_dir is not None else None, resume, progress, info, dev,
-                    tuple(callbacks))
+        with _algorithms(config.deterministic):
+            return _fit(model, data, val, config, loss_fn or cross_entropy(config.label_smoothing),
+                        Path(out_dir) if out_dir is not None else None, resume, progress, info, dev,
+                        tuple(callbacks))
     finally:
         if info.created_group:
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _algorithms(deterministic: bool) -> Iterator[None]:
+    """Deterministic kernels for the run when asked (``FitConfig.deterministic``), then the caller's."""
+    if not deterministic:
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    # cuBLAS is deterministic only with a fixed workspace (CUDA docs, "Results reproducibility")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+        if saved[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 class _Randomness:
@@ -131,6 +193,13 @@ class _Randomness:
         torch.manual_seed(seed + info.rank)
         self.permutation = torch.Generator().manual_seed(seed)
         self.augment = torch.Generator().manual_seed(seed + 1 + info.rank)
+        self.epoch_start = self.permutation.get_state()
+
+    def epoch_order(self, n: int) -> torch.Tensor:
+        """This epoch's order of the ``n`` training samples (the generator's state before drawing
+        it is kept: a checkpoint in the middle of the epoch saves that, to draw it again)."""
+        self.epoch_start = self.permutation.get_state()
+        return torch.randperm(n, generator=self.permutation)
 
     def _local(self) -> dict[str, torch.Tensor]:
         states = {"augment": self.augment.get_state(), "torch": torch.get_rng_state()}
@@ -138,9 +207,9 @@ class _Randomness:
             states["cuda"] = torch.cuda.get_rng_state(self.device)
         return states
 
-    def state(self) -> dict[str, torch.Tensor]:
+    def state(self, within_epoch: bool) -> dict[str, torch.Tensor]:
         """``rng.permutation`` plus ``rng.<stream>.<rank>`` for every rank (a collective call)."""
-        out = {"rng.permutation": self.permutation.get_state()}
+        out = {"rng.permutation": self.epoch_start if within_epoch else self.permutation.get_state()}
         for name, state in self._local().items():
             for rank, part in enumerate(distributed.all_gather(state, self.info, self.device)):
                 out[f"rng.{name}.{rank}"] = part
@@ -165,79 +234,155 @@ class _Randomness:
                                        f"{exc}); it cannot be resumed") from None
 
 
-def _global_batches(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
-    # a trailing batch too small to give every rank a sample is skipped (only possible under DDP)
-    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)
-            if min(s + batch_size, n) - s >= world_size]
+@dataclasses.dataclass
+class _Resumed:
+    """Where a checkpoint left off: ``epoch`` epochs done plus ``step`` steps of the next, with
+    this rank's running ``totals`` of that epoch (None at an epoch end)."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    totals: torch.Tensor | None = None
+
+
+def _saved_config(meta: dict[str, Any]) -> FitConfig | None:
+    try:  # from_dict fills fields added since the checkpoint was written with their defaults
+        saved = Config.from_dict(meta.get("fit_config"))
+    except (ConfigError, TypeError, ValueError):
+        return None
+    return saved if isinstance(saved, FitConfig) else None
 
 
 def _resume_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: torch.optim.lr_scheduler.LambdaLR, rng: _Randomness,
-                  config: FitConfig, world_size: int) -> tuple[int, list[dict[str, Any]]]:
+                  scheduler: torch.optim.lr_scheduler.LambdaLR, rng: _Randomness, config: FitConfig,
+                  info: distributed.DistInfo, steps_per_epoch: int, fingerprint: str) -> _Resumed:
     tensors, meta = load_checkpoint(path)
     if meta["format"] != CHECKPOINT_FORMAT:
         raise NetshrinkFormatError(f"{path} is a model file, not a training checkpoint")
-    if meta.get("fit_config") != config.to_dict():
+    saved = _saved_config(meta)
+    if saved is None or not saved.trains_like(config):
         raise ConfigError(f"{path} was written with a different FitConfig ({meta.get('fit_config')}); "
                           "resume with the same config or use a new out_dir")
-    if meta.get("world_size") != world_size:
+    if meta.get("world_size") != info.world_size:
         raise ConfigError(f"{path} was written by {meta.get('world_size')} process(es); resume with "
-                          f"the same number (this run has {world_size})")
-    epoch, history, sched = meta.get("epoch"), meta.get("history"), meta.get("scheduler")
+                          f"the same number (this run has {info.world_size})")
+    if meta.get("data_fingerprint", fingerprint) != fingerprint:  # checkpoints before fingerprints: not checked
+        raise ConfigError(f"{path} was written for other training data (fingerprint {meta['data_fingerprint']}, "
+                          f"this data {fingerprint}); resume on the same data or use a new out_dir")
+    epoch, step, history = meta.get("epoch"), meta.get("step_in_epoch", 0), meta.get("history")
+    sched = meta.get("scheduler")
     if not isinstance(epoch, int) or not isinstance(history, list) or not isinstance(sched, dict):
         raise NetshrinkFormatError(f"{path} lacks epoch, history or scheduler state")
+    if not isinstance(step, int) or not 0 <= step < steps_per_epoch:
+        raise NetshrinkFormatError(f"{path} stops at step {step!r} of an epoch of {steps_per_epoch}; "
+                                   "it cannot be resumed")
+    totals = tensors.get(f"totals.{info.rank}") if step else None
+    if step and (totals is None or totals.shape != (4,) or totals.dtype != torch.float64):
+        raise NetshrinkFormatError(f"{path} stops mid-epoch but lacks this rank's running totals")
     load_model_state(model, tensors, meta, path)
     load_optimizer_state(optimizer, tensors, meta, path)
     scheduler.load_state_dict({**sched, "lr_lambdas": [None] * len(optimizer.param_groups)})
     rng.restore(tensors, path)
-    return epoch, history
+    return _Resumed(epoch, step, history, totals)
 
 
-def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, out_dir: Path | None,
+def _training_data(data: Any, val: Any, config: FitConfig) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
+    """``(train, loading options, val, its loading options)``; train and val are Splits or Datasets."""
+    if isinstance(data, Dataset):
+        if val is not None:
+            raise ConfigError("data is a netshrink Dataset, which brings its own val split; pass val= only "
+                              "with a Split, a torch Dataset or a DataLoader")
+        return data.train, {}, data.val, {}
+    train, options = as_source(data, "data", config.batch_size)
+    if val is None:
+        return train, options, None, {}
+    val_data, val_options = as_source(val, "val", None)
+    return train, options, val_data, val_options
+
+
+def _evaluate(model: nn.Module, val: Any, options: dict[str, Any], batch_size: int,
+              info: distributed.DistInfo, dev: torch.device) -> float | None:
+    if isinstance(val, Split):
+        return evaluate(model, val, device=dev)
+    return evaluate_pairs(model, val, options, batch_size, info, dev)
+
+
+class _Checkpointer:
+    """Writes ``out_dir/checkpoint.safetensors`` at epoch ends and, if asked, every N steps."""
+
+    def __init__(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LambdaLR, rng: _Randomness, config: FitConfig,
+                 info: distributed.DistInfo, dev: torch.device, fingerprint: str) -> None:
+        self.path, self.model, self.optimizer, self.scheduler, self.rng = path, model, optimizer, scheduler, rng
+        self.config, self.info, self.dev, self.fingerprint = config, info, dev, fingerprint
+
+    def save(self, epochs_done: int, step: int, history: list[dict[str, Any]], totals: torch.Tensor) -> None:
+        """A collective call: every rank takes part, rank 0 writes. ``step`` > 0: that many steps
+        of epoch ``epochs_done + 1`` are done, and every rank's running ``totals`` are kept."""
+        extra: dict[str, Any] = self.rng.state(within_epoch=step > 0)
+        if step:
+            for rank, part in enumerate(distributed.all_gather(totals, self.info, self.dev)):
+                extra[f"totals.{rank}"] = part
+        if self.info.is_main:
+            save_checkpoint(self.path, self.model, self.optimizer, self.scheduler, extra={
+                **extra, "epoch": epochs_done, "step_in_epoch": step, "fit_config": self.config.to_dict(),
+                "history": history, "world_size": self.info.world_size, "data_fingerprint": self.fingerprint})
+
+
+def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: LossFn, out_dir: Path | None,
          resume: bool, progress: bool, info: distributed.DistInfo, dev: torch.device,
          callbacks: tuple[Callback, ...]) -> FitResult:
-    from tqdm.auto import tqdm
-
     distributed.check_batch(config.batch_size, info)
     if resume and out_dir is None:
         raise ConfigError("resume needs out_dir (the folder holding checkpoint.safetensors)")
+    train, options, val, val_options = _training_data(data, val, config)
     model.to(dev)
     rng = _Randomness(config.seed, info, dev)
-    # without augmentation the whole training split lives on the device; the augmentation
-    # draws its randomness on the CPU, so then batches are cut and augmented there, then moved
-    data_dev = torch.device("cpu") if config.augment else dev
-    train_x, train_y = data.train.x.to(data_dev), data.train.y.to(data_dev)
-    batches = _global_batches(len(train_y), config.batch_size, info.world_size)
+    batches = global_batches(len(train), config.batch_size, info.world_size)
     if not batches:
-        raise ConfigError(f"the training split has {len(train_y)} samples, too few for "
+        raise ConfigError(f"the training data has {len(train)} samples, too few for "
                           f"{info.world_size} processes")
+    sampler = ShardedBatches(batches, info)
+    if isinstance(train, Split):  # augmentation draws on the CPU, so then batches are cut there
+        source: TensorBatches | LoaderBatches = TensorBatches(train, torch.device("cpu") if config.augment else dev)
+    else:
+        source = LoaderBatches(train, options, sampler, config.seed)
+    steps = len(batches)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, config, len(batches)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, steps))
     checkpoint = out_dir / CHECKPOINT_NAME if out_dir is not None else None
-    start, history = 0, []
-    if resume and checkpoint is not None and checkpoint.is_file():
-        start, history = _resume_state(checkpoint, model, optimizer, scheduler, rng, config,
-                                       info.world_size)
+    checkpointer = None
+    if checkpoint is not None:
+        checkpointer = _Checkpointer(checkpoint, model, optimizer, scheduler, rng, config, info, dev,
+                                     source.fingerprint())
+    state = _Resumed()
+    if resume and checkpointer is not None and checkpoint.is_file():
+        state = _resume_state(checkpoint, model, optimizer, scheduler, rng, config, info, steps,
+                              checkpointer.fingerprint)
+    history = state.history
     net = distributed.wrap(model, info, dev)
-    show = progress and info.is_main
+    shown = Progress(progress and info.is_main, config.epochs)
 
-    for epoch in range(start + 1, config.epochs + 1):
+    for epoch in range(state.epoch + 1, config.epochs + 1):
         began = time.perf_counter()
+        first = state.step if epoch == state.epoch + 1 else 0  # steps already done (mid-epoch resume)
         net.train()
-        order = torch.randperm(len(train_y), generator=rng.permutation).to(data_dev)
-        totals = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, correct, samples
-        seen = 0  # this rank's samples so far
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{config.epochs}", unit="batch",
-                   disable=not show, leave=True)
-        for step, (lo, hi) in enumerate(batches, 1):
-            where = StepInfo(epoch, (epoch - 1) * len(batches) + step - 1, len(batches),
-                             config.epochs * len(batches))
+        sampler.set_epoch(rng.epoch_order(len(train)), first)
+        # this rank's loss sum, samples, correct predictions and targets of the epoch
+        totals = torch.zeros(4, dtype=torch.float64, device=dev)
+        if first:
+            totals.copy_(state.totals)
+        samples_before = batches[first - 1][1] if first else 0
+        shown.start_epoch(epoch, steps, first)
+        for step, (x, y) in enumerate(source.epoch(sampler), first + 1):
+            lo, hi = batches[step - 1]
+            where = StepInfo(epoch, (epoch - 1) * steps + step - 1, steps, config.epochs * steps)
             for callback in callbacks:
                 callback.on_step_begin(model, where)
-            index = distributed.local_share(order[lo:hi], info)
-            x, y = train_x[index], train_y[index]
             if config.augment:
+                if x.dim() != 4:
+                    raise ConfigError(f"augment crops and flips image batches (B, C, H, W); these batches "
+                                      f"have shape {tuple(x.shape)}; train without augment")
                 x = random_crop_flip(x, rng.augment)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             logits = net(x)
@@ -250,37 +395,38 @@ def _fit(model: nn.Module, data: Dataset, config: FitConfig, loss_fn: LossFn, ou
             scheduler.step()
             for callback in callbacks:
                 callback.on_step_end(model, where)
-            seen += len(y)
             totals[0] += loss.detach().double() * len(y)
-            totals[1] += (logits.detach().argmax(1) == y).sum()
-            if step % _STATUS_EVERY == 0 or step == len(batches):
-                loss_sum, correct, _ = totals.tolist()
+            totals[1] += len(y)
+            totals[2] += (logits.detach().argmax(-1) == y).sum()
+            totals[3] += y.numel()
+            if step % _STATUS_EVERY == 0 or step == steps:
+                # summed over ranks, so every rank sees a divergence on any rank and stops together
+                loss_sum, samples, correct, targets = distributed.all_reduce_sum(totals.clone(), info).tolist()
                 if not math.isfinite(loss_sum):
                     raise NetshrinkError(f"training diverged (loss is {loss_sum} in epoch {epoch}); "
                                          "lower lr or check the data")
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                samples_s=f"{seen * info.world_size / (time.perf_counter() - began):.0f}")
-        bar.close()
+                shown.step(step, loss_sum / samples, correct / targets,
+                           (hi - samples_before) / (time.perf_counter() - began))
+            if (checkpointer is not None and config.checkpoint_every_steps and step < steps
+                    and (where.step + 1) % config.checkpoint_every_steps == 0):
+                checkpointer.save(epoch - 1, step, history, totals)
         for callback in callbacks:
-            callback.on_epoch_end(model, StepInfo(epoch, epoch * len(batches), len(batches),
-                                                  config.epochs * len(batches)))
+            callback.on_epoch_end(model, StepInfo(epoch, epoch * steps, steps, config.epochs * steps))
+        distributed.broadcast_buffers(model, info)
         train_seconds = time.perf_counter() - began
-        totals[2] = seen
-        loss_sum, correct, seen = distributed.all_reduce_sum(totals, info).tolist()
-        evaluated = len(data.val) > 0 and (epoch % config.eval_every == 0 or epoch == config.epochs)
-        val_acc = evaluate(model, data.val, device=dev) if evaluated else None
-        history.append({"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+        loss_sum, samples, correct, targets = distributed.all_reduce_sum(totals, info).tolist()
+        evaluated = (val is not None and len(val) > 0
+                     and (epoch % config.eval_every == 0 or epoch == config.epochs))
+        val_acc = _evaluate(model, val, val_options, config.batch_size, info, dev) if evaluated else None
+        history.append({"epoch": epoch, "train_loss": loss_sum / samples, "train_acc": correct / targets,
                         "val_acc": val_acc, "lr": scheduler.get_last_lr()[0],
-                        "seconds": time.perf_counter() - began, "samples_per_s": seen / train_seconds})
-        if checkpoint is not None:
-            rng_state = rng.state()  # collective: every rank takes part
-            if info.is_main:
-                save_checkpoint(checkpoint, model, optimizer, scheduler, extra={
-                    **rng_state, "epoch": epoch, "fit_config": config.to_dict(),
-                    "history": history, "world_size": info.world_size})
+                        "seconds": time.perf_counter() - began,
+                        "samples_per_s": (batches[-1][1] - samples_before) / train_seconds})
+        shown.end_epoch(history[-1])
+        if checkpointer is not None:
+            checkpointer.save(epoch, 0, history, totals)
     if out_dir is not None and info.is_main:
         save_model(out_dir / MODEL_NAME, model)
     if info.enabled:
         torch.distributed.barrier()
-    return FitResult(history=history, val_acc=history[-1]["val_acc"], model=model)
+    return FitResult(history=history, val_acc=history[-1]["val_acc"] if history else None, model=model)
