@@ -1,5 +1,10 @@
-"""The ``netshrink`` command. Bad input: one line on stderr and a non-zero exit (traceback only
-with ``--debug``)."""
+"""The ``netshrink`` command.
+
+Each command is one ``add_<command>_parser(commands)`` that declares its options and one
+``run_<command>(args)`` that does the work, listed in ``PARSER_ADDERS``; adding a command is
+adding one such pair. Handlers import what they need, so ``netshrink --help`` stays fast. Bad
+input ends with one line on stderr and exit status 2 (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -7,36 +12,108 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from netshrink.distill.cli import add_distill_parser
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
+
+DESCRIPTION = ("Compress trained PyTorch models into small files that load back into runnable models, "
+               "with every size, speed and accuracy measured.")
+EPILOG = """examples:
+  netshrink models
+  netshrink train --model lenet5 --data digits --epochs 5 --out runs/lenet5
+  netshrink eval runs/lenet5/model.safetensors --data digits
+  netshrink demo                                  # writes runs/demo/model.nsk
+  netshrink inspect runs/demo/model.nsk
+
+Bad input ends with one line on stderr and exit status 2; --debug shows the traceback."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (left out where there is none: ``None`` or an
+    off flag); descriptions and epilogs are wrapped by paragraph, and a paragraph of indented
+    lines (examples) keeps its line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith("  ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+
+def add_command(commands: argparse._SubParsersAction, name: str, help: str,
+                run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A sub-command parser with netshrink's help formatter whose ``args.func`` is ``run``."""
+    parser = commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    parser.set_defaults(func=run)
+    return parser
 
 
 def _add_data_args(parser: argparse.ArgumentParser, default: str | None = "fashion-mnist") -> None:
     parser.add_argument("--data", default=default,
                         help="fashion-mnist, digits, a .npz (x_train, y_train, x_test, y_test) or an "
-                             "image folder with train/ and test/ (default: %(default)s)")
+                             "image folder with train/ and test/")
     parser.add_argument("--data-dir", default=None,
                         help="folder of the Fashion-MNIST IDX files (default: $NETSHRINK_DATA or "
                              "/usr/share/datasets/fashion-mnist)")
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
+def add_models_parser(commands: argparse._SubParsersAction) -> None:
+    add_command(commands, "models", "list the model zoo", run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
     from netshrink.measure import count_parameters
-    from netshrink.models import create, list_models
+    from netshrink.models import create_for_data, list_models
 
     for name in list_models():
-        print(f"{name:<16} {count_parameters(create(name)):>10,} parameters (28x28 input)")
+        sizes = [count_parameters(create_for_data(name, shape, 10)) for shape in ((1, 28, 28), (1, 8, 8))]
+        print(f"{name:<14} {sizes[0]:>9,} parameters on 1x28x28 inputs (fashion-mnist), "
+              f"{sizes[1]:>9,} on 1x8x8 (digits)")
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "train", "train a zoo model (checkpoint every epoch, --resume after a kill)",
+                    run_train)
+    p.add_argument("--model", required=True, help="zoo name (see `netshrink models`)")
+    p.add_argument("--model-kwargs", default=None, help='JSON of extra model kwargs, e.g. \'{"hidden": 128}\'')
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training split")
+    p.add_argument("--batch-size", type=int, default=128, help="global batch size (split across DDP ranks)")
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"], help="optimizer")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"],
+                   help="learning-rate schedule, per step")
+    p.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    p.add_argument("--augment", action="store_true", help="random crop and horizontal flip")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, batch order and split")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.safetensors, model.safetensors)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
     from netshrink.core.errors import ConfigError
     from netshrink.data import load_dataset
     from netshrink.measure import evaluate
-    from netshrink.models import create, list_models
+    from netshrink.models import create_for_data, list_models
     from netshrink.train import FitConfig, fit
 
     if args.model not in list_models():
@@ -48,15 +125,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model-kwargs is not valid JSON ({exc}); e.g. '{{\"hidden\": 128}}'") from None
     if not isinstance(kwargs, dict):
         raise ConfigError("--model-kwargs must be a JSON object, e.g. '{\"hidden\": 128}'")
-    model_kwargs = {"num_classes": data.num_classes, **kwargs}
-    if args.model == "lenet300_100":
-        model_kwargs.setdefault("in_features", int(data.train.x[0].numel()))
-    else:
-        model_kwargs.setdefault("input_shape", list(data.input_shape))
     import torch
 
     torch.manual_seed(args.seed)
-    model = create(args.model, **model_kwargs)
+    model = create_for_data(args.model, data.input_shape, data.num_classes, **kwargs)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
                        schedule=args.schedule, warmup_epochs=args.warmup_epochs,
@@ -104,7 +176,15 @@ def _check_fits(model, data, source: str) -> None:
                           f"{data.num_classes}; evaluate it on the data it was trained for")
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "eval", "accuracy, size, MACs and latency of a checkpoint or .nsk file", run_eval)
+    p.add_argument("checkpoint", help="model.safetensors / checkpoint.safetensors / file.nsk")
+    _add_data_args(p)
+    p.add_argument("--threads", type=int, default=1, help="threads for latency")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_eval(args: argparse.Namespace) -> int:
     from netshrink.data import load_dataset
     from netshrink.measure import format_layer_table, layer_table, measure_model
 
@@ -126,65 +206,47 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def add_inspect_parser(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "inspect", "per-layer table of a .nsk file (Deep Compression Table 2 form)",
+                    run_inspect)
+    p.add_argument("file", help="a .nsk file, e.g. runs/demo/model.nsk")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
     from netshrink.codec.inspect import inspect_report
 
     print(inspect_report(args.file))
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from netshrink.demo import run_demo
+def add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "demo", "the main job on the embedded default: train, compress, measure "
+                    "(writes OUT/model.nsk)", run_demo)
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs")
 
-    return run_demo(args)
+
+def run_demo(args: argparse.Namespace) -> int:
+    from netshrink.demo import run_demo as demo
+
+    return demo(args)
+
+
+#: one adder per command, in the order ``netshrink --help`` lists them
+PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
+    add_distill_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netshrink", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="netshrink", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("models", help="list the model zoo")
-    p.set_defaults(func=_cmd_models)
-
-    p = sub.add_parser("train", help="train a zoo model (checkpoint every epoch, --resume after a kill)")
-    p.add_argument("--model", required=True, help="zoo name (see `netshrink models`)")
-    p.add_argument("--model-kwargs", default=None, help='JSON of extra model kwargs, e.g. \'{"hidden": 128}\'')
-    _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"])
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "step", "constant"],
-                   help="learning-rate schedule, per step (default: %(default)s)")
-    p.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="(default: %(default)s)")
-    p.add_argument("--augment", action="store_true", help="random crop and horizontal flip")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--out", required=True, help="run folder (checkpoint.safetensors, model.safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("eval", help="accuracy, size, MACs and latency of a checkpoint or .nsk file")
-    p.add_argument("checkpoint", help="model.safetensors / checkpoint.safetensors / file.nsk")
-    _add_data_args(p)
-    p.add_argument("--threads", type=int, default=1, help="threads for latency (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=_cmd_eval)
-
-    p = sub.add_parser("inspect", help="per-layer table of a .nsk file (Deep Compression Table 2 form)")
-    p.add_argument("file")
-    p.set_defaults(func=_cmd_inspect)
-
-    p = sub.add_parser("demo", help="the main job on the embedded default: train, compress, measure")
-    _add_data_args(p)
-    p.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=8)
-    p.set_defaults(func=_cmd_demo)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in PARSER_ADDERS:
+        add_parser(commands)
     return parser
 
 

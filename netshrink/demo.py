@@ -17,13 +17,13 @@ def run_demo(args: argparse.Namespace) -> int:
     from netshrink.codec.inspect import inspect_report
     from netshrink.data import load_dataset
     from netshrink.measure import dense_fp32_bytes, evaluate, measure_model
-    from netshrink.models import create
+    from netshrink.models import create_for_data
     from netshrink.train import FitConfig, fit
 
     out = Path(args.out)
     data = load_dataset(args.data, data_dir=args.data_dir)
     torch.manual_seed(0)
-    model = create("lenet300_100", in_features=int(data.train.x[0].numel()), num_classes=data.num_classes)
+    model = create_for_data("lenet300_100", data.input_shape, data.num_classes)
     print(f"[1/3] training lenet300_100 on {data.name} for {args.epochs} epochs")
     result = fit(model, data, FitConfig(epochs=args.epochs, lr=0.05, batch_size=128), out_dir=out)
     model = result.model.eval()

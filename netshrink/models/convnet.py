@@ -7,7 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from netshrink.models.data_shape import image_shape
 from netshrink.models.registry import register_model
+
+#: three 2x2 max pools halve the input three times; the classifier needs at least one pixel left
+SMALLEST_INPUT = 8
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -19,14 +23,14 @@ class ConvNet(nn.Module):
     """3x3 conv stack 32-32-pool-64-64-pool-128-pool, then fc ``hidden`` and the classifier.
 
     About 0.43M parameters on 28x28 inputs; trained with crop and flip augmentation it reaches
-    93% on Fashion-MNIST (BENCHMARKS.md).
+    93% on Fashion-MNIST (BENCHMARKS.md). Takes inputs of 8x8 and up.
     """
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
                  widths: Sequence[int] = (32, 32, 64, 64, 128), hidden: int = 256,
                  dropout: float = 0.3) -> None:
         super().__init__()
-        channels, height, width = input_shape
+        channels, height, width = image_shape("convnet", input_shape, SMALLEST_INPUT)
         w1, w2, w3, w4, w5 = widths
         self.features = nn.Sequential(
             _conv_bn_relu(channels, w1), _conv_bn_relu(w1, w2), nn.MaxPool2d(2),

@@ -31,16 +31,21 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create(name: str, **kwargs: Any) -> nn.Module:
-    """Build a zoo model by name; the name and kwargs are recorded on it for rebuilding."""
+def model_arguments(name: str) -> list[str]:
+    """The keyword arguments zoo model ``name`` takes."""
     builder = _MODELS.get(name)
     if builder is None:
         raise ConfigError(f"unknown model {name!r}; choose one of {list_models()}")
-    params = inspect.signature(builder).parameters
+    return list(inspect.signature(builder).parameters)
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build a zoo model by name; the name and kwargs are recorded on it for rebuilding."""
+    params = model_arguments(name)
     unknown = set(kwargs) - set(params)
     if unknown:
         raise ConfigError(f"model {name!r} takes no argument(s) {sorted(unknown)}; it takes {sorted(params)}")
-    model = builder(**kwargs)
+    model = _MODELS[name](**kwargs)
     set_arch(model, name, {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()})
     return model
 

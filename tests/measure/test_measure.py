@@ -78,15 +78,51 @@ def test_latency_reports_median_and_threads(tiny_model):
     assert torch.get_num_threads() == before and tiny_model.training
 
 
-def test_layer_table_and_summary(tiny_model, digits):
+def _has_attention(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+
+
+def test_layer_table_has_one_row_per_weighted_layer(tiny_model):
     rows = layer_table(tiny_model, INPUT_SHAPE)
-    assert rows and sum(r["params"] for r in rows) <= count_parameters(tiny_model)
-    assert all(r["macs"] > 0 for r in rows)
-    assert "total" in format_layer_table(rows)
+    layers = {name: m for name, m in tiny_model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    assert [r["layer"] for r in rows] == list(layers)
+    for row in rows:
+        weight, bias = layers[row["layer"]].weight, layers[row["layer"]].bias
+        assert row["params"] == weight.numel() + (bias.numel() if bias is not None else 0)
+        assert row["shape"] == list(weight.shape) and row["fp32_bytes"] == 4 * row["params"]
+    # nn.MultiheadAttention runs its projections with F.linear inside its own forward, so the flop
+    # counter books them (and the attention products) to the attention module, not to a row
+    attention = _has_attention(tiny_model)
+    assert all(r["macs"] > 0 for r in rows if not (attention and r["layer"].endswith(".out_proj")))
+
+
+def test_layer_table_of_lenet5_matches_the_paper():
+    # Han et al. 2016, Table 3: LeNet-5 has 431K weights, all in its four weighted layers
+    model = create("lenet5")
+    with torch.no_grad():
+        model.fc1.weight[:100] = 0  # 100 output rows of 800 inputs pruned
+    rows = layer_table(model, (1, 28, 28))
+    assert [r["params"] for r in rows] == [20 * 25 + 20, 50 * 20 * 25 + 50, 800 * 500 + 500, 500 * 10 + 10]
+    assert sum(r["params"] for r in rows) == count_parameters(model) == 431_080
+    assert rows[2]["nonzero"] == 800 * 500 + 500 - 100 * 800
+    total = format_layer_table(rows).splitlines()[-1].split()
+    assert total[:3] == ["total", "431,080", f"{431_080 - 80_000:,}"]
+
+
+def test_summary_measures_the_model_it_is_given(tiny_model, digits):
+    with torch.no_grad():
+        expected = float((tiny_model.eval()(digits.test.x).argmax(1) == digits.test.y).float().mean())
+    rows = layer_table(tiny_model, INPUT_SHAPE)
     report = measure_model(tiny_model, INPUT_SHAPE, digits.test, repeats=3)
-    assert 0.0 <= report["accuracy"] <= 1.0
+    assert report["accuracy"] == expected
+    assert report["params"] == count_parameters(tiny_model)
     assert set(report["latency"]) == {"batch_1", "batch_256"}
-    assert report["macs"] == sum(r["macs"] for r in rows)
+    assert report["latency"]["batch_256"]["batch_size"] == 256
+    assert report["macs"] == count_macs(tiny_model, INPUT_SHAPE)
+    if _has_attention(tiny_model):
+        assert report["macs"] > sum(r["macs"] for r in rows)
+    else:
+        assert report["macs"] == sum(r["macs"] for r in rows)
 
 
 def test_latency_restores_threads_and_mode_when_the_forward_fails():
