@@ -45,10 +45,30 @@ class UserResNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))  # (B, classes)
 
 
+class UserTransformer(nn.Module):
+    """A user's own transformer classifier: each of the 8 image rows is a token of 8 pixels, one
+    ``nn.TransformerEncoderLayer`` (attention projections and an MLP) and a mean-pooled head.
+    Sequence-first (``batch_first=False``) so eval runs the plain modules, not PyTorch's fused
+    fast path, and per-layer MACs stay countable."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, hidden: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Linear(INPUT_SHAPE[2], dim)
+        self.position = nn.Parameter(torch.randn(1, INPUT_SHAPE[1], dim) * 0.02)
+        self.encoder = nn.TransformerEncoderLayer(dim, heads, hidden, dropout=0.0)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x.flatten(1, 2)) + self.position  # (B, 8 rows, dim)
+        encoded = self.encoder(tokens.transpose(0, 1))  # (8 rows, B, dim)
+        return self.head(encoded.mean(dim=0))  # (B, classes)
+
+
 TINY_MODELS: dict[str, Callable[[], nn.Module]] = {
     "lenet300_100": lambda: create("lenet300_100", in_features=64),
     "lenet5": lambda: create("lenet5", input_shape=INPUT_SHAPE, padding=2),
     "convnet": lambda: create("convnet", input_shape=INPUT_SHAPE, widths=(8, 8, 16, 16, 16), hidden=32),
     "user_mlp": UserMLP,
     "user_resnet": UserResNet,
+    "transformer": UserTransformer,
 }
