@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,12 @@ def test_train_defaults_are_fit_configs():
     assert {"epochs", "batch_size", "lr", "weight_decay", "optimizer", "momentum", "schedule"} <= set(shared)
     for name in shared:
         assert getattr(args, name) == getattr(FitConfig(), name), name
+
+
+def test_every_command_line_in_the_readme_parses():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    lines = [line.split("#")[0].split() for line in readme.splitlines()
+             if line.startswith(".venv/bin/netshrink ") and "..." not in line and "--help" not in line]
+    assert len(lines) >= 4
+    for words in lines:
+        assert build_parser().parse_args(words[1:]).command == words[1]
