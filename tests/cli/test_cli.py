@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from netshrink.cli import build_parser, main
+from netshrink.models import list_models
 
 COMMANDS = ["models", "train", "eval", "inspect", "demo"]
 
@@ -24,8 +25,12 @@ def test_parser_knows_every_command():
 
 def test_models_lists_the_zoo(capsys):
     assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    assert "lenet300_100" in out and "convnet" in out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(list_models())
+    # Han et al. 2016, Tables 2 and 3 on 28x28 inputs; digits' 8x8 inputs shrink the first fc layer
+    assert "266,610 parameters on 1x28x28" in lines["lenet300_100"]
+    assert f"{266_610 - (784 - 64) * 300:,} on 1x8x8" in lines["lenet300_100"]
+    assert "431,080 parameters on 1x28x28" in lines["lenet5"]
 
 
 @pytest.mark.parametrize("argv,message", [
