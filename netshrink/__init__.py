@@ -18,6 +18,8 @@ _EXPORTS = {
     "load_dataset": "netshrink.data",
     "fit": "netshrink.train",
     "FitConfig": "netshrink.train",
+    "distill": "netshrink.distill",
+    "Distill": "netshrink.distill",
     "measure_model": "netshrink.measure",
     "apply_": "netshrink.core",
     "finalize_": "netshrink.core",
@@ -25,6 +27,14 @@ _EXPORTS = {
     "get_log": "netshrink.core",
     "NetshrinkError": "netshrink.core",
     "NetshrinkFormatError": "netshrink.core",
+    "prune_": "netshrink.prune",
+    "MagnitudePrune": "netshrink.prune",
+    "StructuredPrune": "netshrink.prune",
+    "GradualPrune": "netshrink.prune",
+    "iterative_prune": "netshrink.prune",
+    "lottery_ticket": "netshrink.prune",
+    "sensitivity": "netshrink.prune",
+    "sensitivity_plan": "netshrink.prune",
 }
 
 __all__ = sorted(_EXPORTS)
