@@ -1,0 +1,276 @@
+"""Pruning benchmark: Han et al. 2015's 12x on LeNets, the torch.nn.utils.prune peer, and a
+structured half-width convnet, all from the kept Fashion-MNIST baselines.
+
+    python benchmarks/pruning.py            # resumes finished stages from runs/pruning/
+    python benchmarks/pruning.py --fresh    # recomputes every stage
+
+Stages (each cached in ``runs/pruning/<stage>.json`` so a killed run resumes):
+
+- ``<model>-ours-<schedule>-lr<lr>`` for lenet300_100 and lenet5: global magnitude pruning to
+  ``SPARSITY`` either ``gradual`` (``GradualPrune``, Zhu & Gupta's cubic schedule over the first half
+  of the fine-tuning) or ``oneshot`` (``MagnitudePrune``, then fine-tuning), fine-tuning the
+  baseline for ``EPOCHS`` epochs; ``finalize_``; save a .nsk.
+- ``<model>-torch-lr<lr>``: the peer, ``torch.nn.utils.prune.global_unstructured`` (L1) at the same
+  sparsity over the same layers, one shot, then the same fine-tuning budget (FitConfig).
+- the learning rate (from ``LRS``) and, for ours, the schedule are picked on lenet300_100's
+  validation accuracy, separately for ours and the peer, and reused for lenet5 (test accuracy is
+  reported, never used to choose).
+- ``convnet-structured``: ``StructuredPrune(amount=0.5)`` on every conv group (half the channels of
+  each conv layer), ranking (L1 or BatchNorm scale) picked on validation accuracy right after
+  pruning; fine-tuned ``CONV_EPOCHS`` epochs with the baseline's augmentation; CPU latency at batch
+  1 and 256 (1 thread, median) of the pruned and the unpruned model in the same run.
+
+Writes ``benchmarks/results/pruning.json`` and the pruning section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    CHECKPOINTS,
+    ROOT,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+    write_results,
+)
+from netshrink.codec.container import load, save  # noqa: E402
+from netshrink.core import finalize_  # noqa: E402
+from netshrink.core.files import write_atomically  # noqa: E402
+from netshrink.data import load_dataset  # noqa: E402
+from netshrink.measure import count_nonzero, count_parameters, dense_fp32_bytes, evaluate, measure_latency  # noqa: E402
+from netshrink.prune import GradualPrune, MagnitudePrune, StructuredPrune, prune_  # noqa: E402
+from netshrink.prune.masks import prunable_weights  # noqa: E402
+from netshrink.train import FitConfig, fit, load_model  # noqa: E402
+
+RUNS = ROOT / "runs" / "pruning"
+SPARSITY = 0.92  # of the Linear/Conv weights: 12.2-12.3x fewer nonzero parameters, biases included
+EPOCHS = {"lenet300_100": 8, "lenet5": 6}
+LRS = (0.01, 0.03)
+SCHEDULES = {"ours": ("gradual", "oneshot"), "torch": (None,)}
+CONV_EPOCHS = 3
+CONV_AMOUNT = 0.5
+REDUCTION_GOAL, DROP_GOAL, STRUCTURED_DROP_GOAL, SPEEDUP_GOAL, WALL_GOAL_MIN = 12.0, 0.3, 1.0, 1.6, 60.0
+
+
+def _fit_config(lr: float, epochs: int, augment: bool = False) -> FitConfig:
+    return FitConfig(epochs=epochs, lr=lr, batch_size=128, schedule="cosine", augment=augment, seed=0)
+
+
+def _stage(name: str, fresh: bool, run) -> dict:
+    """The cached result of stage ``name``, or run it (``run() -> dict``) and cache it."""
+    path = RUNS / f"{name}.json"
+    if path.exists() and not fresh:
+        print(f"[{name}] cached", flush=True)
+        return json.loads(path.read_text())
+    began = time.perf_counter()
+    result = run()
+    result["seconds"] = time.perf_counter() - began
+    write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
+    print(f"[{name}] {json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))})}",
+          flush=True)
+    return result
+
+
+def _per_layer(model: nn.Module) -> list[dict]:
+    """Han et al. 2015 Table 1 form: each layer's weights and the % kept."""
+    return [{"layer": name, "weights": getattr(m, t).numel(),
+             "kept_pct": 100.0 * int(torch.count_nonzero(getattr(m, t))) / getattr(m, t).numel()}
+            for name, m, t in prunable_weights(model)]
+
+
+def _measure_sparse(model: nn.Module, data, stage: str) -> dict:
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path = RUNS / f"{stage}.nsk"
+    save(model, path)
+    model.eval()
+    x = data.test.x[:256]
+    with torch.no_grad():
+        same = torch.equal(model(x), load(path)(x))
+    params, nonzero = count_parameters(model), count_nonzero(model)
+    return {"val_acc": evaluate(model, data.val), "test_acc": evaluate(model, data.test), "params": params,
+            "nonzero": nonzero, "reduction": params / nonzero, "nsk_bytes": path.stat().st_size,
+            "dense_fp32_bytes": dense_fp32_bytes(model), "loaded_outputs_equal": same,
+            "per_layer": _per_layer(model)}
+
+
+def _ours(name: str, data, lr: float, schedule: str) -> dict:
+    model = load_model(CHECKPOINTS / f"{name}.safetensors")
+    config = _fit_config(lr, EPOCHS[name])
+    callbacks = []
+    if schedule == "gradual":
+        callbacks.append(GradualPrune(sparsity=SPARSITY, start=0.0, end=0.5, every=100, scope="global"))
+    else:
+        prune_(model, MagnitudePrune(sparsity=SPARSITY, scope="global"))
+    result = fit(model, data, config, callbacks=callbacks, progress=False)
+    finalize_(model)
+    method = "GradualPrune, cubic" if schedule == "gradual" else "MagnitudePrune, one shot"
+    return {"method": f"netshrink {method} (global)", "schedule": schedule, "lr": lr,
+            "fit_config": config.to_dict(), "history": result.history,
+            **_measure_sparse(model, data, f"{name}-ours-{schedule}-lr{lr}")}
+
+
+def _torch_peer(name: str, data, lr: float) -> dict:
+    from torch.nn.utils import prune as torch_prune
+
+    model = load_model(CHECKPOINTS / f"{name}.safetensors")
+    params = [(m, "weight") for _, m, _ in prunable_weights(model)]
+    torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=SPARSITY)
+    config = _fit_config(lr, EPOCHS[name])
+    result = fit(model, data, config, progress=False)
+    for module, tensor_name in params:
+        torch_prune.remove(module, tensor_name)
+    return {"method": "torch.nn.utils.prune.global_unstructured (L1, one shot)", "lr": lr,
+            "fit_config": config.to_dict(), "history": result.history,
+            **_measure_sparse(model, data, f"{name}-torch-lr{lr}")}
+
+
+def _latency(model: nn.Module, shape) -> dict:
+    return {f"batch_{b}": measure_latency(model, shape, batch_size=b, threads=1, warmup=5,
+                                          repeats=30 if b == 256 else 100)["median_ms"] for b in (1, 256)}
+
+
+def _structured(data) -> dict:
+    def is_conv(module: nn.Module, layer: str) -> bool:
+        return isinstance(module, nn.Conv2d)
+
+    baseline = load_model(CHECKPOINTS / "convnet.safetensors")
+    trials = {}
+    for ranking in ("l1", "bn"):  # chosen on validation accuracy right after pruning
+        trial = load_model(CHECKPOINTS / "convnet.safetensors")
+        prune_(trial, StructuredPrune(amount=CONV_AMOUNT, ranking=ranking, filter_fn=is_conv))
+        trials[ranking] = (evaluate(trial, data.val), trial)
+    ranking = max(trials, key=lambda r: trials[r][0])
+    model = trials[ranking][1]
+    config = _fit_config(0.01, CONV_EPOCHS, augment=True)
+    result = fit(model, data, config, progress=False)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path = RUNS / "convnet-structured.nsk"
+    save(model, path)
+    model.eval()
+    with torch.no_grad():
+        same = torch.equal(model(data.test.x[:256]), load(path)(data.test.x[:256]))
+    latency = {"unpruned": _latency(baseline, data.input_shape), "pruned": _latency(model, data.input_shape)}
+    latency["unpruned_again"] = _latency(baseline, data.input_shape)  # bracket the pruned run
+    base_ms = {b: min(latency["unpruned"][b], latency["unpruned_again"][b]) for b in latency["pruned"]}
+    return {"ranking": ranking, "val_after_pruning": {r: v for r, (v, _) in trials.items()},
+            "fit_config": config.to_dict(), "history": result.history,
+            "val_acc": evaluate(model, data.val), "test_acc": evaluate(model, data.test),
+            "baseline_test_acc": evaluate(baseline, data.test),
+            "params": count_parameters(model), "baseline_params": count_parameters(baseline),
+            "conv_channels": {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)},
+            "baseline_conv_channels": {n: m.out_channels for n, m in baseline.named_modules()
+                                       if isinstance(m, nn.Conv2d)},
+            "nsk_bytes": path.stat().st_size, "baseline_dense_fp32_bytes": dense_fp32_bytes(baseline),
+            "loaded_outputs_equal": same, "latency_ms": latency,
+            "speedup": {b: base_ms[b] / latency["pruned"][b] for b in latency["pruned"]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fresh", action="store_true", help="recompute every stage")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    torch.manual_seed(0)
+    data = load_dataset("fashion-mnist")
+    measurements: dict = {"sparsity": SPARSITY, "models": {}}
+    targets = []
+    chosen: dict[str, tuple[float, str | None]] = {}
+    stages = ["convnet-structured"]
+    for name in ("lenet300_100", "lenet5"):
+        baseline = load_model(CHECKPOINTS / f"{name}.safetensors")
+        base = {"val_acc": evaluate(baseline, data.val), "test_acc": evaluate(baseline, data.test),
+                "params": count_parameters(baseline), "nonzero": count_nonzero(baseline),
+                "dense_fp32_bytes": dense_fp32_bytes(baseline)}
+        runs = {}
+        for method, run in (("ours", _ours), ("torch", _torch_peer)):
+            if name == "lenet300_100":  # tuned on this model's validation split
+                options = [(lr, schedule) for schedule in SCHEDULES[method] for lr in LRS]
+            else:
+                options = [chosen[method]]
+            candidates = {}
+            for lr, schedule in options:
+                stage = f"{name}-{method}-{schedule + '-' if schedule else ''}lr{lr}"
+                args_ = (name, data, lr, schedule) if schedule else (name, data, lr)
+                candidates[stage] = _stage(stage, args.fresh, lambda run=run, args_=args_: run(*args_))
+                stages.append(stage)
+            best = max(candidates, key=lambda stage: candidates[stage]["val_acc"])
+            chosen.setdefault(method, (candidates[best]["lr"], candidates[best].get("schedule")))
+            runs[method] = {**candidates[best], "stage": best,
+                            "validation_of_candidates": {k: c["val_acc"] for k, c in candidates.items()}}
+        measurements["models"][name] = {"baseline": base, **runs}
+        ours, peer = runs["ours"], runs["torch"]
+        targets += [
+            target(f"{name}: fewer nonzero parameters (x)", ours["reduction"], REDUCTION_GOAL, ">="),
+            target(f"{name}: test accuracy below baseline (points)",
+                   100 * (base["test_acc"] - ours["test_acc"]), DROP_GOAL, "<="),
+            target(f"{name}: ours minus torch.nn.utils.prune peer, test accuracy (points)",
+                   100 * (ours["test_acc"] - peer["test_acc"]), 0.0, ">="),
+        ]
+    conv = _stage("convnet-structured", args.fresh, lambda: _structured(data))
+    measurements["convnet_structured"] = conv
+    targets += [
+        target("convnet half channels: test accuracy below baseline (points)",
+               100 * (conv["baseline_test_acc"] - conv["test_acc"]), STRUCTURED_DROP_GOAL, "<="),
+        target("convnet half channels: speed-up at batch 256 (x)", conv["speedup"]["batch_256"], SPEEDUP_GOAL,
+               ">="),
+    ]
+    stage_minutes = sum(json.loads(p.read_text())["seconds"] for p in RUNS.glob("*.json")
+                        if p.stem in stages) / 60
+    wall = (time.perf_counter() - began) / 60
+    targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
+    write_results("pruning", measurements, targets, wall_minutes_this_invocation=wall,
+                  notes="Latency: 1 thread, median; on a CPU shared with other jobs, so absolute times are "
+                        "noisy, the unpruned model is timed before and after the pruned one and the faster "
+                        "of the two is the reference. Stage times are summed over the cached stages.")
+    markdown = _markdown(measurements, targets)
+    update_benchmarks_md("pruning", markdown)
+    print(markdown)
+
+
+def _markdown(m: dict, targets: list[dict]) -> str:
+    lines = ["## Pruning (Fashion-MNIST)", "",
+             f"`python benchmarks/pruning.py`. Global magnitude pruning to {m['sparsity']:.0%} of the Linear/Conv "
+             "weights from the kept baselines; learning rate (and our schedule) chosen on validation accuracy "
+             "(lenet300_100, reused for lenet5); test accuracy is reported only.", "",
+             "| model | method | test acc | baseline | nonzero params | reduction | .nsk bytes | dense fp32 bytes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in m["models"].items():
+        base = runs["baseline"]
+        for method in ("ours", "torch"):
+            r = runs[method]
+            lines.append(f"| {name} | {r['method']} (lr {r['lr']}) | {100 * r['test_acc']:.2f}% | "
+                         f"{100 * base['test_acc']:.2f}% | {r['nonzero']:,} / {r['params']:,} | "
+                         f"{r['reduction']:.1f}x | {r['nsk_bytes']:,} | {r['dense_fp32_bytes']:,} |")
+    lines += ["", "Weights kept per layer (ours; Han et al. 2015 Table 1 form):", "",
+              "| model | layer | weights | kept |", "|---|---|---|---|"]
+    for name, runs in m["models"].items():
+        for row in runs["ours"]["per_layer"]:
+            lines.append(f"| {name} | {row['layer']} | {row['weights']:,} | {row['kept_pct']:.1f}% |")
+    c = m["convnet_structured"]
+    lat = c["latency_ms"]
+    lines += ["", f"Structured: convnet with half of every conv layer's channels removed "
+              f"(ranking {c['ranking']}, chosen on validation), fine-tuned {c['fit_config']['epochs']} epochs: "
+              f"test {100 * c['test_acc']:.2f}% (baseline {100 * c['baseline_test_acc']:.2f}%), "
+              f"{c['params']:,} parameters (baseline {c['baseline_params']:,}), .nsk {c['nsk_bytes']:,} B "
+              f"(baseline dense fp32 {c['baseline_dense_fp32_bytes']:,} B).", "",
+              "| latency, 1 thread (ms) | unpruned | unpruned, again | pruned | speed-up |", "|---|---|---|---|---|"]
+    for b in ("batch_1", "batch_256"):
+        lines.append(f"| {b.replace('_', ' ')} | {lat['unpruned'][b]:.2f} | {lat['unpruned_again'][b]:.2f} | "
+                     f"{lat['pruned'][b]:.2f} | {c['speedup'][b]:.2f}x |")
+    lines += ["", targets_markdown(targets)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

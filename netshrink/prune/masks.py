@@ -1,0 +1,103 @@
+"""Pruning masks as ``torch.nn.utils.parametrize`` parametrizations: ``weight = original * mask``.
+
+Because the mask sits in the forward pass, a pruned weight stays exactly zero inside ``fit()`` and
+inside any hand-written training loop: its gradient is zero, and the optimizer keeps the same
+``Parameter`` (``parametrizations.weight.original``). ``finalize_`` bakes the product in with
+``remove_parametrizations(..., leave_parametrized=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from netshrink.core.errors import ConfigError
+
+PrunableFilter = Callable[[nn.Module, str], bool]
+
+
+class Mask(nn.Module):
+    """The parametrization ``w -> w * mask`` with the 0/1 mask kept as a buffer (saved in
+    checkpoints, so a resumed ``fit`` keeps it)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def prunable_layers(module: nn.Module, name: str) -> bool:
+    """Default filter: Linear and Conv layers, and the packed q/k/v projection of
+    ``nn.MultiheadAttention`` (its output projection is a Linear already)."""
+    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or (
+        isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None)
+
+
+def weight_name(module: nn.Module) -> str:
+    """The name of the tensor pruned in ``module``: ``in_proj_weight`` for attention, else ``weight``."""
+    return "in_proj_weight" if isinstance(module, nn.MultiheadAttention) else "weight"
+
+
+def prunable_weights(model: nn.Module, filter_fn: PrunableFilter | None = None,
+                     layers: tuple[str, ...] | list[str] | None = None) -> Iterator[tuple[str, nn.Module, str]]:
+    """Yield ``(layer name, module, tensor name)`` for every weight to prune.
+
+    ``layers`` names layers explicitly (an unknown name is an error); otherwise ``filter_fn``
+    (default ``prunable_layers``) picks them.
+    """
+    if layers is not None:
+        modules = dict(model.named_modules())
+        unknown = [name for name in layers if name not in modules or not prunable_layers(modules[name], name)]
+        if unknown:
+            known = [n for n, m in model.named_modules() if prunable_layers(m, n)]
+            raise ConfigError(f"no prunable layer named {unknown[:3]} in {type(model).__name__}; "
+                              f"prunable layers: {known[:12]}")
+        for name in layers:
+            yield name, modules[name], weight_name(modules[name])
+        return
+    accept = filter_fn or prunable_layers
+    for name, module in model.named_modules():
+        if accept(module, name) and isinstance(getattr(module, weight_name(module), None), torch.Tensor):
+            yield name, module, weight_name(module)
+
+
+def current_mask(module: nn.Module, tensor_name: str) -> torch.Tensor | None:
+    """The mask already on ``module.tensor_name``, or None."""
+    if parametrize.is_parametrized(module, tensor_name):
+        for p in module.parametrizations[tensor_name]:
+            if isinstance(p, Mask):
+                return p.mask
+    return None
+
+
+def set_mask(module: nn.Module, tensor_name: str, mask: torch.Tensor) -> None:
+    """Put ``mask`` on ``module.tensor_name`` (updating an existing Mask in place, so an optimizer
+    holding the original Parameter keeps working) and zero the original where the mask is zero."""
+    mask = mask.to(dtype=getattr(module, tensor_name).dtype)
+    existing = current_mask(module, tensor_name)
+    if existing is not None:
+        existing.copy_(mask)
+        original = module.parametrizations[tensor_name].original
+    else:
+        parametrize.register_parametrization(module, tensor_name, Mask(mask))
+        original = module.parametrizations[tensor_name].original
+    with torch.no_grad():
+        original.mul_(mask)
+        original.copy_(torch.where(mask == 0, torch.zeros_like(original), original))  # no -0.0
+
+
+def mask_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zeros in every mask on the model, keyed ``layer.tensor``."""
+    out = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for tensor_name in module.parametrizations.keys():
+                mask = current_mask(module, tensor_name)
+                if mask is not None:
+                    out[f"{name}.{tensor_name}" if name else tensor_name] = 1.0 - float(mask.mean())
+    return out
