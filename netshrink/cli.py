@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from netshrink.distill.cli import add_distill_parser
+from netshrink.prune.cli import add_prune_parser
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -236,7 +237,7 @@ def run_demo(args: argparse.Namespace) -> int:
 #: one adder per command, in the order ``netshrink --help`` lists them
 PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
-    add_distill_parser,
+    add_distill_parser, add_prune_parser,
 ]
 
 

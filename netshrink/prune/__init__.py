@@ -1,27 +1,40 @@
 """Pruning: magnitude masks (layer / global, one-shot, gradual, iterative, lottery ticket),
-sensitivity analysis, and structured removal of neurons and channels that really shrinks a model."""
+sensitivity analysis, and structured removal of neurons and channels that really shrinks a model.
 
-from netshrink.prune.gradual import GradualPrune, cubic_sparsity
-from netshrink.prune.iterative import (
-    RoundResult,
-    iterative_prune,
-    lottery_ticket,
-    plain_state,
-    rewind_,
-    round_sparsities,
-)
-from netshrink.prune.magnitude import MagnitudePrune, prune_
-from netshrink.prune.masks import mask_sparsity, prunable_layers
-from netshrink.prune.sensitivity import (
-    format_sensitivity,
-    layer_sizes,
-    plot_sensitivity,
-    sensitivity,
-    sensitivity_plan,
-)
-from netshrink.prune.structured import StructuredPrune
+Names are imported lazily, so the CLI can declare ``netshrink prune`` without importing torch.
+"""
 
-__all__ = ["GradualPrune", "MagnitudePrune", "RoundResult", "StructuredPrune", "cubic_sparsity",
-           "format_sensitivity", "iterative_prune", "layer_sizes", "lottery_ticket", "mask_sparsity",
-           "plain_state", "plot_sensitivity", "prunable_layers", "prune_", "rewind_", "round_sparsities",
-           "sensitivity", "sensitivity_plan"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MagnitudePrune": "netshrink.prune.magnitude",
+    "prune_": "netshrink.prune.magnitude",
+    "StructuredPrune": "netshrink.prune.structured",
+    "GradualPrune": "netshrink.prune.gradual",
+    "cubic_sparsity": "netshrink.prune.gradual",
+    "RoundResult": "netshrink.prune.iterative",
+    "iterative_prune": "netshrink.prune.iterative",
+    "lottery_ticket": "netshrink.prune.iterative",
+    "plain_state": "netshrink.prune.iterative",
+    "rewind_": "netshrink.prune.iterative",
+    "round_sparsities": "netshrink.prune.iterative",
+    "mask_sparsity": "netshrink.prune.masks",
+    "prunable_layers": "netshrink.prune.masks",
+    "format_sensitivity": "netshrink.prune.layer_sensitivity",
+    "layer_sizes": "netshrink.prune.layer_sensitivity",
+    "plot_sensitivity": "netshrink.prune.layer_sensitivity",
+    "sensitivity": "netshrink.prune.layer_sensitivity",
+    "sensitivity_plan": "netshrink.prune.layer_sensitivity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netshrink.prune' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
