@@ -3,9 +3,9 @@
 Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one 1-D
 uint8 tensor ``"streams"`` holding every encoded stream end to end (zero-length for a model
 without any stream bytes), and one string metadata entry ``"netshrink"`` holding a compact JSON
-document (format version 2)::
+document (format version 3; version 2 files are read too)::
 
-    {"format_version": 2,
+    {"format_version": 3,
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
      "tensors": {name: {"dtype": "float16",                    (left out for float32)
@@ -50,19 +50,21 @@ from netshrink.codec.tensor_encodings import (
     FLOAT_DTYPES,
     Encoded,
     Stream,
+    chain_roles,
     decode_streams,
     dtype_name,
     encode_tensor,
     itemsize,
     sparse_kept_and_crc,
     tensor_bits,
+    work_bytes,
 )
 from netshrink.codec.validate import (
     FORMAT_VERSION,
     METADATA_KEY,
     STREAMS_KEY,
     TensorSpec,
-    chain_roles,
+    params_limit,
     parse_metadata,
     validate_document,
 )
@@ -74,10 +76,12 @@ from netshrink.core.registry import apply_, register
 from netshrink.core.transform_log import get_arch, get_log, set_arch, set_log
 
 MAX_FILE_BYTES = 2 ** 40
-#: ``read_tensors`` refuses a file whose tensors would decode to more than this by default (a file
-#: of a few hundred bytes can declare a huge all-zero sparse tensor); ``load`` is bounded by the
-#: model it fills instead
+#: ``read_tensors`` refuses a file whose decoding would allocate more than this by default, the
+#: decoders' intermediates included (a file of a few hundred bytes can declare a huge all-zero
+#: sparse tensor); ``load`` is bounded by ``max_params`` and the model it fills instead
 MAX_DECODED_BYTES = 2 ** 30
+#: the first bytes of a safetensors file: a little-endian u64 header length, then a JSON object
+_SAFETENSORS_PREFIX = 9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,14 +210,31 @@ def check_loadable(model: nn.Module, log: list[dict[str, Any]]) -> None:
                                  "a rebuilder for every structural change") from None
 
 
-def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec], Any]:
-    """Check the outer file, parse and validate the document; returns the open safetensors handle."""
+def _check_outer(path: str | os.PathLike) -> int:
+    """The file's size, after checking that it can be a safetensors file at all; otherwise a
+    one-line "not a netshrink file" that says what the file is not."""
     try:
         size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(_SAFETENSORS_PREFIX)
     except OSError as error:
         raise NetshrinkFormatError(f"cannot read {os.fspath(path)!r}: {error.strerror}") from None
-    if size < 8 or size > MAX_FILE_BYTES:
-        raise NetshrinkFormatError(f"file size {size} bytes is not that of a netshrink file")
+    if size < _SAFETENSORS_PREFIX + 1:
+        raise NetshrinkFormatError(f"not a netshrink file: {size} bytes is too short for any .nsk file")
+    if size > MAX_FILE_BYTES:
+        raise NetshrinkFormatError(f"not a netshrink file: {size} bytes is more than any .nsk file ({MAX_FILE_BYTES})")
+    header_bytes = int.from_bytes(head[:8], "little")
+    if header_bytes > size - 8 or head[8:9] != b"{":
+        raise NetshrinkFormatError("not a netshrink file: not safetensors (a .nsk file starts with an 8-byte "
+                                   "header length and a JSON header; this one does not)")
+    return size
+
+
+def _open(path: str | os.PathLike, max_params: int | None = None,
+          ) -> tuple[dict[str, Any], dict[str, TensorSpec], Any]:
+    """Check the outer file, parse and validate the document (elements bounded by ``max_params``,
+    None: ``params_limit`` of the file size); returns the open safetensors handle."""
+    size = _check_outer(path)
     try:
         handle = safe_open(os.fspath(path), framework="numpy")
         metadata = handle.metadata()
@@ -229,7 +250,7 @@ def _open(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, TensorSpec
         shape = view.get_shape()
         if view.get_dtype() != "U8" or len(shape) != 1:
             raise NetshrinkFormatError(f"tensor {STREAMS_KEY!r} is not a 1-D uint8 tensor")
-        specs = validate_document(doc, int(shape[0]))
+        specs = validate_document(doc, int(shape[0]), params_limit(size) if max_params is None else max_params)
         check_log(doc["transform_log"])
     except NetshrinkFormatError:
         raise
@@ -261,7 +282,12 @@ def _decoding(name: str, work):
 
 
 def _decoded_bytes(specs: dict[str, TensorSpec]) -> int:
-    return sum(spec.numel * itemsize(spec.dtype) for spec in specs.values())
+    """Peak bytes of decoding every tensor: all outputs, plus the largest one tensor's
+    intermediates (they are freed before the next tensor)."""
+    outputs = {name: spec.numel * itemsize(spec.dtype) for name, spec in specs.items()}
+    extra = max((work_bytes(spec.chain, spec.params, spec.dtype, spec.shape) - outputs[name]
+                 for name, spec in specs.items()), default=0)
+    return sum(outputs.values()) + max(0, extra)
 
 
 def _decode(doc: dict[str, Any], specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
@@ -284,25 +310,30 @@ def _refuse_above(what: str, nbytes: int, cap: int | None) -> None:
 
 
 def read_tensors(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
+                 max_params: int | None = None,
                  ) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, torch.Tensor]]:
     """Validate and decode a file without building a model: ``(document, specs, tensors)``.
 
     A file of a few hundred bytes can declare gigabytes of all-zero tensors, so a file whose
-    tensors would decode to more than ``max_decoded_bytes`` in all is refused before anything is
-    decoded (None: only the format's own 64 GiB bound)."""
-    doc, specs, handle = _open(path)
+    decoding would allocate more than ``max_decoded_bytes`` (outputs and the decoders'
+    intermediates) is refused before anything is decoded (None: only the format's own 64 GiB
+    bound), as is one declaring more than ``max_params`` elements (None: ``params_limit`` of the
+    file size, see ``validate``)."""
+    doc, specs, handle = _open(path, max_params)
     _refuse_above("the file's tensors", _decoded_bytes(specs), max_decoded_bytes)
     return doc, specs, _decode(doc, specs, handle)
 
 
 def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
+              max_params: int | None = None,
               ) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, int]]:
     """Validate a file and count each tensor's nonzero elements: ``(document, specs, kept)``.
 
     Tensors are decoded one at a time and dropped; a sparse tensor is never expanded (its entries
     are counted and its checksum is computed a slice at a time), so memory is bounded by the
-    largest non-sparse tensor or sparse entry list, each refused above ``max_decoded_bytes``."""
-    doc, specs, handle = _open(path)
+    largest non-sparse tensor or sparse entry list, each refused above ``max_decoded_bytes``;
+    ``max_params`` as in ``read_tensors``."""
+    doc, specs, handle = _open(path, max_params)
     blob = _stream_bytes(doc, handle)
     kept = {}
     for name, spec in specs.items():
@@ -313,7 +344,8 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
             kept[name], crc = _decoding(name, lambda spec=spec: sparse_kept_and_crc(
                 spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.numel))
         else:
-            _refuse_above(f"tensor {name!r}", spec.numel * size, max_decoded_bytes)
+            _refuse_above(f"tensor {name!r}", work_bytes(spec.chain, spec.params, spec.dtype, spec.shape),
+                          max_decoded_bytes)
             bits = tensor_bits(_decoding(name, lambda spec=spec: decode_streams(
                 spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.shape)))
             kept[name], crc = int(np.count_nonzero(bits)), _crc(bits.data)
@@ -323,7 +355,7 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
     return doc, specs, kept
 
 
-def _build(doc: dict[str, Any], specs: dict[str, TensorSpec]) -> nn.Module:
+def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int) -> nn.Module:
     """The zoo model the file names, with its logged structural changes replayed; checked against
     the file's tensors on the ``meta`` device before anything is allocated (``create_matching``)."""
     arch = doc["architecture"]
@@ -335,7 +367,7 @@ def _build(doc: dict[str, Any], specs: dict[str, TensorSpec]) -> nn.Module:
     try:
         return create_matching(arch["name"], arch["kwargs"],
                                {name: tuple(spec.shape) for name, spec in specs.items()},
-                               doc["transform_log"])
+                               doc["transform_log"], max_elements)
     except ConfigError as error:
         raise NetshrinkFormatError(f"the file does not fit its architecture: {error}") from None
 
@@ -365,20 +397,24 @@ def _mismatch(model: nn.Module, specs: dict[str, TensorSpec]) -> str | None:
     return None
 
 
-def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: int | None = None) -> nn.Module:
     """Read a .nsk file into a model in eval mode whose outputs equal the saved model's bit for bit.
 
     Args:
         path: the file.
         model: for a user's own class, a fresh instance of it (the architecture before or after
             the logged structural changes); zoo models are rebuilt from the file when omitted.
+        max_params: refuse a file declaring more elements than this, before any model is built.
+            None: ``validate.params_limit`` of the file size (1024 elements per byte, at least
+            2**24), which only a file of huge constant or all-zero tensors exceeds; raise it to
+            load such a file you trust.
 
     Raises:
         NetshrinkFormatError: with a one-line reason for any invalid, corrupted or mismatching file.
     """
-    doc, specs, handle = _open(path)
+    doc, specs, handle = _open(path, max_params)
     if model is None:
-        model = _build(doc, specs)
+        model = _build(doc, specs, params_limit(os.path.getsize(path)) if max_params is None else max_params)
     elif _mismatch(model, specs) is not None:  # the caller's model is the pre-transform one
         model = _replayed(model, doc["transform_log"])
     reason = _mismatch(model, specs)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from netshrink.codec.ans import ans_decode, ans_encode
+from netshrink.codec.ans import ans_decode, ans_encode, ans_max_symbols
 from netshrink.codec.bitpack import pack_bits, unpack_bits
 from netshrink.codec.checks import checked_stream_shape, checked_symbols
-from netshrink.codec.huffman import huffman_decode, huffman_encode
+from netshrink.codec.huffman import huffman_decode, huffman_encode, huffman_max_symbols
 from netshrink.core.errors import NetshrinkFormatError
 
 METHODS = ("none", "huffman", "ans")
@@ -71,6 +71,22 @@ def encode_symbols(
     return best
 
 
+def max_symbols(method: Any, params: Any, nbytes: int, alphabet_size: int) -> int | None:
+    """Most symbols a stream of ``nbytes`` payload bytes can honestly hold, from its method and
+    table alone (no decoding): packed bits for "none", the shortest code for Huffman, the likeliest
+    symbol's information for ANS. None where the bytes bound nothing (a one-symbol ANS stream
+    costs no bits; the tensor's element bound holds it) or the params are malformed (the decoder
+    refuses those)."""
+    if method == "none":
+        return 8 * nbytes // packed_bits_per_symbol(alphabet_size)
+    if method == "huffman":
+        return huffman_max_symbols(params, nbytes)
+    counts = params.get("counts") if isinstance(params, dict) else None
+    if method == "ans" and isinstance(counts, list) and all(isinstance(c, int) and 0 <= c < 2 ** 62 for c in counts):
+        return ans_max_symbols(np.asarray(counts, dtype=np.int64), nbytes)
+    return None
+
+
 def decode_symbols(method: str, payload: bytes, params: dict, count: int, alphabet_size: int) -> np.ndarray:
     """Decode ``count`` symbols written by :func:`encode_symbols`; inputs are untrusted.
 
@@ -86,6 +102,9 @@ def decode_symbols(method: str, payload: bytes, params: dict, count: int, alphab
         raise NetshrinkFormatError(f"entropy payload must be bytes, got {type(payload).__name__}")
     count, alphabet_size = checked_stream_shape(count, alphabet_size)
     payload = bytes(payload)
+    limit = max_symbols(method, params, len(payload), alphabet_size)
+    if limit is not None and count > limit:
+        raise NetshrinkFormatError(f"{method} payload of {len(payload)} bytes cannot hold {count} symbols")
     if method == "none":
         if params:
             raise NetshrinkFormatError(f"entropy method 'none' takes no params, got keys {sorted(params)}")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from netshrink.codec.entropy import decode_symbols, encode_symbols
+from netshrink.codec.entropy import decode_symbols, encode_symbols, max_symbols
 from netshrink.core.errors import NetshrinkFormatError
 
 #: dtype name -> (exponent bits, mantissa bits, unsigned integer type of the whole value)
@@ -99,16 +99,27 @@ def decode_float_bytes(payload: bytes, params: dict, count: int, dtype_name: str
             f"float_bytes planes declare {sum(p['size'] for p in planes)} bytes but the payload has {len(payload)}"
         )
     exponent_bits, mantissa_bits, uint_type = FLOAT_LAYOUTS[dtype_name]
-    fields, offset = [], 0
-    for plane, width in zip(planes, widths, strict=True):
+    # each plane is ORed into the words as soon as it is decoded, so decoding holds the words and
+    # one plane at a time (the decoded-bytes bound of the float_bytes encoding counts just that)
+    for plane, width in zip(planes, widths, strict=True):  # before allocating anything
+        limit = max_symbols(plane["method"], plane["params"], plane["size"], 1 << width)
+        if limit is not None and count > limit:
+            raise NetshrinkFormatError(f"a float_bytes plane of {plane['size']} bytes cannot hold {count} symbols")
+    word = np.dtype(uint_type).type
+    words = np.zeros(count, dtype=uint_type)
+    offset = 0
+    for index, (plane, width) in enumerate(zip(planes, widths, strict=True)):
         chunk = payload[offset : offset + plane["size"]]
         offset += plane["size"]
-        fields.append(decode_symbols(plane["method"], chunk, plane["params"], count, 1 << width).astype(np.uint64))
-    sign_mantissa = np.zeros(count, dtype=np.uint64)
-    for k, field in enumerate(fields[1:]):
-        sign_mantissa |= field << np.uint64(8 * k)
-    sign = sign_mantissa >> np.uint64(mantissa_bits)
-    mantissa = sign_mantissa & np.uint64((1 << mantissa_bits) - 1)
-    words = (sign << np.uint64(exponent_bits + mantissa_bits)) | (fields[0] << np.uint64(mantissa_bits)) | mantissa
-    words = words.astype(uint_type)
+        field = decode_symbols(plane["method"], chunk, plane["params"], count, 1 << width).astype(uint_type)
+        if index == 0:  # the exponent
+            words |= field << word(mantissa_bits)
+            continue
+        low = 8 * (index - 1)  # this plane holds bits low .. low + width - 1 of sign-and-mantissa
+        sign_at = mantissa_bits - low
+        if sign_at < width:  # the plane holding the sign: it moves above the exponent
+            words |= (field >> word(sign_at)) << word(exponent_bits + mantissa_bits)
+            field &= word((1 << sign_at) - 1)
+        words |= field << word(low)
+        del field
     return words if dtype_name == "bfloat16" else words.view(np.dtype(dtype_name))

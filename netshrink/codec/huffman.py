@@ -54,6 +54,8 @@ LOCKSTEP_MIN_LANES = 512
 #: the encoder keeps the block table under 1 / TABLE_SHARE of the payload (0.5%)
 TABLE_SHARE = 200
 MIN_BLOCK_SIZE = 64
+#: code length limit when params leave ``max_length`` out
+DEFAULT_MAX_LENGTH = 16
 #: largest block (encoder and decoder): keeps a block's bit length within 32 bits
 MAX_BLOCK_SIZE = 1 << 24
 
@@ -175,14 +177,16 @@ def decode_steps(n_blocks: int, block_size: int) -> int:
 def huffman_encode(
     symbols: np.ndarray,
     alphabet_size: int,
-    max_length: int = 16,
+    max_length: int = DEFAULT_MAX_LENGTH,
     block_size: int | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Huffman-code ``symbols`` (ints in ``0 .. alphabet_size-1``) in blocks of ``block_size``.
 
     Returns ``(payload, params)``: params holds ``code_lengths`` (one per symbol of the alphabet),
-    ``max_length``, ``block_size`` and ``offset_bits``; the payload is laid out as in the module
-    docstring. ``block_size=None`` lets ``choose_block_size`` pick it from the stream.
+    and ``max_length`` and ``block_size`` where they differ from their defaults (16, and the whole
+    stream as one block); the payload is laid out as in the module docstring, each block's bit
+    length in ``_offset_bits(block_size, max_length)`` bits. ``block_size=None`` lets
+    ``choose_block_size`` pick it from the stream.
     """
     symbols = checked_symbols(symbols, alphabet_size)
     if block_size is not None and not 1 <= block_size <= MAX_BLOCK_SIZE:
@@ -193,6 +197,7 @@ def huffman_encode(
     symbol_lengths = lengths[symbols]
     if block_size is None:
         block_size = choose_block_size(symbols.size, int((counts * lengths).sum()), max_length)
+    block_size = min(block_size, max(1, symbols.size))  # one block: the stream's length, left out of params
     stream = pack_variable_bits(codes[symbols], symbol_lengths)
     n_blocks = -(-symbols.size // block_size)
     block_bits = np.add.reduceat(symbol_lengths.astype(np.int64), np.arange(n_blocks) * block_size)
@@ -200,12 +205,11 @@ def huffman_encode(
     header = b""
     if n_blocks:
         header = pack_bits(block_bits, offset_bits) if offset_bits <= MAX_BITS else _pack_wide(block_bits, offset_bits)
-    params = {
-        "code_lengths": lengths.tolist(),
-        "max_length": int(max_length),
-        "block_size": int(block_size),
-        "offset_bits": int(offset_bits),
-    }
+    params: dict[str, Any] = {"code_lengths": lengths.tolist()}
+    if max_length != DEFAULT_MAX_LENGTH:
+        params["max_length"] = int(max_length)
+    if block_size < symbols.size:
+        params["block_size"] = int(block_size)
     return header + stream, params
 
 
@@ -276,10 +280,12 @@ def huffman_decode(payload: bytes, params: dict, count: int, alphabet_size: int)
     if not isinstance(params, dict):
         raise NetshrinkFormatError("huffman params must be a JSON object")
     count, alphabet_size = checked_stream_shape(count, alphabet_size)
-    max_length = checked_int(params.get("max_length"), 1, MAX_BITS, "huffman params['max_length']")
-    block_size = checked_int(params.get("block_size"), 1, MAX_BLOCK_SIZE, "huffman params['block_size']")
-    offset_bits = checked_int(params.get("offset_bits"), 1, 64, "huffman params['offset_bits']")
-    if offset_bits != _offset_bits(block_size, max_length):
+    max_length = checked_int(params.get("max_length", DEFAULT_MAX_LENGTH), 1, MAX_BITS,
+                             "huffman params['max_length']")
+    block_size = checked_int(params.get("block_size", max(1, min(count, MAX_BLOCK_SIZE))), 1, MAX_BLOCK_SIZE,
+                             "huffman params['block_size']")
+    offset_bits = _offset_bits(block_size, max_length)
+    if "offset_bits" in params and params["offset_bits"] != offset_bits:  # written by netshrink <= 0.1
         raise NetshrinkFormatError("huffman params['offset_bits'] does not match block_size and max_length")
     lengths = _checked_lengths(params, alphabet_size, max_length)
     out_dtype = symbol_dtype(alphabet_size)

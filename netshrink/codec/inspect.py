@@ -17,14 +17,14 @@ from netshrink.codec.tensor_encodings import DTYPES, FLOAT_DTYPES, itemsize
 from netshrink.measure.size import fp32_safetensors_bytes
 
 
-def inspect_file(path: str | os.PathLike) -> list[dict[str, Any]]:
+def inspect_file(path: str | os.PathLike, max_params: int | None = None) -> list[dict[str, Any]]:
     """One row per tensor: name, encoding, dtype, shape, weights, kept, bits per weight and per
     index (per kept weight for sparse tensors), stored bytes and the rate against dense fp32.
 
     Only the nonzero counts are decoded, one tensor at a time, and a sparse tensor is never
     expanded (``container.read_kept``), so a tiny file declaring huge tensors cannot exhaust
-    memory."""
-    _, specs, kept_counts = read_kept(path)
+    memory; ``max_params`` as in ``container.read_tensors``."""
+    _, specs, kept_counts = read_kept(path, max_params=max_params)
     rows = []
     for name, spec in specs.items():
         kept = kept_counts[name]

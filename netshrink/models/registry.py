@@ -57,20 +57,21 @@ BUILD_SLACK = 2 ** 24
 
 
 def create_matching(name: str, kwargs: Any, shapes: dict[str, tuple[int, ...]],
-                    log: list[dict[str, Any]] | None = None) -> nn.Module:
+                    log: list[dict[str, Any]] | None = None, max_elements: int | None = None) -> nn.Module:
     """Build the zoo model that stored weights were saved from, refusing one they do not fit.
 
     Files (checkpoints, .nsk) name their architecture and transform log; a damaged or hostile
     file could name kwargs that make a huge model. So the model is first built, and the log
     replayed, on the ``meta`` device (no memory); it must not be much larger than what the file
-    stores, and its state-dict shapes must equal ``shapes``; only then is it built for real.
+    stores (nor above ``max_elements``, a reader's budget such as a .nsk file's ``max_params``), and
+    its state-dict shapes must equal ``shapes``; only then is it built for real.
     Raises ConfigError (or NetshrinkFormatError for a log this netshrink cannot replay).
     """
     if not isinstance(kwargs, dict):
         raise ConfigError(f"model kwargs must be an object, got {type(kwargs).__name__}")
     if name not in _MODELS:
         raise ConfigError(f"architecture {str(name)[:40]!r} is not in the model zoo {list_models()}")
-    check_rebuildable(name, kwargs, shapes, log)
+    check_rebuildable(name, kwargs, shapes, log, max_elements)
     return _builder(name, kwargs, log)()
 
 
@@ -93,7 +94,7 @@ def _builder(name: str, kwargs: dict[str, Any], log: list[dict[str, Any]] | None
 
 
 def check_rebuildable(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple[int, ...]],
-                      log: list[dict[str, Any]] | None = None) -> None:
+                      log: list[dict[str, Any]] | None = None, max_elements: int | None = None) -> None:
     """Check on the ``meta`` device (no memory) that ``name(**kwargs)`` with ``log`` replayed has
     exactly the state-dict ``shapes`` and is not much larger than them. ``save`` calls it so a file
     that ``load`` could not rebuild is never written; ``create_matching`` before building."""
@@ -101,7 +102,8 @@ def check_rebuildable(name: str, kwargs: dict[str, Any], shapes: dict[str, tuple
     with torch.device("meta"):
         unreplayed = sum(t.numel() for t in build(replayed=False).state_dict().values())
         declared = sum(math.prod(shape) for shape in shapes.values())
-        if unreplayed > max(BUILD_RATIO * declared, BUILD_SLACK):
+        limit = max(BUILD_RATIO * declared, BUILD_SLACK)
+        if unreplayed > (limit if max_elements is None else min(limit, max_elements)):
             raise ConfigError(f"kwargs {kwargs} build {name!r} with {unreplayed} elements, far more than "
                               f"the {declared} stored")
         probe = build()

@@ -20,7 +20,7 @@ from netshrink.models import create, list_models
 
 
 def write(path, tensors, body=b"", arch=None):
-    doc = {"format_version": 2, "tensors": tensors, "stream_crc": zlib.crc32(body)}
+    doc = {"format_version": 3, "tensors": tensors, "stream_crc": zlib.crc32(body)}
     if arch is not None:
         doc["architecture"] = arch
     data = safetensors.numpy.save({"streams": np.frombuffer(body, dtype=np.uint8)},
@@ -126,7 +126,9 @@ def sparse_bomb(path, n=1 << 27, crc_xor=0):
 def test_inspect_of_a_sparse_bomb_is_bounded(tmp_path):
     path = tmp_path / "zeros.nsk"
     assert sparse_bomb(path) < 500
-    rows = bounded(lambda: inspect_file(path))
+    with pytest.raises(NetshrinkFormatError, match="max_params"):  # 2**27 elements from 392 bytes
+        bounded(lambda: inspect_file(path))
+    rows = bounded(lambda: inspect_file(path, max_params=1 << 27))  # a trusted file: never expanded
     assert rows[0]["weights"] == 1 << 27 and rows[0]["kept"] == 0
 
 

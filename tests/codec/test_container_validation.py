@@ -70,7 +70,15 @@ def test_missing_file(tmp_path):
 
 def test_file_too_small(tmp_path):
     (tmp_path / "tiny.nsk").write_bytes(b"abc")
-    refused(tmp_path / "tiny.nsk", "file size")
+    refused(tmp_path / "tiny.nsk", "not a netshrink file: 3 bytes is too short")
+
+
+def test_a_text_file_renamed_nsk_says_it_is_not_safetensors(tmp_path):
+    """A 17-byte text file used to be refused as "header too large"; say what the file is not."""
+    path = tmp_path / "notes.nsk"
+    path.write_bytes(b"just some notes.\n")
+    assert path.stat().st_size == 17
+    refused(path, "not a netshrink file: not safetensors")
 
 
 def test_garbage_header(tmp_path):
@@ -110,7 +118,7 @@ def test_unknown_format_version(tmp_path):
 
 
 def test_format_version_1_is_refused(tmp_path):
-    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads version 2 only")
+    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads versions 2, 3 only")
 
 
 def test_unknown_encoding(tmp_path):
@@ -155,7 +163,7 @@ def test_declared_length_shorter_than_stream_data(tmp_path):
     def edit(doc, tensors):
         doc["tensors"]["fc1.weight"]["streams"]["indices"]["n"] -= 1
 
-    refused(edited(tmp_path, edit), "declare .* in all")
+    refused(edited(tmp_path, edit), "declare .* in all|more than its 9599 bytes can hold")
 
 
 def test_negative_declared_length(tmp_path):

@@ -141,7 +141,7 @@ def test_block_size_is_capped_on_both_sides():
     with pytest.raises(ValueError):
         huffman_encode(symbols, 4, block_size=MAX_BLOCK_SIZE + 1)
     for block_size in (MAX_BLOCK_SIZE + 1, 1 << 40):
-        bad = dict(params, block_size=block_size, offset_bits=_offset_bits(block_size, params["max_length"]))
+        bad = dict(params, block_size=block_size, offset_bits=_offset_bits(block_size, 16))
         with pytest.raises(NetshrinkFormatError, match="block_size"):
             huffman_decode(payload, bad, symbols.size, 4)
 
@@ -179,27 +179,28 @@ def test_python_steps_are_bounded_by_the_payload_for_any_layout(monkeypatch, n, 
     calls = _engines(monkeypatch)
     assert np.array_equal(huffman_decode(payload, params, n, 2), symbols)
     steps = calls["sequential"] + calls["lockstep_steps"]
-    n_blocks = -(-n // min(params["block_size"], n))
-    assert steps == decode_steps(n_blocks, min(params["block_size"], n))
+    block = min(params.get("block_size", n), n)
+    assert steps == decode_steps(-(-n // block), block)
     assert steps <= LOCKSTEP_MIN_LANES + 8 * len(payload) / (LOCKSTEP_MIN_LANES - 1)
 
 
 def test_layout_is_chosen_from_the_stream_length():
     """Short streams are one block (no table to speak of); long ones get lockstep blocks whose
     table stays under 0.5% of the payload."""
-    from netshrink.codec.huffman import LOCKSTEP_MIN_LANES, TABLE_SHARE
+    from netshrink.codec.huffman import LOCKSTEP_MIN_LANES, TABLE_SHARE, _offset_bits
 
     rng = np.random.default_rng(6)
     p = np.exp(-np.arange(32) / 4.0)
     for n in (10, 10_000, 100_000, 2_000_000):
         symbols = rng.choice(32, n, p=p / p.sum())
         payload, params = huffman_encode(symbols, 32)
-        n_blocks = -(-n // params["block_size"])
+        n_blocks = -(-n // params.get("block_size", n))
         assert n_blocks == 1 or n_blocks >= LOCKSTEP_MIN_LANES
+        assert ("block_size" in params) == (n_blocks > 1)  # one block: left out of the params
         if n_blocks > 1:
-            assert n_blocks * params["offset_bits"] <= 8 * len(payload) / TABLE_SHARE
+            assert n_blocks * _offset_bits(params["block_size"], 16) <= 8 * len(payload) / TABLE_SHARE
         assert np.array_equal(huffman_decode(payload, params, n, 32), symbols)
-    assert -(-10_000 // huffman_encode(symbols[:10_000], 32)[1]["block_size"]) == 1
+    assert "block_size" not in huffman_encode(symbols[:10_000], 32)[1]
     assert -(-2_000_000 // params["block_size"]) >= LOCKSTEP_MIN_LANES
 
 

@@ -1,0 +1,74 @@
+"""An encoding is one unit: a new one is one class plus one entry in ``ENCODINGS``, and the
+writer, the validator, the decoder and the decoded-bytes bound all pick it up."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import netshrink.codec.encodings as encodings
+from netshrink.codec.container import load, read_tensors, request_encodings, save
+from netshrink.codec.encodings.base import BYTES, Encoded, Encoding, Stream, bits_from_bytes, itemsize
+from netshrink.codec.tensor_encodings import chain_roles, parse_chain
+from netshrink.core.errors import NetshrinkFormatError
+
+
+class Constant(Encoding):
+    """A toy encoding: every element has one bit pattern, stored once."""
+
+    name = "constant"
+    roles = {"value": BYTES}
+
+    def encode(self, bits, dtype, shape, entropy):
+        if bits.size == 0 or not np.all(bits == bits[0]):
+            return None
+        return Encoded(["constant"], {}, [Stream("value", bits[:1].tobytes())])
+
+    def raw_bytes(self, role, params, dtype, count):
+        return itemsize(dtype)
+
+    def decode(self, params, streams, dtype, shape, count):
+        return np.repeat(bits_from_bytes(streams["value"].data, dtype), count)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@pytest.fixture
+def with_constant(monkeypatch):
+    monkeypatch.setattr(encodings, "ENCODINGS", [*encodings.ENCODINGS, Constant()])
+
+
+def test_a_new_encoding_is_one_unit_in_one_list(with_constant, tmp_path):
+    assert parse_chain("constant") == ("constant",)
+    assert parse_chain("sparse+constant") == ("sparse", "constant")  # a value encoding follows a wrapper
+    assert chain_roles(["sparse", "constant"]) == {"gaps": "symbols", "values.value": "bytes"}
+    model = Net()
+    with torch.no_grad():
+        model.fc.bias.fill_(0.75)
+    save(model, tmp_path / "m.nsk")
+    doc, specs, tensors = read_tensors(tmp_path / "m.nsk")
+    assert specs["fc.bias"].chain == ["constant"]  # the cheapest exact encoding
+    assert torch.equal(tensors["fc.bias"], model.fc.bias)
+    loaded = load(tmp_path / "m.nsk", model=Net())
+    assert torch.equal(loaded.fc.weight, model.fc.weight) and torch.equal(loaded.fc.bias, model.fc.bias)
+
+
+def test_a_chain_of_an_unregistered_encoding_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(encodings, "ENCODINGS", [*encodings.ENCODINGS, Constant()])
+    model = Net()
+    with torch.no_grad():
+        model.fc.bias.fill_(0.75)
+    request_encodings(model, {"fc.bias": "constant"})
+    save(model, tmp_path / "m.nsk")
+    monkeypatch.setattr(encodings, "ENCODINGS", [e for e in encodings.ENCODINGS if e.name != "constant"])
+    with pytest.raises(NetshrinkFormatError, match="unknown encoding 'constant'"):
+        load(tmp_path / "m.nsk", model=Net())
+    with pytest.raises(NetshrinkFormatError, match="unknown encoding"):
+        parse_chain("constant")
