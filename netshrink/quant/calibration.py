@@ -1,0 +1,99 @@
+"""Clipping ranges and integer grids for uniform quantization.
+
+A b-bit grid is ``value = scale * (q - zero_point)`` with integer ``q`` in ``[qmin, qmax]`` (Jacob
+et al. 2018, section 2.1). ``symmetric``: ``zero_point = 0`` and ``q`` in ``[-(2**(b-1)-1),
+2**(b-1)-1]`` (zero exact, no offset term in integer kernels); ``affine``: ``q`` in ``[0, 2**b-1]``
+with the range stretched to hold zero exactly. The range is calibrated per tensor or per output
+channel (dim 0) by one of:
+
+- ``minmax``: the whole range of the values;
+- ``percentile``: the ``p``-th percentile of the values, so rare outliers do not stretch the grid;
+- ``mse``: the clipping of least squared quantization error among 64 fractions of the min-max
+  range (MSE-optimal clipping, Banner et al. 2019 "Post-training 4-bit quantization", section 3;
+  a grid search where the paper solves its Laplace-prior equation, so any distribution is served).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CALIBRATIONS = ("minmax", "percentile", "mse")
+SCHEMES = ("symmetric", "affine")
+MSE_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class Grid:
+    """``scale`` and ``zero_point`` per tensor (0-d) or per channel (shape ``(channels,)``)."""
+
+    scale: torch.Tensor  # float32
+    zero_point: torch.Tensor  # int32
+    qmin: int
+    qmax: int
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.dim() == 1
+
+    def fake_quantize(self, values: torch.Tensor) -> torch.Tensor:
+        """``scale * (clamp(round(values / scale) + zero_point) - zero_point)`` with the straight-
+        through gradient of torch's fake-quant ops (gradient 1 inside the range, 0 where clipped)."""
+        if self.per_channel:
+            return torch.fake_quantize_per_channel_affine(values, self.scale, self.zero_point, 0, self.qmin, self.qmax)
+        return torch.fake_quantize_per_tensor_affine(values, self.scale, self.zero_point, self.qmin, self.qmax)
+
+
+def grid_for_range(low: torch.Tensor, high: torch.Tensor, bits: int, scheme: str) -> Grid:
+    """The grid of ``bits`` bits covering ``[low, high]`` (element-wise per channel)."""
+    low, high = torch.minimum(low, torch.zeros_like(low)), torch.maximum(high, torch.zeros_like(high))
+    if scheme == "symmetric":
+        qmax = 2 ** (bits - 1) - 1
+        qmin = -qmax
+        scale = torch.maximum(-low, high) / qmax
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        qmin, qmax = 0, 2**bits - 1
+        scale = (high - low) / qmax
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        zero_point = torch.round(-low / safe).clamp(qmin, qmax).to(torch.int32)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale)).float()  # an all-zero channel: any scale
+    return Grid(scale, zero_point, qmin, qmax)
+
+
+def _rows(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    return weight.detach().float().reshape(weight.shape[0] if per_channel else 1, -1)  # (channels, n)
+
+
+def calibrate(weight: torch.Tensor, bits: int, scheme: str, per_channel: bool, method: str,
+              percentile: float = 99.99) -> Grid:
+    """The grid for ``weight`` chosen by ``method`` (see the module docstring)."""
+    rows = _rows(weight, per_channel)
+    if method == "percentile":
+        quantiles = torch.tensor([1 - percentile / 100, percentile / 100])
+        low, high = torch.quantile(rows, quantiles, dim=1)
+    else:
+        low, high = rows.min(dim=1).values, rows.max(dim=1).values
+    if method == "mse":
+        low, high = _mse_clip(rows, low, high, bits, scheme)
+    grid = grid_for_range(low, high, bits, scheme)
+    if not per_channel:
+        grid = Grid(grid.scale[0], grid.zero_point[0], grid.qmin, grid.qmax)
+    return grid
+
+
+def _mse_clip(rows: torch.Tensor, low: torch.Tensor, high: torch.Tensor, bits: int,
+              scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the fraction of ``[low, high]`` whose grid has the least squared error."""
+    best_error = torch.full_like(low, float("inf"))
+    best_low, best_high = low.clone(), high.clone()
+    for fraction in torch.linspace(1.0 / MSE_CANDIDATES, 1.0, MSE_CANDIDATES):
+        grid = grid_for_range(low * fraction, high * fraction, bits, scheme)
+        quantized = torch.fake_quantize_per_channel_affine(rows, grid.scale, grid.zero_point, 0, grid.qmin, grid.qmax)
+        error = (quantized - rows).pow(2).sum(dim=1)
+        better = error < best_error
+        best_error = torch.where(better, error, best_error)
+        best_low = torch.where(better, low * fraction, best_low)
+        best_high = torch.where(better, high * fraction, best_high)
+    return best_low, best_high

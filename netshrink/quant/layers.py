@@ -1,0 +1,94 @@
+"""Which tensors the quantization family acts on, and the checks every quantizer shares.
+
+Linear, Conv and Embedding weights (the token embedding is half the weights of a small BERT-style
+encoder) and the packed q/k/v projection of ``nn.MultiheadAttention`` (its output projection is a
+Linear already). Bits are one value for every chosen layer, or a ``{layer name: bits}`` map for
+mixed precision by hand (Deep Compression used 8 bits for conv and 5 for fc layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from netshrink.core.errors import ConfigError
+
+LayerFilter = Callable[[nn.Module, str], bool]
+Bits = int | str
+
+
+def quantizable_layers(module: nn.Module, name: str) -> bool:
+    """Default filter: Linear, Conv, Embedding and attention in-projections."""
+    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)) or (
+        isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None)
+
+
+def weight_name(module: nn.Module) -> str:
+    """The tensor quantized in ``module``: ``in_proj_weight`` for attention, else ``weight``."""
+    return "in_proj_weight" if isinstance(module, nn.MultiheadAttention) else "weight"
+
+
+def check_bits(bits: Any, allowed: tuple[Any, ...], low: int, high: int, what: str = "bits") -> Bits:
+    """``bits`` if it is an int in [low, high] or one of ``allowed``'s names, else a one-line error."""
+    if isinstance(bits, str) and bits in allowed:
+        return bits
+    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
+        names = "".join(f" or {a!r}" for a in allowed)
+        raise ConfigError(f"{what} must be an integer from {low} to {high}{names}, got {bits!r}")
+    return bits
+
+
+def check_bits_setting(bits: Any, allowed: tuple[Any, ...], low: int, high: int) -> None:
+    """Check a bits value or a non-empty ``{layer: bits}`` map."""
+    if isinstance(bits, Mapping):
+        if not bits:
+            raise ConfigError("the bits map is empty; give {layer name: bits}")
+        for name, value in bits.items():
+            check_bits(value, allowed, low, high, f"bits of {name!r}")
+    else:
+        check_bits(bits, allowed, low, high)
+
+
+def targets(model: nn.Module, bits: Bits | Mapping[str, Bits],
+            filter_fn: LayerFilter | None) -> list[tuple[str, nn.Module, str, Bits]]:
+    """``(layer name, module, tensor name, bits)`` for every tensor to quantize, in module order.
+
+    A ``{layer: bits}`` map names the layers itself (an unknown or unquantizable name is an
+    error); otherwise ``filter_fn`` (default ``quantizable_layers``) picks them. Their weights must
+    be finite.
+    """
+    modules = dict(model.named_modules())
+    if isinstance(bits, Mapping):
+        unknown = [n for n in bits if n not in modules or not quantizable_layers(modules[n], n)]
+        if unknown:
+            known = [n for n, m in modules.items() if quantizable_layers(m, n)]
+            raise ConfigError(f"no quantizable layer named {unknown[:3]} in {type(model).__name__}; "
+                              f"quantizable layers: {known[:12]}")
+        chosen = [(n, modules[n], weight_name(modules[n]), bits[n]) for n in modules if n in bits]
+    else:
+        accept = filter_fn or quantizable_layers
+        chosen = [(n, m, weight_name(m), bits) for n, m in modules.items()
+                  if accept(m, n) and isinstance(getattr(m, weight_name(m), None), torch.Tensor)]
+    if not chosen:
+        raise ConfigError(f"nothing to quantize in {type(model).__name__}: no Linear, Conv or Embedding layer "
+                          "passes the filter; check filter_fn or the bits map")
+    for name, module, tensor_name, _ in chosen:
+        check_finite(getattr(module, tensor_name), name or type(model).__name__)
+    return chosen
+
+
+def check_finite(weight: torch.Tensor, layer: str) -> None:
+    """A one-line error when ``weight`` holds NaN or infinite values."""
+    if not bool(torch.isfinite(weight.detach()).all()):
+        bad = int((~torch.isfinite(weight.detach())).sum())
+        raise ConfigError(f"layer {layer!r} has {bad} NaN or infinite weight(s); retrain or repair the model "
+                          "before quantizing it")
+
+
+def exact_bits(levels: int) -> float:
+    """Bits needed for ``levels`` distinct values."""
+    return math.log2(max(levels, 1))

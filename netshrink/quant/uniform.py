@@ -1,0 +1,128 @@
+"""Uniform quantization of weights: int2..int8 grids, fp16 and bf16; post-training or trained.
+
+``quantize_`` puts a fake-quant parametrization on every chosen weight: the forward pass sees the
+quantized values, the backward pass the straight-through estimator (Bengio et al. 2013; gradient 1
+inside the clipping range, 0 outside, as in Jacob et al. 2018, section 3). Post-training
+quantization is ``quantize_`` then ``finalize_``; quantization-aware training is ``quantize_``,
+then ``fit()`` (or any loop: the trainable tensor is the full-precision original), then
+``finalize_``. The grid (``netshrink.quant.calibration``) is calibrated on the weights when
+``quantize_`` runs and stays fixed during training, so the saved integers are the ones trained.
+After ``finalize_`` a per-tensor b-bit layer holds at most ``2**b`` values on one affine grid,
+which ``save`` stores as b-bit integers before entropy coding; fp16 / bf16 values keep their float32
+dtype but have only 16 significant bits, which the codec's byte planes store in about half.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from netshrink.core.config import Config
+from netshrink.core.errors import ConfigError
+from netshrink.core.registry import apply_, register
+from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
+from netshrink.quant.layers import LayerFilter, check_bits_setting, targets
+
+FLOAT_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}
+MIN_BITS, MAX_BITS = 2, 8
+GRANULARITIES = ("tensor", "channel")
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantize(Config):
+    """Quantize weights to a uniform integer grid or a 16-bit float format.
+
+    Args:
+        bits: 2 to 8, ``"fp16"`` or ``"bf16"``; or ``{layer name: bits}`` for mixed precision by hand.
+        scheme: ``"symmetric"`` (zero point 0) or ``"affine"`` (zero point chosen so the range fits).
+        granularity: ``"tensor"`` (one scale per tensor: stored as b-bit integers by ``save``) or
+            ``"channel"`` (one scale per output channel / embedding row: less error).
+        calibration: how the clipping range is chosen: ``"minmax"``, ``"percentile"`` or ``"mse"``.
+        percentile: the percentile kept by ``calibration="percentile"`` (in (50, 100]).
+        filter_fn: ``filter_fn(module, name) -> bool`` picking layers (default: Linear, Conv,
+            Embedding, attention in-projections). Not logged; the log lists the layers quantized.
+
+    Example:
+        >>> quantize_(model, Quantize(bits=4, granularity="channel", calibration="mse")); finalize_(model)
+        >>> quantize_(model, Quantize(bits={"features.0": 8, "classifier.0": 5}))  # mixed precision
+    """
+
+    bits: int | str | dict[str, int | str] = 8
+    scheme: str = "symmetric"
+    granularity: str = "tensor"
+    calibration: str = "minmax"
+    percentile: float = 99.99
+    filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_bits_setting(self.bits, tuple(FLOAT_FORMATS), MIN_BITS, MAX_BITS)
+        for field, value, allowed in (("scheme", self.scheme, SCHEMES), ("granularity", self.granularity,
+                                      GRANULARITIES), ("calibration", self.calibration, CALIBRATIONS)):
+            if value not in allowed:
+                raise ConfigError(f"unknown {field} {value!r}; choose one of {list(allowed)}")
+        if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)) \
+                or not 50 < self.percentile <= 100:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r} (99.99 keeps all but "
+                              "the extreme 0.01% on each side)")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        del data["filter_fn"]  # a function is not data; the log records the layers it picked
+        return data
+
+
+class FakeQuantize(nn.Module):
+    """The parametrization ``w -> scale * (q(w) - zero_point)`` with a straight-through gradient;
+    scale and zero point are buffers, so checkpoints of a QAT run keep them."""
+
+    def __init__(self, grid: Grid) -> None:
+        super().__init__()
+        self.qmin, self.qmax = grid.qmin, grid.qmax
+        self.register_buffer("scale", grid.scale)
+        self.register_buffer("zero_point", grid.zero_point)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return Grid(self.scale, self.zero_point, self.qmin, self.qmax).fake_quantize(weight)
+
+
+class FakeFloat(nn.Module):
+    """The parametrization ``w -> w`` rounded to fp16 / bf16 (dtype kept), straight-through."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__()
+        self.fmt = fmt
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        rounded = weight.to(FLOAT_FORMATS[self.fmt]).to(weight.dtype)
+        return weight + (rounded - weight).detach()
+
+
+def quantizer(weight: torch.Tensor, bits: int | str, config: Quantize, layer: str) -> tuple[nn.Module, dict]:
+    """The fake-quant parametrization for ``weight`` and its log details."""
+    if isinstance(bits, str):
+        if FLOAT_FORMATS[bits] == torch.float16 and float(weight.abs().max()) > torch.finfo(torch.float16).max:
+            raise ConfigError(f"layer {layer!r} has weights beyond fp16's range (65504); use bf16 or int bits")
+        return FakeFloat(bits), {"bits": bits}
+    per_channel = config.granularity == "channel"
+    grid = calibrate(weight, bits, config.scheme, per_channel, config.calibration, config.percentile)
+    error = float((grid.fake_quantize(weight) - weight).pow(2).mean())
+    return FakeQuantize(grid), {"bits": bits, "mse": error}
+
+
+@register(Quantize, "quantize", rebuild=None)
+def _quantize(model: nn.Module, config: Quantize) -> dict:
+    layers = {}
+    for name, module, tensor_name, bits in targets(model, config.bits, config.filter_fn):
+        weight = getattr(module, tensor_name).detach()
+        fake, layers[name] = quantizer(weight, bits, config, name or type(model).__name__)
+        parametrize.register_parametrization(module, tensor_name, fake)
+    return {"layers": layers}
+
+
+def quantize_(model: nn.Module, config: Quantize | None = None, **kwargs: Any) -> nn.Module:
+    """Quantize ``model``'s weights in place (``Quantize(**kwargs)`` when no config is given)."""
+    return apply_(model, config if config is not None else Quantize(**kwargs))
