@@ -38,10 +38,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     off flag); descriptions and epilogs are wrapped by paragraph, and a paragraph of indented
     lines (examples) keeps its line breaks."""
 
+    @staticmethod
+    def has_default(action: argparse.Action) -> bool:
+        """Whether help should show ``action``'s default: not for ``None`` or an off flag."""
+        return action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
+        return super()._get_help_string(action) if self.has_default(action) else action.help
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         paragraphs = []
@@ -248,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_parser in PARSER_ADDERS:
         add_parser(commands)
+    for command in commands.choices.values():
+        for action in command._actions:  # an option declared without help still shows its default
+            if action.help is None and action.option_strings and HelpFormatter.has_default(action):
+                action.help = "(default: %(default)s)"
     return parser
 
 
