@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from netshrink.codec.checks import checked_int
 from netshrink.core.errors import NetshrinkFormatError
 
 MAX_BITS = 16
@@ -28,8 +29,7 @@ def packed_length(count: int, bits: int) -> int:
 
 
 def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= MAX_BITS:
-        raise NetshrinkFormatError(f"bit width {bits!r} is out of range; it must be 1..{MAX_BITS}")
+    checked_int(bits, 1, MAX_BITS, "bit width")
 
 
 def _as_unsigned(values: np.ndarray, limit: int, what: str) -> np.ndarray:
@@ -81,8 +81,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
     ``ceil(count * bits / 8)``.
     """
     _check_bits(bits)
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
-        raise NetshrinkFormatError(f"value count {count!r} must be a non-negative integer")
+    count = checked_int(count, 0, 2 ** 63, "value count")
     expected = packed_length(int(count), int(bits))
     if len(data) != expected:
         raise NetshrinkFormatError(

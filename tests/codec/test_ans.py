@@ -62,3 +62,35 @@ def test_malformed_params_raise_only_format_errors(encoded):
     for count in (-1, 0, symbols.size + 1):
         with pytest.raises(NetshrinkFormatError):
             ans_decode(payload, params, count, 20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 200_000), rare=st.integers(1, 50), alphabet_size=st.integers(2, 300),
+       seed=st.integers(0, 2**32 - 1))
+def test_every_encoded_stream_is_within_its_symbol_bound(n, rare, alphabet_size, seed):
+    """The bound the decoder enforces before decoding (symbols per payload bit, from the likeliest
+    symbol's quantised probability) never refuses what the encoder writes, even very skewed streams."""
+    from netshrink.codec.ans import ans_max_symbols
+
+    rng = np.random.default_rng(seed)
+    symbols = np.zeros(n, dtype=np.int64)
+    symbols[rng.integers(0, n, min(rare, n))] = rng.integers(1, alphabet_size, min(rare, n))
+    payload, params = ans_encode(symbols, alphabet_size)
+    limit = ans_max_symbols(np.array(params["counts"]), len(payload))
+    assert limit is None or n <= limit
+    assert np.array_equal(ans_decode(payload, params, n, alphabet_size), symbols)
+
+
+def test_a_one_symbol_stream_is_empty_and_decoded_without_the_coder():
+    payload, params = ans_encode(np.full(10**6, 3), 8)
+    assert payload == b""
+    assert np.array_equal(ans_decode(payload, params, 10**6, 8), np.full(10**6, 3))
+    with pytest.raises(NetshrinkFormatError, match="must be empty"):
+        ans_decode(b"\0\0\0\0", params, 10**6, 8)
+
+
+def test_an_empty_payload_cannot_hold_a_stream_of_two_symbols():
+    """A 2.6 KB file declared 256 MiB of float planes as ANS streams with empty payloads: the
+    coder decoded any count from zero bytes. Now refused before the coder runs."""
+    with pytest.raises(NetshrinkFormatError, match="cannot hold"):
+        ans_decode(b"", {"counts": [2**26 - 1, 1]}, 2**26, 2)

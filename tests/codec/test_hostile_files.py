@@ -7,6 +7,7 @@ import re
 import zlib
 
 import numpy as np
+import pytest
 import safetensors.numpy
 
 from netshrink.codec.container import load, read_tensors
@@ -113,3 +114,16 @@ def test_many_single_block_huffman_tensors_decode_with_bounded_work(tmp_path):
     assert work < 8 * 2_000  # was over 8 * 65,536 * 8 numpy calls
     for name, values in expected.items():
         assert np.array_equal(result[name].numpy(), values)
+
+
+def test_the_zoo_build_is_bounded_by_the_readers_budget_too():
+    """Besides the file's own shapes (at most BUILD_RATIO times larger before its log is replayed),
+    the model built for a file never exceeds the reader's max_params."""
+    from netshrink.core.errors import ConfigError
+    from netshrink.models import create_matching
+
+    shapes = {"fc1.weight": (300, 64), "fc1.bias": (300,), "fc2.weight": (100, 300), "fc2.bias": (100,),
+              "fc3.weight": (10, 100), "fc3.bias": (10,)}
+    assert create_matching("lenet300_100", {"in_features": 64}, shapes, max_elements=60_000) is not None
+    with pytest.raises(ConfigError, match="elements"):
+        create_matching("lenet300_100", {"in_features": 64}, shapes, max_elements=50_000)
