@@ -104,10 +104,12 @@ def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int, layer: 
 @register(Cluster, "cluster", rebuild=None)
 def _cluster(model: nn.Module, config: Cluster) -> dict:
     chosen = targets(model, config.bits, config.filter_fn)
-    layers = {}
-    for name, module, tensor_name, bits in chosen:
+    layers, sharings = {}, []
+    for name, module, tensor_name, bits in chosen:  # every layer clustered before any is changed
         weight = getattr(module, tensor_name).detach()
         sharing, layers[name] = share_weights(weight, bits, config.init, config.seed, name or type(model).__name__)
+        sharings.append((module, tensor_name, sharing))
+    for module, tensor_name, sharing in sharings:
         parametrize.register_parametrization(module, tensor_name, sharing)
     return {"layers": layers}
 

@@ -115,10 +115,12 @@ def quantizer(weight: torch.Tensor, bits: int | str, config: Quantize, layer: st
 
 @register(Quantize, "quantize", rebuild=None)
 def _quantize(model: nn.Module, config: Quantize) -> dict:
-    layers = {}
+    layers, fakes = {}, []
     for name, module, tensor_name, bits in targets(model, config.bits, config.filter_fn):
         weight = getattr(module, tensor_name).detach()
         fake, layers[name] = quantizer(weight, bits, config, name or type(model).__name__)
+        fakes.append((module, tensor_name, fake))
+    for module, tensor_name, fake in fakes:  # every layer checked before any is changed
         parametrize.register_parametrization(module, tensor_name, fake)
     return {"layers": layers}
 
