@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import statistics
 import sys
 import time
@@ -190,7 +191,7 @@ def gap_stream() -> tuple[np.ndarray, int, dict]:
     return gaps.astype(np.int64), 2**index_bits, info
 
 
-def markdown(measurements: dict, targets: list[dict], source: str) -> str:
+def markdown(measurements: dict, targets: list[dict], source: str, load: list[float]) -> str:
     lines = ["## Codec (entropy stages)", "",
              (f"`python benchmarks/codec.py` (weights: {source}). Bits/symbol include each "
               "coder's stored tables; throughput in symbols/s is the median of 5 timings, each of "
@@ -200,7 +201,8 @@ def markdown(measurements: dict, targets: list[dict], source: str) -> str:
               "indices; the 10M stream tiles them (the zoo holds 1.13M weights), which LZ matching "
               "(zlib, lzma) exploits, so they also run on the untiled base stream there. \"optimal "
               "Huffman + table\" is an unlimited optimal Huffman code's payload plus its code lengths "
-              "as JSON."), ""]
+              f"as JSON. Load average of the machine during the run: {load[0]:.1f} at the start, {load[1]:.1f} at "
+              "the end (other jobs slow every coder alike; the targets are ratios measured in one process)."), ""]
     for stream_name, stream in measurements.items():
         lines += [(f"**{stream_name}**: {stream['symbols']:,} symbols, alphabet {stream['alphabet_size']}, "
                    f"entropy {stream['entropy_bits_per_symbol']:.4f} bits/symbol, optimal Huffman "
@@ -229,6 +231,7 @@ def huffman_targets(name: str, stream: dict) -> list[dict]:
 
 
 def main() -> None:
+    load_at_start = os.getloadavg()[0]
     clusters, cluster_base, cluster_info = cluster_streams()
     gaps, gap_alphabet, gap_info = gap_stream()
     measurements = {}
@@ -244,13 +247,14 @@ def main() -> None:
                           / big["entropy_bits_per_symbol"], 1.005, "<="))
     sources = set(cluster_info["model_sources"].values())
     source = "trained" if sources == {"trained"} else "untrained-fallback"
-    write_results("codec", measurements, targets, source=source,
+    load = [load_at_start, os.getloadavg()[0]]
+    write_results("codec", measurements, targets, source=source, load_average_start_end=load,
                   notes=f"dahuffman (pure Python) timed on the whole stream up to {DAHUFFMAN_PREFIX} symbols, "
                         "on an evenly strided sample of that many above; zlib/lzma compress the pack_bits "
                         "bytes, packing time included; the 10M cluster stream tiles the real weights' "
                         "indices (1.13M), which LZ matching exploits, so zlib/lzma also run on the untiled "
                         "base stream there")
-    table = markdown(measurements, targets, source)
+    table = markdown(measurements, targets, source, load)
     update_benchmarks_md("codec", table)
     print(table)
     print(json.dumps([t for t in targets if not t["met"]], indent=2) if not all(t["met"] for t in targets) else

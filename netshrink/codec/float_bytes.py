@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from netshrink.codec.checks import checked_int
 from netshrink.codec.entropy import decode_symbols, encode_symbols, max_symbols
 from netshrink.core.errors import NetshrinkFormatError
 
@@ -91,9 +92,7 @@ def decode_float_bytes(payload: bytes, params: dict, count: int, dtype_name: str
     for plane in planes:
         if not isinstance(plane, dict) or set(plane) != _PLANE_KEYS:
             raise NetshrinkFormatError(f"each float_bytes plane must have exactly the keys {sorted(_PLANE_KEYS)}")
-        size = plane["size"]
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise NetshrinkFormatError(f"float_bytes plane size {size!r} must be a non-negative integer")
+        checked_int(plane["size"], 0, len(payload), "float_bytes plane size")
     if sum(plane["size"] for plane in planes) != len(payload):
         raise NetshrinkFormatError(
             f"float_bytes planes declare {sum(p['size'] for p in planes)} bytes but the payload has {len(payload)}"

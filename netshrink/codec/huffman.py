@@ -151,7 +151,7 @@ def _offset_bits(block_size: int, max_length: int) -> int:
     return max(1, int(block_size * max_length).bit_length())
 
 
-def choose_block_size(count: int, total_bits: int, max_length: int = 16) -> int:
+def choose_block_size(count: int, total_bits: int, max_length: int = DEFAULT_MAX_LENGTH) -> int:
     """The block size for a stream of ``count`` symbols coded in ``total_bits`` bits.
 
     The smallest power of two from ``MIN_BLOCK_SIZE`` whose block table (``offset_bits`` per block)

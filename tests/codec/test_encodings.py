@@ -72,3 +72,26 @@ def test_a_chain_of_an_unregistered_encoding_is_refused(tmp_path, monkeypatch):
         load(tmp_path / "m.nsk", model=Net())
     with pytest.raises(NetshrinkFormatError, match="unknown encoding"):
         parse_chain("constant")
+
+
+def test_version_2_files_are_still_read(tmp_path):
+    """Version 3 leaves default Huffman params out; a version 2 file spells them all out."""
+    import json
+    import zlib
+
+    import safetensors.numpy
+
+    from netshrink.codec.huffman import _offset_bits, huffman_encode
+
+    symbols = np.random.default_rng(0).integers(0, 4, 5000)
+    book = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    payload, params = huffman_encode(symbols, 4, block_size=4096)
+    params.update(max_length=16, offset_bits=_offset_bits(4096, 16))  # as version 2 wrote them
+    body = book.tobytes() + payload
+    entry = {"shape": [5000], "chain": "codebook", "params": {"codebook": {"size": 4}},
+             "streams": {"indices": {"n": len(payload), "method": "huffman", "params": params}},
+             "crc": zlib.crc32(book[symbols].tobytes())}
+    doc = {"format_version": 2, "tensors": {"w": entry}, "stream_crc": zlib.crc32(body)}
+    (tmp_path / "v2.nsk").write_bytes(safetensors.numpy.save(
+        {"streams": np.frombuffer(body, dtype=np.uint8)}, metadata={"netshrink": json.dumps(doc)}))
+    assert np.array_equal(read_tensors(tmp_path / "v2.nsk")[2]["w"].numpy(), book[symbols])
