@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netshrink.distill.cli import add_distill_parser
 from netshrink.prune.cli import add_prune_parser
+from netshrink.quant.cli import add_export_parser, add_quantize_parser
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -240,7 +241,7 @@ def run_demo(args: argparse.Namespace) -> int:
 #: one adder per command, in the order ``netshrink --help`` lists them
 PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
-    add_distill_parser, add_prune_parser,
+    add_distill_parser, add_prune_parser, add_quantize_parser, add_export_parser,
 ]
 
 
