@@ -71,6 +71,9 @@ class HintedStudent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.student(x)
         feature = self.tap.take()
+        if feature.shape[0] != len(x):
+            raise ConfigError(f"the student's hint layer gives shape {tuple(feature.shape)} for a batch of {len(x)}; "
+                              "name a layer whose output has the batch first")
         if isinstance(self.projection, nn.Conv2d):
             projected = self.projection(feature)  # (B, C_teacher, H_student, W_student)
             if projected.shape[2:] != self.teacher_shape[1:]:
@@ -86,4 +89,7 @@ def hint_loss(student: HintedStudent, teacher_tap: FeatureTap) -> torch.Tensor:
     projected, target = student.projected, teacher_tap.take()
     if projected is None:
         raise RuntimeError("the hinted student has not run a forward pass")
+    if target.shape != projected.shape:
+        raise ConfigError(f"the teacher's hint layer gives shape {tuple(target.shape)}, expected "
+                          f"{tuple(projected.shape)}; name a layer whose output has the batch first")
     return F.mse_loss(projected, target.float())
