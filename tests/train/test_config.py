@@ -22,6 +22,9 @@ from netshrink.train import FitConfig
     ({"augment": "yes"}, "augment"),
     ({"seed": -1}, "seed"),
     ({"eval_every": 0}, "eval_every"),
+    ({"checkpoint_every_steps": -1}, "checkpoint_every_steps"),
+    ({"checkpoint_every_steps": 1.5}, "checkpoint_every_steps"),
+    ({"deterministic": 1}, "deterministic"),
 ])
 def test_invalid_values_raise_one_line_config_error(kwargs, words):
     with pytest.raises(ConfigError, match=words) as info:
@@ -31,7 +34,8 @@ def test_invalid_values_raise_one_line_config_error(kwargs, words):
 
 def test_round_trips_through_dict_and_json():
     config = FitConfig(epochs=3, batch_size=64, lr=0.1, optimizer="adamw", schedule="step",
-                       warmup_epochs=1, label_smoothing=0.1, augment=True, seed=7, eval_every=2)
+                       warmup_epochs=1, label_smoothing=0.1, augment=True, seed=7, eval_every=2,
+                       checkpoint_every_steps=100, deterministic=True)
     data = json.loads(json.dumps(config.to_dict()))
     assert data["type"] == "FitConfig" and data["version"] == FitConfig.VERSION
     assert Config.from_dict(data) == config
@@ -41,3 +45,18 @@ def test_from_dict_validates():
     data = FitConfig().to_dict() | {"optimizer": "lion"}
     with pytest.raises(ConfigError, match="optimizer"):
         Config.from_dict(data)
+
+
+def test_dict_without_fields_added_later_gets_their_defaults():
+    """Checkpoints written before ``checkpoint_every_steps`` and ``deterministic`` existed hold
+    configs without them; they read back as the defaults, so those runs still resume."""
+    old = {k: v for k, v in FitConfig(epochs=3).to_dict().items()
+           if k not in ("checkpoint_every_steps", "deterministic")}
+    assert Config.from_dict(old) == FitConfig(epochs=3)
+
+
+def test_trains_like_ignores_only_the_checkpoint_cadence():
+    config = FitConfig(epochs=3, checkpoint_every_steps=50)
+    assert config.trains_like(FitConfig(epochs=3))
+    assert not config.trains_like(FitConfig(epochs=4, checkpoint_every_steps=50))
+    assert not config.trains_like(FitConfig(epochs=3, checkpoint_every_steps=50, deterministic=True))
