@@ -28,7 +28,9 @@ of BENCHMARKS.md (``--quick`` writes only into ``--out``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,18 +39,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks.common import CHECKPOINTS  # noqa: E402
+from benchmarks.baselines import RECIPES  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CHECKPOINTS,
+    RESULTS,
+    machine_info,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+    write_results,
+)
 from netshrink.core.files import write_atomically  # noqa: E402
 
 TEACHER_SEEDS = (0, 1, 2)  # seed 0 is the kept baseline convnet
-TEACHER_RECIPE = {"epochs": 12, "lr": 0.05, "batch_size": 128, "augment": True}  # baselines.py's
 TEACHER_LOG = CHECKPOINTS / "distillation_teachers.json"
+STUDENTS = ("lenet300_100", "lenet5")
+SWEEP_STUDENT = "lenet300_100"
+TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)
+ALPHA = 0.9
+OMITTED_CLASS = 3  # 'Dress', standing in for the paper's MNIST 3
+QUICK_SIZES = {"train": 2000, "val": 1000, "test": 2000}
+QUICK_EPOCHS = 1
+PLOT_NAME = "distillation_temperature.png"
+GOALS = {"gap_closure": 0.40, "omitted_class_after": 0.85}
 
 
 def teacher_path(seed: int, quick_dir: Path | None) -> Path:
     """The kept checkpoint of the convnet trained with ``seed`` (under ``quick_dir`` in quick mode)."""
     name = "convnet.safetensors" if seed == 0 else f"convnet_seed{seed}.safetensors"
     return (quick_dir / "teachers" / name) if quick_dir is not None else CHECKPOINTS / name
+
+
+def recipe(name: str, quick: bool) -> dict:
+    """The baselines recipe of a zoo model (one epoch in quick mode)."""
+    return {**RECIPES[name], "epochs": QUICK_EPOCHS} if quick else dict(RECIPES[name])
 
 
 def train_teachers(data, out: Path, device: str, quick: bool) -> None:
@@ -64,10 +88,9 @@ def train_teachers(data, out: Path, device: str, quick: bool) -> None:
         path = teacher_path(seed, out if quick else None)
         if path.exists():
             continue
-        recipe = {**TEACHER_RECIPE, "epochs": 1} if quick else TEACHER_RECIPE
         torch.manual_seed(seed)
         model = create("convnet", input_shape=list(data.input_shape), num_classes=data.num_classes)
-        config = FitConfig(seed=seed, **recipe)
+        config = FitConfig(seed=seed, **recipe("convnet", quick))
         began = time.perf_counter()
         result = fit(model, data, config, out_dir=out / f"teacher_seed{seed}", resume=True, device=device,
                      progress=sys.stderr.isatty())
@@ -88,19 +111,275 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
 
 
+class Bench:
+    """Shared state of the stages: data, teachers, and the run folder where every finished
+    training run leaves ``result.json`` (a rerun reuses it; a killed run resumes from its checkpoint)."""
+
+    def __init__(self, data, out: Path, device: str, quick: bool) -> None:
+        from netshrink.measure import evaluate
+        from netshrink.train import load_model
+
+        self.data, self.out, self.device, self.quick = data, out, device, quick
+        self.teachers = {}
+        for seed in TEACHER_SEEDS:
+            path = teacher_path(seed, out if quick else None)
+            if path.exists():
+                model = load_model(path)
+                self.teachers[seed] = {"model": model, "val_acc": evaluate(model, data.val),
+                                       "test_acc": evaluate(model, data.test), "file": path.name}
+
+    def teacher_models(self, seeds: tuple[int, ...]):
+        missing = [s for s in seeds if s not in self.teachers]
+        if missing:
+            raise SystemExit(f"teacher(s) with seed {missing} are not trained yet; run --stage teachers first")
+        return [self.teachers[s]["model"] for s in seeds]
+
+    def student(self, name: str):
+        from netshrink.models import create_for_data
+
+        torch.manual_seed(0)
+        return create_for_data(name, self.data.input_shape, self.data.num_classes)
+
+    def alone(self, name: str) -> dict:
+        """The student trained alone with its recipe: the kept baseline checkpoint when it was trained
+        with exactly this FitConfig, else trained here."""
+        from netshrink.measure import evaluate
+        from netshrink.train import FitConfig, fit, load_model
+
+        config = FitConfig(seed=0, **recipe(name, self.quick))
+        training = json.loads((CHECKPOINTS / "training.json").read_text()) if not self.quick else {}
+        kept = CHECKPOINTS / f"{name}.safetensors"
+        if training.get(name, {}).get("fit_config") == config.to_dict() and kept.exists():
+            model = load_model(kept)
+            return {"source": f"benchmarks/checkpoints/{kept.name}", "seed": 0, "fit_config": config.to_dict(),
+                    "val_acc": evaluate(model, self.data.val), "test_acc": evaluate(model, self.data.test)}
+        run = self.out / f"{name}_alone"
+        done = run / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        result = fit(self.student(name), self.data, config, out_dir=run, resume=True, device=self.device,
+                     progress=sys.stderr.isatty())
+        row = {"source": "trained here", "seed": 0, "fit_config": config.to_dict(), "val_acc": result.val_acc,
+               "test_acc": evaluate(result.model, self.data.test, device=self.device)}
+        write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
+        return row
+
+    def distilled(self, student: str, seeds: tuple[int, ...], T: float, cache: bool = True,
+                  omit: tuple[int, ...] = (), epochs: int | None = None) -> dict:
+        """One distillation run (resumable; its result kept in ``<run>/result.json``)."""
+        from netshrink.distill import Distill, distill
+        from netshrink.measure import evaluate
+        from netshrink.train import FitConfig
+
+        config = Distill(T=T, alpha=ALPHA, cache_teacher=cache, omit_classes=omit)
+        fit_config = FitConfig(seed=0, **{**recipe(student, self.quick), **({"epochs": epochs} if epochs else {})})
+        tag = (f"{student}_T{T:g}_a{ALPHA:g}_teachers{'-'.join(map(str, seeds))}_e{fit_config.epochs}"
+               f"{'_cache' if cache else '_live'}{''.join(f'_omit{c}' for c in omit)}")
+        run = self.out / tag
+        done = run / "result.json"
+        if done.exists():
+            return json.loads(done.read_text())
+        shared = self.out / "logit_caches" / f"teachers{'-'.join(map(str, seeds))}{''.join(f'_omit{c}' for c in omit)}"
+        _link(shared, run / "teacher_logits.safetensors")  # the same teachers' logits on the same data
+        began = time.perf_counter()
+        result = distill(self.student(student), self.teacher_models(seeds), self.data, config, fit_config,
+                         out_dir=run, resume=True, device=self.device, progress=sys.stderr.isatty())
+        _link(run / "teacher_logits.safetensors", shared)
+        model = result.model
+        row = {"student": student, "teachers": [self.teachers[s]["file"] for s in seeds], "T": T, "alpha": ALPHA,
+               "cache_teacher": cache, "omit_classes": list(omit), "seed": 0, "fit_config": fit_config.to_dict(),
+               "val_acc": result.val_acc, "test_acc": evaluate(model, self.data.test, device=self.device),
+               "seconds_last_session": time.perf_counter() - began,
+               "samples_per_s": [h["samples_per_s"] for h in result.history]}
+        if omit:
+            row.update(self._bias_adjustment(model, omit))
+        write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
+        return row
+
+    def _bias_adjustment(self, model, omit: tuple[int, ...]) -> dict:
+        """Omitted classes' test accuracy before and after the bias raise chosen on validation."""
+        from netshrink.distill import choose_class_bias, raise_class_bias_
+        from netshrink.measure.accuracy import predict_logits
+
+        def per_class():
+            predicted = predict_logits(model, self.data.test.x, device=self.device).argmax(1)
+            return {str(c): float((predicted[self.data.test.y == c] == c).float().mean()) for c in omit}, \
+                float((predicted == self.data.test.y).float().mean())
+
+        before, test_before = per_class()
+        amount, val_acc = choose_class_bias(model, self.data.val, omit)
+        raise_class_bias_(model, omit, amount, self.data.val.x[:2])
+        after, test_after = per_class()
+        return {"bias_raise": amount, "val_acc_after_bias": val_acc, "omitted_test_acc_before": before,
+                "omitted_test_acc_after": after, "test_acc_after_bias": test_after}
+
+
+def _link(source: Path, destination: Path) -> None:
+    """Hard-link ``source`` to ``destination`` when the first exists and the second does not."""
+    if source.exists() and not destination.exists():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, destination)
+
+
+def stage_sweep(bench: Bench) -> dict:
+    """Temperature sweep on lenet300_100 from the seed-0 teacher; T picked on validation."""
+    rows = [bench.distilled(SWEEP_STUDENT, (0,), T) for T in TEMPERATURES]
+    best = max(rows, key=lambda r: (r["val_acc"], -r["T"]))
+    return {"rows": rows, "chosen_T": best["T"], "chosen_on": "validation accuracy"}
+
+
+def stage_gap(bench: Bench, T: float) -> dict:
+    """Gap closure per student: (distilled - alone) / (teacher - alone), test accuracy."""
+    teacher_acc = bench.teachers[0]["test_acc"]
+    out = {}
+    for name in STUDENTS:
+        alone, distilled = bench.alone(name), bench.distilled(name, (0,), T)
+        gap = teacher_acc - alone["test_acc"]
+        out[name] = {"alone": alone, "distilled": distilled, "teacher_test_acc": teacher_acc,
+                     "gap_closure": (distilled["test_acc"] - alone["test_acc"]) / gap if gap > 0 else None}
+    return out
+
+
+def stage_ensemble(bench: Bench, T: float) -> dict:
+    """The 3 convnets as one ensemble against the best single one (best on validation)."""
+    best_seed = max(TEACHER_SEEDS, key=lambda s: bench.teachers[s]["val_acc"] if s in bench.teachers else -1)
+    single = bench.distilled(SWEEP_STUDENT, (best_seed,), T)
+    ensemble = bench.distilled(SWEEP_STUDENT, TEACHER_SEEDS, T)
+    return {"best_single_seed": best_seed, "single": single, "ensemble": ensemble,
+            "teachers": {s: {k: v for k, v in t.items() if k != "model"} for s, t in bench.teachers.items()}}
+
+
+def stage_omit(bench: Bench, T: float) -> dict:
+    """Class 3 left out of the transfer set; the bias raise chosen on validation."""
+    return bench.distilled(SWEEP_STUDENT, (0,), T, omit=(OMITTED_CLASS,))
+
+
+def stage_throughput(bench: Bench, T: float) -> dict:
+    """Training samples/s with and without the logit cache, same student, teacher and process."""
+    epochs = QUICK_EPOCHS if bench.quick else 2
+    cached = bench.distilled(SWEEP_STUDENT, (0,), T, cache=True, epochs=epochs)
+    live = bench.distilled(SWEEP_STUDENT, (0,), T, cache=False, epochs=epochs)
+    rate = {name: max(row["samples_per_s"]) for name, row in (("cached", cached), ("live", live))}
+    return {"epochs": epochs, "samples_per_s": rate, "speedup": rate["cached"] / rate["live"],
+            "note": "best epoch of each run (the machine is shared; the best epoch is the least disturbed); "
+                    "the cache's one-time teacher pass is not in the cached figure"}
+
+
+def plot(sweep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    temperatures = [r["T"] for r in sweep["rows"]]
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot(temperatures, [100 * r["val_acc"] for r in sweep["rows"]], "o-", label="validation")
+    axes.plot(temperatures, [100 * r["test_acc"] for r in sweep["rows"]], "s--", label="test")
+    axes.set_xscale("log")
+    axes.set_xticks(temperatures, [f"{t:g}" for t in temperatures])
+    axes.set_xlabel("temperature T")
+    axes.set_ylabel(f"{SWEEP_STUDENT} accuracy (%)")
+    axes.set_title(f"Distillation from the convnet, alpha={ALPHA}")
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def build_targets(measured: dict) -> list[dict]:
+    targets = [target(f"{name} gap closure (test)", row["gap_closure"], GOALS["gap_closure"], ">=")
+               for name, row in measured["gap"].items() if row["gap_closure"] is not None]
+    ensemble = measured["ensemble"]
+    targets.append(target("ensemble-taught minus best-single-taught test accuracy",
+                          ensemble["ensemble"]["test_acc"] - ensemble["single"]["test_acc"], 0.0, ">="))
+    after = measured["omit"]["omitted_test_acc_after"][str(OMITTED_CLASS)]
+    targets.append(target(f"class {OMITTED_CLASS} test accuracy after the bias raise", after,
+                          GOALS["omitted_class_after"], ">="))
+    return targets
+
+
+def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
+    sweep, gap, ens, omit, speed = (measured[k] for k in ("sweep", "gap", "ensemble", "omit", "throughput"))
+    lines = ["## Distillation (Fashion-MNIST)", "",
+             f"`python benchmarks/distillation.py`{' --quick (tiny budgets, not the real figures)' if quick else ''}"
+             f" on {measured['device']}; teacher: the kept convnet (seed 0); alpha = {ALPHA}; every student "
+             "seed 0 with its baselines recipe (epochs, no augmentation), so the cached teacher logits are "
+             "valid; T picked on validation.", "",
+             "| T | val acc | test acc |", "|---|---|---|"]
+    lines += [f"| {r['T']:g} | {100 * r['val_acc']:.2f}% | {100 * r['test_acc']:.2f}% |" for r in sweep["rows"]]
+    lines += ["", f"Chosen T = {sweep['chosen_T']:g} (validation). Plot: `benchmarks/results/{PLOT_NAME}`.", "",
+              "| student | alone (test) | distilled (test) | teacher (test) | gap closed |", "|---|---|---|---|---|"]
+    for name, row in gap.items():
+        closure = f"{100 * row['gap_closure']:.0f}%" if row["gap_closure"] is not None else "n/a"
+        lines.append(f"| {name} | {100 * row['alone']['test_acc']:.2f}% | {100 * row['distilled']['test_acc']:.2f}% | "
+                     f"{100 * row['teacher_test_acc']:.2f}% | {closure} |")
+    lines += ["", f"Ensemble of 3 convnets: student {100 * ens['ensemble']['test_acc']:.2f}% against "
+              f"{100 * ens['single']['test_acc']:.2f}% taught by the best single one (seed {ens['best_single_seed']}).",
+              "", f"Class {OMITTED_CLASS} left out of the transfer set: its test accuracy "
+              f"{100 * omit['omitted_test_acc_before'][str(OMITTED_CLASS)]:.1f}% before, "
+              f"{100 * omit['omitted_test_acc_after'][str(OMITTED_CLASS)]:.1f}% after raising its bias by "
+              f"{omit['bias_raise']:g} (chosen on validation); overall test "
+              f"{100 * omit['test_acc']:.2f}% -> {100 * omit['test_acc_after_bias']:.2f}%.", "",
+              f"Training throughput, same run: {speed['samples_per_s']['cached']:.0f} samples/s with the "
+              f"teacher-logit cache, {speed['samples_per_s']['live']:.0f} without ({speed['speedup']:.1f}x).", "",
+              f"Wall time of this invocation: {measured['wall_seconds']:.0f} s (stages finished earlier are reused).",
+              "", targets_markdown(targets)]
+    return "\n".join(lines)
+
+
+def _subset(data):
+    from netshrink.data import Split
+
+    cut = {name: Split(getattr(data, name).x[:n], getattr(data, name).y[:n]) for name, n in QUICK_SIZES.items()}
+    return dataclasses.replace(data, **cut)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stage", choices=["all", "teachers"], default="all")
-    parser.add_argument("--quick", action="store_true", help="tiny budgets on a data subset; writes only to --out")
+    parser.add_argument("--stage", choices=["all", "teachers", "sweep", "gap", "ensemble", "omit", "throughput"],
+                        default="all", help="run one stage (later stages need the sweep's T, run or reused)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every stage at tiny budgets on a data subset; writes only into --out")
     parser.add_argument("--out", default="runs/distillation-benchmark", help="run folder (resumable stages)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     from netshrink.data import load_dataset
 
+    began = time.perf_counter()
     data = load_dataset("fashion-mnist", data_dir=args.data_dir)
+    if args.quick:
+        data = _subset(data)
     out = Path(args.out)
-    train_teachers(data, out, args.device, args.quick)
+    if args.stage in ("all", "teachers"):
+        train_teachers(data, out, args.device, args.quick)
+    if args.stage == "teachers":
+        return
+    bench = Bench(data, out, args.device, args.quick)
+    measured = {"device": _device_name(args.device), "sweep": stage_sweep(bench)}
+    T = measured["sweep"]["chosen_T"]
+    print(f"sweep: chosen T = {T:g}", flush=True)
+    stages = {"gap": stage_gap, "ensemble": stage_ensemble, "omit": stage_omit, "throughput": stage_throughput}
+    for name, stage in stages.items():
+        if args.stage in ("all", name):
+            measured[name] = stage(bench, T)
+            print(f"{name}: done", flush=True)
+    if args.stage != "all":
+        return
+    measured["wall_seconds"] = time.perf_counter() - began
+    targets = build_targets(measured)
+    results_dir = out if args.quick else RESULTS
+    plot(measured["sweep"], results_dir / PLOT_NAME)
+    table = markdown(measured, targets, args.quick)
+    if args.quick:
+        doc = {"benchmark": "distillation", "quick": True, "machine": machine_info(), "targets": targets,
+               "measurements": measured}
+        write_atomically(out / "distillation.json", (json.dumps(doc, indent=2) + "\n").encode())
+    else:
+        write_results("distillation", measured, targets, device=measured["device"])
+        update_benchmarks_md("distillation", table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""distill in its own processes: SIGKILL then resume is bit-exact; torchrun with 2 ranks matches 1."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from netshrink.core.errors import NetshrinkFormatError
+from netshrink.distill import distill
+from netshrink.train import load_checkpoint, load_model, save_model
+from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
+from tests.distill import run_distill
+from tests.models import TINY_MODELS
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 8
+TIMEOUT_S = 180
+
+
+def _env():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def _epoch(path: Path) -> int:
+    try:
+        return load_checkpoint(path)[1]["epoch"]
+    except NetshrinkFormatError:  # not written yet
+        return 0
+
+
+def _reference(argv, teacher_path, digits, **kwargs):
+    torch.manual_seed(0)
+    return distill(TINY_MODELS["lenet5"](), load_model(teacher_path), digits,
+                   *run_distill.configs(run_distill.parse_args(argv)), progress=False, **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [False, True], ids=["live", "cached"])
+def test_killed_distillation_resumes_bit_exactly(cache, teacher, digits, tmp_path):
+    teacher_path = tmp_path / "teacher.safetensors"
+    save_model(teacher_path, teacher)
+    out = tmp_path / "run"
+    argv = [str(out), str(teacher_path), "--epochs", str(EPOCHS)] + (["--cache"] if cache else [])
+    proc = subprocess.Popen([sys.executable, str(Path(run_distill.__file__)), *argv], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while _epoch(out / CHECKPOINT_NAME) < 2:
+            if proc.poll() is not None:
+                pytest.fail(f"distillation process exited early: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no epoch-2 checkpoint within the timeout")
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert 2 <= load_checkpoint(out / CHECKPOINT_NAME)[1]["epoch"] < EPOCHS and not (out / MODEL_NAME).exists()
+    resumed = _reference(argv, teacher_path, digits, out_dir=out, resume=True)
+    reference = _reference(argv, teacher_path, digits)
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert [h["epoch"] for h in resumed.history] == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_distillation_matches_one_process(teacher, digits, tmp_path):
+    teacher_path = tmp_path / "teacher.safetensors"
+    save_model(teacher_path, teacher)
+    out = tmp_path / "run"
+    argv = [str(out), str(teacher_path), "--epochs", "2", "--cache"]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(Path(run_distill.__file__)),
+                           *argv], check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(out / CHECKPOINT_NAME)[1]["world_size"] == 2
+    distributed_weights, _ = load_checkpoint(out / MODEL_NAME)
+    single = _reference(argv, teacher_path, digits)
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(distributed_weights[key], value, rtol=0, atol=1e-4)
