@@ -17,14 +17,16 @@ document (format version 3; version 2 files are read too)::
      "stream_crc": CRC-32 of all the stream bytes}
 
 Streams follow one another in document order of the tensors, and within a tensor in the role order
-of its chain (``validate.chain_roles``), so offsets are implied by the lengths. Only coded streams
+of its chain (``encodings.chain_roles``), so offsets are implied by the lengths. Only coded streams
 (entropy-coded symbols, float planes) are declared; a raw byte stream (``raw``, ``codebook``,
-``row_values``) has the one length its shape and params allow. ``chain`` is the encoding (see
-``tensor_encodings``); ``crc`` is over the decoded tensor's raw little-endian bytes. This costs
+``row_values``) has the one length its shape and params allow. ``chain`` is the encoding (each
+a unit of ``netshrink.codec.encodings``); ``crc`` is over the decoded tensor's raw little-endian bytes. This costs
 about as many bytes per tensor as a plain safetensors header entry, so a small model with many
 small tensors still gets a smaller file than its dense fp32 safetensors.
 
-The loader validates everything (``validate``) and checks ``stream_crc`` before decoding, rebuilds
+The loader validates everything (``validate``), bounds the declared elements by ``max_params``
+(by default by the file's size, so a small file cannot make it build or fill a huge model), and
+checks ``stream_crc`` before decoding, rebuilds
 the architecture from the zoo and the transform log (``netshrink.core.rebuild``) or takes the
 caller's model, and checks that the state dict matches; every failure is one
 ``NetshrinkFormatError``.
