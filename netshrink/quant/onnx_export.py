@@ -3,7 +3,8 @@
 torch's own int8 CPU paths are slow or deprecated; ONNX Runtime is what users deploy. The model is
 exported with torch's ONNX exporter (batch dimension dynamic), run by ONNX Runtime and compared
 with PyTorch on real inputs (the export is refused when fp32 outputs differ by more than
-``FP32_TOLERANCE``). ``quantize_onnx_int8`` is ONNX Runtime's static quantization
+``FP32_TOLERANCE``). The ONNX file is self-contained (weights inside, no external data file), so models must be
+under protobuf's 2 GB. ``quantize_onnx_int8`` is ONNX Runtime's static quantization
 (``onnxruntime.quantization.quantize_static``, QDQ format, int8 weights per channel, uint8
 activations) calibrated on a few batches of inputs (min-max, percentile or entropy ranges).
 """
@@ -67,7 +68,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor)
     try:
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             torch.onnx.export(model, (inputs[:2],), str(path), dynamo=True, verbose=False, input_names=["input"],
-                              output_names=["logits"], dynamic_shapes=({0: batch},))
+                              output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False)
     except Exception as error:  # the exporter raises many types; the user gets one line
         raise NetshrinkError(f"ONNX export failed: {one_line(error)}") from None
     with torch.no_grad():
