@@ -1,6 +1,9 @@
-"""torchrun with 2 CPU processes (gloo) gives the weights of one process with the same global batch."""
+"""Data parallel fit with 2 CPU processes (gloo): the weights of one process with the same global
+batch, on tensors and on a torch Dataset; exact mid-epoch resume of a BatchNorm model; a diverged
+loss on one rank stops every rank."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +18,29 @@ from tests.train import run_fit
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+TIMEOUT_S = 180
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path, digits):
-    # 1213 training samples: the last global batch (61) splits unevenly, 31 + 30
-    argv = [str(tmp_path), "--model", "lenet300_100", "--epochs", "2", "--batch-size", "64"]
+def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    done = subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2",
-                           str(Path(run_fit.__file__)), *argv],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=180)
+    return env
+
+
+def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(Path(run_fit.__file__)),
+                           *argv], check=False, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["tensors", "dataset"])
+def test_two_process_ddp_matches_one_process(tmp_path, digits, source):
+    # 1213 training samples: the last global batch (61) splits unevenly, 31 + 30
+    argv = [str(tmp_path), "--model", "lenet300_100", "--epochs", "2", "--batch-size", "64",
+            "--source", source]
+    done = _torchrun(argv)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, MODEL_NAME]
     tensors, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
@@ -43,3 +56,61 @@ def test_two_process_ddp_matches_one_process(tmp_path, digits):
     for ours, theirs in zip(single.history, meta["history"], strict=True):
         assert theirs["train_loss"] == pytest.approx(ours["train_loss"], abs=1e-5)
         assert theirs["val_acc"] == pytest.approx(ours["val_acc"], abs=1e-2)
+
+
+@pytest.mark.slow
+def test_ddp_resume_mid_epoch_with_batchnorm_matches_uninterrupted_run(tmp_path, digits):
+    """The convnet's BatchNorm normalises each rank's share with its own statistics and its dropout
+    draws from each rank's RNG; it learns, every rank ends with the model rank 0 saves, and a run
+    stopped mid-epoch resumes to the same weights."""
+    # 19 steps per epoch; checkpoints after global steps 5, 10, 15, (epoch), 20, 25; crash in 27
+    common = ["--model", "convnet", "--epochs", "2", "--batch-size", "64", "--checkpoint-every-steps", "5",
+              "--rank-state"]
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    done = _torchrun([str(reference_dir), *common])
+    assert done.returncode == 0, done.stderr[-3000:]
+    crashed = _torchrun([str(resumed_dir), *common, "--crash-at-step", "27"])
+    assert crashed.returncode != 0 and "crash at step 27" in crashed.stderr
+    meta = load_checkpoint(resumed_dir / CHECKPOINT_NAME)[1]
+    assert (meta["epoch"], meta["step_in_epoch"]) == (1, 6)
+    done = _torchrun([str(resumed_dir), *common, "--resume"])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    reference, _ = load_checkpoint(reference_dir / MODEL_NAME)
+    assert any("running_mean" in key for key in reference)
+    for folder in (reference_dir, resumed_dir):
+        for name in (MODEL_NAME, "rank0.safetensors", "rank1.safetensors"):
+            weights, _ = load_checkpoint(folder / name)
+            assert weights.keys() == reference.keys()
+            for key, value in reference.items():
+                assert torch.equal(weights[key], value), (folder.name, name, key)
+    history = [load_checkpoint(folder / CHECKPOINT_NAME)[1]["history"] for folder in (reference_dir, resumed_dir)]
+    assert [row["val_acc"] for row in history[0]] == [row["val_acc"] for row in history[1]]
+    assert history[0][-1]["val_acc"] > 0.7  # chance is 0.1; one process, seeds 0-3: 0.86-0.93
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_diverged_loss_on_one_rank_stops_every_rank(tmp_path):
+    """Only rank 1's loss is NaN (its gradients are not): deciding on each rank's own loss let
+    rank 1 raise while rank 0 waited in the next all-reduce until gloo's 30-minute timeout.
+    Launched without torchrun, which would kill the waiting rank and hide the hang."""
+    env = {**_env(), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    argv = [sys.executable, str(Path(run_fit.__file__)), str(tmp_path), "--model", "user_mlp", "--epochs", "1",
+            "--batch-size", "32", "--nan-loss-on-rank", "1"]
+    ranks = [subprocess.Popen(argv, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    try:
+        errors = [rank.communicate(timeout=TIMEOUT_S)[1] for rank in ranks]
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+                rank.wait()
+    assert [rank.returncode for rank in ranks] == [1, 1]
+    assert all("training diverged" in err for err in errors), errors[0][-2000:]
