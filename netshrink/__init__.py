@@ -35,6 +35,12 @@ _EXPORTS = {
     "lottery_ticket": "netshrink.prune",
     "sensitivity": "netshrink.prune",
     "sensitivity_plan": "netshrink.prune",
+    "quantize_": "netshrink.quant",
+    "Quantize": "netshrink.quant",
+    "cluster_": "netshrink.quant",
+    "Cluster": "netshrink.quant",
+    "binarize_": "netshrink.quant",
+    "Binarize": "netshrink.quant",
 }
 
 __all__ = sorted(_EXPORTS)
