@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from netshrink.arch.cli import add_convert_parser
 from netshrink.distill.cli import add_distill_parser
 from netshrink.prune.cli import add_prune_parser
 from netshrink.quant.cli import add_export_parser, add_quantize_parser
@@ -241,7 +242,7 @@ def run_demo(args: argparse.Namespace) -> int:
 #: one adder per command, in the order ``netshrink --help`` lists them
 PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
-    add_distill_parser, add_prune_parser, add_quantize_parser, add_export_parser,
+    add_distill_parser, add_prune_parser, add_quantize_parser, add_export_parser, add_convert_parser,
 ]
 
 

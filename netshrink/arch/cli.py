@@ -1,0 +1,112 @@
+"""``netshrink convert``: convert a trained checkpoint's layers, fine-tune it, write the .nsk.
+
+    netshrink convert CHECKPOINT --to separable|low-rank [--rank R | --energy E | --param-ratio P]
+        [--conv channel|spatial] [--layers a,b] [--finetune-epochs N] --out DIR
+
+``--rank`` is the depth multiplier for ``--to separable`` and the rank for ``--to low-rank``.
+Fine-tuning distils from the original model (``netshrink.distill``). Every value is checked, and the
+conversion is planned, before any work is written; the only file written is ``DIR/model.nsk``,
+atomically, at the end, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+OUTPUT_NAME = "model.nsk"
+TARGETS = ("separable", "low-rank")
+
+
+def add_convert_parser(commands: argparse._SubParsersAction) -> None:
+    """Declare ``netshrink convert`` and its options (``run_convert`` does the work)."""
+    from netshrink.cli import _add_data_args, add_command
+
+    p = add_command(commands, "convert", "convert a checkpoint's convolutions to depthwise separable ones or "
+                    "factorize its layers to low rank (SVD-initialised), fine-tune and write a .nsk", run_convert)
+    p.add_argument("checkpoint", help="model.safetensors / checkpoint.safetensors / file.nsk")
+    _add_data_args(p)
+    p.add_argument("--to", required=True, choices=TARGETS, help="the conversion")
+    p.add_argument("--rank", type=int, default=None,
+                   help="separable: depth multiplier (default 1); low-rank: the rank of every layer")
+    p.add_argument("--energy", type=float, default=None,
+                   help="low-rank: per layer, keep this share of the squared singular values, in (0, 1]")
+    p.add_argument("--param-ratio", type=float, default=None,
+                   help="low-rank: keep about this fraction of the converted layers' weights, in (0, 1]")
+    p.add_argument("--conv", choices=["channel", "spatial"], default="channel",
+                   help="low-rank factorization of Conv2d: k x k to r then 1 x 1, or k x 1 then 1 x k")
+    p.add_argument("--layers", default=None, help="comma-separated layer names to convert (default: all that can be)")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="fine-tuning epochs (0 = none)")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (cosine decay)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help=f"output folder; receives {OUTPUT_NAME}")
+
+
+def conversion_config(args: argparse.Namespace):
+    """The ``Separable`` or ``LowRank`` config the options ask for (one-line ConfigErrors)."""
+    from netshrink.arch.low_rank import LowRank
+    from netshrink.arch.separable import Separable
+    from netshrink.core.errors import ConfigError
+
+    layers = tuple(n.strip() for n in args.layers.split(",") if n.strip()) if args.layers is not None else None
+    if layers == ():
+        raise ConfigError("--layers is empty; give comma-separated layer names, e.g. features.3.0,features.4.0")
+    if args.to == "separable":
+        if args.energy is not None or args.param_ratio is not None:
+            raise ConfigError("--energy and --param-ratio apply to --to low-rank; separable takes --rank "
+                              "(the depth multiplier)")
+        return Separable(multiplier=1 if args.rank is None else args.rank, layers=layers)
+    given = [f"--{n}" for n, v in (("rank", args.rank), ("energy", args.energy), ("param-ratio", args.param_ratio))
+             if v is not None]
+    if len(given) != 1:
+        raise ConfigError(f"--to low-rank needs exactly one of --rank, --energy, --param-ratio (got {given or 'none'})")
+    return LowRank(rank=args.rank, energy=args.energy, param_ratio=args.param_ratio, conv=args.conv, layers=layers)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    import copy
+
+    import torch
+
+    from netshrink.arch.finetune import finetune
+    from netshrink.cli import _check_fits, _load_any_model
+    from netshrink.codec.container import save
+    from netshrink.core import apply_, get_log
+    from netshrink.core.errors import ConfigError
+    from netshrink.data import load_dataset
+    from netshrink.measure import count_macs, count_parameters, evaluate
+    from netshrink.train import FitConfig
+
+    config = conversion_config(args)
+    if args.finetune_epochs < 0:
+        raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
+    model = _load_any_model(args.checkpoint)
+    data = load_dataset(args.data, data_dir=args.data_dir, seed=args.seed)
+    _check_fits(model, data, args.checkpoint)
+    original = copy.deepcopy(model).eval()
+    before = {"test": evaluate(model, data.test), "params": count_parameters(model),
+              "macs": count_macs(model, data.input_shape)}
+    apply_(model, config)
+    converted_test = evaluate(model, data.test)
+    how = "no fine-tuning"
+    if args.finetune_epochs > 0:
+        torch.manual_seed(args.seed)
+        fit_config = FitConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        how = finetune(model, original, data, fit_config)[1]
+    path = out / OUTPUT_NAME
+    save(model, path)
+    record = get_log(model)[-1]
+    for name, layer in record["layers"].items():
+        print(f"{name:<28} {layer['kind']:<9} rank {layer['rank']:>4}  weights {layer['weights_before']:>9,} -> "
+              f"{layer['weights_after']:>9,} ({layer['ratio']:.2f}x fewer)")
+    for name, reason in record["skipped"].items():
+        print(f"{name:<28} skipped: {reason}")
+    print(f"\ntest accuracy {evaluate(model, data.test):.4f} after {how} ({converted_test:.4f} right after "
+          f"conversion, {before['test']:.4f} before) | params {count_parameters(model):,} (before "
+          f"{before['params']:,}) | MACs {count_macs(model, data.input_shape):,} (before {before['macs']:,}) | "
+          f"{path} {path.stat().st_size:,} B")
+    return 0
