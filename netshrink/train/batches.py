@@ -58,10 +58,12 @@ class ShardedBatches(Sampler[list[int]]):
     def set_epoch(self, order: torch.Tensor, start: int) -> None:
         self.order, self.start = order, start
 
-    def shares(self) -> Iterator[torch.Tensor]:
-        """This rank's indices of each remaining global batch, as tensors."""
+    def shares(self, device: torch.device | None = None) -> Iterator[torch.Tensor]:
+        """This rank's indices of each remaining global batch, as tensors on ``device`` (the order
+        is moved there once per epoch: a copy per step would wait for the device every step)."""
+        order = self.order.to(device) if device is not None else self.order
         for lo, hi in self.spans[self.start:]:
-            yield self.order[lo:hi][self.info.rank::self.info.world_size]
+            yield order[lo:hi][self.info.rank::self.info.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         for share in self.shares():
@@ -86,8 +88,7 @@ class TensorBatches:
         return len(self.y)
 
     def epoch(self, sampler: ShardedBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in sampler.shares():
-            index = index.to(self.y.device)
+        for index in sampler.shares(self.y.device):
             yield self.x[index], self.y[index]
 
     def fingerprint(self) -> str:

@@ -97,9 +97,10 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_diverged_loss_on_one_rank_stops_every_rank(tmp_path):
-    """Only rank 1's loss is NaN (its gradients are not): deciding on each rank's own loss let
-    rank 1 raise while rank 0 waited in the next all-reduce until gloo's 30-minute timeout.
-    Launched without torchrun, which would kill the waiting rank and hide the hang."""
+    """Only rank 1's loss is NaN (its gradients are not). Deciding on each rank's own loss let
+    rank 1 raise while rank 0 went on into the next all-reduce, where it waits as long as rank 1's
+    process lives and dies with gloo's "Connection closed by peer" once it exits (measured), never
+    naming the divergence. Launched without torchrun, which would kill the waiting rank itself."""
     env = {**_env(), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
     argv = [sys.executable, str(Path(run_fit.__file__)), str(tmp_path), "--model", "user_mlp", "--epochs", "1",
             "--batch-size", "32", "--nan-loss-on-rank", "1"]
