@@ -66,8 +66,8 @@ _STATUS_EVERY = 20  # steps between divergence checks and progress updates (each
 @dataclasses.dataclass
 class FitResult:
     """Per-epoch ``history`` (epoch, train_loss, train_acc, val_acc or None when not evaluated,
-    lr, seconds incl. evaluation, samples_per_s of training), the last ``val_acc`` (None only
-    when the validation split is empty) and the trained ``model`` (the caller's module, on the
+    lr, seconds incl. evaluation, samples_per_s of training), the last ``val_acc`` (None when
+    there is no validation data) and the trained ``model`` (the caller's module, on the
     training device)."""
 
     history: list[dict[str, Any]]

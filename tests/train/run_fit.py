@@ -4,10 +4,11 @@
 
 The repository root must be on PYTHONPATH. The model is built with ``torch.manual_seed(0)`` from
 ``tests/models.py``, like the in-process reference runs of the tests. ``--source dataset`` trains
-on the same samples as a torch ``TensorDataset`` (the DataLoader path); ``--crash-at-step N``
-raises in step N (1-based, after its optimizer step); ``--rank-state`` also writes the model this
-rank's ``fit`` returned to ``OUT_DIR/rank<r>.safetensors``; ``--nan-loss-on-rank R`` adds NaN to
-rank R's loss (not to its gradients), so only that rank sees a diverged loss.
+on the same samples as torch ``TensorDataset``s (the DataLoader path, validation included);
+``--crash-at-step N`` raises in step N (1-based, after its optimizer step); ``--rank-state`` also
+writes the model this rank's ``fit`` returned to ``OUT_DIR/rank<r>.safetensors``;
+``--nan-loss-on-rank R`` adds NaN to rank R's loss (not to its gradients), so only that rank sees a
+diverged loss.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main() -> None:
     model = TINY_MODELS[args.model]()
     digits = load_digits()
     data = {"data": digits} if args.source == "tensors" else {
-        "data": TensorDataset(digits.train.x, digits.train.y), "val": digits.val}
+        "data": TensorDataset(digits.train.x, digits.train.y), "val": TensorDataset(digits.val.x, digits.val.y)}
     rank = int(os.environ.get("RANK", "0"))
     base = cross_entropy()
 
