@@ -1,0 +1,163 @@
+"""Operating points and budgets: a profile table measured once, saved in the model's file.
+
+An operating point is one way to run a dynamic model: a width (slimmable), a fixed exit, or a
+shared confidence threshold (early exits). ``profile_`` measures each point's validation accuracy,
+dense MACs per sample (average over the samples, for thresholds) and latency per sample on this
+device, and records the table in the transform log (``DynamicProfile``), so it travels in the .nsk
+file. ``choose_point`` picks the most accurate point that fits a MACs or milliseconds budget;
+``use_point`` switches the model to it. Latencies are of the machine that profiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from netshrink.core.config import Config
+from netshrink.core.errors import ConfigError
+from netshrink.core.registry import apply_, register
+from netshrink.data.dataset import Split
+from netshrink.dynamic.calibrate import exit_costs, threshold_curve
+from netshrink.dynamic.early_exit import SPEC_ATTR, num_exits, sample_shape, set_exit, set_thresholds
+from netshrink.dynamic.slimmable import WIDTHS_ATTR, set_width, widths_of
+from netshrink.measure.accuracy import evaluate
+from netshrink.measure.macs import count_macs
+
+PROFILE_ATTR = "netshrink_profile"
+KINDS = ("width", "exit", "threshold")
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicProfile(Config):
+    """The profile table: one dict per operating point with ``kind`` (``"width"``, ``"exit"`` or
+    ``"threshold"``), ``value``, ``accuracy`` (validation), ``macs`` and ``latency_ms`` per sample,
+    and the ``device`` / ``threads`` the latencies were measured with."""
+
+    points: tuple[dict[str, Any], ...] = ()
+    device: str = "cpu"
+    threads: int = 1
+
+
+def _set_table(model: nn.Module, record: dict[str, Any]) -> None:
+    config = DynamicProfile.from_dict(record["config"])
+    object.__setattr__(model, PROFILE_ATTR, {"points": [dict(p) for p in config.points],
+                                             "device": config.device, "threads": config.threads})
+
+
+@register(DynamicProfile, "dynamic_profile", rebuild=_set_table)
+def _profile(model: nn.Module, config: DynamicProfile) -> None:
+    for point in config.points:
+        if point.get("kind") not in KINDS:
+            raise ConfigError(f"operating point kind must be one of {list(KINDS)}, got {point.get('kind')!r}")
+    _set_table(model, {"config": config.to_dict()})
+
+
+def profile_table(model: nn.Module) -> dict[str, Any]:
+    """The model's profile (``points``, ``device``, ``threads``); a one-line error if none."""
+    table = getattr(model, PROFILE_ATTR, None)
+    if table is None:
+        raise ConfigError("this model has no profile table; measure one with profile_(model, val_split)")
+    return table
+
+
+def use_point(model: nn.Module, point: dict[str, Any]) -> None:
+    """Switch the model to an operating point."""
+    if point["kind"] == "width":
+        set_width(model, point["value"])
+    elif point["kind"] == "exit":
+        set_exit(model, int(point["value"]))
+    else:
+        set_thresholds(model, point["value"])
+
+
+def candidate_points(model: nn.Module, thresholds: Sequence[float] = ()) -> list[dict[str, Any]]:
+    """Every width of a slimmable model; every fixed exit and each of ``thresholds`` (default: the
+    thresholds the model holds) of a model with exits."""
+    if getattr(model, WIDTHS_ATTR, None) is not None:
+        return [{"kind": "width", "value": w} for w in widths_of(model)]
+    if getattr(model, SPEC_ATTR, None) is None:
+        raise ConfigError(f"{type(model).__name__} has neither early exits nor slimmable widths; nothing to profile")
+    shared = list(thresholds) or sorted(set(model.exit_thresholds.tolist()))
+    return ([{"kind": "exit", "value": k} for k in range(num_exits(model))]
+            + [{"kind": "threshold", "value": float(t)} for t in shared])
+
+
+@torch.no_grad()
+def latency_per_sample(model: nn.Module, x: torch.Tensor, batch_size: int = 1, threads: int = 1,
+                       repeats: int = 3) -> float:
+    """Milliseconds per sample running real inputs ``x`` in batches (best of ``repeats`` passes,
+    after one warm-up pass). Hand-written rather than ``measure.measure_latency`` because a
+    dynamic model's cost depends on the inputs, and that one times random tensors."""
+    previous = torch.get_num_threads()
+    was_training = model.training
+    torch.set_num_threads(threads)
+    model.eval()
+    try:
+        best = float("inf")
+        for attempt in range(repeats + 1):
+            began = time.perf_counter()
+            for start in range(0, len(x), batch_size):
+                model(x[start:start + batch_size])
+            if attempt:
+                best = min(best, time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(previous)
+        model.train(was_training)
+    return best * 1e3 / len(x)
+
+
+def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), input_shape: Sequence[int] = (),
+             latency_samples: int = 256, threads: int = 1) -> list[dict[str, Any]]:
+    """Measure every operating point on the validation split and record the table in the model's
+    log (so ``save`` writes it). Latency is per sample at batch 1 over the first
+    ``latency_samples`` validation inputs. The model is left at its widest / full setting."""
+    shape = sample_shape(model, input_shape)
+    points = candidate_points(model, thresholds)
+    curve, costs = {}, []
+    if points[0]["kind"] != "width":
+        values = [p["value"] for p in points if p["kind"] == "threshold"]
+        curve = {c["threshold"]: c for c in threshold_curve(model, val, shape, values)}
+        costs = exit_costs(model, shape)
+    device = next(model.parameters()).device
+    sample = val.x[:latency_samples].to(device)
+    for point in points:
+        use_point(model, point)
+        if point["kind"] == "threshold":
+            point.update(accuracy=curve[point["value"]]["accuracy"], macs=curve[point["value"]]["macs"],
+                         exit_shares=curve[point["value"]]["exit_shares"])
+        else:
+            point["accuracy"] = evaluate(model, val, device=device)
+            point["macs"] = costs[point["value"]] if point["kind"] == "exit" else count_macs(model, shape)
+        point["latency_ms"] = latency_per_sample(model, sample, threads=threads)
+    use_point(model, points[-1] if points[-1]["kind"] == "width" else {"kind": "exit", "value": num_exits(model) - 1})
+    if points[0]["kind"] != "width":
+        set_exit(model, None)
+    apply_(model, DynamicProfile(points=tuple(points), device=str(device), threads=threads))
+    return points
+
+
+def choose_point(model: nn.Module, budget_macs: float | None = None, budget_ms: float | None = None) -> dict[str, Any]:
+    """The most accurate profiled point within the budget (MACs or ms per sample; ties: the
+    cheaper). A budget nothing fits is a one-line ConfigError naming the cheapest point."""
+    if (budget_macs is None) == (budget_ms is None):
+        raise ConfigError("give exactly one budget: MACs per sample or milliseconds per sample")
+    key, budget, unit = ("macs", budget_macs, "MACs") if budget_macs is not None else ("latency_ms", budget_ms, "ms")
+    if not budget > 0:
+        raise ConfigError(f"the budget must be positive, got {budget} {unit}")
+    points = profile_table(model)["points"]
+    fitting = [p for p in points if p[key] <= budget]
+    if not fitting:
+        cheapest = min(points, key=lambda p: p[key])
+        raise ConfigError(f"no operating point fits {budget:g} {unit} per sample; the cheapest is {describe(cheapest)}")
+    return max(fitting, key=lambda p: (p["accuracy"], -p[key]))
+
+
+def describe(point: dict[str, Any]) -> str:
+    """One line: the point and its measured accuracy, MACs and latency."""
+    return (f"{point['kind']} {point['value']:g}: val accuracy {point['accuracy']:.4f}, "
+            f"{point['macs']:,.0f} MACs, {point['latency_ms']:.3f} ms per sample")
