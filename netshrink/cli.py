@@ -17,6 +17,7 @@ from pathlib import Path
 
 from netshrink.arch.cli import add_convert_parser
 from netshrink.distill.cli import add_distill_parser
+from netshrink.dynamic.cli import add_budget_args, add_dynamic_parser
 from netshrink.prune.cli import add_prune_parser
 from netshrink.quant.cli import add_export_parser, add_quantize_parser
 
@@ -188,6 +189,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     _add_data_args(p)
     p.add_argument("--threads", type=int, default=1, help="threads for latency")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_budget_args(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -197,8 +199,13 @@ def run_eval(args: argparse.Namespace) -> int:
     model = _load_any_model(args.checkpoint)
     data = load_dataset(args.data, data_dir=args.data_dir)
     _check_fits(model, data, args.checkpoint)
+    from netshrink.dynamic.cli import describe_measured, use_budget
+
+    point = use_budget(model, args, data)
     report = measure_model(model, data.input_shape, data.test, threads=args.threads)
     report["file_bytes"] = Path(args.checkpoint).stat().st_size
+    if point is not None:
+        report["operating_point"] = point
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -209,6 +216,8 @@ def run_eval(args: argparse.Namespace) -> int:
           f"{report['file_bytes']:,} B (dense fp32 {report['dense_fp32_bytes']:,} B)\n"
           f"latency ({args.threads} thread(s)): batch 1 {lat['batch_1']['median_ms']:.3f} ms, "
           f"batch 256 {lat['batch_256']['median_ms']:.2f} ms (median)")
+    if point is not None:
+        print(describe_measured(point))
     return 0
 
 
@@ -243,6 +252,7 @@ def run_demo(args: argparse.Namespace) -> int:
 PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
     add_distill_parser, add_prune_parser, add_quantize_parser, add_export_parser, add_convert_parser,
+    add_dynamic_parser,
 ]
 
 

@@ -3,26 +3,47 @@
 Early exits (BranchyNet, Teerapittayanon et al. 2016) leave easy samples at an early classifier
 and really drop them from the batch; slimmable widths (Yu et al. 2019) run the same weights
 narrower; a profile table saved in the model's file lets a MACs or latency budget pick the point.
+
+Names are imported lazily, so the CLI can declare ``netshrink dynamic`` without importing torch.
 """
 
-from netshrink.dynamic.calibrate import calibrate, exit_costs, threshold_curve
-from netshrink.dynamic.early_exit import (
-    EarlyExit,
-    all_exit_logits,
-    early_exit_,
-    exit_loss,
-    num_exits,
-    set_exit,
-    set_thresholds,
-)
-from netshrink.dynamic.profile import DynamicProfile, choose_point, describe, profile_, profile_table, use_point
-from netshrink.dynamic.sandwich import sandwich_loss
-from netshrink.dynamic.slimmable import Slimmable, get_width, make_slimmable, set_width, slimmable_, widths_of
-from netshrink.dynamic.stages import split_stages
+from __future__ import annotations
 
-__all__ = [
-    "DynamicProfile", "EarlyExit", "Slimmable", "all_exit_logits", "calibrate", "choose_point", "describe",
-    "early_exit_", "exit_costs", "exit_loss", "get_width", "make_slimmable", "num_exits", "profile_",
-    "profile_table", "sandwich_loss", "set_exit", "set_thresholds", "set_width", "slimmable_", "split_stages",
-    "threshold_curve", "use_point", "widths_of",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "calibrate": "netshrink.dynamic.calibrate",
+    "exit_costs": "netshrink.dynamic.calibrate",
+    "threshold_curve": "netshrink.dynamic.calibrate",
+    "EarlyExit": "netshrink.dynamic.early_exit",
+    "all_exit_logits": "netshrink.dynamic.early_exit",
+    "early_exit_": "netshrink.dynamic.early_exit",
+    "exit_loss": "netshrink.dynamic.early_exit",
+    "num_exits": "netshrink.dynamic.early_exit",
+    "set_exit": "netshrink.dynamic.early_exit",
+    "set_thresholds": "netshrink.dynamic.early_exit",
+    "DynamicProfile": "netshrink.dynamic.profile",
+    "choose_point": "netshrink.dynamic.profile",
+    "describe": "netshrink.dynamic.profile",
+    "profile_": "netshrink.dynamic.profile",
+    "profile_table": "netshrink.dynamic.profile",
+    "use_point": "netshrink.dynamic.profile",
+    "sandwich_loss": "netshrink.dynamic.sandwich",
+    "Slimmable": "netshrink.dynamic.slimmable",
+    "get_width": "netshrink.dynamic.slimmable",
+    "make_slimmable": "netshrink.dynamic.slimmable",
+    "set_width": "netshrink.dynamic.slimmable",
+    "slimmable_": "netshrink.dynamic.slimmable",
+    "widths_of": "netshrink.dynamic.slimmable",
+    "split_stages": "netshrink.dynamic.stages",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'netshrink.dynamic' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
