@@ -31,11 +31,10 @@ from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.modules import get_module
 from netshrink.core.registry import apply_, register
+from netshrink.quant.activations import ACTIVATION_LAYERS, install_input_transforms
 from netshrink.quant.layers import LayerFilter, targets
 
 METHODS = ("binaryconnect", "bwn")
-# layers whose input may be binarized (not Embedding: its input is token ids)
-ACTIVATION_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,19 +115,8 @@ class BinaryWeight(nn.Module):
         return binary * alpha.reshape(-1, *[1] * (weight.dim() - 1))
 
 
-def binarize_input(module: nn.Module, args: tuple) -> tuple:
-    """Forward pre-hook: the layer's first input replaced by its sign (hardtanh STE)."""
-    return (binary_sign(args[0]), *args[1:])
-
-
-def install_binary_activations(model: nn.Module, layers: list[str]) -> None:
-    """Binarize the inputs of ``layers`` (also what ``load`` runs to rebuild them)."""
-    for name in layers:
-        get_module(model, name).register_forward_pre_hook(binarize_input)
-
-
 def _rebuild(model: nn.Module, record: dict) -> None:
-    install_binary_activations(model, record.get("binary_inputs", []))
+    install_input_transforms(model, dict.fromkeys(record.get("binary_inputs", []), binary_sign))
 
 
 def _deterministic(model: nn.Module) -> None:
@@ -151,7 +139,7 @@ def _binarize(model: nn.Module, config: Binarize) -> dict:
     names = [name for name, *_ in chosen]
     binary_inputs = [name for name in (names if config.keep_first_last else names[1:])
                      if isinstance(get_module(model, name), ACTIVATION_LAYERS)] if config.activations else []
-    install_binary_activations(model, binary_inputs)
+    install_input_transforms(model, dict.fromkeys(binary_inputs, binary_sign))
     return {"layers": names, "binary_inputs": binary_inputs}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
@@ -71,8 +72,8 @@ def calibrate(weight: torch.Tensor, bits: int, scheme: str, per_channel: bool, m
     """The grid for ``weight`` chosen by ``method`` (see the module docstring)."""
     rows = _rows(weight, per_channel)
     if method == "percentile":
-        quantiles = torch.tensor([1 - percentile / 100, percentile / 100])
-        low, high = torch.quantile(rows, quantiles, dim=1)
+        # numpy: torch.quantile refuses more than 2**24 values (a large layer, many activations)
+        low, high = torch.from_numpy(np.quantile(rows.numpy(), [1 - percentile / 100, percentile / 100], axis=1))
     else:
         low, high = rows.min(dim=1).values, rows.max(dim=1).values
     if method == "mse":

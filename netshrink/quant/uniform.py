@@ -7,6 +7,8 @@ quantization is ``quantize_`` then ``finalize_``; quantization-aware training is
 then ``fit()`` (or any loop: the trainable tensor is the full-precision original), then
 ``finalize_``. The grid (``netshrink.quant.calibration``) is calibrated on the weights when
 ``quantize_`` runs and stays fixed during training, so the saved integers are the ones trained.
+With ``activation_bits`` the inputs of the quantized Linear / Conv layers are fake-quantized too,
+their grids calibrated on ``calibration_data`` (``netshrink.quant.activations``).
 After ``finalize_`` a per-tensor b-bit layer holds at most ``2**b`` values on one affine grid,
 which ``save`` stores as b-bit integers before entropy coding; fp16 / bf16 values keep their float32
 dtype but have only 16 significant bits, which the codec's byte planes store in about half.
@@ -24,8 +26,9 @@ from torch.nn.utils import parametrize
 from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.quant.activations import calibrate_activations, install_activation_grids
 from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
-from netshrink.quant.layers import LayerFilter, check_bits_setting, targets
+from netshrink.quant.layers import LayerFilter, check_bits, check_bits_setting, targets
 
 FLOAT_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_BITS, MAX_BITS = 2, 8
@@ -43,6 +46,10 @@ class Quantize(Config):
             ``"channel"`` (one scale per output channel / embedding row: less error).
         calibration: how the clipping range is chosen: ``"minmax"``, ``"percentile"`` or ``"mse"``.
         percentile: the percentile kept by ``calibration="percentile"`` (in (50, 100]).
+        activation_bits: also quantize the inputs of the chosen Linear and Conv layers to this many
+            bits (one grid per tensor, ``scheme`` and ``calibration`` as for weights); None: weights only.
+        calibration_data: a few validation batches of model inputs, run once to calibrate the
+            activation grids (needed with ``activation_bits``). Not logged; the log holds the grids.
         filter_fn: ``filter_fn(module, name) -> bool`` picking layers (default: Linear, Conv,
             Embedding, attention in-projections). Not logged; the log lists the layers quantized.
 
@@ -56,10 +63,17 @@ class Quantize(Config):
     granularity: str = "tensor"
     calibration: str = "minmax"
     percentile: float = 99.99
+    activation_bits: int | None = None
     filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    calibration_data: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_bits_setting(self.bits, tuple(FLOAT_FORMATS), MIN_BITS, MAX_BITS)
+        if self.activation_bits is not None:
+            check_bits(self.activation_bits, (), MIN_BITS, MAX_BITS, "activation_bits")
+            if self.calibration_data is None:
+                raise ConfigError("activation_bits needs calibration_data: a few validation batches of inputs "
+                                  "(e.g. data.val.x[:512])")
         for field, value, allowed in (("scheme", self.scheme, SCHEMES), ("granularity", self.granularity,
                                       GRANULARITIES), ("calibration", self.calibration, CALIBRATIONS)):
             if value not in allowed:
@@ -72,6 +86,7 @@ class Quantize(Config):
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         del data["filter_fn"]  # a function is not data; the log records the layers it picked
+        del data["calibration_data"]  # data, not settings; the log records the grids it gave
         return data
 
 
@@ -113,16 +128,24 @@ def quantizer(weight: torch.Tensor, bits: int | str, config: Quantize, layer: st
     return FakeQuantize(grid), {"bits": bits, "mse": error}
 
 
-@register(Quantize, "quantize", rebuild=None)
+def _rebuild(model: nn.Module, record: dict) -> None:
+    install_activation_grids(model, record.get("activation_grids", {}))
+
+
+@register(Quantize, "quantize", rebuild=_rebuild)
 def _quantize(model: nn.Module, config: Quantize) -> dict:
     layers, fakes = {}, []
     for name, module, tensor_name, bits in targets(model, config.bits, config.filter_fn):
         weight = getattr(module, tensor_name).detach()
         fake, layers[name] = quantizer(weight, bits, config, name or type(model).__name__)
         fakes.append((module, tensor_name, fake))
+    grids = {} if config.activation_bits is None else calibrate_activations(
+        model, list(layers), config.calibration_data, config.activation_bits, config.scheme, config.calibration,
+        config.percentile)
     for module, tensor_name, fake in fakes:  # every layer checked before any is changed
         parametrize.register_parametrization(module, tensor_name, fake)
-    return {"layers": layers}
+    install_activation_grids(model, grids)
+    return {"layers": layers, "activation_grids": grids}
 
 
 def quantize_(model: nn.Module, config: Quantize | None = None, **kwargs: Any) -> nn.Module:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import netshrink
 from netshrink.core import finalize_
 from netshrink.core.errors import ConfigError
 from netshrink.quant import Quantize, calibrate, quantize_
@@ -146,3 +147,40 @@ def test_bad_input_is_one_line():
     with pytest.raises(ConfigError, match="'fc2' has 1 NaN or infinite"):
         quantize_(model, Quantize(bits=4))
     assert not any(hasattr(m, "parametrizations") for m in model.modules())  # nothing half-done
+
+
+def test_activation_grids_are_calibrated_on_data_and_come_back_on_load(digits, tmp_path):
+    torch.manual_seed(0)
+    model = TINY_MODELS["lenet5"]()
+    quantize_(model, Quantize(bits=8, activation_bits=4, calibration="percentile", percentile=99.9,
+                              calibration_data=digits.val.x[:200]))
+    grids = netshrink.get_log(model)[-1]["activation_grids"]
+    assert set(grids) == set(weight_tensors(model))  # every Linear / Conv input
+    seen = {}
+    for name in grids:
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda m, args, name=name: seen.__setitem__(name, args[0].detach()))
+    model.eval()(digits.test.x[:50])
+    for name, inputs in seen.items():
+        assert distinct(inputs) <= 16, name
+        assert float(inputs.max()) <= grids[name]["scale"] * (grids[name]["qmax"] - grids[name]["zero_point"]) + 1e-6
+    finalize_(model)
+    loaded, _ = round_trip(model, None, tmp_path / "a.nsk")
+    assert torch.equal(loaded(digits.test.x[:50]), model(digits.test.x[:50]))
+    torch.manual_seed(0)
+    float_model = TINY_MODELS["lenet5"]().eval()
+    assert not torch.equal(float_model(digits.test.x[:50]), model(digits.test.x[:50]))
+
+
+def test_activation_calibration_data_is_checked_in_one_line():
+    torch.manual_seed(0)
+    model = TINY_MODELS["lenet300_100"]()
+    with pytest.raises(ConfigError, match="activation_bits needs calibration_data"):
+        Quantize(bits=4, activation_bits=8)
+    with pytest.raises(ConfigError, match="activation_bits must be an integer from 2 to 8"):
+        Quantize(bits=4, activation_bits=1, calibration_data=torch.rand(4, 1, 8, 8))
+    with pytest.raises(ConfigError, match=r"calibration data of shape \(4, 1, 28, 28\) does not fit the model"):
+        quantize_(model, Quantize(bits=4, activation_bits=8, calibration_data=torch.rand(4, 1, 28, 28)))
+    with pytest.raises(ConfigError, match="must be a non-empty float batch"):
+        quantize_(model, Quantize(bits=4, activation_bits=8, calibration_data=torch.zeros(4, 64, dtype=torch.long)))
+    assert not any(hasattr(m, "parametrizations") or m._forward_pre_hooks for m in model.modules())
