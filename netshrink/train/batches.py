@@ -80,15 +80,16 @@ class TensorBatches:
     randomness on the CPU, so then batches are cut there and moved afterwards.
     """
 
-    def __init__(self, split: Split, device: torch.device) -> None:
+    def __init__(self, split: Split, sampler: ShardedBatches, device: torch.device) -> None:
         self.x, self.y = split.x.to(device), split.y.to(device)
-        self.split = split
+        self.split, self.sampler = split, sampler
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def epoch(self, sampler: ShardedBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in sampler.shares(self.y.device):
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's ``(x, y)`` batches of the sampler's epoch."""
+        for index in self.sampler.shares(self.y.device):
             yield self.x[index], self.y[index]
 
     def fingerprint(self) -> str:
@@ -110,8 +111,8 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def epoch(self, sampler: ShardedBatches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        assert sampler is self.loader.batch_sampler
+    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's ``(x, y)`` batches of the sampler's epoch."""
         for batch in self.loader:
             yield check_pair(batch)
 

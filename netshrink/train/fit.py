@@ -344,7 +344,8 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
                           f"{info.world_size} processes")
     sampler = ShardedBatches(batches, info)
     if isinstance(train, Split):  # augmentation draws on the CPU, so then batches are cut there
-        source: TensorBatches | LoaderBatches = TensorBatches(train, torch.device("cpu") if config.augment else dev)
+        source: TensorBatches | LoaderBatches = TensorBatches(train, sampler,
+                                                              torch.device("cpu") if config.augment else dev)
     else:
         source = LoaderBatches(train, options, sampler, config.seed)
     steps = len(batches)
@@ -374,7 +375,7 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
             totals.copy_(state.totals)
         samples_before = batches[first - 1][1] if first else 0
         shown.start_epoch(epoch, steps, first)
-        for step, (x, y) in enumerate(source.epoch(sampler), first + 1):
+        for step, (x, y) in enumerate(source.epoch(), first + 1):
             lo, hi = batches[step - 1]
             where = StepInfo(epoch, (epoch - 1) * steps + step - 1, steps, config.epochs * steps)
             for callback in callbacks:
