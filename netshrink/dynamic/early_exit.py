@@ -22,6 +22,7 @@ thresholds and the fixed exit are buffers, saved with the weights.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import types
 from collections.abc import Sequence
@@ -212,12 +213,24 @@ def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
     _install(model, record)
 
 
+def _builder_defaults(name: str | None) -> dict[str, Any]:
+    """The default kwargs of zoo builder ``name`` (those ``create`` was not given); {} for none."""
+    from netshrink.models.registry import _MODELS  # the zoo exposes argument names only
+
+    builder = _MODELS.get(name) if name is not None else None
+    if builder is None:
+        return {}
+    return {key: p.default for key, p in inspect.signature(builder).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def sample_shape(model: nn.Module, given: Sequence[int]) -> tuple[int, ...]:
     """One input sample's shape: ``given``, else the zoo architecture's ``input_shape`` or
     ``in_features``; a one-line ConfigError when neither is known."""
     if given:
         return tuple(int(v) for v in given)
-    kwargs = (get_arch(model) or {}).get("kwargs", {})
+    arch = get_arch(model) or {"name": None, "kwargs": {}}
+    kwargs = {**_builder_defaults(arch["name"]), **arch["kwargs"]}
     if "input_shape" in kwargs:
         return tuple(int(v) for v in kwargs["input_shape"])
     if "in_features" in kwargs:

@@ -4,7 +4,8 @@ A slimmable Linear or Conv2d keeps its full weight and, at width ``w``, uses its
 ``round(w * out)`` output units and as many input units as its input has (the previous slimmed
 layer's), so every width shares the widest one's weights (sec. 3.1). BatchNorm cannot be shared:
 the statistics of a layer differ with the number of channels feeding it, so each width has its own
-(switchable batch normalization, sec. 3.2). The last weighted layer keeps its full output (the
+(switchable batch normalization, sec. 3.2; here private statistics with a shared affine, see
+``SwitchableBatchNorm``). The last weighted layer keeps its full output (the
 classes). ``set_width(model, w)`` switches every layer at once.
 
 Supported: models whose parameters all live in Linear, Conv2d (``groups=1``) and BatchNorm layers,
@@ -102,24 +103,36 @@ class SlimmableConv2d(_Slim, nn.Conv2d):
 
 
 class SwitchableBatchNorm(nn.Module):
-    """One BatchNorm per width (Yu et al. 2019 sec. 3.2), the one of the current width used."""
+    """Batch normalization with private statistics per width (Yu et al. 2019 sec. 3.2: the mean
+    and variance a layer sees change with the channels feeding it) and the affine scale and shift
+    shared, sliced like the convolutions' weights. Sharing the affine (as Universally Slimmable
+    Networks do, Yu & Huang 2019 sec. 3.2) keeps one set of parameters that every width trains;
+    the statistics are what must differ."""
 
     def __init__(self, full: nn.modules.batchnorm._BatchNorm, widths: Sequence[float]) -> None:
         super().__init__()
         self.widths = tuple(widths)
         self.width = 1.0
+        self.weight, self.bias = full.weight, full.bias  # the same Parameters (or None)
+        self.eps, self.momentum = full.eps, full.momentum
         kind = type(full)
-        self.bns = nn.ModuleList(
-            kind(units_at(full.num_features, w), full.eps, full.momentum, full.affine, full.track_running_stats)
-            for w in self.widths)
-        with torch.no_grad():  # start every width from the full layer's statistics and affine
-            for bn in self.bns:
-                for name, tensor in full.state_dict().items():
-                    target = getattr(bn, name)
-                    target.copy_(tensor if tensor.dim() == 0 else tensor[:bn.num_features])
+        self.stats = nn.ModuleList(
+            kind(units_at(full.num_features, w), full.eps, full.momentum, affine=False,
+                 track_running_stats=full.track_running_stats) for w in self.widths)
+        if full.track_running_stats:
+            with torch.no_grad():  # every width starts from the full layer's statistics
+                for stats in self.stats:
+                    stats.running_mean.copy_(full.running_mean[:stats.num_features])
+                    stats.running_var.copy_(full.running_var[:stats.num_features])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bns[self.widths.index(self.width)](x)
+        stats = self.stats[self.widths.index(self.width)]
+        n = stats.num_features
+        normalized = stats(x)  # (B, n, ...) with this width's statistics, no affine
+        if self.weight is None:
+            return normalized
+        shape = (1, n) + (1,) * (x.dim() - 2)
+        return normalized * self.weight[:n].view(shape) + self.bias[:n].view(shape)
 
 
 def _check_supported(model: nn.Module) -> None:
