@@ -168,7 +168,8 @@ def make_slimmable(model: nn.Module, widths: Sequence[float]) -> nn.Module:
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, SwitchableBatchNorm(module, widths))
+            switchable = SwitchableBatchNorm(module, widths).train(module.training)
+            setattr(model.get_submodule(parent) if parent else model, child, switchable)
     object.__setattr__(model, WIDTHS_ATTR, widths)
     return model
 
