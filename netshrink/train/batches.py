@@ -47,16 +47,16 @@ def global_batches(n: int, batch_size: int, world_size: int) -> list[tuple[int, 
 class ShardedBatches(Sampler[list[int]]):
     """This rank's sample indices of each global batch of an epoch, from step ``start`` on.
 
-    ``set_epoch`` gives the epoch's order before each pass; one sampler serves a whole run, so a
-    DataLoader with ``persistent_workers`` keeps its workers.
+    ``set_epoch`` gives the epoch's number and order before each pass; one sampler serves a whole
+    run, so a DataLoader with ``persistent_workers`` keeps its workers.
     """
 
     def __init__(self, spans: Sequence[tuple[int, int]], info: DistInfo) -> None:
         self.spans, self.info = list(spans), info
-        self.order, self.start = torch.arange(0), 0
+        self.epoch, self.order, self.start = 0, torch.arange(0), 0
 
-    def set_epoch(self, order: torch.Tensor, start: int) -> None:
-        self.order, self.start = order, start
+    def set_epoch(self, epoch: int, order: torch.Tensor, start: int) -> None:
+        self.epoch, self.order, self.start = epoch, order, start
 
     def shares(self, device: torch.device | None = None) -> Iterator[torch.Tensor]:
         """This rank's indices of each remaining global batch, as tensors on ``device`` (the order
@@ -103,16 +103,22 @@ class LoaderBatches:
 
     def __init__(self, dataset: TorchDataset, options: dict[str, Any], sampler: ShardedBatches,
                  seed: int) -> None:
-        self.dataset, self.options = dataset, options
+        self.dataset, self.options, self.sampler, self.seed = dataset, options, sampler, seed
         # a private generator seeds the loader's workers, so loading never draws from the global RNG
-        self.loader = DataLoader(dataset, batch_sampler=sampler,
-                                 generator=torch.Generator().manual_seed(seed), **options)
+        self.loader = DataLoader(dataset, batch_sampler=sampler, generator=torch.Generator(), **options)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's ``(x, y)`` batches of the sampler's epoch."""
+        """This rank's ``(x, y)`` batches of the sampler's epoch.
+
+        Workers are seeded from (seed, epoch, rank) alone, so random transforms they apply repeat
+        in a run resumed at an epoch end (not mid-epoch, and not with ``persistent_workers``, whose
+        RNG runs on from the first epoch they served).
+        """
+        entropy = [self.seed, self.sampler.epoch, self.sampler.info.rank]
+        self.loader.generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         for batch in self.loader:
             yield check_pair(batch)
 

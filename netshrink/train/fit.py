@@ -139,9 +139,9 @@ def fit(model: nn.Module, data: TrainData, config: FitConfig, loss_fn: LossFn | 
             epoch end or mid-epoch. The result is bit-identical to an uninterrupted run on the same
             machine and thread count when the kernels are deterministic (``config.deterministic``;
             on CUDA this needs it). A checkpoint of another config, process count or training data
-            (by its fingerprint) is refused. Random transforms inside a Dataset read by DataLoader
-            workers repeat at epoch ends only (workers restart their RNG each epoch); with
-            ``num_workers=0`` they draw from the saved global RNG and repeat mid-epoch too.
+            (by its fingerprint) is refused. Random transforms inside a Dataset repeat too: with
+            ``num_workers=0`` they draw from the saved global RNG; DataLoader workers are seeded
+            per epoch, so theirs repeat when resumed at an epoch end (``LoaderBatches.epoch``).
         progress: rank 0 shows a bar per epoch on a terminal, else prints one line per epoch.
         device: ``"cpu"`` or ``"cuda"`` (under torchrun, each rank takes ``cuda:LOCAL_RANK``).
         callbacks: hooks called around every step and after every epoch (``callbacks.py``), on
@@ -368,7 +368,7 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
         began = time.perf_counter()
         first = state.step if epoch == state.epoch + 1 else 0  # steps already done (mid-epoch resume)
         net.train()
-        sampler.set_epoch(rng.epoch_order(len(train)), first)
+        sampler.set_epoch(epoch, rng.epoch_order(len(train)), first)
         # this rank's loss sum, samples, correct predictions and targets of the epoch
         totals = torch.zeros(4, dtype=torch.float64, device=dev)
         if first:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from netshrink.core.errors import ConfigError
 from netshrink.train import Callback, FitConfig, fit, load_checkpoint
@@ -40,6 +40,19 @@ class Recorder(Callback):
 
     def on_epoch_end(self, model, info):
         self.calls.append(("epoch", info))
+
+
+class Noisy(torch.utils.data.Dataset):
+    """Samples with a random transform: noise drawn from the global RNG of whichever process reads them."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, index):
+        return self.x[index] + 0.01 * torch.randn(self.x[index].shape), self.y[index]
 
 
 def _data(digits, source):
@@ -116,16 +129,6 @@ def test_dataset_fingerprint_follows_the_samples_and_not_random_transforms(tmp_p
     """A Dataset's fingerprint reads a few samples with every RNG seeded: random transforms in
     ``__getitem__`` do not make the same data look different, other samples do."""
 
-    class Noisy(torch.utils.data.Dataset):
-        def __init__(self, x, y):
-            self.x, self.y = x, y
-
-        def __len__(self):
-            return len(self.y)
-
-        def __getitem__(self, index):
-            return self.x[index] + 0.01 * torch.randn(self.x[index].shape), self.y[index]
-
     config = FitConfig(epochs=2, batch_size=256)
     pairs = Noisy(digits.train.x, digits.train.y)
     fit(TINY_MODELS["user_mlp"](), pairs, dataclasses.replace(config, epochs=1), out_dir=tmp_path, progress=False)
@@ -158,5 +161,20 @@ def test_checkpoint_from_before_step_checkpoints_still_resumes(tmp_path, digits)
     _rewrite(path, tensors, {**old_meta, "fit_config": old_config})
 
     resumed = fit(TINY_MODELS["user_mlp"](), digits, config, out_dir=tmp_path, resume=True, progress=False)
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+def test_random_transforms_in_dataloader_workers_repeat_when_resumed_at_an_epoch_end(tmp_path, digits):
+    """Workers are seeded from the seed and the epoch, so a resumed run reads the same noise."""
+    config = FitConfig(epochs=2, batch_size=128)
+    loader = DataLoader(Noisy(digits.train.x, digits.train.y), batch_size=128, num_workers=2)
+    torch.manual_seed(0)
+    reference = fit(TINY_MODELS["user_mlp"](), loader, config, progress=False)
+    torch.manual_seed(0)
+    with pytest.raises(_Crash):
+        fit(TINY_MODELS["user_mlp"](), loader, config, out_dir=tmp_path, progress=False,
+            callbacks=[Recorder(crash_at=13)])
+    resumed = fit(TINY_MODELS["user_mlp"](), loader, config, out_dir=tmp_path, resume=True, progress=False)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
