@@ -34,8 +34,8 @@ class SortedValues:
 
     @staticmethod
     def of(data: np.ndarray) -> SortedValues:
-        values, counts = np.unique(np.asarray(data, dtype=np.float64).ravel(), return_counts=True)
-        counts = counts.astype(np.float64)
+        values, counts = np.unique(np.asarray(data).ravel(), return_counts=True)  # sorts in the input's dtype
+        values, counts = values.astype(np.float64), counts.astype(np.float64)
 
         def prefix(a: np.ndarray) -> np.ndarray:
             return np.concatenate([[0.0], np.cumsum(a)])
@@ -111,7 +111,9 @@ def kmeans_1d(data: np.ndarray, k: int, init: str = "density", seed: int = 0) ->
     """
     from netshrink.quant.ckmeans import optimal_bounds
 
-    data = np.asarray(data, dtype=np.float64).ravel()
+    data = np.asarray(data).ravel()
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float64)
     if init not in INITS:
         raise ConfigError(f"unknown init {init!r}; choose one of {list(INITS)}")
     if data.size and not np.isfinite(data).all():
@@ -128,7 +130,8 @@ def kmeans_1d(data: np.ndarray, k: int, init: str = "density", seed: int = 0) ->
         centroids, steps = lloyd(sv, initial_centroids(sv, k, init, seed))
         bounds = cluster_bounds(sv, centroids)
     _, _, errors = sv.segment_stats(bounds[:-1], bounds[1:])
-    # label of each distinct value, then of each input value
-    run_label = np.repeat(np.arange(k), np.diff(bounds))
-    labels = run_label[np.searchsorted(sv.values, data)]
+    # a value's label is the number of runs starting at or below it (a search among k values, not n)
+    inner = bounds[1:-1]
+    starts = np.where(inner < sv.values.size, sv.values[np.minimum(inner, sv.values.size - 1)], np.inf)
+    labels = np.searchsorted(starts, data, side="right")
     return Clustering(centroids, labels.astype(np.int64), float(errors.sum()), steps)
