@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "calibrate": "netshrink.dynamic.calibrate",
+    "calibrate_thresholds": "netshrink.dynamic.calibrate",
     "exit_costs": "netshrink.dynamic.calibrate",
     "threshold_curve": "netshrink.dynamic.calibrate",
     "EarlyExit": "netshrink.dynamic.early_exit",

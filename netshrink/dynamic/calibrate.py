@@ -92,7 +92,7 @@ def threshold_curve(model: nn.Module, split: Split, input_shape: Sequence[int] =
     return curve
 
 
-def calibrate(model: nn.Module, val: Split, max_drop: float | None = None, target_macs: float | None = None,
+def calibrate_thresholds(model: nn.Module, val: Split, max_drop: float | None = None, target_macs: float | None = None,
               input_shape: Sequence[int] = ()) -> dict[str, Any]:
     """Set one threshold for every early exit, chosen on ``val``, and return its curve point.
 

@@ -69,7 +69,7 @@ def run_dynamic(args: argparse.Namespace) -> int:
     from netshrink.dynamic import (
         EarlyExit,
         Slimmable,
-        calibrate,
+        calibrate_thresholds,
         describe,
         early_exit_,
         exit_loss,
@@ -101,7 +101,7 @@ def run_dynamic(args: argparse.Namespace) -> int:
         early_exit_(model, EarlyExit(after=tuple(_listed(args.exits, "--exits")), head=args.head, pool=args.pool,
                                      input_shape=tuple(data.input_shape)))
         fit(model, data, config, loss_fn=exit_loss(model, distill=args.distill), progress=False)
-        chosen = calibrate(model, data.val, max_drop=args.max_drop, input_shape=data.input_shape)
+        chosen = calibrate_thresholds(model, data.val, max_drop=args.max_drop, input_shape=data.input_shape)
         points = profile_(model, data.val, thresholds=[chosen["threshold"]], input_shape=data.input_shape)
     path = out / OUTPUT_NAME
     save(model, path)
