@@ -21,12 +21,14 @@ def _fit(data, digits, **kwargs):
     return fit(TINY_MODELS["convnet"](), data, CONFIG, progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("form", ["dataset", "loader", "loader with 2 workers"])
+@pytest.mark.parametrize("form", ["split", "dataset", "loader", "loader with 2 workers"])
 def test_dataset_and_loader_give_the_weights_of_in_memory_tensors(digits, form):
     """The same samples give the same run whichever form holds them (one order, one augmentation
     stream, and loading draws nothing from the global RNG that dropout uses)."""
     reference = _fit(digits, digits)
-    if form == "dataset":
+    if form == "split":
+        result = _fit(digits.train, digits, val=digits.val)
+    elif form == "dataset":
         result = _fit(_pairs(digits.train), digits, val=digits.val)
     else:
         workers = 2 if "workers" in form else 0
@@ -74,6 +76,30 @@ def test_token_id_dataset_trains_a_text_model():
     val = TokenParity(500, offset=10_000)
     ones = sum(int(val[i][1]) for i in range(len(val))) / len(val)
     assert result.val_acc > max(ones, 1 - ones) + 0.2  # the majority class is 0.6; measured 1.0 with seeds 0-3
+
+
+class TaggedTokens(TokenParity):
+    """Per-token labels: 1 where the token is 1, else 0 (a (T,) label per sequence)."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, _ = super().__getitem__(index)
+        return tokens, (tokens == 1).long()
+
+
+class TokenTagger(BagOfTokens):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(tokens))  # (B, T, 2)
+
+
+def test_per_token_labels_count_accuracy_per_token():
+    def token_loss(logits, x, y):
+        return nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*T, 2) vs (B*T,)
+
+    torch.manual_seed(0)
+    result = fit(TokenTagger(), TaggedTokens(600), FitConfig(epochs=2, batch_size=50, lr=0.1, optimizer="adam"),
+                 loss_fn=token_loss, val=TaggedTokens(200, offset=10_000), progress=False)
+    assert result.val_acc > 0.99  # 1 - 1/12 = 0.92 by always answering 0
+    assert 0.92 < result.history[-1]["train_acc"] <= 1.0
 
 
 def test_without_val_nothing_is_evaluated(digits):
