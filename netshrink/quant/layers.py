@@ -8,7 +8,6 @@ mixed precision by hand (Deep Compression used 8 bits for conv and 5 for fc laye
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -87,8 +86,3 @@ def check_finite(weight: torch.Tensor, layer: str) -> None:
         bad = int((~torch.isfinite(weight.detach())).sum())
         raise ConfigError(f"layer {layer!r} has {bad} NaN or infinite weight(s); retrain or repair the model "
                           "before quantizing it")
-
-
-def exact_bits(levels: int) -> float:
-    """Bits needed for ``levels`` distinct values."""
-    return math.log2(max(levels, 1))
