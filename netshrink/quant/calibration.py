@@ -41,9 +41,10 @@ class Grid:
     def fake_quantize(self, values: torch.Tensor) -> torch.Tensor:
         """``scale * (clamp(round(values / scale) + zero_point) - zero_point)`` with the straight-
         through gradient of torch's fake-quant ops (gradient 1 inside the range, 0 where clipped)."""
+        scale, zero_point = self.scale.to(values.device), self.zero_point.to(values.device)  # no-op when there
         if self.per_channel:
-            return torch.fake_quantize_per_channel_affine(values, self.scale, self.zero_point, 0, self.qmin, self.qmax)
-        return torch.fake_quantize_per_tensor_affine(values, self.scale, self.zero_point, self.qmin, self.qmax)
+            return torch.fake_quantize_per_channel_affine(values, scale, zero_point, 0, self.qmin, self.qmax)
+        return torch.fake_quantize_per_tensor_affine(values, scale, zero_point, self.qmin, self.qmax)
 
 
 def grid_for_range(low: torch.Tensor, high: torch.Tensor, bits: int, scheme: str) -> Grid:
@@ -73,7 +74,8 @@ def calibrate(weight: torch.Tensor, bits: int, scheme: str, per_channel: bool, m
     rows = _rows(weight, per_channel)
     if method == "percentile":
         # numpy: torch.quantile refuses more than 2**24 values (a large layer, many activations)
-        low, high = torch.from_numpy(np.quantile(rows.numpy(), [1 - percentile / 100, percentile / 100], axis=1))
+        levels = [1 - percentile / 100, percentile / 100]
+        low, high = torch.from_numpy(np.quantile(rows.cpu().numpy(), levels, axis=1)).to(rows.device)
     else:
         low, high = rows.min(dim=1).values, rows.max(dim=1).values
     if method == "mse":
