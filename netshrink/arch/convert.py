@@ -80,11 +80,14 @@ def rank_obstacle(module: nn.Module, kind: str, rank: int, what: str = "rank") -
     return None
 
 
-def nothing_to_convert(model: nn.Module, verb: str, skipped: dict[str, str]) -> ConfigError:
+def nothing_to_convert(model: nn.Module, verb: str, skipped: dict[str, str], kinds: str) -> ConfigError:
     """The error when no layer is left to convert, with the first reason a layer was skipped."""
-    why = f"; e.g. {next(iter(skipped))!r}: {next(iter(skipped.values()))}" if skipped else ""
-    return ConfigError(f"nothing to convert in {type(model).__name__} with {verb}: no selected layer can be "
-                       f"converted{why}")
+    if skipped:
+        name, reason = next(iter(skipped.items()))
+        why = f"no selected layer can be converted; e.g. {name!r}: {reason}"
+    else:
+        why = f"it has no {kinds} layer that passes filter_fn"
+    return ConfigError(f"nothing to convert in {type(model).__name__} with {verb}: {why}")
 
 
 def replace_layers(model: nn.Module, modules: dict[str, nn.Module], plans: dict[str, tuple[str, int]],

@@ -181,6 +181,6 @@ def _low_rank(model: nn.Module, config: LowRank) -> dict:
         kept = {n: chosen[n] for n in plans}
         ranks = budget_ranks(kept, kinds, {n: spectra[n] for n in kept}, config.param_ratio)
     if not plans:
-        raise nothing_to_convert(model, "low_rank", skipped)
+        raise nothing_to_convert(model, "low_rank_", skipped, "Linear or Conv2d")
     plans = {n: (kinds[n], ranks[n]) for n in plans}
     return {"layers": replace_layers(model, chosen, plans), "skipped": skipped}

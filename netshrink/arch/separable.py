@@ -91,6 +91,6 @@ def _separable(model: nn.Module, config: Separable) -> dict:
 
     chosen, skipped = candidates(model, (nn.Conv2d,), config.layers, config.filter_fn, obstacle)
     if not chosen:
-        raise nothing_to_convert(model, f"multiplier {config.multiplier}", skipped)
+        raise nothing_to_convert(model, f"separable_ (multiplier {config.multiplier})", skipped, "Conv2d")
     plans = {name: ("separable", config.multiplier) for name in chosen}
     return {"layers": replace_layers(model, chosen, plans, config.init), "skipped": skipped}
