@@ -41,6 +41,10 @@ _EXPORTS = {
     "Cluster": "netshrink.quant",
     "binarize_": "netshrink.quant",
     "Binarize": "netshrink.quant",
+    "separable_": "netshrink.arch",
+    "Separable": "netshrink.arch",
+    "low_rank_": "netshrink.arch",
+    "LowRank": "netshrink.arch",
 }
 
 __all__ = sorted(_EXPORTS)
