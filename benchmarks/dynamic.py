@@ -1,0 +1,346 @@
+"""Dynamic computation benchmark (issue 11): early exits, slimmable widths, budgets on Fashion-MNIST.
+
+    python benchmarks/dynamic.py                        # every stage (resumable, see below)
+    python benchmarks/dynamic.py --stage exits          # one stage
+    python benchmarks/dynamic.py --quick --out runs/dynamic-quick   # tiny budgets, proves the script
+
+Stages (each keeps its models and result in ``--out``, so a killed run continues where it stopped):
+
+- ``exits``: the zoo convnet with exits after ``features.0``, ``features.2`` and ``features.5``
+  (conv heads: 3x3 stride-2 conv, BatchNorm, ReLU, pool to 4x4, Linear), trained from scratch
+  with the convnet's baselines recipe (12 epochs, crop/flip, seed 0) on the joint loss (every exit
+  weight 1, each early exit half distilled from the last), against the kept convnet trained alone
+  with that recipe. Accuracy against average MACs over thresholds (table and PNG, test split), the
+  threshold calibrated on
+  validation for at most 0.5 points below the last exit, its MACs, its measured latency per
+  sample at batch 1 and 256 (real test inputs, one thread; samples that left are dropped from the
+  batch) and the share leaving at each exit.
+- ``slimmable``: ``slimmable_convnet`` at widths 1, 0.75, 0.5, 0.25 trained with the sandwich rule
+  and in-place distillation, against four convnets of those widths trained alone, same recipe and
+  epochs; accuracy, MACs and latency per width.
+- ``budgets``: the slimmable model profiled on validation, saved to .nsk and loaded back; three
+  MACs / latency budgets pick a point from the file's profile table; its test accuracy and latency.
+
+Writes ``benchmarks/results/dynamic.json``, ``benchmarks/results/dynamic_exits.png`` and the dynamic
+section of BENCHMARKS.md (``--quick`` writes only into ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from benchmarks.baselines import RECIPES  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CHECKPOINTS,
+    RESULTS,
+    machine_info,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+    write_results,
+)
+from netshrink.core.files import write_atomically  # noqa: E402
+
+EXITS = ("features.0", "features.2", "features.5")
+WIDTHS = (1.0, 0.75, 0.5, 0.25)
+CONVNET_WIDTHS = (32, 32, 64, 64, 128)
+CONVNET_HIDDEN = 256
+MAX_DROP = 0.005
+QUICK_SIZES = {"train": 1500, "val": 400, "test": 600}
+QUICK_EPOCHS = 1
+LATENCY_SAMPLES = 1000
+PLOT_NAME = "dynamic_exits.png"
+GOALS = {"macs_reduction": 2.5, "latency_speedup": 2.0, "accuracy_drop_points": 0.5, "width_gap_points": 1.0}
+
+
+class Bench:
+    """The data, the recipe and where each stage keeps its models and results."""
+
+    def __init__(self, data, out: Path, device: str, quick: bool) -> None:
+        self.data, self.out, self.device, self.quick = data, out, device, quick
+        self.recipe = {**RECIPES["convnet"], **({"epochs": QUICK_EPOCHS} if quick else {})}
+        self.latency_samples = 64 if quick else LATENCY_SAMPLES
+        out.mkdir(parents=True, exist_ok=True)
+
+    def config(self):
+        from netshrink.train import FitConfig
+
+        return FitConfig(seed=0, **self.recipe)
+
+    def cached(self, name: str, compute) -> dict:
+        """A stage's result from ``out/<name>.json`` when there, else computed and kept."""
+        path = self.out / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        began = time.perf_counter()
+        result = {**compute(), "stage_seconds": time.perf_counter() - began}
+        write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
+        return result
+
+    def trained(self, name: str, build, loss=None):
+        """A model trained with the recipe, kept as ``out/<name>.nsk`` (reused when there)."""
+        from netshrink.codec.container import load, save
+        from netshrink.train import fit
+
+        path = self.out / f"{name}.nsk"
+        if path.exists():
+            return load(path).to(self.device)
+        torch.manual_seed(0)
+        model = build()
+        fit(model, self.data, self.config(), loss_fn=loss(model) if loss else None, device=self.device,
+            progress=False)
+        model.cpu().eval()
+        save(model, path)
+        return model
+
+
+def _latencies(model, x) -> dict:
+    from netshrink.dynamic.profile import latency_per_sample
+
+    return {"batch_1_ms": latency_per_sample(model, x, batch_size=1),
+            "batch_256_ms": latency_per_sample(model, x, batch_size=256)}
+
+
+def _plain_convnet(bench: Bench):
+    """The kept convnet (trained alone with the recipe) or, in quick mode, one trained here."""
+    from netshrink.models import create
+    from netshrink.train import load_model
+
+    if not bench.quick:
+        return load_model(CHECKPOINTS / "convnet.safetensors").eval()
+    return bench.trained("convnet_plain", lambda: create("convnet", input_shape=list(bench.data.input_shape)))
+
+
+def stage_exits(bench: Bench) -> dict:
+    from netshrink.dynamic import EarlyExit, calibrate_thresholds, early_exit_, exit_costs, exit_loss, threshold_curve
+    from netshrink.dynamic.early_exit import set_exit
+    from netshrink.measure import count_macs, evaluate
+    from netshrink.models import create
+
+    data, shape = bench.data, bench.data.input_shape
+
+    def build():
+        return early_exit_(create("convnet", input_shape=list(shape)), EarlyExit(after=EXITS, head="conv", pool=4))
+
+    def compute() -> dict:
+        plain = _plain_convnet(bench)
+        model = bench.trained("convnet_exits", build, lambda m: exit_loss(m, distill=0.5))
+        model.eval()
+        chosen = calibrate_thresholds(model, data.val, max_drop=MAX_DROP)
+        test_curve = threshold_curve(model, data.test)
+        at_chosen = threshold_curve(model, data.test, thresholds=[chosen["threshold"]])[0]
+        per_exit = []
+        for k, cost in enumerate(exit_costs(model)):
+            set_exit(model, k)
+            per_exit.append({"exit": k, "macs": cost, "test_acc": evaluate(model, data.test)})
+        set_exit(model, None)
+        x = data.test.x[:bench.latency_samples]
+        return {
+            "exits": list(EXITS),
+            "plain": {"test_acc": evaluate(plain, data.test), "val_acc": evaluate(plain, data.val),
+                      "macs": count_macs(plain, shape), "latency": _latencies(plain, x)},
+            "dynamic": {"threshold": chosen["threshold"], "val": chosen, "test_acc": at_chosen["accuracy"],
+                        "test_acc_measured": evaluate(model, data.test), "macs": at_chosen["macs"],
+                        "exit_shares": at_chosen["exit_shares"], "latency": _latencies(model, x)},
+            "per_exit": per_exit,
+            "curve": [{k: p[k] for k in ("threshold", "accuracy", "macs", "exit_shares")} for p in test_curve[::8]],
+        }
+
+    return bench.cached("exits", compute)
+
+
+def _fixed_width(width: float, shape) -> dict:
+    """Kwargs of a convnet with every layer ``width`` times as wide (as the slimmable one runs)."""
+    from netshrink.dynamic.slimmable import units_at
+
+    return {"input_shape": list(shape), "widths": [units_at(c, width) for c in CONVNET_WIDTHS],
+            "hidden": units_at(CONVNET_HIDDEN, width)}
+
+
+def stage_slimmable(bench: Bench) -> dict:
+    from netshrink.dynamic import sandwich_loss, set_width
+    from netshrink.measure import count_macs, evaluate, measure_latency
+    from netshrink.models import create
+
+    data, shape = bench.data, bench.data.input_shape
+
+    def compute() -> dict:
+        slim = bench.trained("slimmable_convnet", lambda: create("slimmable_convnet", input_shape=list(shape)),
+                             sandwich_loss)
+        rows = []
+        for width in WIDTHS:
+            alone = bench.trained(f"convnet_w{width:g}", lambda w=width: create("convnet", **_fixed_width(w, shape)))
+            set_width(slim, width)
+            rows.append({"width": width,
+                         "slimmable": {"test_acc": evaluate(slim, data.test), "macs": count_macs(slim, shape),
+                                       "batch_1_ms": measure_latency(slim, shape)["median_ms"]},
+                         "alone": {"test_acc": evaluate(alone, data.test), "macs": count_macs(alone, shape),
+                                   "batch_1_ms": measure_latency(alone, shape)["median_ms"]}})
+        set_width(slim, 1.0)
+        return {"rows": rows}
+
+    return bench.cached("slimmable", compute)
+
+
+def stage_budgets(bench: Bench) -> dict:
+    from netshrink.codec.container import load, save
+    from netshrink.dynamic import choose_point, profile_, profile_table, use_point
+    from netshrink.dynamic.profile import latency_per_sample
+    from netshrink.measure import evaluate
+
+    data = bench.data
+
+    def compute() -> dict:
+        path = bench.out / "slimmable_profiled.nsk"
+        if not path.exists():
+            slim = load(bench.out / "slimmable_convnet.nsk")
+            profile_(slim, data.val, latency_samples=bench.latency_samples)
+            save(slim, path)
+        model = load(path)
+        points = profile_table(model)["points"]
+        macs = sorted(p["macs"] for p in points)
+        ms = sorted(p["latency_ms"] for p in points)
+        budgets = [("macs", 1.1 * macs[0]), ("macs", 0.5 * (macs[1] + macs[2])), ("ms", ms[-1] * 1.05)]
+        rows = []
+        for kind, budget in budgets:
+            point = choose_point(model, **({"budget_macs": budget} if kind == "macs" else {"budget_ms": budget}))
+            use_point(model, point)
+            rows.append({"budget": budget, "unit": "MACs" if kind == "macs" else "ms", "chosen": point,
+                         "test_acc": evaluate(model, data.test),
+                         "test_latency_ms": latency_per_sample(model, data.test.x[:bench.latency_samples])})
+        return {"profile": points, "rows": rows}
+
+    return bench.cached("budgets", compute)
+
+
+def build_targets(measured: dict) -> list[dict]:
+    exits = measured["exits"]
+    plain, dyn = exits["plain"], exits["dynamic"]
+    targets = [
+        target("early exits: average MACs reduction at the calibrated point (x)", plain["macs"] / dyn["macs"],
+               GOALS["macs_reduction"], ">="),
+        target("early exits: CPU latency speed-up at batch 1 (x)",
+               plain["latency"]["batch_1_ms"] / dyn["latency"]["batch_1_ms"], GOALS["latency_speedup"], ">="),
+        target("early exits: test accuracy drop against the convnet alone (points)",
+               100 * (plain["test_acc"] - dyn["test_acc_measured"]), GOALS["accuracy_drop_points"], "<="),
+    ]
+    for row in measured["slimmable"]["rows"]:
+        gap = 100 * (row["alone"]["test_acc"] - row["slimmable"]["test_acc"])
+        targets.append(target(f"slimmable width {row['width']:g}: points below the same width trained alone", gap,
+                              GOALS["width_gap_points"], "<="))
+    return targets
+
+
+def plot(exits: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = exits["curve"]
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot([p["macs"] / 1e6 for p in curve], [100 * p["accuracy"] for p in curve], ".-", label="early exits")
+    axes.plot([exits["plain"]["macs"] / 1e6], [100 * exits["plain"]["test_acc"]], "s", label="convnet alone")
+    axes.plot([exits["dynamic"]["macs"] / 1e6], [100 * exits["dynamic"]["test_acc"]], "*", markersize=12,
+              label="calibrated (val)")
+    axes.set_xlabel("average MMACs per sample")
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title("Early-exit convnet, Fashion-MNIST")
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
+    exits, slim, budgets = measured["exits"], measured["slimmable"], measured["budgets"]
+    plain, dyn = exits["plain"], exits["dynamic"]
+    lines = ["## Dynamic computation (Fashion-MNIST)", "",
+             f"`python benchmarks/dynamic.py`{' --quick (tiny budgets, not the real figures)' if quick else ''} on "
+             f"{measured['device']}; convnet recipe {json.dumps(measured['recipe'])}; latencies per sample on "
+             "real test inputs, one thread.", "",
+             f"Early exits after {', '.join(exits['exits'])}; threshold {dyn['threshold']:.4f} calibrated on "
+             f"validation (at most {100 * MAX_DROP:g} points below the last exit).", "",
+             "| | test acc | avg MACs | batch 1 ms/sample | batch 256 ms/sample |", "|---|---|---|---|---|",
+             f"| convnet alone | {100 * plain['test_acc']:.2f}% | {plain['macs']:,.0f} | "
+             f"{plain['latency']['batch_1_ms']:.3f} | {plain['latency']['batch_256_ms']:.4f} |",
+             f"| early exits, calibrated | {100 * dyn['test_acc_measured']:.2f}% | {dyn['macs']:,.0f} | "
+             f"{dyn['latency']['batch_1_ms']:.3f} | {dyn['latency']['batch_256_ms']:.4f} |", "",
+             "Share of test samples leaving at each exit: "
+             + ", ".join(f"exit {k}: {100 * s:.1f}%" for k, s in enumerate(dyn["exit_shares"])) + ".", "",
+             "| exit | MACs | test acc (always leaving there) |", "|---|---|---|"]
+    lines += [f"| {r['exit']} | {r['macs']:,} | {100 * r['test_acc']:.2f}% |" for r in exits["per_exit"]]
+    lines += ["", f"Accuracy against average MACs over thresholds: `benchmarks/results/{PLOT_NAME}`.", "",
+              "| width | slimmable test acc | alone test acc | MACs | slimmable batch 1 ms | alone batch 1 ms |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['width']:g} | {100 * r['slimmable']['test_acc']:.2f}% | {100 * r['alone']['test_acc']:.2f}% | "
+              f"{r['slimmable']['macs']:,} | {r['slimmable']['batch_1_ms']:.3f} | {r['alone']['batch_1_ms']:.3f} |"
+              for r in slim["rows"]]
+    lines += ["", "Budgets (slimmable convnet, profile measured on validation and read back from its .nsk file):", "",
+              "| budget | chosen | test acc | test latency ms/sample |", "|---|---|---|---|"]
+    lines += [f"| {r['budget']:,.3f} {r['unit']} | width {r['chosen']['value']:g} | {100 * r['test_acc']:.2f}% | "
+              f"{r['test_latency_ms']:.3f} |" for r in budgets["rows"]]
+    lines += ["", f"Wall time of this invocation: {measured['wall_seconds']:.0f} s (stages finished earlier are "
+              "reused).", "", targets_markdown(targets)]
+    return "\n".join(lines)
+
+
+def _subset(data):
+    from netshrink.data import Split
+
+    cut = {name: Split(getattr(data, name).x[:n], getattr(data, name).y[:n]) for name, n in QUICK_SIZES.items()}
+    return dataclasses.replace(data, **cut)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stage", choices=["all", "exits", "slimmable", "budgets"], default="all",
+                        help="run one stage (budgets needs the slimmable stage's model)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every stage at tiny budgets on a data subset; writes only into --out")
+    parser.add_argument("--out", default="runs/dynamic-benchmark", help="run folder (resumable stages)")
+    parser.add_argument("--device", default="cpu", help="training device; latencies are always measured on the CPU")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    from netshrink.data import load_dataset
+
+    began = time.perf_counter()
+    data = load_dataset("fashion-mnist", data_dir=args.data_dir)
+    if args.quick:
+        data = _subset(data)
+    bench = Bench(data, Path(args.out), args.device, args.quick)
+    stages = {"exits": stage_exits, "slimmable": stage_slimmable, "budgets": stage_budgets}
+    measured: dict = {"device": f"{machine_info()['processor']} ({args.device} training)", "recipe": bench.recipe}
+    for name, stage in stages.items():
+        if args.stage in ("all", name):
+            measured[name] = stage(bench)
+            print(f"{name}: done", flush=True)
+    if args.stage != "all":
+        return
+    measured["wall_seconds"] = time.perf_counter() - began
+    targets = build_targets(measured)
+    results_dir = bench.out if args.quick else RESULTS
+    plot(measured["exits"], results_dir / PLOT_NAME)
+    table = markdown(measured, targets, args.quick)
+    if args.quick:
+        doc = {"benchmark": "dynamic", "quick": True, "machine": machine_info(), "targets": targets,
+               "measurements": measured}
+        write_atomically(bench.out / "dynamic.json", (json.dumps(doc, indent=2) + "\n").encode())
+    else:
+        write_results("dynamic", measured, targets, device=measured["device"])
+        update_benchmarks_md("dynamic", table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
