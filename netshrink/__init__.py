@@ -45,6 +45,12 @@ _EXPORTS = {
     "Separable": "netshrink.arch",
     "low_rank_": "netshrink.arch",
     "LowRank": "netshrink.arch",
+    "early_exit_": "netshrink.dynamic",
+    "EarlyExit": "netshrink.dynamic",
+    "slimmable_": "netshrink.dynamic",
+    "Slimmable": "netshrink.dynamic",
+    "set_width": "netshrink.dynamic",
+    "set_exit": "netshrink.dynamic",
 }
 
 __all__ = sorted(_EXPORTS)
