@@ -8,7 +8,8 @@ starting at step ``t0``:
 so the network loses many weights early, while they are redundant, and few near the end. Each
 pruning step is a ``MagnitudePrune`` through ``apply_`` (logged); between them the masks hold
 the pruned weights at zero while training goes on. The schedule depends on ``StepInfo`` alone, so
-a resumed ``fit`` (masks restored from its checkpoint) prunes exactly like an uninterrupted one.
+a resumed ``fit`` (masks restored from its checkpoint) prunes exactly like an uninterrupted one,
+provided both runs called ``prepare`` before ``fit``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class GradualPrune(Callback):
         self.start, self.end, self.every = start, end, every
         MagnitudePrune(sparsity=self.final, scope=scope, layers=layers)  # checks scope and layers now
         self.scope, self.layers, self.filter_fn = scope, layers, filter_fn
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Prune to ``initial_sparsity`` now, before ``fit`` builds its optimizer, so the model's
+        parameters (and so the optimizer state in checkpoints) have their final layout from the
+        start. Needed for ``fit(..., resume=True)``: call it on the fresh model of every run."""
+        return prune_(model, MagnitudePrune(sparsity=self.initial, scope=self.scope, layers=self.layers,
+                                            filter_fn=self.filter_fn))
 
     def on_step_begin(self, model: nn.Module, info: StepInfo) -> None:
         start = round(self.start * info.total_steps)

@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from netshrink.cli import main
+from netshrink.codec.container import load
+from netshrink.models import create
+from netshrink.prune.cli import OUTPUT_NAME
+from netshrink.train import FitConfig, fit, save_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, digits):
+    torch.manual_seed(0)
+    model = fit(create("lenet300_100", in_features=64), digits, FitConfig(epochs=2, batch_size=32),
+                progress=False).model
+    path = tmp_path_factory.mktemp("trained") / "model.safetensors"
+    save_model(path, model)
+    return path
+
+
+def _prune(checkpoint, out, *options):
+    return main(["prune", str(checkpoint), "--data", "digits", "--finetune-epochs", "1", "--out", str(out),
+                 *options])
+
+
+def _weight_sparsity(model) -> float:
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+@pytest.mark.parametrize("schedule", ["oneshot", "gradual", "iterative"])
+def test_prune_writes_the_fine_tuned_file_and_prints_the_table(checkpoint, tmp_path, capsys, schedule):
+    out = tmp_path / "out"
+    assert _prune(checkpoint, out, "--sparsity", "0.9", "--scope", "global", "--schedule", schedule,
+                  "--rounds", "2") == 0
+    printed = capsys.readouterr().out
+    assert "fc1" in printed and "test accuracy" in printed and "fewer" in printed
+    model = load(out / OUTPUT_NAME)
+    assert _weight_sparsity(model) == pytest.approx(0.9, abs=1e-3)
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_NAME]
+
+
+def test_structured_prune_writes_a_smaller_model(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _prune(checkpoint, out, "--structured", "--amount", "0.5") == 0
+    model = load(out / OUTPUT_NAME)
+    assert (model.fc1.out_features, model.fc2.out_features) == (150, 50)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--sparsity", "1.5"], "--sparsity must be a number in [0, 1)"),
+    (["--sparsity", "-0.1"], "--sparsity must be a number in [0, 1)"),
+    (["--structured", "--amount", "1"], "--amount must be a number in [0, 1)"),
+    ([], "say what to prune"),
+    (["--sparsity", "0.5", "--schedule", "gradual", "--finetune-epochs", "0"], "give --finetune-epochs 1 or more"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, options, message):
+    out = tmp_path / "out"
+    assert _prune(checkpoint, out, *options) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_missing_checkpoint_or_wrong_data_is_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _prune(tmp_path / "missing.safetensors", out, "--sparsity", "0.5") == 2
+    assert "does not exist" in capsys.readouterr().err
+    wide = tmp_path / "wide.safetensors"
+    save_model(wide, create("lenet300_100"))  # 784 inputs, not digits' 64
+    assert _prune(wide, out, "--sparsity", "0.5") == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not accept" in err and "\n" not in err
+    assert not out.exists()
