@@ -115,9 +115,11 @@ def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), inp
              latency_samples: int = 256, threads: int = 1) -> list[dict[str, Any]]:
     """Measure every operating point on the validation split and record the table in the model's
     log (so ``save`` writes it). Latency is per sample at batch 1 over the first
-    ``latency_samples`` validation inputs. The model is left at its widest / full setting."""
+    ``latency_samples`` validation inputs. A slimmable model is left at its widest width, a model
+    with exits with the thresholds it had, leaving by confidence."""
     shape = sample_shape(model, input_shape)
     points = candidate_points(model, thresholds)
+    saved_thresholds = [] if points[0]["kind"] == "width" else model.exit_thresholds.tolist()
     curve, costs = {}, []
     if points[0]["kind"] != "width":
         values = [p["value"] for p in points if p["kind"] == "threshold"]
@@ -134,9 +136,10 @@ def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), inp
             point["accuracy"] = evaluate(model, val, device=device)
             point["macs"] = costs[point["value"]] if point["kind"] == "exit" else count_macs(model, shape)
         point["latency_ms"] = latency_per_sample(model, sample, threads=threads)
-    use_point(model, points[-1] if points[-1]["kind"] == "width" else {"kind": "exit", "value": num_exits(model) - 1})
-    if points[0]["kind"] != "width":
-        set_exit(model, None)
+    if points[0]["kind"] == "width":
+        use_point(model, points[-1])
+    else:
+        set_thresholds(model, saved_thresholds)
     apply_(model, DynamicProfile(points=tuple(points), device=str(device), threads=threads))
     return points
 

@@ -78,8 +78,9 @@ def test_calibration_for_a_macs_target_and_one_nothing_fits(exit_model, digits):
 
 
 def test_profile_travels_in_the_file_and_budgets_pick_the_best_point_that_fits(exit_model, digits, tmp_path):
-    set_thresholds(exit_model, 0.9)
+    set_thresholds(exit_model, 0.7)
     points = profile_(exit_model, digits.val, thresholds=[0.5, 0.9], latency_samples=16)
+    assert exit_model.exit_thresholds.tolist() == [pytest.approx(0.7)] and int(exit_model.exit_fixed) == -1
     assert [(p["kind"], p["value"]) for p in points] == [("exit", 0), ("exit", 1), ("threshold", 0.5),
                                                           ("threshold", 0.9)]
     assert points[0]["macs"] < points[2]["macs"] <= points[3]["macs"] < points[1]["macs"]
