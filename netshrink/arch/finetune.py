@@ -7,18 +7,25 @@ carry more per example than the labels. Without ``netshrink.distill``, plain fin
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from torch import nn
 
 from netshrink.data import Dataset
 from netshrink.train import FitConfig, FitResult, fit
 
 
-def finetune(model: nn.Module, original: nn.Module, data: Dataset, config: FitConfig,
-             progress: bool = False, device: str = "cpu") -> tuple[FitResult, str]:
-    """Train the converted ``model`` in place; returns ``fit``'s result and ``"distill"`` or ``"fit"``."""
+def finetune(model: nn.Module, original: nn.Module, data: Dataset, config: FitConfig, distill_config: Any = None,
+             out_dir: str | Path | None = None, progress: bool = False, device: str = "cpu") -> tuple[FitResult, str]:
+    """Train the converted ``model`` in place, distilled from ``original`` (``distill_config``: a
+    ``netshrink.distill.Distill``, default ``Distill()``); returns ``fit``'s result and ``"distill"``
+    or, where ``netshrink.distill`` is missing, ``"fit"`` (labels only)."""
     try:
         from netshrink.distill import Distill
         from netshrink.distill.teach import distill
     except ImportError:
-        return fit(model, data, config, progress=progress, device=device), "fit"
-    return distill(model, original, data, Distill(), config, progress=progress, device=device), "distill"
+        return fit(model, data, config, out_dir=out_dir, progress=progress, device=device), "fit"
+    result = distill(model, original, data, distill_config or Distill(), config, out_dir=out_dir, progress=progress,
+                     device=device)
+    return result, "distill"

@@ -1,0 +1,358 @@
+"""Architecture benchmark: depthwise separable conversion and low-rank factorization of the kept
+Fashion-MNIST models, and three tiny efficient students, side by side with the convnet.
+
+    python benchmarks/architecture.py            # resumes finished stages from runs/architecture/
+    python benchmarks/architecture.py --fresh    # recomputes every stage
+    python benchmarks/architecture.py --quick    # a few hundred samples, 1 epoch: proves the script
+                                                 # runs; writes only under runs/architecture-quick/
+
+Stages (each cached as ``<runs>/<stage>.json`` so a killed run resumes):
+
+- ``convnet-baseline``: the kept convnet (``benchmarks/checkpoints``): accuracy, parameters and
+  MACs (all, and of its Conv2d layers), CPU latency at batch 1 and 256.
+- ``separable-init``: ``Separable(multiplier=1)`` on every convertible conv, initialised by the
+  per-input-channel SVD and, for comparison, randomly: accuracy right after conversion.
+- ``separable-finetuned``: the SVD-initialised conversion fine-tuned ``sep_epochs`` epochs,
+  distilled from the original convnet; accuracy, conv parameters and MACs, latency of the
+  converted and the original model in the same run (the original timed before and after).
+- ``low-rank-<model>-p<ratio>``: ``LowRank(param_ratio=ratio)`` on every Linear and Conv2d of
+  lenet300_100 and the convnet: accuracy right after factorization and after fine-tuning
+  ``low_rank_epochs`` epochs distilled from the original; a table and a PNG plot against kept
+  parameters.
+- ``student-<name>``: ``mobilenet_tiny``, ``shufflenet_tiny``, ``ghostnet_tiny`` trained
+  ``student_epochs`` epochs distilled from the convnet: accuracy, parameters, MACs, latency.
+
+Distillation uses the teacher's cached logits (``Distill(cache_teacher=True)``, one teacher pass
+per teacher over the training split, shared by every stage through a copy of the cache file), so
+training runs without augmentation. Learning rates are fixed, not tuned (the machine's 2 cores are
+shared); test accuracy is reported, never used to choose. Training runs on 1 thread.
+
+Writes ``benchmarks/results/architecture.json``, ``benchmarks/results/architecture_low_rank.png``
+and the architecture section of BENCHMARKS.md (``--quick``: ``runs/architecture-quick/`` only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    CHECKPOINTS,
+    RESULTS,
+    ROOT,
+    machine_info,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+    write_results,
+)
+from netshrink.arch.finetune import finetune  # noqa: E402
+from netshrink.arch.low_rank import LowRank, low_rank_  # noqa: E402
+from netshrink.arch.separable import Separable, separable_  # noqa: E402
+from netshrink.codec.container import load, save  # noqa: E402
+from netshrink.core.files import write_atomically  # noqa: E402
+from netshrink.core.transform_log import get_log  # noqa: E402
+from netshrink.data import Dataset, Split, load_dataset  # noqa: E402
+from netshrink.distill import Distill  # noqa: E402
+from netshrink.distill.cache import CACHE_NAME  # noqa: E402
+from netshrink.measure import count_macs_per_module, count_parameters, evaluate, measure_latency  # noqa: E402
+from netshrink.models import create_for_data  # noqa: E402
+from netshrink.train import FitConfig, load_model  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much work each stage does."""
+
+    sep_epochs: int = 3
+    low_rank_epochs: dict = dataclasses.field(default_factory=lambda: {"lenet300_100": 2, "convnet": 1})
+    student_epochs: int = 8
+    ratios: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    samples: int | None = None  # per split; None: all
+    latency_repeats: tuple[int, int] = (100, 20)  # batch 1, batch 256
+
+
+FULL = Budget()
+QUICK = Budget(sep_epochs=1, low_rank_epochs={"lenet300_100": 1, "convnet": 1}, student_epochs=1,
+               ratios=(0.1, 0.4), samples=512, latency_repeats=(10, 3))
+STUDENTS = ("mobilenet_tiny", "shufflenet_tiny", "ghostnet_tiny")
+FINETUNE_LR, STUDENT_LR = 0.01, 0.05
+CONV_REDUCTION_GOAL, SEPARABLE_DROP_GOAL, WALL_GOAL_MIN = 5.0, 1.0, 60.0
+
+
+class Run:
+    """The stage cache and teacher-logit caches of one invocation."""
+
+    def __init__(self, root: Path, fresh: bool, budget: Budget, data: Dataset) -> None:
+        self.root, self.fresh, self.budget, self.data = root, fresh, budget, data
+        root.mkdir(parents=True, exist_ok=True)
+
+    def stage(self, name: str, work) -> dict:
+        """The cached result of stage ``name``, or run it (``work() -> dict``) and cache it."""
+        path = self.root / f"{name}.json"
+        if path.exists() and not self.fresh:
+            print(f"[{name}] cached", flush=True)
+            return json.loads(path.read_text())
+        print(f"[{name}] running", flush=True)
+        began = time.perf_counter()
+        result = work()
+        result["seconds"] = time.perf_counter() - began
+        write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
+        print(f"[{name}] {result['seconds']:.0f} s", flush=True)
+        return result
+
+    def train(self, model: nn.Module, teacher_name: str, teacher: nn.Module, stage: str, epochs: int,
+              lr: float) -> dict:
+        """Distil ``model`` from ``teacher`` (cached logits shared between stages); the history."""
+        out = self.root / "train" / stage
+        shared = self.root / "teacher-logits" / f"{teacher_name}.safetensors"
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        if shared.exists():
+            shutil.copyfile(shared, out / CACHE_NAME)
+        config = FitConfig(epochs=epochs, lr=lr, batch_size=128, schedule="cosine", seed=0)
+        result, how = finetune(model, teacher, self.data, config, Distill(cache_teacher=True), out_dir=out)
+        if not shared.exists():
+            shared.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / CACHE_NAME, shared)
+        return {"fit_config": config.to_dict(), "trained_by": how, "history": result.history}
+
+
+def subset(data: Dataset, samples: int | None) -> Dataset:
+    """The first ``samples`` of each split (all when None)."""
+    if samples is None:
+        return data
+    cut = {name: Split(getattr(data, name).x[:samples], getattr(data, name).y[:samples])
+           for name in ("train", "val", "test")}
+    return dataclasses.replace(data, **cut)
+
+
+def conv_costs(model: nn.Module, shape) -> dict:
+    """Parameters and MACs of the whole model and of its Conv2d layers."""
+    macs = count_macs_per_module(model, shape)
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    return {"params": count_parameters(model), "macs": sum(macs.values()),
+            "conv_params": sum(p.numel() for m in convs.values() for p in m.parameters()),
+            "conv_macs": sum(macs.get(n, 0) for n in convs)}
+
+
+def accuracy(model: nn.Module, data: Dataset) -> dict:
+    return {"val_acc": evaluate(model, data.val), "test_acc": evaluate(model, data.test)}
+
+
+def latency(model: nn.Module, shape, budget: Budget) -> dict:
+    """Median ms per forward pass, 1 thread, batch 1 and 256."""
+    return {f"batch_{b}": measure_latency(model, shape, batch_size=b, threads=1, warmup=3, repeats=r)["median_ms"]
+            for b, r in zip((1, 256), budget.latency_repeats, strict=True)}
+
+
+def saved_and_loaded(model: nn.Module, path: Path, data: Dataset) -> dict:
+    """Write the .nsk and check the loaded model's outputs equal the model's."""
+    save(model, path)
+    model.eval()
+    with torch.no_grad():
+        same = torch.equal(model(data.test.x[:256]), load(path)(data.test.x[:256]))
+    return {"nsk_bytes": path.stat().st_size, "loaded_outputs_equal": same}
+
+
+def convnet() -> nn.Module:
+    return load_model(CHECKPOINTS / "convnet.safetensors").eval()
+
+
+def baseline_stage(run: Run) -> dict:
+    model = convnet()
+    return {**accuracy(model, run.data), **conv_costs(model, run.data.input_shape)}
+
+
+def separable_init_stage(run: Run) -> dict:
+    results = {}
+    for init in ("svd", "random"):
+        torch.manual_seed(0)
+        model = convnet()
+        separable_(model, Separable(multiplier=1, init=init))
+        results[init] = accuracy(model.eval(), run.data)
+    return results
+
+
+def separable_finetuned_stage(run: Run) -> dict:
+    original, model = convnet(), convnet()
+    separable_(model, Separable(multiplier=1))
+    layers = get_log(model)[-1]["layers"]
+    trained = run.train(model, "convnet", original, "separable", run.budget.sep_epochs, FINETUNE_LR)
+    model.eval()
+    shape, budget = run.data.input_shape, run.budget
+    timing = {"original": latency(original, shape, budget), "separable": latency(model, shape, budget),
+              "original_again": latency(original, shape, budget)}
+    return {**accuracy(model, run.data), **conv_costs(model, shape), "layers": layers, **trained,
+            "latency_ms": timing, **saved_and_loaded(model, run.root / "separable.nsk", run.data)}
+
+
+def low_rank_stage(run: Run, name: str, ratio: float) -> dict:
+    def build() -> nn.Module:
+        return load_model(CHECKPOINTS / f"{name}.safetensors").eval()
+
+    original, model = build(), build()
+    low_rank_(model, LowRank(param_ratio=ratio))
+    record = get_log(model)[-1]
+    right_after = accuracy(model.eval(), run.data)
+    trained = run.train(model, name, original, f"low-rank-{name}-p{ratio}", run.budget.low_rank_epochs[name],
+                        FINETUNE_LR)
+    model.eval()
+    kept = sum(v["weights_after"] for v in record["layers"].values())
+    dense = sum(v["weights_before"] for v in record["layers"].values())
+    return {"param_ratio": ratio, "right_after": right_after, **accuracy(model, run.data),
+            "params": count_parameters(model), "original_params": count_parameters(original),
+            "factorized_weights": kept, "dense_weights": dense, "skipped": record["skipped"],
+            "ranks": {n: v["rank"] for n, v in record["layers"].items()}, **trained}
+
+
+def student_stage(run: Run, name: str) -> dict:
+    torch.manual_seed(0)
+    model = create_for_data(name, run.data.input_shape, run.data.num_classes)
+    trained = run.train(model, "convnet", convnet(), f"student-{name}", run.budget.student_epochs, STUDENT_LR)
+    model.eval()
+    return {**accuracy(model, run.data), **conv_costs(model, run.data.input_shape), **trained,
+            "latency_ms": latency(model, run.data.input_shape, run.budget)}
+
+
+def plot(low_rank: dict, path: Path) -> None:
+    """Accuracy against kept parameters, before and after fine-tuning, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(low_rank), figsize=(5 * len(low_rank), 3.6))
+    for axis, (name, rows) in zip(list(getattr(axes, "flat", [axes])), low_rank.items(), strict=True):
+        params = [r["params"] for r in rows]
+        axis.plot(params, [100 * r["right_after"]["test_acc"] for r in rows], "o--", label="right after factorization")
+        axis.plot(params, [100 * r["test_acc"] for r in rows], "o-", label="after fine-tuning")
+        axis.axhline(100 * rows[0]["original_test_acc"], color="gray", lw=0.8, label="original")
+        axis.set_xscale("log")
+        axis.set(title=f"{name}: low rank (SVD)", xlabel="parameters kept", ylabel="test accuracy (%)")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fresh", action="store_true", help="recompute every stage")
+    parser.add_argument("--quick", action="store_true", help="tiny budgets; results under runs/architecture-quick/")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # the CPU is shared: one thread per job avoids oversubscription
+    budget = QUICK if args.quick else FULL
+    data = subset(load_dataset("fashion-mnist"), budget.samples)
+    run = Run(ROOT / "runs" / ("architecture-quick" if args.quick else "architecture"), args.fresh, budget, data)
+
+    base = run.stage("convnet-baseline", lambda: baseline_stage(run))
+    init = run.stage("separable-init", lambda: separable_init_stage(run))
+    sep = run.stage("separable-finetuned", lambda: separable_finetuned_stage(run))
+    low_rank = {}
+    for name in ("lenet300_100", "convnet"):
+        original_test = evaluate(load_model(CHECKPOINTS / f"{name}.safetensors"), data.test)
+        low_rank[name] = [{**run.stage(f"low-rank-{name}-p{r}", lambda n=name, r=r: low_rank_stage(run, n, r)),
+                           "original_test_acc": original_test} for r in budget.ratios]
+    students = {n: run.stage(f"student-{n}", lambda n=n: student_stage(run, n)) for n in STUDENTS}
+
+    timing = sep["latency_ms"]
+    original_ms = {b: min(timing["original"][b], timing["original_again"][b]) for b in timing["separable"]}
+    targets = [
+        target("separable: conv parameters, fewer (x)", base["conv_params"] / sep["conv_params"],
+               CONV_REDUCTION_GOAL, ">="),
+        target("separable: conv MACs, fewer (x)", base["conv_macs"] / sep["conv_macs"], CONV_REDUCTION_GOAL, ">="),
+        target("separable right after conversion: SVD minus random init, validation accuracy (points)",
+               100 * (init["svd"]["val_acc"] - init["random"]["val_acc"]), 0.0, ">="),
+        target("separable fine-tuned: test accuracy below the convnet (points)",
+               100 * (base["test_acc"] - sep["test_acc"]), SEPARABLE_DROP_GOAL, "<="),
+    ]
+    stage_minutes = sum(json.loads(p.read_text())["seconds"] for p in run.root.glob("*.json")) / 60
+    targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
+    speedup = {b: original_ms[b] / timing["separable"][b] for b in original_ms}
+    measurements = {"budget": dataclasses.asdict(budget), "convnet": base, "separable_init": init,
+                    "separable_finetuned": sep, "separable_speedup": speedup, "low_rank": low_rank,
+                    "students": students}
+    notes = ("Latency: 1 thread, median, on a CPU shared with other jobs (absolute times noisy); the original "
+             "convnet is timed before and after the converted one and the faster of the two is the reference.")
+    extra = {"device": "cpu", "wall_minutes_this_invocation": (time.perf_counter() - began) / 60, "notes": notes}
+    markdown = _markdown(measurements, targets, quick=args.quick)
+    if args.quick:
+        doc = {"benchmark": "architecture (quick)", "machine": machine_info(), "targets": targets, **extra,
+               "measurements": measurements}
+        write_atomically(run.root / "architecture.json", (json.dumps(doc, indent=2) + "\n").encode())
+        plot(low_rank, run.root / "architecture_low_rank.png")
+        (run.root / "architecture.md").write_text(markdown + "\n")
+    else:
+        write_results("architecture", measurements, targets, **extra)
+        plot(low_rank, RESULTS / "architecture_low_rank.png")
+        update_benchmarks_md("architecture", markdown)
+    print(markdown)
+
+
+def _markdown(m: dict, targets: list[dict], quick: bool) -> str:
+    base, init, sep = m["convnet"], m["separable_init"], m["separable_finetuned"]
+    lat = sep["latency_ms"]
+    budget = m["budget"]
+    lines = ["## Architecture (Fashion-MNIST)", "",
+             f"`python benchmarks/architecture.py{' --quick' if quick else ''}`. From the kept convnet "
+             f"(test {100 * base['test_acc']:.2f}%). Fine-tuning and students are distilled from the original "
+             "model (cached teacher logits, no augmentation), fixed learning rates, 1 thread; test accuracy is "
+             "reported, never used to choose.", "",
+             f"Depthwise separable conversion (multiplier 1), fine-tuned {budget['sep_epochs']} epochs:", "",
+             "| | convnet | separable | fewer |", "|---|---|---|---|",
+             f"| conv parameters | {base['conv_params']:,} | {sep['conv_params']:,} | "
+             f"{base['conv_params'] / sep['conv_params']:.1f}x |",
+             f"| conv MACs | {base['conv_macs']:,} | {sep['conv_macs']:,} | "
+             f"{base['conv_macs'] / sep['conv_macs']:.1f}x |",
+             f"| all parameters | {base['params']:,} | {sep['params']:,} | {base['params'] / sep['params']:.1f}x |",
+             f"| test accuracy | {100 * base['test_acc']:.2f}% | {100 * sep['test_acc']:.2f}% | |",
+             f"| latency batch 1, ms (original: before / after) | {lat['original']['batch_1']:.2f} / "
+             f"{lat['original_again']['batch_1']:.2f} | {lat['separable']['batch_1']:.2f} | "
+             f"{m['separable_speedup']['batch_1']:.2f}x |",
+             f"| latency batch 256, ms | {lat['original']['batch_256']:.1f} / "
+             f"{lat['original_again']['batch_256']:.1f} | "
+             f"{lat['separable']['batch_256']:.1f} | {m['separable_speedup']['batch_256']:.2f}x |", "",
+             f"Right after conversion (no training): SVD initialisation {100 * init['svd']['test_acc']:.2f}% test "
+             f"({100 * init['svd']['val_acc']:.2f}% val), random initialisation of the same layers "
+             f"{100 * init['random']['test_acc']:.2f}% test ({100 * init['random']['val_acc']:.2f}% val).", "",
+             "Per layer (weights, bias excluded):", "", "| layer | dense | separable | fewer |", "|---|---|---|---|"]
+    for name, layer in sep["layers"].items():
+        lines.append(f"| {name} | {layer['weights_before']:,} | {layer['weights_after']:,} | {layer['ratio']:.2f}x |")
+    lines += ["", "Low rank (`LowRank(param_ratio=p)` on every Linear and Conv2d, channel decomposition), fine-tuned "
+              f"{budget['low_rank_epochs']} epochs; plot: `benchmarks/results/architecture_low_rank.png`.", "",
+              "| model | p | parameters kept | test right after | test fine-tuned | original |",
+              "|---|---|---|---|---|---|"]
+    for name, rows in m["low_rank"].items():
+        for r in rows:
+            lines.append(f"| {name} | {r['param_ratio']} | {r['params']:,} / {r['original_params']:,} | "
+                         f"{100 * r['right_after']['test_acc']:.2f}% | {100 * r['test_acc']:.2f}% | "
+                         f"{100 * r['original_test_acc']:.2f}% |")
+    lines += ["", f"Tiny students, distilled from the convnet for {budget['student_epochs']} epochs:", "",
+              "| model | parameters | MACs | test accuracy | latency b1 (ms) | latency b256 (ms) |",
+              "|---|---|---|---|---|---|",
+              f"| convnet (teacher) | {base['params']:,} | {base['macs']:,} | {100 * base['test_acc']:.2f}% | "
+              f"{min(lat['original']['batch_1'], lat['original_again']['batch_1']):.2f} | "
+              f"{min(lat['original']['batch_256'], lat['original_again']['batch_256']):.1f} |"]
+    for name, s in m["students"].items():
+        lines.append(f"| {name} | {s['params']:,} | {s['macs']:,} | {100 * s['test_acc']:.2f}% | "
+                     f"{s['latency_ms']['batch_1']:.2f} | {s['latency_ms']['batch_256']:.1f} |")
+    lines += ["", targets_markdown(targets)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
