@@ -45,7 +45,7 @@ def add_prune_parser(commands: argparse._SubParsersAction) -> None:
 def _checked(args: argparse.Namespace):
     """The fine-tuning config, after every option has been checked (one-line ConfigErrors)."""
     from netshrink.core.errors import ConfigError
-    from netshrink.prune.magnitude import check_sparsity
+    from netshrink.prune.selection import check_sparsity
     from netshrink.train import FitConfig
 
     if args.sparsity is None and not args.structured:

@@ -17,8 +17,9 @@ from __future__ import annotations
 from torch import nn
 
 from netshrink.core.errors import ConfigError
-from netshrink.prune.magnitude import MagnitudePrune, check_sparsity, prune_
+from netshrink.prune.magnitude import MagnitudePrune, prune_
 from netshrink.prune.masks import PrunableFilter
+from netshrink.prune.selection import check_sparsity
 from netshrink.train.callbacks import Callback, StepInfo
 
 

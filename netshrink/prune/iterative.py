@@ -18,8 +18,9 @@ from torch import nn
 
 from netshrink.core.errors import ConfigError
 from netshrink.data import Dataset
-from netshrink.prune.magnitude import MagnitudePrune, check_sparsity, prune_
+from netshrink.prune.magnitude import MagnitudePrune, prune_
 from netshrink.prune.masks import PrunableFilter, current_mask
+from netshrink.prune.selection import check_sparsity
 from netshrink.train import Callback, FitConfig, StepInfo, fit
 
 

@@ -17,8 +17,9 @@ from torch import nn
 from netshrink.core.errors import ConfigError
 from netshrink.data.dataset import Split
 from netshrink.measure.accuracy import evaluate
-from netshrink.prune.magnitude import MagnitudePrune, check_sparsity, prune_
+from netshrink.prune.magnitude import MagnitudePrune, prune_
 from netshrink.prune.masks import PrunableFilter, prunable_weights
+from netshrink.prune.selection import check_sparsity
 
 DEFAULT_SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 Table = dict[str, dict[float, float]]

@@ -12,7 +12,6 @@ magnitude zero and so stay pruned: calling it again with a higher sparsity prune
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -22,16 +21,10 @@ from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 from netshrink.prune.masks import PrunableFilter, prunable_weights, set_mask
+from netshrink.prune.selection import check_sparsity, smallest
+from netshrink.prune.structured import StructuredPrune
 
 SCOPES = ("layer", "global")
-
-
-def check_sparsity(value: Any, what: str = "sparsity") -> float:
-    """``value`` as a float in [0, 1), or a one-line ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{what} must be a number in [0, 1), got {value!r} (0.9 removes 90% of the weights)")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +67,6 @@ class MagnitudePrune(Config):
         data = super().to_dict()
         del data["filter_fn"]  # a function is not data; the log records the layers it picked
         return data
-
-
-def smallest(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """Flat indices of the ``count`` smallest scores, ties broken by position (stable sort)."""
-    return torch.sort(scores.flatten(), stable=True).indices[:count]
 
 
 def _effective(module: nn.Module, tensor_name: str) -> torch.Tensor:
@@ -128,8 +116,6 @@ def prune_(model: nn.Module, config: Config) -> nn.Module:
     Example:
         >>> prune_(model, MagnitudePrune(sparsity=0.9)); fit(model, data, FitConfig(epochs=3))
     """
-    from netshrink.prune.structured import StructuredPrune
-
     if not isinstance(config, (MagnitudePrune, StructuredPrune)):
         raise ConfigError(f"prune_ takes MagnitudePrune or StructuredPrune, got {type(config).__name__}; "
                           "use apply_ for other techniques")

@@ -22,8 +22,8 @@ from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
 from netshrink.prune.dependency import CONVS, NORMS, Entry, Group, channel_groups
-from netshrink.prune.magnitude import check_sparsity, smallest
 from netshrink.prune.masks import PrunableFilter
+from netshrink.prune.selection import check_sparsity, smallest
 
 RANKINGS = ("l1", "l2", "bn")
 
