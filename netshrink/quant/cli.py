@@ -31,6 +31,8 @@ def add_quantize_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--scheme", default="symmetric", choices=["symmetric", "affine"], help="uniform: grid scheme")
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "mse"],
                    help="uniform: how the clipping range is chosen")
+    p.add_argument("--activation-bits", type=int, default=None, help="uniform: also quantize layer inputs to this "
+                   "many bits, calibrated on 512 validation images of --data")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random", "optimal"],
                    help="cluster: centroid initialisation (Deep Compression 3.2; optimal = Ckmeans.1d.dp)")
     p.add_argument("--binary-method", default="bwn", choices=["bwn", "binaryconnect"],
@@ -43,15 +45,21 @@ def add_quantize_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (model.nsk)")
 
 
-def _config(args: argparse.Namespace):
+CALIBRATION_IMAGES = 512
+
+
+def _config(args: argparse.Namespace, data):
     from netshrink.core.errors import ConfigError
     from netshrink.quant import Binarize, Cluster, Quantize
 
     bits_text = args.bits if args.bits is not None else DEFAULT_BITS[args.method]
     bits = int(bits_text) if bits_text.isdigit() else bits_text  # the configs check the range
     if args.method == "uniform":
+        calibration = None if args.activation_bits is None else (
+            data.val if len(data.val) else data.train).x[:CALIBRATION_IMAGES]
         return Quantize(bits=bits, scheme=args.scheme, calibration=args.calibration,
-                        granularity="channel" if args.per_channel else "tensor")
+                        granularity="channel" if args.per_channel else "tensor",
+                        activation_bits=args.activation_bits, calibration_data=calibration)
     if args.method == "cluster":
         return Cluster(bits=bits, init=args.init)
     if bits != 1:
@@ -65,17 +73,20 @@ def run_quantize(args: argparse.Namespace) -> int:
     from netshrink.core.errors import ConfigError
     from netshrink.measure import dense_fp32_bytes, evaluate
 
-    config = _config(args)
     if args.qat_epochs < 0:
         raise ConfigError(f"--qat-epochs must be 0 or more, got {args.qat_epochs}")
     if args.qat_epochs and args.data is None:
         raise ConfigError("--qat-epochs needs training data; add --data (e.g. --data fashion-mnist)")
+    if args.activation_bits is not None and (args.method != "uniform" or args.data is None):
+        raise ConfigError("--activation-bits needs --method uniform and --data (its validation images calibrate "
+                          "the activation grids)")
     model = _load_any_model(args.checkpoint)
     data = None
     if args.data is not None:
         data = netshrink.load_dataset(args.data, data_dir=args.data_dir)
         _check_fits(model, data, args.checkpoint)
         before = evaluate(model, data.test)
+    config = _config(args, data)
     netshrink.apply_(model, config)
     out = Path(args.out)
     if args.qat_epochs:

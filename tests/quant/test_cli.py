@@ -82,3 +82,14 @@ def test_export_writes_checked_fp32_and_int8_onnx(checkpoint, tmp_path, capsys):
     difference = float(out.split("max abs difference ")[1].split()[0])
     assert difference <= 1e-4
     assert "test accuracy" in out
+
+
+def test_quantize_activations_calibrated_on_validation_images(checkpoint, tmp_path, capsys):
+    code, out, _ = run(["quantize", checkpoint, "--bits", "8", "--activation-bits", "6", "--data", "digits",
+                        "--out", tmp_path / "q"], capsys)
+    assert code == 0 and "test accuracy" in out
+    record = netshrink.get_log(netshrink.load(tmp_path / "q" / "model.nsk"))[0]
+    assert set(record["activation_grids"]) == {"fc1", "fc2", "fc3"}
+    code, _, err = run(["quantize", checkpoint, "--method", "cluster", "--activation-bits", "6",
+                        "--out", tmp_path / "q2"], capsys)
+    assert code == 2 and "--activation-bits needs --method uniform and --data" in err
