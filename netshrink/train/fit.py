@@ -316,17 +316,22 @@ class _Checkpointer:
         self.path, self.model, self.optimizer, self.scheduler, self.rng = path, model, optimizer, scheduler, rng
         self.config, self.info, self.dev, self.fingerprint = config, info, dev, fingerprint
 
-    def save(self, epochs_done: int, step: int, history: list[dict[str, Any]], totals: torch.Tensor) -> None:
+    def save(self, epochs_done: int, step: int, history: list[dict[str, Any]], totals: torch.Tensor | None) -> None:
         """A collective call: every rank takes part, rank 0 writes. ``step`` > 0: that many steps
         of epoch ``epochs_done + 1`` are done, and every rank's running ``totals`` are kept."""
         extra: dict[str, Any] = self.rng.state(within_epoch=step > 0)
-        if step:
+        if totals is not None:
             for rank, part in enumerate(distributed.all_gather(totals, self.info, self.dev)):
                 extra[f"totals.{rank}"] = part
         if self.info.is_main:
             save_checkpoint(self.path, self.model, self.optimizer, self.scheduler, extra={
                 **extra, "epoch": epochs_done, "step_in_epoch": step, "fit_config": self.config.to_dict(),
                 "history": history, "world_size": self.info.world_size, "data_fingerprint": self.fingerprint})
+
+
+def _running(totals: torch.Tensor, samples: int, targets: int) -> torch.Tensor:
+    """An epoch's running ``[loss sum, samples, correct, targets]`` on ``totals``' device (float64)."""
+    return torch.stack([totals[0], totals.new_tensor(samples), totals[1], totals.new_tensor(targets)])
 
 
 def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: LossFn, out_dir: Path | None,
@@ -369,10 +374,13 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
         first = state.step if epoch == state.epoch + 1 else 0  # steps already done (mid-epoch resume)
         net.train()
         sampler.set_epoch(epoch, rng.epoch_order(len(train)), first)
-        # this rank's loss sum, samples, correct predictions and targets of the epoch
-        totals = torch.zeros(4, dtype=torch.float64, device=dev)
+        # this rank's loss sum, samples, correct predictions and targets of the epoch; the counts
+        # the host knows stay Python numbers (no device op per step)
+        totals = torch.zeros(2, dtype=torch.float64, device=dev)
+        samples = targets = 0
         if first:
-            totals.copy_(state.totals)
+            totals.copy_(state.totals[[0, 2]])
+            samples, targets = int(state.totals[1]), int(state.totals[3])
         samples_before = batches[first - 1][1] if first else 0
         shown.start_epoch(epoch, steps, first)
         for step, (x, y) in enumerate(source.epoch(), first + 1):
@@ -397,25 +405,24 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
             for callback in callbacks:
                 callback.on_step_end(model, where)
             totals[0] += loss.detach().double() * len(y)
-            totals[1] += len(y)
-            totals[2] += (logits.detach().argmax(-1) == y).sum()
-            totals[3] += y.numel()
+            totals[1] += (logits.detach().argmax(-1) == y).sum()
+            samples, targets = samples + len(y), targets + y.numel()
             if step % _STATUS_EVERY == 0 or step == steps:
                 # summed over ranks, so every rank sees a divergence on any rank and stops together
-                loss_sum, samples, correct, targets = distributed.all_reduce_sum(totals.clone(), info).tolist()
+                loss_sum, n, correct, m = distributed.all_reduce_sum(_running(totals, samples, targets), info).tolist()
                 if not math.isfinite(loss_sum):
                     raise NetshrinkError(f"training diverged (loss is {loss_sum} in epoch {epoch}); "
                                          "lower lr or check the data")
-                shown.step(step, loss_sum / samples, correct / targets,
-                           (hi - samples_before) / (time.perf_counter() - began))
+                shown.step(step, loss_sum / n, correct / m, (hi - samples_before) / (time.perf_counter() - began))
             if (checkpointer is not None and config.checkpoint_every_steps and step < steps
                     and (where.step + 1) % config.checkpoint_every_steps == 0):
-                checkpointer.save(epoch - 1, step, history, totals)
+                checkpointer.save(epoch - 1, step, history, _running(totals, samples, targets))
         for callback in callbacks:
             callback.on_epoch_end(model, StepInfo(epoch, epoch * steps, steps, config.epochs * steps))
         distributed.broadcast_buffers(model, info)
         train_seconds = time.perf_counter() - began
-        loss_sum, samples, correct, targets = distributed.all_reduce_sum(totals, info).tolist()
+        loss_sum, samples, correct, targets = distributed.all_reduce_sum(_running(totals, samples, targets),
+                                                                         info).tolist()
         evaluated = (val is not None and len(val) > 0
                      and (epoch % config.eval_every == 0 or epoch == config.epochs))
         val_acc = _evaluate(model, val, val_options, config.batch_size, info, dev) if evaluated else None
@@ -425,7 +432,7 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
                         "samples_per_s": (batches[-1][1] - samples_before) / train_seconds})
         shown.end_epoch(history[-1])
         if checkpointer is not None:
-            checkpointer.save(epoch, 0, history, totals)
+            checkpointer.save(epoch, 0, history, None)
     if out_dir is not None and info.is_main:
         save_model(out_dir / MODEL_NAME, model)
     if info.enabled:
