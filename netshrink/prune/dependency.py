@@ -9,12 +9,14 @@ which dimension of which module each channel index lives in. Concats place group
 
 Anything the tracer does not understand (a tensor reaching the output, an unknown module or
 function, a parameter added to the channels) makes the groups it touches unprunable: the analysis
-is conservative, never wrong. ``nn.TransformerEncoderLayer`` is a leaf whose MLP hidden units
+is conservative, never wrong; so are the groups of a layer called twice (shared weights).
+``nn.TransformerEncoderLayer`` is a leaf whose MLP hidden units
 (``linear1`` outputs = ``linear2`` inputs) form a group of their own.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import operator
 
@@ -282,7 +284,13 @@ def channel_groups(model: nn.Module) -> list[Group]:
             ndim = None
         layouts[node] = out
         ndims[node] = ndim
-    return groups.result()
+    calls = collections.Counter(node.target for node in graph.nodes if node.op == "call_module")
+    result = groups.result()
+    for group in result:  # a layer called twice (shared weights) would need both calls' channels cut alike
+        # (an encoder layer's linear1/linear2 are called through the encoder layer's node)
+        if any(calls[entry.module] > 1 or calls[entry.module.rpartition(".")[0]] > 1 for entry in group.entries):
+            group.prunable = False
+    return result
 
 
 def _flatten(layout: Layout | None, ndim: int | None, start: int, end: int,

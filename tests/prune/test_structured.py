@@ -206,3 +206,24 @@ def test_input_shape_is_unchanged():
     model = TINY_MODELS["convnet"]()
     prune_(model, StructuredPrune(amount=0.5))
     assert model(torch.randn(2, *INPUT_SHAPE)).shape == (2, NUM_CLASSES)
+
+
+class SharedLayer(nn.Module):
+    """One Linear applied twice: its neurons cannot be cut for one call alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+        self.hidden = nn.Linear(64, 16)
+        self.head = nn.Linear(16, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.hidden(self.fc(torch.relu(self.fc(x.flatten(1)))))))
+
+
+def test_a_layer_called_twice_is_left_whole():
+    model = SharedLayer()
+    before = outputs(model)
+    prune_(model, StructuredPrune(amount=0.5))
+    assert (model.fc.out_features, model.fc.in_features, model.hidden.out_features) == (64, 64, 8)
+    assert outputs(model).shape == before.shape
