@@ -4,7 +4,8 @@
         [--conv channel|spatial] [--layers a,b] [--finetune-epochs N] --out DIR
 
 ``--rank`` is the depth multiplier for ``--to separable`` and the rank for ``--to low-rank``.
-Fine-tuning distils from the original model (``netshrink.distill``). Every value is checked, and the
+BatchNorm statistics are re-estimated right after the conversion; fine-tuning distils from the
+original model (``netshrink.distill``). Every value is checked, and the
 conversion is planned, before any work is written; the only file written is ``DIR/model.nsk``,
 atomically, at the end, so a failure leaves nothing half-written.
 """
@@ -69,7 +70,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     import torch
 
-    from netshrink.arch.finetune import finetune
+    from netshrink.arch.finetune import finetune, reestimate_batchnorm_
     from netshrink.cli import _check_fits, _load_any_model
     from netshrink.codec.container import save
     from netshrink.core import apply_, get_log
@@ -91,6 +92,7 @@ def run_convert(args: argparse.Namespace) -> int:
     before = {"test": evaluate(model, data.test), "params": count_parameters(model),
               "macs": count_macs(model, data.input_shape)}
     apply_(model, config)
+    reestimate_batchnorm_(model, data.train.x, seed=args.seed)
     converted_test = evaluate(model, data.test)
     how = "no fine-tuning"
     if args.finetune_epochs > 0:
@@ -105,8 +107,8 @@ def run_convert(args: argparse.Namespace) -> int:
               f"{layer['weights_after']:>9,} ({layer['ratio']:.2f}x fewer)")
     for name, reason in record["skipped"].items():
         print(f"{name:<28} skipped: {reason}")
+    params, macs = count_parameters(model), count_macs(model, data.input_shape)
     print(f"\ntest accuracy {evaluate(model, data.test):.4f} after {how} ({converted_test:.4f} right after "
-          f"conversion, {before['test']:.4f} before) | params {count_parameters(model):,} (before "
-          f"{before['params']:,}) | MACs {count_macs(model, data.input_shape):,} (before {before['macs']:,}) | "
-          f"{path} {path.stat().st_size:,} B")
+          f"conversion and BatchNorm re-estimation, {before['test']:.4f} before) | params {params:,} (before "
+          f"{before['params']:,}) | MACs {macs:,} (before {before['macs']:,}) | {path} {path.stat().st_size:,} B")
     return 0
