@@ -225,6 +225,22 @@ def _unpack_wide(data: bytes, bits: int, count: int) -> np.ndarray:
     return low | (high << MAX_BITS)
 
 
+def _block_bits(header: bytes, offset_bits: int, n_blocks: int) -> np.ndarray:
+    """The block table (int64), read with Python integers when it is short: a short stream's one
+    or few entries cost less that way than through ``unpack_bits``."""
+    if n_blocks >= 64:
+        if offset_bits <= MAX_BITS:
+            return unpack_bits(header, offset_bits, n_blocks).astype(np.int64)
+        return _unpack_wide(header, offset_bits, n_blocks)
+    low_bits = min(offset_bits, MAX_BITS)
+    split = packed_length(n_blocks, low_bits)
+    low, high = int.from_bytes(header[:split], "little"), int.from_bytes(header[split:], "little")
+    high_bits = offset_bits - low_bits
+    values = [((low >> (low_bits * i)) & ((1 << low_bits) - 1))
+              | (((high >> (high_bits * i)) & ((1 << high_bits) - 1)) << MAX_BITS) for i in range(n_blocks)]
+    return np.array(values, dtype=np.int64)
+
+
 def _header_length(n_blocks: int, offset_bits: int) -> int:
     if offset_bits <= MAX_BITS:
         return packed_length(n_blocks, offset_bits)
@@ -295,21 +311,17 @@ def huffman_decode(payload: bytes, params: dict, count: int, alphabet_size: int)
         return np.zeros(0, dtype=out_dtype)
     if not lengths.any():
         raise NetshrinkFormatError("huffman code has no symbols but the stream is not empty")
-    if count > huffman_max_symbols(params, len(payload)):
+    used_lengths = lengths[lengths > 0]
+    if count > 8 * len(payload) // int(used_lengths.min()):  # huffman_max_symbols, on checked lengths
         raise NetshrinkFormatError(f"huffman payload of {len(payload)} bytes cannot hold {count} symbols")
     block_size = min(block_size, count)  # a declared block never exceeds the stream
     n_blocks = -(-count // block_size)
     header_bytes = _header_length(n_blocks, offset_bits)
     if len(payload) < header_bytes:
         raise NetshrinkFormatError(f"huffman payload of {len(payload)} bytes is shorter than its block table")
-    header = payload[:header_bytes]
-    if offset_bits <= MAX_BITS:
-        block_bits = unpack_bits(header, offset_bits, n_blocks).astype(np.int64)
-    else:
-        block_bits = _unpack_wide(header, offset_bits, n_blocks)
+    block_bits = _block_bits(payload[:header_bytes], offset_bits, n_blocks)
     symbols_per_block = np.full(n_blocks, block_size, dtype=np.int64)
     symbols_per_block[-1] = count - (n_blocks - 1) * block_size
-    used_lengths = lengths[lengths > 0]
     if np.any(block_bits < symbols_per_block * used_lengths.min()) or np.any(
         block_bits > symbols_per_block * used_lengths.max()
     ):
