@@ -5,6 +5,7 @@ Fashion-MNIST models, and three tiny efficient students, side by side with the c
     python benchmarks/architecture.py --fresh    # recomputes every stage
     python benchmarks/architecture.py --quick    # a few hundred samples, 1 epoch: proves the script
                                                  # runs; writes only under runs/architecture-quick/
+    python benchmarks/architecture.py --cached-only  # report the finished stages of a stopped run
 
 Stages (each cached as ``<runs>/<stage>.json`` so a killed run resumes):
 
@@ -81,15 +82,16 @@ from netshrink.train import FitConfig, load_model  # noqa: E402
 class Budget:
     """How much work each stage does."""
 
-    sep_epochs: int = 3
-    low_rank_epochs: dict = dataclasses.field(default_factory=lambda: {"lenet300_100": 2, "convnet": 1})
-    student_epochs: int = 8
-    ratios: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    sep_epochs: int
+    low_rank_epochs: dict
+    student_epochs: int
+    ratios: tuple[float, ...]
     samples: int | None = None  # per split; None: all
     latency_repeats: tuple[int, int] = (100, 20)  # batch 1, batch 256
 
 
-FULL = Budget()
+FULL = Budget(sep_epochs=2, low_rank_epochs={"lenet300_100": 2, "convnet": 1}, student_epochs=5,
+              ratios=(0.1, 0.2, 0.4))
 QUICK = Budget(sep_epochs=1, low_rank_epochs={"lenet300_100": 1, "convnet": 1}, student_epochs=1,
                ratios=(0.1, 0.4), samples=512, latency_repeats=(10, 3))
 STUDENTS = ("mobilenet_tiny", "shufflenet_tiny", "ghostnet_tiny")
@@ -100,16 +102,21 @@ CONV_REDUCTION_GOAL, SEPARABLE_DROP_GOAL, WALL_GOAL_MIN = 5.0, 1.0, 60.0
 class Run:
     """The stage cache and teacher-logit caches of one invocation."""
 
-    def __init__(self, root: Path, fresh: bool, budget: Budget, data: Dataset) -> None:
-        self.root, self.fresh, self.budget, self.data = root, fresh, budget, data
+    def __init__(self, root: Path, fresh: bool, budget: Budget, data: Dataset, cached_only: bool = False) -> None:
+        self.root, self.fresh, self.budget, self.data, self.cached_only = root, fresh, budget, data, cached_only
+        self.missing: list[str] = []
         root.mkdir(parents=True, exist_ok=True)
 
-    def stage(self, name: str, work) -> dict:
-        """The cached result of stage ``name``, or run it (``work() -> dict``) and cache it."""
+    def stage(self, name: str, work) -> dict | None:
+        """The cached result of stage ``name``, or run it (``work() -> dict``) and cache it; None
+        (and ``name`` in ``missing``) for a stage not cached under ``cached_only``."""
         path = self.root / f"{name}.json"
         if path.exists() and not self.fresh:
             print(f"[{name}] cached", flush=True)
             return json.loads(path.read_text())
+        if self.cached_only:
+            self.missing.append(name)
+            return None
         print(f"[{name}] running", flush=True)
         began = time.perf_counter()
         result = work()
@@ -267,47 +274,60 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fresh", action="store_true", help="recompute every stage")
     parser.add_argument("--quick", action="store_true", help="tiny budgets; results under runs/architecture-quick/")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="run no stage: report the finished ones, the rest as not measured")
     args = parser.parse_args()
     began = time.perf_counter()
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the CPU is shared: one thread per job avoids oversubscription
     budget = QUICK if args.quick else FULL
     data = subset(load_dataset("fashion-mnist"), budget.samples)
-    run = Run(ROOT / "runs" / ("architecture-quick" if args.quick else "architecture"), args.fresh, budget, data)
+    run = Run(ROOT / "runs" / ("architecture-quick" if args.quick else "architecture"), args.fresh, budget, data,
+              args.cached_only)
 
+    # cheapest and most asked-for first, so a run cut short has measured the most
     base = run.stage("convnet-baseline", lambda: baseline_stage(run))
     init = run.stage("separable-init", lambda: separable_init_stage(run))
+    low_rank: dict[str, list[dict]] = {"lenet300_100": [], "convnet": []}
+    _low_rank_rows(run, "lenet300_100", low_rank)
     sep = run.stage("separable-finetuned", lambda: separable_finetuned_stage(run))
-    low_rank = {}
-    for name in ("lenet300_100", "convnet"):
-        original_test = evaluate(load_model(CHECKPOINTS / f"{name}.safetensors"), data.test)
-        low_rank[name] = [{**run.stage(f"low-rank-{name}-p{r}", lambda n=name, r=r: low_rank_stage(run, n, r)),
-                           "original_test_acc": original_test} for r in budget.ratios]
     students = {n: run.stage(f"student-{n}", lambda n=n: student_stage(run, n)) for n in STUDENTS}
+    _low_rank_rows(run, "convnet", low_rank)
+    students = {n: s for n, s in students.items() if s is not None}
 
-    timing = sep["latency_ms"]
-    original_ms = {b: min(timing["original"][b], timing["original_again"][b]) for b in timing["separable"]}
-    targets = [
-        target("separable: conv parameters, fewer (x)", base["conv_params"] / sep["conv_params"],
-               CONV_REDUCTION_GOAL, ">="),
-        target("separable: conv MACs, fewer (x)", base["conv_macs"] / sep["conv_macs"], CONV_REDUCTION_GOAL, ">="),
-        target("separable right after conversion and BatchNorm re-estimation: SVD minus random init, "
-               "validation accuracy (points)",
-               100 * (init["svd"]["bn_reestimated"]["val_acc"] - init["random"]["bn_reestimated"]["val_acc"]),
-               0.0, ">="),
-        target("separable fine-tuned: test accuracy below the convnet (points)",
-               100 * (base["test_acc"] - sep["test_acc"]), SEPARABLE_DROP_GOAL, "<="),
-    ]
-    stage_minutes = sum(json.loads(p.read_text())["seconds"] for p in run.root.glob("*.json")) / 60
-    targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
-    speedup = {b: original_ms[b] / timing["separable"][b] for b in original_ms}
+    targets = []
+    if sep is not None:
+        targets += [
+            target("separable: conv parameters, fewer (x)", base["conv_params"] / sep["conv_params"],
+                   CONV_REDUCTION_GOAL, ">="),
+            target("separable: conv MACs, fewer (x)", base["conv_macs"] / sep["conv_macs"], CONV_REDUCTION_GOAL,
+                   ">="),
+        ]
+    if init is not None:
+        targets.append(target(
+            "separable right after conversion and BatchNorm re-estimation: SVD minus random init, validation "
+            "accuracy (points)",
+            100 * (init["svd"]["bn_reestimated"]["val_acc"] - init["random"]["bn_reestimated"]["val_acc"]), 0.0, ">="))
+    if sep is not None:
+        targets.append(target("separable fine-tuned: test accuracy below the convnet (points)",
+                              100 * (base["test_acc"] - sep["test_acc"]), SEPARABLE_DROP_GOAL, "<="))
+    stage_minutes = sum(json.loads(p.read_text())["seconds"] for p in run.root.glob("*.json")
+                        if p.stem != "architecture") / 60
+    if not run.missing:
+        targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
+    speedup = None
+    if sep is not None:
+        timing = sep["latency_ms"]
+        speedup = {b: min(timing["original"][b], timing["original_again"][b]) / timing["separable"][b]
+                   for b in timing["separable"]}
     measurements = {"budget": dataclasses.asdict(budget), "convnet": base, "separable_init": init,
                     "separable_finetuned": sep, "separable_speedup": speedup, "low_rank": low_rank,
                     "students": students}
     notes = ("Latency: 1 thread, median, on a CPU shared with other jobs (absolute times noisy); the original "
              "convnet is timed before and after the converted one and the faster of the two is the reference.")
-    extra = {"device": "cpu", "wall_minutes_this_invocation": (time.perf_counter() - began) / 60, "notes": notes}
-    markdown = _markdown(measurements, targets, quick=args.quick)
+    extra = {"device": "cpu", "wall_minutes_this_invocation": (time.perf_counter() - began) / 60,
+             "stage_minutes_summed": stage_minutes, "not_measured": run.missing, "notes": notes}
+    markdown = _markdown(measurements, targets, args.quick, run.missing)
     if args.quick:
         doc = {"benchmark": "architecture (quick)", "machine": machine_info(), "targets": targets, **extra,
                "measurements": measurements}
@@ -321,37 +341,50 @@ def main() -> None:
     print(markdown)
 
 
-def _markdown(m: dict, targets: list[dict], quick: bool) -> str:
-    base, init, sep = m["convnet"], m["separable_init"], m["separable_finetuned"]
-    lat = sep["latency_ms"]
-    budget = m["budget"]
+def _low_rank_rows(run: Run, name: str, rows: dict[str, list[dict]]) -> None:
+    original_test = evaluate(load_model(CHECKPOINTS / f"{name}.safetensors"), run.data.test)
+    for ratio in run.budget.ratios:
+        row = run.stage(f"low-rank-{name}-p{ratio}", lambda r=ratio: low_rank_stage(run, name, r))
+        if row is not None:
+            rows[name].append({**row, "original_test_acc": original_test})
+
+
+def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> str:
+    base, init, sep, budget = m["convnet"], m["separable_init"], m["separable_finetuned"], m["budget"]
     lines = ["## Architecture (Fashion-MNIST)", "",
              f"`python benchmarks/architecture.py{' --quick' if quick else ''}`. From the kept convnet "
              f"(test {100 * base['test_acc']:.2f}%). Fine-tuning and students are distilled from the original "
-             "model (cached teacher logits, no augmentation), fixed learning rates, 1 thread; test accuracy is "
-             "reported, never used to choose.", "",
-             f"Depthwise separable conversion (multiplier 1), fine-tuned {budget['sep_epochs']} epochs:", "",
-             "| | convnet | separable | fewer |", "|---|---|---|---|",
-             f"| conv parameters | {base['conv_params']:,} | {sep['conv_params']:,} | "
-             f"{base['conv_params'] / sep['conv_params']:.1f}x |",
-             f"| conv MACs | {base['conv_macs']:,} | {sep['conv_macs']:,} | "
-             f"{base['conv_macs'] / sep['conv_macs']:.1f}x |",
-             f"| all parameters | {base['params']:,} | {sep['params']:,} | {base['params'] / sep['params']:.1f}x |",
-             f"| test accuracy | {100 * base['test_acc']:.2f}% | {100 * sep['test_acc']:.2f}% | |",
-             f"| latency batch 1, ms (original: before / after) | {lat['original']['batch_1']:.2f} / "
-             f"{lat['original_again']['batch_1']:.2f} | {lat['separable']['batch_1']:.2f} | "
-             f"{m['separable_speedup']['batch_1']:.2f}x |",
-             f"| latency batch 256, ms | {lat['original']['batch_256']:.1f} / "
-             f"{lat['original_again']['batch_256']:.1f} | "
-             f"{lat['separable']['batch_256']:.1f} | {m['separable_speedup']['batch_256']:.2f}x |", "",
-             "Right after conversion (no training; test accuracy as converted / after re-estimating the BatchNorm "
-             f"statistics on 2,048 training images): SVD initialisation {100 * init['svd']['test_acc']:.2f}% / "
-             f"{100 * init['svd']['bn_reestimated']['test_acc']:.2f}%, random initialisation of the same layers "
-             f"{100 * init['random']['test_acc']:.2f}% / {100 * init['random']['bn_reestimated']['test_acc']:.2f}%.",
-             "",
-             "Per layer (weights, bias excluded):", "", "| layer | dense | separable | fewer |", "|---|---|---|---|"]
-    for name, layer in sep["layers"].items():
-        lines.append(f"| {name} | {layer['weights_before']:,} | {layer['weights_after']:,} | {layer['ratio']:.2f}x |")
+             "model (cached teacher logits, no augmentation), fixed learning rates, 1 thread, CPU; test accuracy is "
+             "reported, never used to choose."]
+    if missing:
+        lines += ["", f"**Not measured** (the run was stopped before these stages finished): {', '.join(missing)}."]
+    if sep is not None:
+        lat, speedup = sep["latency_ms"], m["separable_speedup"]
+        lines += ["", f"Depthwise separable conversion (multiplier 1), fine-tuned {budget['sep_epochs']} epochs:", "",
+                  "| | convnet | separable | fewer |", "|---|---|---|---|",
+                  f"| conv parameters | {base['conv_params']:,} | {sep['conv_params']:,} | "
+                  f"{base['conv_params'] / sep['conv_params']:.1f}x |",
+                  f"| conv MACs | {base['conv_macs']:,} | {sep['conv_macs']:,} | "
+                  f"{base['conv_macs'] / sep['conv_macs']:.1f}x |",
+                  f"| all parameters | {base['params']:,} | {sep['params']:,} | "
+                  f"{base['params'] / sep['params']:.1f}x |",
+                  f"| test accuracy | {100 * base['test_acc']:.2f}% | {100 * sep['test_acc']:.2f}% | |",
+                  f"| latency batch 1, ms (original: before / after) | {lat['original']['batch_1']:.2f} / "
+                  f"{lat['original_again']['batch_1']:.2f} | {lat['separable']['batch_1']:.2f} | "
+                  f"{speedup['batch_1']:.2f}x |",
+                  f"| latency batch 256, ms | {lat['original']['batch_256']:.1f} / "
+                  f"{lat['original_again']['batch_256']:.1f} | {lat['separable']['batch_256']:.1f} | "
+                  f"{speedup['batch_256']:.2f}x |", "",
+                  "Per layer (weights, bias excluded):", "", "| layer | dense | separable | fewer |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {layer['weights_before']:,} | {layer['weights_after']:,} | {layer['ratio']:.2f}x |"
+                  for name, layer in sep["layers"].items()]
+    if init is not None:
+        svd, rnd = init["svd"], init["random"]
+        lines += ["", "Right after conversion (no training; test accuracy as converted / after re-estimating the "
+                  f"BatchNorm statistics on 2,048 training images): SVD initialisation {100 * svd['test_acc']:.2f}% / "
+                  f"{100 * svd['bn_reestimated']['test_acc']:.2f}%, random initialisation of the same layers "
+                  f"{100 * rnd['test_acc']:.2f}% / {100 * rnd['bn_reestimated']['test_acc']:.2f}%."]
     lines += ["", "Low rank (`LowRank(param_ratio=p)` on every Linear and Conv2d, channel decomposition), fine-tuned "
               f"{budget['low_rank_epochs']} epochs; plot: `benchmarks/results/architecture_low_rank.png`.", "",
               "| model | p | parameters kept | test right after | BatchNorm re-estimated | fine-tuned | original |",
@@ -362,12 +395,15 @@ def _markdown(m: dict, targets: list[dict], quick: bool) -> str:
                          f"{100 * r['right_after']['test_acc']:.2f}% | "
                          f"{100 * r['right_after']['bn_reestimated']['test_acc']:.2f}% | {100 * r['test_acc']:.2f}% | "
                          f"{100 * r['original_test_acc']:.2f}% |")
-    lines += ["", f"Tiny students, distilled from the convnet for {budget['student_epochs']} epochs:", "",
+    lines += ["", f"Tiny students, distilled from the convnet for {budget['student_epochs']} epochs (convnet latency "
+              "from the separable stage):", "",
               "| model | parameters | MACs | test accuracy | latency b1 (ms) | latency b256 (ms) |",
-              "|---|---|---|---|---|---|",
-              f"| convnet (teacher) | {base['params']:,} | {base['macs']:,} | {100 * base['test_acc']:.2f}% | "
-              f"{min(lat['original']['batch_1'], lat['original_again']['batch_1']):.2f} | "
-              f"{min(lat['original']['batch_256'], lat['original_again']['batch_256']):.1f} |"]
+              "|---|---|---|---|---|---|"]
+    if sep is not None:
+        lat = sep["latency_ms"]
+        lines.append(f"| convnet (teacher) | {base['params']:,} | {base['macs']:,} | {100 * base['test_acc']:.2f}% | "
+                     f"{min(lat['original']['batch_1'], lat['original_again']['batch_1']):.2f} | "
+                     f"{min(lat['original']['batch_256'], lat['original_again']['batch_256']):.1f} |")
     for name, s in m["students"].items():
         lines.append(f"| {name} | {s['params']:,} | {s['macs']:,} | {100 * s['test_acc']:.2f}% | "
                      f"{s['latency_ms']['batch_1']:.2f} | {s['latency_ms']['batch_256']:.1f} |")
