@@ -2,6 +2,7 @@
 
     python benchmarks/distillation.py                    # every stage (resumable, see below)
     python benchmarks/distillation.py --stage teachers   # train the 2 extra convnet teachers only
+    python benchmarks/distillation.py --stage gap --T 4  # one stage, T given instead of swept
     python benchmarks/distillation.py --quick --out runs/distill-quick   # tiny budgets, proves the script
 
 Stages (each keeps its result in ``--out``, so a killed run continues where it stopped):
@@ -9,8 +10,9 @@ Stages (each keeps its result in ``--out``, so a killed run continues where it s
 - ``teachers``: two more convnets (seeds 1 and 2, the baselines recipe) beside the kept
   ``benchmarks/checkpoints/convnet.safetensors`` (seed 0), kept as
   ``benchmarks/checkpoints/convnet_seed{1,2}.safetensors``; their training is itself resumable.
-- ``sweep``: lenet300_100 distilled from the seed-0 convnet at T in (1, 2, 4, 8, 20); T is picked
-  on the validation split; a table and ``distillation_temperature.png``.
+- ``sweep``: lenet300_100 distilled from the seed-0 convnet at T in (1, 2, 4, 8, 20), alpha 0.9,
+  with its baselines recipe (30 epochs, no augmentation, seed 0) and the teacher-logit cache; T is
+  picked on the validation split; a table and ``distillation_temperature.png``.
 - ``gap``: lenet300_100 and lenet5 distilled with the picked T, with the recipe (epochs,
   augmentation, seed) of their kept checkpoints, which are the students trained alone; gap
   closure = (distilled - alone) / (teacher - alone) in test accuracy.
@@ -194,6 +196,7 @@ class Bench:
         if omit:
             row.update(self._bias_adjustment(model, omit))
         write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
+        print(f"{tag}: val {row['val_acc']:.4f} test {row['test_acc']:.4f}", flush=True)
         return row
 
     def _bias_adjustment(self, model, omit: tuple[int, ...]) -> dict:
@@ -342,6 +345,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="every stage at tiny budgets on a data subset; writes only into --out")
     parser.add_argument("--out", default="runs/distillation-benchmark", help="run folder (resumable stages)")
+    parser.add_argument("--T", type=float, default=None,
+                        help="with a single later stage: use this T instead of running the sweep to pick it")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
@@ -357,9 +362,13 @@ def main() -> None:
     if args.stage == "teachers":
         return
     bench = Bench(data, out, args.device, args.quick)
-    measured = {"device": _device_name(args.device), "sweep": stage_sweep(bench)}
-    T = measured["sweep"]["chosen_T"]
-    print(f"sweep: chosen T = {T:g}", flush=True)
+    measured = {"device": _device_name(args.device)}
+    if args.T is not None and args.stage not in ("all", "sweep"):
+        T = args.T
+    else:
+        measured["sweep"] = stage_sweep(bench)
+        T = measured["sweep"]["chosen_T"]
+        print(f"sweep: chosen T = {T:g} (validation)", flush=True)
     stages = {"gap": stage_gap, "ensemble": stage_ensemble, "omit": stage_omit, "throughput": stage_throughput}
     for name, stage in stages.items():
         if args.stage in ("all", name):

@@ -37,9 +37,10 @@ def _epoch(path: Path) -> int:
 
 
 def _reference(argv, teacher_path, digits, **kwargs):
+    args = run_distill.parse_args(argv)
     torch.manual_seed(0)
-    return distill(TINY_MODELS["lenet5"](), load_model(teacher_path), digits,
-                   *run_distill.configs(run_distill.parse_args(argv)), progress=False, **kwargs)
+    return distill(TINY_MODELS[args.model](), load_model(teacher_path), digits, *run_distill.configs(args),
+                   progress=False, **kwargs)
 
 
 @pytest.mark.slow
@@ -79,7 +80,8 @@ def test_two_process_ddp_distillation_matches_one_process(teacher, digits, tmp_p
     teacher_path = tmp_path / "teacher.safetensors"
     save_model(teacher_path, teacher)
     out = tmp_path / "run"
-    argv = [str(out), str(teacher_path), "--epochs", "2", "--cache"]
+    # the setting of fit's own DDP test: 1213 samples, the last global batch (61) splits 31 + 30
+    argv = [str(out), str(teacher_path), "--epochs", "2", "--cache", "--model", "lenet300_100", "--batch-size", "64"]
     torchrun = Path(sys.executable).with_name("torchrun")
     done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(Path(run_distill.__file__)),
                            *argv], check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
@@ -88,4 +90,4 @@ def test_two_process_ddp_distillation_matches_one_process(teacher, digits, tmp_p
     distributed_weights, _ = load_checkpoint(out / MODEL_NAME)
     single = _reference(argv, teacher_path, digits)
     for key, value in single.model.state_dict().items():
-        torch.testing.assert_close(distributed_weights[key], value, rtol=0, atol=1e-4)
+        torch.testing.assert_close(distributed_weights[key], value, rtol=0, atol=1e-5)
