@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader, TensorDataset
 
-from netshrink.core.errors import ConfigError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.train import Callback, FitConfig, fit, load_checkpoint
 from netshrink.train.fit import CHECKPOINT_NAME
 from tests.models import TINY_MODELS
@@ -178,3 +178,21 @@ def test_random_transforms_in_dataloader_workers_repeat_when_resumed_at_an_epoch
     resumed = fit(TINY_MODELS["user_mlp"](), loader, config, out_dir=tmp_path, resume=True, progress=False)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("damage", ["no running totals", "step beyond the epoch", "step not a number"])
+def test_malformed_mid_epoch_checkpoint_is_a_format_error(tmp_path, digits, damage):
+    config = FitConfig(epochs=2, batch_size=128, checkpoint_every_steps=4)
+    with pytest.raises(_Crash):
+        fit(TINY_MODELS["user_mlp"](), digits, config, out_dir=tmp_path, progress=False,
+            callbacks=[Recorder(crash_at=6)])
+    path = tmp_path / CHECKPOINT_NAME
+    tensors, meta = load_checkpoint(path)
+    assert meta["step_in_epoch"] == 4
+    if damage == "no running totals":
+        tensors = {k: v for k, v in tensors.items() if not k.startswith("totals.")}
+    meta = {**meta, "step_in_epoch": {"step beyond the epoch": 10, "step not a number": "4"}.get(damage, 4)}
+    _rewrite(path, tensors, meta)
+    with pytest.raises(NetshrinkFormatError) as info:
+        fit(TINY_MODELS["user_mlp"](), digits, config, out_dir=tmp_path, resume=True, progress=False)
+    assert "\n" not in str(info.value)
