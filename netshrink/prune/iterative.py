@@ -119,10 +119,11 @@ def lottery_ticket(model: nn.Module, data: Dataset, sparsity: float, config: Fit
     if not isinstance(rewind_step, int) or rewind_step < 0:
         raise ConfigError(f"rewind_step must be a step index >= 0, got {rewind_step!r}")
     snapshot = _Snapshot(rewind_step)
-    callbacks = [snapshot, *fit_kwargs.pop("callbacks", ())]
-    dense = fit(model, data, config, callbacks=callbacks, **fit_kwargs)
+    callbacks = tuple(fit_kwargs.pop("callbacks", ()))
+    dense = fit(model, data, config, callbacks=[snapshot, *callbacks], **fit_kwargs)
     if snapshot.state is None:
         raise ConfigError(f"rewind_step {rewind_step} is beyond the {config.epochs} epoch(s) of training; "
                           "pick an earlier step")
     return [RoundResult(0.0, dense.history, dense.val_acc),
-            *iterative_prune(model, data, sparsity, rounds, config, scope, filter_fn, snapshot.state, **fit_kwargs)]
+            *iterative_prune(model, data, sparsity, rounds, config, scope, filter_fn, snapshot.state,
+                             callbacks=callbacks, **fit_kwargs)]
