@@ -152,7 +152,7 @@ class Bench:
         config = FitConfig(seed=0, **recipe(name, self.quick))
         training = json.loads((CHECKPOINTS / "training.json").read_text()) if not self.quick else {}
         kept = CHECKPOINTS / f"{name}.safetensors"
-        if training.get(name, {}).get("fit_config") == config.to_dict() and kept.exists():
+        if _same_config(training.get(name, {}).get("fit_config"), config) and kept.exists():
             model = load_model(kept)
             return {"source": f"benchmarks/checkpoints/{kept.name}", "seed": 0, "fit_config": config.to_dict(),
                     "val_acc": evaluate(model, self.data.val), "test_acc": evaluate(model, self.data.test)}
@@ -216,6 +216,17 @@ class Bench:
         after, test_after = per_class()
         return {"bias_raise": amount, "val_acc_after_bias": val_acc, "omitted_test_acc_before": before,
                 "omitted_test_acc_after": after, "test_acc_after_bias": test_after}
+
+
+def _same_config(stored: dict | None, config) -> bool:
+    """Whether a stored FitConfig dict (older ones lack later fields, which take defaults) is ``config``."""
+    from netshrink.core.errors import ConfigError
+    from netshrink.train import FitConfig
+
+    try:
+        return stored is not None and FitConfig.from_dict(stored) == config
+    except ConfigError:
+        return False
 
 
 def _link(source: Path, destination: Path) -> None:
