@@ -17,7 +17,7 @@ Stages (each keeps its models and result in ``--out``, so a killed run continues
   batch) and the share leaving at each exit.
 - ``slimmable``: ``slimmable_convnet`` at widths 1, 0.75, 0.5, 0.25 trained with the sandwich rule
   and in-place distillation, against four convnets of those widths trained alone, same recipe and
-  epochs; accuracy, MACs and latency per width.
+  epochs (width 1: the kept convnet); accuracy, MACs and latency per width.
 - ``budgets``: the slimmable model profiled on validation, saved to .nsk and loaded back; three
   MACs / latency budgets pick a point from the file's profile table; its test accuracy and latency.
 
@@ -178,7 +178,8 @@ def stage_slimmable(bench: Bench) -> dict:
                              sandwich_loss)
         rows = []
         for width in WIDTHS:
-            alone = bench.trained(f"convnet_w{width:g}", lambda w=width: create("convnet", **_fixed_width(w, shape)))
+            alone = _plain_convnet(bench) if width == 1.0 else bench.trained(
+                f"convnet_w{width:g}", lambda w=width: create("convnet", **_fixed_width(w, shape)))
             set_width(slim, width)
             rows.append({"width": width,
                          "slimmable": {"test_acc": evaluate(slim, data.test), "macs": count_macs(slim, shape),
