@@ -16,6 +16,9 @@ from netshrink.core.errors import NetshrinkFormatError
 
 MAX_BITS = 16
 _CHUNK = 1 << 20  # values per chunk of the bit matrix: bounds temporary memory at 16 MiB
+#: most bytes ``unpack_bits`` allocates besides its output, whatever the count: one chunk's bit
+#: stream, bit matrix and packed words (measured at about 44 bytes per value of a chunk)
+UNPACK_WORK_BYTES = 48 * _CHUNK
 
 
 def symbol_dtype(alphabet_size: int) -> np.dtype:

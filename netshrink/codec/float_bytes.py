@@ -112,13 +112,15 @@ def decode_float_bytes(payload: bytes, params: dict, count: int, dtype_name: str
         offset += plane["size"]
         field = decode_symbols(plane["method"], chunk, plane["params"], count, 1 << width).astype(uint_type)
         if index == 0:  # the exponent
-            words |= field << word(mantissa_bits)
+            words |= np.left_shift(field, word(mantissa_bits), out=field)
             continue
         low = 8 * (index - 1)  # this plane holds bits low .. low + width - 1 of sign-and-mantissa
         sign_at = mantissa_bits - low
         if sign_at < width:  # the plane holding the sign: it moves above the exponent
-            words |= (field >> word(sign_at)) << word(exponent_bits + mantissa_bits)
+            sign = field >> word(sign_at)
+            words |= np.left_shift(sign, word(exponent_bits + mantissa_bits), out=sign)
+            del sign
             field &= word((1 << sign_at) - 1)
-        words |= field << word(low)
+        words |= np.left_shift(field, word(low), out=field)
         del field
     return words if dtype_name == "bfloat16" else words.view(np.dtype(dtype_name))

@@ -95,3 +95,39 @@ def test_version_2_files_are_still_read(tmp_path):
     (tmp_path / "v2.nsk").write_bytes(safetensors.numpy.save(
         {"streams": np.frombuffer(body, dtype=np.uint8)}, metadata={"netshrink": json.dumps(doc)}))
     assert np.array_equal(read_tensors(tmp_path / "v2.nsk")[2]["w"].numpy(), book[symbols])
+
+
+def _tensors(n):
+    generator = torch.Generator().manual_seed(0)
+    signs = torch.where(torch.rand(n, generator=generator) < 0.5, 1.0, -1.0)
+    return {
+        "dense": torch.randn(n, generator=generator),
+        "float_bytes": torch.randn(n, generator=generator),
+        "codebook": torch.randint(0, 32, (n,), generator=generator).float(),
+        "int": (torch.randint(0, 200, (n,), generator=generator) - 3).float() * 0.5,
+        "binary": signs.reshape(100, -1),
+        "sparse": torch.randn(n, generator=generator) * (torch.rand(n, generator=generator) < 0.1),
+    }
+
+
+@pytest.mark.parametrize("entropy", ["huffman", "ans", "none"])
+@pytest.mark.parametrize("name", list(_tensors(100)))
+def test_decoding_allocates_no_more_than_the_units_bound(name, entropy):
+    """The decoded-bytes cap counts each unit's ``work_bytes``: outputs and intermediates. Decoding
+    must stay within it (tracemalloc traces numpy's allocations)."""
+    import tracemalloc
+
+    from netshrink.codec.tensor_encodings import decode_streams, encode_tensor, work_bytes
+
+    tensor = _tensors(300_000)[name]
+    encoded = encode_tensor(tensor, entropy, prefer=name)
+    assert encoded.chain[0] == name
+    streams = {s.role: s for s in encoded.streams}
+    tracemalloc.start()
+    try:
+        decoded = decode_streams(encoded.chain, encoded.params, streams, "float32", list(tensor.shape))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(decoded, tensor)
+    assert peak <= work_bytes(encoded.chain, encoded.params, "float32", list(tensor.shape))

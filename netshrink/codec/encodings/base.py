@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from netshrink.codec.bitpack import UNPACK_WORK_BYTES
 from netshrink.codec.checks import checked_int
 from netshrink.codec.entropy import decode_symbols, encode_symbols
 from netshrink.core.errors import NetshrinkFormatError
@@ -34,8 +35,12 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 #: stream kinds: raw bytes (length implied by shape and params), entropy-coded symbols, float planes
 BYTES, SYMBOLS, FLOAT = "bytes", "symbols", "float"
 #: bytes a decoder may allocate per decoded symbol besides its output (the coder's int32 output,
-#: one cast, the histogram check): counted in the decoded-bytes cap
+#: one cast, the histogram check), plus a fixed allowance for the chunked bit unpacking of packed
+#: streams: counted in the decoded-bytes cap
 WORK_BYTES_PER_SYMBOL = 16
+FIXED_WORK_BYTES = UNPACK_WORK_BYTES
+#: the Python and torch objects around the arrays of one decode
+BOOKKEEPING_BYTES = 1 << 16
 _BITS_TORCH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 BITS_NUMPY = {1: np.dtype("<u1"), 2: np.dtype("<i2"), 4: np.dtype("<i4"), 8: np.dtype("<i8")}
 
@@ -187,7 +192,8 @@ class Encoding:
     def work_bytes(self, params: dict[str, Any], dtype: str, count: int) -> int:
         """Most bytes decoding allocates at once: the output plus per-symbol intermediates."""
         symbols = sum(n for n, _ in self.symbol_streams(params, count).values())
-        return count * itemsize(dtype) + symbols * WORK_BYTES_PER_SYMBOL
+        return (count * itemsize(dtype) + symbols * WORK_BYTES_PER_SYMBOL + BOOKKEEPING_BYTES
+                + (FIXED_WORK_BYTES if symbols else 0))
 
     # A wrapper (``wraps``) encodes and decodes through a value encoding ``inner`` instead:
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from netshrink.codec.encodings.base import BYTES, Encoded, Encoding, Stream, bits_from_bytes, itemsize
+from netshrink.codec.encodings.base import (
+    BOOKKEEPING_BYTES,
+    BYTES,
+    Encoded,
+    Encoding,
+    Stream,
+    bits_from_bytes,
+    itemsize,
+)
 
 
 class Dense(Encoding):
@@ -21,4 +29,4 @@ class Dense(Encoding):
         return bits_from_bytes(streams["raw"].data, dtype)
 
     def work_bytes(self, params, dtype, count) -> int:
-        return count * itemsize(dtype)
+        return count * itemsize(dtype) + BOOKKEEPING_BYTES

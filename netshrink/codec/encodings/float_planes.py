@@ -9,6 +9,8 @@ import numpy as np
 
 from netshrink.codec.encodings.base import (
     BITS_NUMPY,
+    BOOKKEEPING_BYTES,
+    FIXED_WORK_BYTES,
     FLOAT,
     FLOAT_DTYPES,
     WORK_BYTES_PER_SYMBOL,
@@ -41,5 +43,5 @@ class FloatBytes(Encoding):
     def work_bytes(self, params, dtype, count) -> int:
         """The words, and one plane at a time (``decode_float_bytes`` keeps no plane)."""
         if dtype not in FLOAT_LAYOUTS:
-            return count * itemsize(dtype)
-        return count * (2 * itemsize(dtype) + WORK_BYTES_PER_SYMBOL)
+            return count * itemsize(dtype) + BOOKKEEPING_BYTES
+        return count * (2 * itemsize(dtype) + WORK_BYTES_PER_SYMBOL) + FIXED_WORK_BYTES + BOOKKEEPING_BYTES
