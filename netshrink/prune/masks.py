@@ -78,7 +78,8 @@ def current_mask(module: nn.Module, tensor_name: str) -> torch.Tensor | None:
 def set_mask(module: nn.Module, tensor_name: str, mask: torch.Tensor) -> None:
     """Put ``mask`` on ``module.tensor_name`` (updating an existing Mask in place, so an optimizer
     holding the original Parameter keeps working) and zero the original where the mask is zero."""
-    mask = mask.to(dtype=getattr(module, tensor_name).dtype)
+    weight = getattr(module, tensor_name)
+    mask = mask.to(device=weight.device, dtype=weight.dtype)
     existing = current_mask(module, tensor_name)
     if existing is not None:
         existing.copy_(mask)
@@ -87,8 +88,7 @@ def set_mask(module: nn.Module, tensor_name: str, mask: torch.Tensor) -> None:
         parametrize.register_parametrization(module, tensor_name, Mask(mask))
         original = module.parametrizations[tensor_name].original
     with torch.no_grad():
-        original.mul_(mask)
-        original.copy_(torch.where(mask == 0, torch.zeros_like(original), original))  # no -0.0
+        original.masked_fill_(mask == 0, 0.0)  # +0.0, so no -0.0 is left for save to store
 
 
 def mask_sparsity(model: nn.Module) -> dict[str, float]:

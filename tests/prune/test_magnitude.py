@@ -83,7 +83,7 @@ def test_masks_hold_in_a_users_own_loop_with_an_optimizer_made_before_pruning(di
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     for name, weight in pruned_weights(model).items():
         assert (weight[zeros[name]] == 0).all(), name
         grad = model.get_submodule(name).parametrizations.weight.original.grad
