@@ -22,7 +22,7 @@ from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 from netshrink.data.dataset import Split
-from netshrink.dynamic.calibrate import exit_costs, threshold_curve
+from netshrink.dynamic.calibrate import threshold_curve
 from netshrink.dynamic.early_exit import SPEC_ATTR, num_exits, sample_shape, set_exit, set_thresholds
 from netshrink.dynamic.slimmable import WIDTHS_ATTR, set_width, widths_of
 from netshrink.measure.accuracy import evaluate
@@ -120,11 +120,10 @@ def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), inp
     shape = sample_shape(model, input_shape)
     points = candidate_points(model, thresholds)
     saved_thresholds = [] if points[0]["kind"] == "width" else model.exit_thresholds.tolist()
-    curve, costs = {}, []
+    curve = {}
     if points[0]["kind"] != "width":
         values = [p["value"] for p in points if p["kind"] == "threshold"]
         curve = {c["threshold"]: c for c in threshold_curve(model, val, shape, values)}
-        costs = exit_costs(model, shape)
     device = next(model.parameters()).device
     sample = val.x[:latency_samples].to(device)
     for point in points:
@@ -134,7 +133,7 @@ def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), inp
                          exit_shares=curve[point["value"]]["exit_shares"])
         else:
             point["accuracy"] = evaluate(model, val, device=device)
-            point["macs"] = costs[point["value"]] if point["kind"] == "exit" else count_macs(model, shape)
+            point["macs"] = count_macs(model, shape)  # the path this point runs (a fixed last exit: no heads)
         point["latency_ms"] = latency_per_sample(model, sample, threads=threads)
     if points[0]["kind"] == "width":
         use_point(model, points[-1])

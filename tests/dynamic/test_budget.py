@@ -83,7 +83,10 @@ def test_profile_travels_in_the_file_and_budgets_pick_the_best_point_that_fits(e
     assert exit_model.exit_thresholds.tolist() == [pytest.approx(0.7)] and int(exit_model.exit_fixed) == -1
     assert [(p["kind"], p["value"]) for p in points] == [("exit", 0), ("exit", 1), ("threshold", 0.5),
                                                           ("threshold", 0.9)]
-    assert points[0]["macs"] < points[2]["macs"] <= points[3]["macs"] < points[1]["macs"]
+    first, last = exit_costs(exit_model)
+    plain = create("convnet", input_shape=list(INPUT_SHAPE), widths=[8, 8, 16, 16, 16], hidden=32)
+    assert points[0]["macs"] == first and points[1]["macs"] == count_macs(plain, INPUT_SHAPE)  # no heads run
+    assert first <= points[2]["macs"] <= points[3]["macs"] <= last
     save(exit_model, tmp_path / "m.nsk")
     loaded = load(tmp_path / "m.nsk")
     assert profile_table(loaded)["points"] == points
