@@ -14,8 +14,8 @@ Streams (Han et al. 2016, "Deep Compression", sections 2-4):
   sparsity by magnitude (section 2), at the index width ``best_index_bits`` picks.
 
 For each stream: stored bits/symbol against the empirical Shannon entropy and against an optimal
-unlimited Huffman code, and encode/decode throughput (best of 5 timings, each of enough calls to
-last 20 ms: the least disturbed by other jobs on a shared machine, as ``timeit`` advises).
+unlimited Huffman code, and encode/decode throughput (best of 5 to 25 timings, each of enough
+calls to last 20 ms: the least disturbed by other jobs on a shared machine, as ``timeit`` advises).
 dahuffman is pure Python, so above 1M symbols it is timed on an evenly strided 1M-symbol
 sample. zlib (level 9) and lzma compress the pack_bits bytes. Targets: at every size our Huffman
 decodes at least 10x as fast as dahuffman, and stores at most 1% more bytes than an optimal
@@ -51,7 +51,8 @@ CLUSTER_BITS = 5
 CLUSTER_SIZES = {"10k": 10_000, "100k": 100_000, "1M": 1_000_000, "10M": 10_000_000}
 DAHUFFMAN_PREFIX = 1_000_000
 SPARSITY = 0.9
-REPEATS = 5
+MIN_REPEATS, MAX_REPEATS = 5, 25
+TIMING_BUDGET_S = 2.0
 MIN_TIMING_S = 0.02
 SPEEDUP_GOAL = 10.0
 SIZE_GOAL = 1.01
@@ -78,13 +79,16 @@ def cluster_indices(weights: np.ndarray, n_clusters: int) -> np.ndarray:
     return KMeans(n_clusters, init=init, n_init=1, random_state=0).fit_predict(flat).astype(np.uint8)
 
 
-def time_best(fn, repeats: int = REPEATS) -> tuple[float, object]:
-    """Best wall time of one ``fn()`` call over ``repeats`` timings, each of enough calls to last
-    ``MIN_TIMING_S`` (short streams decode in well under a millisecond), and its last result. The
-    best, not the median: on a shared machine other jobs only ever add time."""
+def time_best(fn) -> tuple[float, object]:
+    """Best wall time of one ``fn()`` call, and its last result: timings of enough calls to last
+    ``MIN_TIMING_S`` each (short streams decode in well under a millisecond), at least
+    ``MIN_REPEATS`` of them and more while they take under ``TIMING_BUDGET_S`` in all. The best,
+    not the median: on a shared machine other jobs only ever add time."""
     start = time.perf_counter()
     result = fn()
-    calls = max(1, int(MIN_TIMING_S / max(time.perf_counter() - start, 1e-9)))
+    once = max(time.perf_counter() - start, 1e-9)
+    calls = max(1, int(MIN_TIMING_S / once))
+    repeats = max(MIN_REPEATS, min(MAX_REPEATS, int(TIMING_BUDGET_S / (calls * once))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -195,7 +199,7 @@ def gap_stream() -> tuple[np.ndarray, int, dict]:
 def markdown(measurements: dict, targets: list[dict], source: str, load: list[float]) -> str:
     lines = ["## Codec (entropy stages)", "",
              (f"`python benchmarks/codec.py` (weights: {source}). Bits/symbol include each "
-              "coder's stored tables; throughput in symbols/s is the best of 5 timings, each of "
+              "coder's stored tables; throughput in symbols/s is the best of 5 to 25 timings (up to 2 s), each of "
               "enough calls to last 20 ms; dahuffman (pure Python) runs on the whole stream up to "
               f"{DAHUFFMAN_PREFIX:,} symbols, on an evenly strided {DAHUFFMAN_PREFIX:,}-symbol sample above. "
               "The cluster streams of 10k, 100k and 1M symbols are prefixes of the real weights' "
