@@ -4,7 +4,6 @@ bounded work: Python-level calls (a machine-independent count of operations) and
 import json
 import random
 import struct
-import sys
 import tracemalloc
 
 import pytest
@@ -14,6 +13,7 @@ from netshrink.codec.container import load, request_encodings, save
 from netshrink.core.errors import NetshrinkFormatError
 from netshrink.models import create
 from tests.codec.test_container import make_weight
+from tests.codec.work import operations
 from tests.models import UserResNet
 
 #: a mutated file's load may make at most this many times the Python and C calls of the valid file's
@@ -40,24 +40,6 @@ def _user_file(path):
         model.pointwise.weight.copy_(make_weight("clustered16", (16, 16, 1, 1), torch.Generator().manual_seed(1)))
     save(model, path, entropy="huffman")
     return path, UserResNet
-
-
-def operations(call) -> int:
-    """Python and C function calls ``call()`` makes (``sys.setprofile`` events): work counted the
-    same on a busy machine as on an idle one. A decoder looping once per symbol in Python makes
-    hundreds of thousands; a load of the valid files makes about ten thousand."""
-    events = 0
-
-    def count(frame, event, arg):
-        nonlocal events
-        events += 1
-
-    sys.setprofile(count)
-    try:
-        call()
-    finally:
-        sys.setprofile(None)
-    return events
 
 
 def _load(path, model) -> None:

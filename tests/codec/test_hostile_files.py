@@ -14,8 +14,7 @@ from netshrink.codec.container import load, read_tensors
 from netshrink.codec.huffman import huffman_encode
 from netshrink.codec.validate import FORMAT_VERSION, params_limit
 from netshrink.core.errors import NetshrinkFormatError
-from tests.codec.test_container_bounds import bounded
-from tests.codec.test_fuzz import operations
+from tests.codec.work import bounded, operations
 
 #: a refused hostile file takes about as many calls as validating its document
 REFUSAL_OPERATIONS = 20_000
