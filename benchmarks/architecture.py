@@ -14,9 +14,11 @@ Stages (each cached as ``<runs>/<stage>.json`` so a killed run resumes):
 - ``separable-init``: ``Separable(multiplier=1)`` on every convertible conv, initialised by the
   per-input-channel SVD and, for comparison, randomly: accuracy right after conversion, as
   converted and after re-estimating the BatchNorm statistics (no training).
-- ``separable-finetuned``: the SVD-initialised conversion, BatchNorm re-estimated, fine-tuned
-  ``sep_epochs`` epochs distilled from the original convnet; accuracy, conv parameters and MACs, latency of the
-  converted and the original model in the same run (the original timed before and after).
+- ``separable-costs``: the SVD-initialised conversion with BatchNorm re-estimated, no training:
+  weights per layer, conv parameters and MACs, latency of the converted and the original model in
+  the same run (the original timed before and after).
+- ``separable-finetuned``: the same, fine-tuned ``sep_epochs`` epochs distilled from the original
+  convnet: accuracy, and the .nsk written and loaded back.
 - ``low-rank-<model>-p<ratio>``: ``LowRank(param_ratio=ratio)`` on every Linear and Conv2d of
   lenet300_100 and the convnet: accuracy right after factorization and after fine-tuning
   ``low_rank_epochs`` epochs distilled from the original; a table and a PNG plot against kept
@@ -90,7 +92,8 @@ class Budget:
     latency_repeats: tuple[int, int] = (100, 20)  # batch 1, batch 256
 
 
-FULL = Budget(sep_epochs=2, low_rank_epochs={"lenet300_100": 2, "convnet": 1}, student_epochs=5,
+#: cut to what a 2-core machine shared by seven jobs can do in about an hour
+FULL = Budget(sep_epochs=1, low_rank_epochs={"lenet300_100": 2, "convnet": 1}, student_epochs=3,
               ratios=(0.1, 0.2, 0.4))
 QUICK = Budget(sep_epochs=1, low_rank_epochs={"lenet300_100": 1, "convnet": 1}, student_epochs=1,
                ratios=(0.1, 0.4), samples=512, latency_repeats=(10, 3))
@@ -206,18 +209,28 @@ def separable_init_stage(run: Run) -> dict:
     return results
 
 
-def separable_finetuned_stage(run: Run) -> dict:
-    original, model = convnet(), convnet()
+def converted_convnet(run: Run) -> nn.Module:
+    """The convnet with every convertible conv made depthwise separable (m = 1, SVD), BatchNorm re-estimated."""
+    model = convnet()
     separable_(model, Separable(multiplier=1))
-    reestimate_batchnorm_(model, run.data.train.x)
-    layers = get_log(model)[-1]["layers"]
-    trained = run.train(model, "convnet", original, "separable", run.budget.sep_epochs, FINETUNE_LR)
-    model.eval()
+    return reestimate_batchnorm_(model, run.data.train.x).eval()
+
+
+def separable_costs_stage(run: Run) -> dict:
+    """What the conversion saves, no training: weights per layer, parameters, MACs, latency."""
+    original, model = convnet(), converted_convnet(run)
     shape, budget = run.data.input_shape, run.budget
     timing = {"original": latency(original, shape, budget), "separable": latency(model, shape, budget),
               "original_again": latency(original, shape, budget)}
-    return {**accuracy(model, run.data), **conv_costs(model, shape), "layers": layers, **trained,
-            "latency_ms": timing, **saved_and_loaded(model, run.root / "separable.nsk", run.data)}
+    return {**conv_costs(model, shape), "layers": get_log(model)[-1]["layers"], "latency_ms": timing}
+
+
+def separable_finetuned_stage(run: Run) -> dict:
+    original, model = convnet(), converted_convnet(run)
+    trained = run.train(model, "convnet", original, "separable", run.budget.sep_epochs, FINETUNE_LR)
+    model.eval()
+    return {**accuracy(model, run.data), **trained,
+            **saved_and_loaded(model, run.root / "separable.nsk", run.data)}
 
 
 def low_rank_stage(run: Run, name: str, ratio: float) -> dict:
@@ -288,19 +301,21 @@ def main() -> None:
     # cheapest and most asked-for first, so a run cut short has measured the most
     base = run.stage("convnet-baseline", lambda: baseline_stage(run))
     init = run.stage("separable-init", lambda: separable_init_stage(run))
+    costs = run.stage("separable-costs", lambda: separable_costs_stage(run))
     low_rank: dict[str, list[dict]] = {"lenet300_100": [], "convnet": []}
-    _low_rank_rows(run, "lenet300_100", low_rank)
+    lenet_test = evaluate(load_model(CHECKPOINTS / "lenet300_100.safetensors"), data.test)
+    _low_rank_rows(run, "lenet300_100", lenet_test, low_rank)
     sep = run.stage("separable-finetuned", lambda: separable_finetuned_stage(run))
     students = {n: run.stage(f"student-{n}", lambda n=n: student_stage(run, n)) for n in STUDENTS}
-    _low_rank_rows(run, "convnet", low_rank)
+    _low_rank_rows(run, "convnet", base["test_acc"], low_rank)
     students = {n: s for n, s in students.items() if s is not None}
 
     targets = []
-    if sep is not None:
+    if costs is not None:
         targets += [
-            target("separable: conv parameters, fewer (x)", base["conv_params"] / sep["conv_params"],
+            target("separable: conv parameters, fewer (x)", base["conv_params"] / costs["conv_params"],
                    CONV_REDUCTION_GOAL, ">="),
-            target("separable: conv MACs, fewer (x)", base["conv_macs"] / sep["conv_macs"], CONV_REDUCTION_GOAL,
+            target("separable: conv MACs, fewer (x)", base["conv_macs"] / costs["conv_macs"], CONV_REDUCTION_GOAL,
                    ">="),
         ]
     if init is not None:
@@ -316,13 +331,13 @@ def main() -> None:
     if not run.missing:
         targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
     speedup = None
-    if sep is not None:
-        timing = sep["latency_ms"]
+    if costs is not None:
+        timing = costs["latency_ms"]
         speedup = {b: min(timing["original"][b], timing["original_again"][b]) / timing["separable"][b]
                    for b in timing["separable"]}
     measurements = {"budget": dataclasses.asdict(budget), "convnet": base, "separable_init": init,
-                    "separable_finetuned": sep, "separable_speedup": speedup, "low_rank": low_rank,
-                    "students": students}
+                    "separable_costs": costs, "separable_finetuned": sep, "separable_speedup": speedup,
+                    "low_rank": low_rank, "students": students}
     notes = ("Latency: 1 thread, median, on a CPU shared with other jobs (absolute times noisy); the original "
              "convnet is timed before and after the converted one and the faster of the two is the reference.")
     extra = {"device": "cpu", "wall_minutes_this_invocation": (time.perf_counter() - began) / 60,
@@ -341,8 +356,7 @@ def main() -> None:
     print(markdown)
 
 
-def _low_rank_rows(run: Run, name: str, rows: dict[str, list[dict]]) -> None:
-    original_test = evaluate(load_model(CHECKPOINTS / f"{name}.safetensors"), run.data.test)
+def _low_rank_rows(run: Run, name: str, original_test: float, rows: dict[str, list[dict]]) -> None:
     for ratio in run.budget.ratios:
         row = run.stage(f"low-rank-{name}-p{ratio}", lambda r=ratio: low_rank_stage(run, name, r))
         if row is not None:
@@ -350,7 +364,8 @@ def _low_rank_rows(run: Run, name: str, rows: dict[str, list[dict]]) -> None:
 
 
 def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> str:
-    base, init, sep, budget = m["convnet"], m["separable_init"], m["separable_finetuned"], m["budget"]
+    base, init, costs, sep = m["convnet"], m["separable_init"], m["separable_costs"], m["separable_finetuned"]
+    budget = m["budget"]
     lines = ["## Architecture (Fashion-MNIST)", "",
              f"`python benchmarks/architecture.py{' --quick' if quick else ''}`. From the kept convnet "
              f"(test {100 * base['test_acc']:.2f}%). Fine-tuning and students are distilled from the original "
@@ -358,17 +373,18 @@ def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> 
              "reported, never used to choose."]
     if missing:
         lines += ["", f"**Not measured** (the run was stopped before these stages finished): {', '.join(missing)}."]
-    if sep is not None:
-        lat, speedup = sep["latency_ms"], m["separable_speedup"]
-        lines += ["", f"Depthwise separable conversion (multiplier 1), fine-tuned {budget['sep_epochs']} epochs:", "",
+    if costs is not None:
+        lat, speedup = costs["latency_ms"], m["separable_speedup"]
+        tuned = f"{100 * sep['test_acc']:.2f}%" if sep is not None else "not measured"
+        lines += ["", f"Depthwise separable conversion (multiplier 1), fine-tuned {budget['sep_epochs']} epoch(s):", "",
                   "| | convnet | separable | fewer |", "|---|---|---|---|",
-                  f"| conv parameters | {base['conv_params']:,} | {sep['conv_params']:,} | "
-                  f"{base['conv_params'] / sep['conv_params']:.1f}x |",
-                  f"| conv MACs | {base['conv_macs']:,} | {sep['conv_macs']:,} | "
-                  f"{base['conv_macs'] / sep['conv_macs']:.1f}x |",
-                  f"| all parameters | {base['params']:,} | {sep['params']:,} | "
-                  f"{base['params'] / sep['params']:.1f}x |",
-                  f"| test accuracy | {100 * base['test_acc']:.2f}% | {100 * sep['test_acc']:.2f}% | |",
+                  f"| conv parameters | {base['conv_params']:,} | {costs['conv_params']:,} | "
+                  f"{base['conv_params'] / costs['conv_params']:.1f}x |",
+                  f"| conv MACs | {base['conv_macs']:,} | {costs['conv_macs']:,} | "
+                  f"{base['conv_macs'] / costs['conv_macs']:.1f}x |",
+                  f"| all parameters | {base['params']:,} | {costs['params']:,} | "
+                  f"{base['params'] / costs['params']:.1f}x |",
+                  f"| test accuracy, fine-tuned | {100 * base['test_acc']:.2f}% | {tuned} | |",
                   f"| latency batch 1, ms (original: before / after) | {lat['original']['batch_1']:.2f} / "
                   f"{lat['original_again']['batch_1']:.2f} | {lat['separable']['batch_1']:.2f} | "
                   f"{speedup['batch_1']:.2f}x |",
@@ -378,7 +394,7 @@ def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> 
                   "Per layer (weights, bias excluded):", "", "| layer | dense | separable | fewer |",
                   "|---|---|---|---|"]
         lines += [f"| {name} | {layer['weights_before']:,} | {layer['weights_after']:,} | {layer['ratio']:.2f}x |"
-                  for name, layer in sep["layers"].items()]
+                  for name, layer in costs["layers"].items()]
     if init is not None:
         svd, rnd = init["svd"], init["random"]
         lines += ["", "Right after conversion (no training; test accuracy as converted / after re-estimating the "
@@ -396,11 +412,11 @@ def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> 
                          f"{100 * r['right_after']['bn_reestimated']['test_acc']:.2f}% | {100 * r['test_acc']:.2f}% | "
                          f"{100 * r['original_test_acc']:.2f}% |")
     lines += ["", f"Tiny students, distilled from the convnet for {budget['student_epochs']} epochs (convnet latency "
-              "from the separable stage):", "",
+              "from the separable-costs stage):", "",
               "| model | parameters | MACs | test accuracy | latency b1 (ms) | latency b256 (ms) |",
               "|---|---|---|---|---|---|"]
-    if sep is not None:
-        lat = sep["latency_ms"]
+    if costs is not None:
+        lat = costs["latency_ms"]
         lines.append(f"| convnet (teacher) | {base['params']:,} | {base['macs']:,} | {100 * base['test_acc']:.2f}% | "
                      f"{min(lat['original']['batch_1'], lat['original_again']['batch_1']):.2f} | "
                      f"{min(lat['original']['batch_256'], lat['original_again']['batch_256']):.1f} |")
