@@ -32,6 +32,7 @@ EPILOG = """examples:
   netshrink eval runs/lenet5/model.safetensors --data digits
   netshrink demo                                  # writes runs/demo/model.nsk
   netshrink inspect runs/demo/model.nsk
+  netshrink run recipes/deep_compression_lenet300_100.toml --out runs/dc300
 
 Bad input ends with one line on stderr and exit status 2; --debug shows the traceback."""
 
@@ -248,11 +249,30 @@ def run_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def add_run_parser(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "run", "run a TOML recipe of compression stages (see recipes/); writes OUT/model.nsk, "
+                    "OUT/report.json and OUT/report.html, and resumes an interrupted run in OUT", run_run)
+    p.add_argument("recipe", help="a .toml recipe, e.g. recipes/deep_compression_lenet300_100.toml")
+    p.add_argument("--out", required=True, help="output folder (one recipe per folder)")
+    p.add_argument("--check", action="store_true", help="only validate the recipe")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from netshrink.pipeline import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.check:
+        print(f"{args.recipe}: valid ({len(recipe.stages)} stages)")
+        return 0
+    run_recipe(recipe, args.out)
+    return 0
+
+
 #: one adder per command, in the order ``netshrink --help`` lists them
 PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
     add_distill_parser, add_prune_parser, add_quantize_parser, add_export_parser, add_convert_parser,
-    add_dynamic_parser,
+    add_dynamic_parser, add_run_parser,
 ]
 
 

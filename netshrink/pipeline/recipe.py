@@ -1,0 +1,301 @@
+"""TOML recipes: a model, its data and an ordered list of compression stages, validated whole.
+
+A recipe (read with the standard library's ``tomllib``)::
+
+    name = "deep-compression-lenet300_100"
+    [model]
+    checkpoint = "benchmarks/checkpoints/lenet300_100.safetensors"  # or zoo = "lenet5" / builder = "pkg.mod:fn"
+    [data]
+    name = "fashion-mnist"                  # digits, a .npz or an image folder; dir = IDX folder
+    [[stages]]
+    verb = "prune"                          # netshrink.pipeline.verbs.VERBS
+    config = { sparsity = 0.92, scope = "layer" }
+    epochs = 3                              # fine-tuning budget after the verb (0: none)
+    fit = { lr = 0.01 }                     # any other FitConfig field
+    teacher = "baseline"                    # optional: distil from the recipe's model or a file
+    distill = { T = 4.0, alpha = 0.9 }      # the Distill config used with the teacher
+
+Every problem is found before anything runs and reported together, one line each with its place
+(``stages[2].config.bits: ...``), by constructing each config (its own checks are the checks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from netshrink.core.errors import ConfigError
+from netshrink.pipeline.verbs import VERBS
+
+BUILT_IN_DATA = ("fashion-mnist", "digits")
+BASELINE_TEACHER = "baseline"
+TOP_KEYS = {"name", "model", "data", "stages"}
+MODEL_KEYS = {"zoo", "checkpoint", "builder"}
+DATA_KEYS = {"name", "dir", "val_fraction"}
+STRUCTURAL_VERBS = ("separable", "low_rank", "prune_structured")
+DYNAMIC_VERBS = ("early_exit", "slimmable")
+STAGE_KEYS = {"verb", "config", "epochs", "fit", "teacher", "distill", "max_drop"}
+
+
+class RecipeError(ConfigError):
+    """A recipe with problems: the message has one line per problem, each with its place."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One validated stage: the verb's config, its fine-tuning and optional teacher."""
+
+    verb: str
+    config: Any
+    fit: Any
+    epochs: int = 0
+    teacher: str | None = None
+    distill: Any = None
+    max_drop: float = 0.005
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A validated recipe; ``source`` is the parsed TOML (kept for the report and resume check)."""
+
+    name: str
+    model: dict[str, str]
+    data: dict[str, Any]
+    stages: tuple[Stage, ...]
+    source: dict[str, Any]
+    base: Path
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate ``path``; relative paths inside are taken from the current folder, then
+    from the recipe's folder. Raises ``RecipeError`` listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist; give a .toml file (see recipes/)")
+    try:
+        source = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from None
+    return parse_recipe(source, base=path.parent, where=str(path))
+
+
+def parse_recipe(source: dict[str, Any], base: Path = Path("."), where: str = "recipe") -> Recipe:
+    """Validate a parsed recipe; every problem is collected before ``RecipeError`` is raised."""
+    problems: list[str] = []
+    _unknown(source, TOP_KEYS, "", problems)
+    name = source.get("name", "recipe")
+    if not isinstance(name, str):
+        problems.append(f"name: must be a string, got {name!r}")
+    model = _model(source.get("model"), base, problems)
+    data = _data(source.get("data"), base, problems)
+    stages_src = source.get("stages")
+    stages: list[Stage] = []
+    if not isinstance(stages_src, list) or not stages_src:
+        problems.append("stages: give at least one [[stages]] table")
+    else:
+        for i, stage in enumerate(stages_src):
+            parsed = _stage(stage, f"stages[{i}]", base, problems)
+            if parsed is not None:
+                stages.append(parsed)
+        _check_order(stages_src, problems)
+    if problems:
+        raise RecipeError(f"{where} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return Recipe(name=name, model=model, data=data, stages=tuple(stages), source=source, base=base)
+
+
+def resolve_path(value: str, base: Path) -> Path | None:
+    """``value`` as given if it exists, else beside the recipe; None when neither exists."""
+    for candidate in (Path(value), base / value):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _unknown(table: dict[str, Any], allowed: set[str], place: str, problems: list[str]) -> None:
+    for key in sorted(set(table) - allowed):
+        problems.append(f"{place}{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
+    if not isinstance(table, dict):
+        problems.append("model: give a [model] table with one of zoo, checkpoint, builder")
+        return {}
+    _unknown(table, MODEL_KEYS, "model.", problems)
+    given = [k for k in ("zoo", "checkpoint", "builder") if k in table]
+    if len(given) != 1:
+        problems.append(f"model: give exactly one of zoo, checkpoint, builder (got {given or 'none'})")
+        return {}
+    kind, value = given[0], table[given[0]]
+    if not isinstance(value, str):
+        problems.append(f"model.{kind}: must be a string, got {value!r}")
+        return {}
+    if kind == "zoo":
+        from netshrink.models import list_models
+
+        if value not in list_models():
+            problems.append(f"model.zoo: unknown model {value!r}; run `netshrink models` for the names")
+    elif kind == "checkpoint":
+        found = resolve_path(value, base)
+        if found is None:
+            problems.append(f"model.checkpoint: {value} does not exist; give a .safetensors or .nsk file")
+        else:
+            value = str(found)
+    elif _builder(value, "model.builder", problems) is None:
+        return {}
+    return {kind: value}
+
+
+def _builder(value: str, place: str, problems: list[str]) -> Any:
+    module, _, function = value.partition(":")
+    if not module or not function:
+        problems.append(f"{place}: write the builder as package.module:function, got {value!r}")
+        return None
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        problems.append(f"{place}: cannot import {value!r} ({exc}); check the module is on PYTHONPATH")
+        return None
+
+
+def _data(table: Any, base: Path, problems: list[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        problems.append('data: give a [data] table, e.g. name = "fashion-mnist"')
+        return {}
+    _unknown(table, DATA_KEYS, "data.", problems)
+    name = table.get("name")
+    if not isinstance(name, str):
+        problems.append(f"data.name: must be a string ({', '.join(BUILT_IN_DATA)} or a path), got {name!r}")
+        return {}
+    data = dict(table)
+    if name not in BUILT_IN_DATA:
+        found = resolve_path(name, base)
+        if found is None:
+            problems.append(f"data.name: {name} is neither {' nor '.join(BUILT_IN_DATA)} nor an existing .npz or "
+                            "image folder")
+        else:
+            data["name"] = str(found)
+    fraction = table.get("val_fraction", 0.1)
+    if not isinstance(fraction, float) or not 0.0 < fraction < 1.0:
+        problems.append(f"data.val_fraction: must be a number in (0, 1), got {fraction!r}")
+    if "dir" in table and not isinstance(table["dir"], str):
+        problems.append(f"data.dir: must be a string, got {table['dir']!r}")
+    return data
+
+
+def build_config(cls: type, table: Any, place: str, problems: list[str], **extra: Any) -> Any:
+    """``cls(**table, **extra)`` with TOML arrays as tuples; its own checks report the problems."""
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        problems.append(f"{place}: must be a table, got {table!r}")
+        return None
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "filter_fn"}
+    bad = sorted(set(table) - fields)
+    for key in bad:
+        problems.append(f"{place}.{key}: unknown {cls.__name__} option; allowed: {', '.join(sorted(fields))}")
+    if bad:
+        return None
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    try:
+        return cls(**values, **extra)
+    except (ConfigError, TypeError, ValueError) as exc:
+        problems.append(f"{place}: {exc}")
+        return None
+
+
+def _stage(table: Any, place: str, base: Path, problems: list[str]) -> Stage | None:
+    from netshrink.train import FitConfig
+
+    if not isinstance(table, dict):
+        problems.append(f"{place}: must be a table")
+        return None
+    count = len(problems)
+    _unknown(table, STAGE_KEYS, f"{place}.", problems)
+    verb_name = table.get("verb")
+    verb = VERBS.get(verb_name) if isinstance(verb_name, str) else None
+    if verb is None:
+        problems.append(f"{place}.verb: unknown verb {verb_name!r}; choose one of {', '.join(VERBS)}")
+    epochs = table.get("epochs", 0)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        problems.append(f"{place}.epochs: must be an integer >= 0, got {epochs!r}")
+        epochs = 0
+    fit_table = table.get("fit", {})
+    if isinstance(fit_table, dict) and "epochs" in fit_table:
+        problems.append(f"{place}.fit.epochs: give the budget as {place}.epochs")
+        fit_table = {k: v for k, v in fit_table.items() if k != "epochs"}
+    # FitConfig needs epochs >= 1; a stage with no fine-tuning keeps its own ``epochs`` of 0
+    fit = build_config(FitConfig, fit_table, f"{place}.fit", problems, epochs=max(epochs, 1))
+    teacher = table.get("teacher")
+    if teacher is not None:
+        if not isinstance(teacher, str):
+            problems.append(f"{place}.teacher: must be a string (\"{BASELINE_TEACHER}\" or a file), got {teacher!r}")
+            teacher = None
+        elif teacher != BASELINE_TEACHER:
+            found = resolve_path(teacher, base)
+            if found is None:
+                problems.append(f"{place}.teacher: {teacher} does not exist; give a .safetensors or .nsk file "
+                                f"or \"{BASELINE_TEACHER}\" (the recipe's model)")
+            teacher = str(found) if found else None
+    max_drop = table.get("max_drop", 0.005)
+    if not isinstance(max_drop, float) or not 0.0 <= max_drop < 1.0:
+        problems.append(f"{place}.max_drop: must be a number in [0, 1), got {max_drop!r}")
+    distill_cfg = None
+    config = None
+    if verb is not None:
+        distill_cfg = _stage_options(verb, verb_name, table, epochs, place, problems)
+        if verb.training != "distill" and verb.config is not None:
+            config = build_config(verb.config_class(), table.get("config"), f"{place}.config", problems)
+    if len(problems) > count:
+        return None
+    return Stage(verb=verb_name, config=config, fit=fit, epochs=epochs, teacher=teacher, distill=distill_cfg,
+                 max_drop=max_drop)
+
+
+def _check_order(stages: list[Any], problems: list[str]) -> None:
+    """After a dynamic stage (exits or widths), no structural change and no teacher: the exit
+    stages are traced over the modules of that moment (a later replacement would not be seen) and
+    the joint losses have no teacher term. One dynamic stage per model (the family refuses both)."""
+    dynamic = None
+    for i, table in enumerate(stages):
+        verb = table.get("verb") if isinstance(table, dict) else None
+        if dynamic is not None:
+            if verb in STRUCTURAL_VERBS or verb in DYNAMIC_VERBS:
+                problems.append(f"stages[{i}].verb: {verb} after {dynamic} is not supported; put it before")
+            elif "teacher" in table:
+                problems.append(f"stages[{i}].teacher: after {dynamic} the joint loss trains; remove the teacher")
+        elif verb in DYNAMIC_VERBS:
+            dynamic = f"{verb} (stages[{i}])"
+
+
+def _stage_options(verb: Any, verb_name: str, table: dict[str, Any], epochs: int, place: str,
+                   problems: list[str]) -> Any:
+    """Check how the stage trains (teacher, distill options, budget); returns its Distill config."""
+    from netshrink.distill.config import Distill
+
+    if "max_drop" in table and verb.training != "exits":
+        problems.append(f"{place}.max_drop: only early_exit stages calibrate thresholds")
+    if verb.config is None and "config" in table:
+        problems.append(f"{place}.config: {verb_name} takes no config; remove it")
+    if verb.training == "distill":
+        if "distill" in table:
+            problems.append(f"{place}.distill: a distill stage takes its options in {place}.config")
+        if "teacher" not in table:
+            problems.append(f"{place}.teacher: a distill stage needs a teacher")
+        options = build_config(Distill, table.get("config"), f"{place}.config", problems)
+    elif verb.training != "fit":
+        if "teacher" in table or "distill" in table:
+            problems.append(f"{place}.teacher: {verb_name} trains with its own joint loss; remove teacher/distill")
+        return None
+    elif "distill" in table and "teacher" not in table:
+        problems.append(f"{place}.distill: options for a teacher; add {place}.teacher")
+        return None
+    elif "teacher" not in table:
+        options = None
+    else:
+        options = build_config(Distill, table.get("distill"), f"{place}.distill", problems)
+    if epochs == 0 and (verb.config is None or "teacher" in table):
+        problems.append(f"{place}.epochs: a {verb_name} stage with a teacher or no config trains; give epochs >= 1")
+    return options

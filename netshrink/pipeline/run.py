@@ -1,0 +1,267 @@
+"""``run_recipe``: the stages of a recipe, one after another, each measured, resumable.
+
+Each stage applies its verb, fine-tunes (``fit`` / ``distill``, or the dynamic families' joint
+losses with threshold calibration and a profile), then ``finalize_`` and ``save``: the stage's
+model is ``DIR/stages/NN-verb.nsk`` and its measurements ``NN-verb.json`` (both written
+atomically, the JSON last, so a stage counts as finished only when both are whole). The next stage
+starts from the saved file, so an interrupted run resumed later gives what an uninterrupted one
+gives; inside a stage, ``fit``'s own checkpoints in ``DIR/stages/NN-verb/`` resume training.
+Finalizing between stages is what lets the families combine: masks are baked into exact zeros
+before clustering (which then keeps zeros as their own codebook entry), and the structural
+conversions (which refuse parametrized models) see plain layers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from netshrink.core.errors import ConfigError
+from netshrink.core.files import write_atomically
+from netshrink.pipeline.recipe import BASELINE_TEACHER, Recipe, Stage
+from netshrink.pipeline.verbs import VERBS
+
+ARCH_VERBS = ("separable", "low_rank")
+
+
+def fingerprint(recipe: Recipe) -> str:
+    """SHA-256 of the recipe's canonical JSON: a run folder belongs to one recipe."""
+    return hashlib.sha256(json.dumps(recipe.source, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_model(recipe: Recipe, data: Any) -> nn.Module:
+    """The recipe's starting model: a checkpoint (.safetensors or .nsk), a zoo model sized for the
+    data, or the user's ``package.module:function`` builder called with no arguments."""
+    kind, value = next(iter(recipe.model.items()))
+    if kind == "checkpoint":
+        if value.endswith(".nsk"):
+            from netshrink.codec.container import load
+
+            return load(value)
+        from netshrink.train import load_model
+
+        return load_model(value)
+    if kind == "zoo":
+        from netshrink.models import create_for_data
+
+        torch.manual_seed(0)
+        return create_for_data(value, data.input_shape, data.num_classes)
+    return _user_builder(value)()
+
+
+def _user_builder(value: str) -> Any:
+    import importlib
+
+    module, _, function = value.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def load_stage(path: Path, recipe: Recipe) -> nn.Module:
+    """A saved stage; a user's builder gives the module the log is replayed on."""
+    from netshrink.codec.container import load
+
+    if "builder" in recipe.model:
+        return load(path, model=_user_builder(recipe.model["builder"])())
+    return load(path)
+
+
+def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -> dict[str, Any]:
+    """Validation accuracy, file bytes and rate against the baseline's dense fp32 file, parameters,
+    nonzeros, MACs, batch-1 latency (1 thread), per-layer rows of the file, and the dynamic
+    profile table where the model has one."""
+    from netshrink.codec.inspect import inspect_file
+    from netshrink.measure import count_macs, evaluate
+    from netshrink.measure.latency import measure_latency
+    from netshrink.measure.size import count_nonzero, count_parameters
+
+    model.eval()
+    size = nsk.stat().st_size
+    row = {
+        "val_accuracy": evaluate(model, data.val),
+        "file_bytes": size,
+        "rate": baseline_bytes / size,
+        "params": count_parameters(model),
+        "nonzero_params": count_nonzero(model),
+        "macs": count_macs(model, data.input_shape),
+        "latency_ms": measure_latency(model, data.input_shape, batch_size=1, threads=1, repeats=10)["median_ms"],
+        "layers": [{k: r[k] for k in ("name", "encoding", "weights", "kept_pct", "bits_per_weight",
+                                      "bits_per_index", "bytes", "rate")} for r in inspect_file(nsk)],
+    }
+    profile = _profile_points(model)
+    if profile:
+        row["dynamic_points"] = profile
+    return row
+
+
+def _profile_points(model: nn.Module) -> list[dict[str, Any]]:
+    from netshrink.core import get_log
+
+    records = [r for r in get_log(model) if r.get("verb") == "dynamic_profile"]
+    return list(records[-1]["config"]["points"]) if records else []
+
+
+def _teacher(stage: Stage, recipe: Recipe, baseline: Path) -> nn.Module | None:
+    if stage.teacher is None:
+        return None
+    if stage.teacher == BASELINE_TEACHER:
+        return load_stage(baseline, recipe)
+    if stage.teacher.endswith(".nsk"):
+        from netshrink.codec.container import load
+
+        return load(stage.teacher)
+    from netshrink.train import load_model
+
+    return load_model(stage.teacher)
+
+
+def dynamic_kind(model: nn.Module) -> str | None:
+    """``"exits"`` or ``"widths"`` when an earlier stage made the model dynamic (from its log)."""
+    from netshrink.core import get_log
+
+    verbs = {record.get("verb") for record in get_log(model)}
+    return "exits" if "early_exit" in verbs else "widths" if "slimmable" in verbs else None
+
+
+def run_stage(model: nn.Module, stage: Stage, recipe: Recipe, data: Any, work: Path, baseline: Path,
+              progress: bool) -> nn.Module:
+    """Apply one stage's verb and its fine-tuning to ``model`` in place; returns the model.
+
+    A model made dynamic by this or an earlier stage keeps training with its joint loss (exits:
+    BranchyNet's, widths: the sandwich rule), so a later prune or cluster stage fine-tunes every
+    exit and width, and its thresholds are recalibrated and its operating points re-profiled
+    after every stage (the profile in the file describes the model as saved)."""
+    from netshrink.train import fit
+
+    verb = VERBS[stage.verb]
+    if verb.apply is not None:
+        verb.apply_fn()(model, stage.config)
+    if stage.verb in ARCH_VERBS:
+        from netshrink.arch.finetune import reestimate_batchnorm_
+
+        reestimate_batchnorm_(model, data.train.x)
+    kind = dynamic_kind(model)
+    if stage.epochs:
+        options = {"out_dir": work, "resume": True, "progress": progress}
+        if kind == "exits":
+            from netshrink.dynamic import exit_loss
+
+            fit(model, data, stage.fit, loss_fn=exit_loss(model), **options)
+        elif kind == "widths":
+            from netshrink.dynamic import sandwich_loss, set_width
+
+            set_width(model, 1.0)
+            fit(model, data, stage.fit, loss_fn=sandwich_loss(model), **options)
+        elif stage.teacher is not None:
+            from netshrink.distill.teach import distill
+
+            distill(model, _teacher(stage, recipe, baseline), data, stage.distill, stage.fit, **options)
+        else:
+            fit(model, data, stage.fit, **options)
+    if kind is not None:
+        from netshrink.dynamic import calibrate_thresholds, profile_
+
+        if kind == "exits":
+            calibrate_thresholds(model.eval(), data.val, max_drop=stage.max_drop)
+        profile_(model.eval(), data.val)
+    return model
+
+
+def stage_files(out: Path, index: int, verb: str) -> tuple[Path, Path, Path]:
+    """(model file, measurements, fit's working folder) of stage ``index`` (0 is the baseline)."""
+    stem = out / "stages" / f"{index:02d}-{verb}"
+    return stem.with_suffix(".nsk"), stem.with_suffix(".json"), stem
+
+
+def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
+    """Run every stage of ``recipe`` into ``out`` (resuming after the last finished stage) and write
+    ``model.nsk``, ``report.json`` and ``report.html``. Returns the report."""
+    from netshrink.codec.container import save
+    from netshrink.core import finalize_
+    from netshrink.data import load_dataset
+    from netshrink.measure import dense_fp32_bytes, evaluate
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / "recipe.json"
+    digest = fingerprint(recipe)
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") != digest:
+        raise ConfigError(f"{out} holds a run of another recipe; give a new --out folder or delete {out}")
+    write_atomically(marker, json.dumps({"fingerprint": digest, "recipe": recipe.source}, indent=1,
+                                        default=str).encode())
+    data = load_dataset(recipe.data["name"], data_dir=recipe.data.get("dir"),
+                        val_fraction=recipe.data.get("val_fraction", 0.1))
+    total = len(recipe.stages)
+    rows: list[dict[str, Any]] = []
+    base_nsk, base_json, _ = stage_files(out, 0, "baseline")
+    if base_json.exists():
+        rows.append(json.loads(base_json.read_text()))
+        model = load_stage(base_nsk, recipe)
+        log(f"[0/{total}] baseline: done before (resumed)")
+    else:
+        model = build_model(recipe, data)
+        finalize_(model)
+        save(model, base_nsk)
+        model = load_stage(base_nsk, recipe)
+        row = {"stage": 0, "verb": "baseline", "dense_fp32_bytes": dense_fp32_bytes(model), "seconds": 0.0,
+               **measure_stage(model, base_nsk, data, dense_fp32_bytes(model))}
+        write_atomically(base_json, json.dumps(row, indent=1).encode())
+        rows.append(row)
+    baseline_bytes = rows[0]["dense_fp32_bytes"]
+    _line(log, rows[0], total)
+    for index, stage in enumerate(recipe.stages, start=1):
+        nsk, measured, work = stage_files(out, index, stage.verb)
+        if measured.exists():
+            rows.append(json.loads(measured.read_text()))
+            model = None
+            log(f"[{index}/{total}] {stage.verb}: done before (resumed)")
+            _line(log, rows[-1], total)
+            continue
+        if model is None:
+            previous = stage_files(out, index - 1, recipe.stages[index - 2].verb if index > 1 else "baseline")[0]
+            model = load_stage(previous, recipe)
+        log(f"[{index}/{total}] {stage.verb}: {stage.config or stage.distill}, {stage.epochs} epoch(s)"
+            + (f", teacher {stage.teacher}" if stage.teacher else ""))
+        started = time.perf_counter()
+        model.train()
+        run_stage(model, stage, recipe, data, work, base_nsk, progress)
+        finalize_(model)
+        save(model, nsk)
+        model = load_stage(nsk, recipe)
+        row = {"stage": index, "verb": stage.verb, "seconds": time.perf_counter() - started,
+               **measure_stage(model, nsk, data, baseline_bytes)}
+        write_atomically(measured, json.dumps(row, indent=1).encode())
+        rows.append(row)
+        _line(log, row, total)
+    if model is None:
+        model = load_stage(nsk, recipe)
+    final_nsk = out / "model.nsk"
+    write_atomically(final_nsk, (stage_files(out, total, recipe.stages[-1].verb)[0]).read_bytes())
+    baseline_model = load_stage(base_nsk, recipe)
+    report = {
+        "recipe": recipe.name, "fingerprint": digest, "data": data.name, "stages": rows,
+        "final": {"file": str(final_nsk), "file_bytes": final_nsk.stat().st_size,
+                  "rate": baseline_bytes / final_nsk.stat().st_size,
+                  "test_accuracy": evaluate(model.eval(), data.test),
+                  "baseline_test_accuracy": evaluate(baseline_model.eval(), data.test),
+                  "baseline_dense_fp32_bytes": baseline_bytes},
+        "torch": torch.__version__, "device": "cpu",
+    }
+    write_atomically(out / "report.json", json.dumps(report, indent=1).encode())
+    from netshrink.report import write_html_report
+
+    write_html_report(report, out / "report.html")
+    log(f"test accuracy {report['final']['test_accuracy']:.4f} (baseline "
+        f"{report['final']['baseline_test_accuracy']:.4f}); {final_nsk}: {report['final']['file_bytes']:,} bytes, "
+        f"{report['final']['rate']:.1f}x; report {out / 'report.html'}")
+    return report
+
+
+def _line(log, row: dict[str, Any], total: int) -> None:
+    log(f"      val acc {row['val_accuracy']:.4f}, {row['file_bytes']:,} bytes ({row['rate']:.1f}x), "
+        f"{row['macs']:,} MACs, {row['latency_ms']:.3f} ms")

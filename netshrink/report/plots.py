@@ -1,0 +1,69 @@
+"""The report's figures, drawn with matplotlib (Agg) and returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def accuracy_vs_size(stages: list[dict[str, Any]]) -> bytes:
+    """Validation accuracy against file bytes (log scale) after each stage, labelled by verb."""
+    fig, ax = _figure()
+    sizes = [s["file_bytes"] for s in stages]
+    accs = [100 * s["val_accuracy"] for s in stages]
+    ax.plot(sizes, accs, "o-")
+    for s, x, y in zip(stages, sizes, accs, strict=True):
+        ax.annotate(f"{s['stage']}:{s['verb']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("file bytes (.nsk)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("accuracy against file size, stage by stage")
+    return _png(fig)
+
+
+def layer_bits_and_sparsity(stage: dict[str, Any]) -> bytes:
+    """Per-layer stored bits per weight (bars) and percentage of weights kept (line), final stage."""
+    layers = [r for r in stage["layers"] if r["weights"] > 1]
+    fig, ax = _figure(max(6.0, 0.5 * len(layers)), 3.8)
+    names = [r["name"] for r in layers]
+    ax.bar(range(len(layers)), [r["bits_per_weight"] for r in layers], color="tab:blue")
+    ax.set_ylabel("stored bits per weight", color="tab:blue")
+    ax.set_xticks(range(len(layers)), names, rotation=60, ha="right", fontsize=7)
+    kept = ax.twinx()
+    kept.plot(range(len(layers)), [r["kept_pct"] for r in layers], "o-", color="tab:red")
+    kept.set_ylabel("weights kept (%)", color="tab:red")
+    kept.set_ylim(0, 105)
+    ax.set_title(f"per tensor after stage {stage['stage']} ({stage['verb']})")
+    return _png(fig)
+
+
+def accuracy_vs_macs(points: list[dict[str, Any]], title: str) -> bytes:
+    """Validation accuracy against MACs per sample of a dynamic model's operating points."""
+    fig, ax = _figure()
+    ax.plot([p["macs"] for p in points], [100 * p["accuracy"] for p in points], "o-")
+    for p in points:
+        ax.annotate(f"{p['kind']} {p['value']}", (p["macs"], 100 * p["accuracy"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("MACs per sample")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    return _png(fig)
