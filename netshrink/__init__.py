@@ -51,6 +51,8 @@ _EXPORTS = {
     "Slimmable": "netshrink.dynamic",
     "set_width": "netshrink.dynamic",
     "set_exit": "netshrink.dynamic",
+    "load_recipe": "netshrink.pipeline",
+    "run_recipe": "netshrink.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

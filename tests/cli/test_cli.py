@@ -112,8 +112,10 @@ def test_eval_reports_a_compressed_file(tmp_path, capsys):
 def test_demo_runs_end_to_end_on_digits(tmp_path, capsys):
     assert main(["demo", "--data", "digits", "--epochs", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert (tmp_path / "model.nsk").is_file() and (tmp_path / "model.safetensors").is_file()
-    assert "reloaded outputs equal: True" in out
+    assert (tmp_path / "model.nsk").is_file() and (tmp_path / "report.html").is_file()
+    verbs = [line.split()[0].split(":")[1] for line in out.splitlines() if line[:2] in {f"{i}:" for i in range(9)}]
+    assert verbs == ["baseline", "train", "low_rank", "early_exit", "prune", "cluster"]  # every family, one table
+    assert f"HTML report: {tmp_path / 'report.html'}" in out
 
 
 def test_train_then_eval_the_checkpoint(tmp_path, capsys):

@@ -1,0 +1,106 @@
+"""Running recipes on digits: stage files, rates, resume, the HTML report, and a five-family chain."""
+
+import json
+
+import pytest
+import torch
+
+from netshrink.codec.container import load
+from netshrink.core.errors import ConfigError
+from netshrink.pipeline import parse_recipe, run_recipe
+
+FIT = {"lr": 0.05, "deterministic": True, "batch_size": 256}
+PRUNE_CLUSTER = {
+    "name": "tiny-deep-compression",
+    "model": {"zoo": "lenet300_100"},
+    "data": {"name": "digits"},
+    "stages": [
+        {"verb": "train", "epochs": 2, "fit": FIT},
+        {"verb": "prune", "config": {"sparsity": 0.8}, "epochs": 1, "fit": FIT},
+        {"verb": "cluster", "config": {"bits": 4}, "epochs": 1,
+         "fit": {"optimizer": "adam", "lr": 0.001, "deterministic": True, "batch_size": 256}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    lines = []
+    report = run_recipe(parse_recipe(PRUNE_CLUSTER), out, progress=False, log=lines.append)
+    return out, report, lines
+
+
+def test_each_stage_is_saved_and_measured(finished):
+    out, report, _ = finished
+    verbs = [row["verb"] for row in report["stages"]]
+    assert verbs == ["baseline", "train", "prune", "cluster"]
+    for row in report["stages"]:
+        path = out / "stages" / f"{row['stage']:02d}-{row['verb']}.nsk"
+        assert path.stat().st_size == row["file_bytes"]
+    rates = [row["rate"] for row in report["stages"]]
+    assert rates[2] > 2 * rates[1] and rates[3] > 1.5 * rates[2]  # pruning, then clustering shrink the file
+    assert report["final"]["file_bytes"] == report["stages"][-1]["file_bytes"]
+
+
+def test_final_file_is_sparse_and_clustered(finished):
+    out, report, _ = finished
+    model = load(out / "model.nsk")
+    for name in ("fc1", "fc2"):
+        weight = getattr(model, name).weight
+        assert (weight == 0).float().mean().item() == pytest.approx(0.8, abs=0.01)
+        assert len(torch.unique(weight)) <= 16  # 15 centroids + the pruned zero
+    assert json.loads((out / "report.json").read_text())["final"]["test_accuracy"] == report["final"]["test_accuracy"]
+
+
+def test_html_report_is_self_contained(finished):
+    out, _, _ = finished
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') >= 2
+    assert "http" not in page and "<script" not in page
+    assert "cluster" in page and "fc1.weight" in page
+
+
+def test_resume_redoes_only_unfinished_stages(finished, tmp_path):
+    out, report, _ = finished
+    resumed = tmp_path / "resumed"
+    (resumed / "stages").mkdir(parents=True)
+    for path in (out / "stages").glob("0[0-2]-*.*"):  # baseline, train and prune finished; cluster did not
+        (resumed / "stages" / path.name).write_bytes(path.read_bytes())
+    (resumed / "recipe.json").write_bytes((out / "recipe.json").read_bytes())
+    lines = []
+    again = run_recipe(parse_recipe(PRUNE_CLUSTER), resumed, progress=False, log=lines.append)
+    assert sum("done before" in line for line in lines) == 3
+    assert any(line.startswith("[3/3] cluster: Cluster") for line in lines)
+    assert again["stages"][-1]["file_bytes"] == report["stages"][-1]["file_bytes"]
+    assert again["stages"][-1]["val_accuracy"] == report["stages"][-1]["val_accuracy"]
+
+
+def test_folder_of_another_recipe_is_refused(finished):
+    out, _, _ = finished
+    other = {**PRUNE_CLUSTER, "name": "another"}
+    with pytest.raises(ConfigError, match="another recipe"):
+        run_recipe(parse_recipe(other), out, progress=False, log=lambda line: None)
+
+
+@pytest.mark.slow
+def test_five_families_chain(tmp_path):
+    """Architecture (low rank, distilled from the baseline), dynamic (an early exit), pruning and
+    clustering in one recipe: the exits survive every later stage and are re-profiled."""
+    fit = {"lr": 0.02, "batch_size": 256}
+    recipe = parse_recipe({
+        "model": {"zoo": "lenet5"}, "data": {"name": "digits"},
+        "stages": [
+            {"verb": "train", "epochs": 2, "fit": fit},
+            {"verb": "low_rank", "config": {"energy": 0.9}, "epochs": 1, "teacher": "baseline", "fit": fit},
+            {"verb": "early_exit", "config": {"after": ["conv1"], "pool": 2}, "epochs": 1, "fit": fit},
+            {"verb": "prune", "config": {"sparsity": 0.7}, "epochs": 1, "fit": fit},
+            {"verb": "cluster", "config": {"bits": 4}, "epochs": 1, "fit": {"optimizer": "adam", "lr": 0.001}},
+        ]})
+    report = run_recipe(recipe, tmp_path, progress=False, log=lambda line: None)
+    last = report["stages"][-1]
+    assert [p["kind"] for p in last["dynamic_points"]].count("exit") == 2
+    assert last["rate"] > report["stages"][2]["rate"] * 3
+    model = load(tmp_path / "model.nsk")
+    assert hasattr(model, "exit_heads") and any(n.endswith(".reduce") for n, _ in model.named_modules())
+    assert "accuracy against MACs" in (tmp_path / "report.html").read_text()
