@@ -4,7 +4,7 @@ A short tour through every compression family, one stage each, as one recipe
 (``netshrink.pipeline``) on LeNet-5: the kept baseline (``benchmarks/checkpoints/lenet5``; trained
 here for ``--epochs`` when it is missing or the data is another), then
 
-1. architecture: low-rank factorization (energy 0.9), fine-tuned distilled from the baseline
+1. architecture: low-rank factorization of fc1 (energy 0.9), fine-tuned distilled from the baseline
    (distillation, Hinton et al. 2015);
 2. dynamic: an early exit after the first convolution, trained jointly, its threshold calibrated;
 3. pruning: 80% of every layer's weights, fine-tuned (the exit still trains);
@@ -33,7 +33,7 @@ def demo_recipe(data: str, data_dir: str | None, epochs: int) -> dict[str, Any]:
         model = {"zoo": "lenet5"}
         stages.append({"verb": "train", "epochs": epochs, "fit": {"lr": 0.05, "batch_size": 128}})
     stages += [
-        {"verb": "low_rank", "config": {"energy": 0.9}, "epochs": 1, "teacher": "baseline",
+        {"verb": "low_rank", "config": {"energy": 0.9, "layers": ["fc1"]}, "epochs": 1, "teacher": "baseline",
          "distill": {"T": 4.0, "alpha": 0.9}, "fit": FINE_TUNE},
         {"verb": "early_exit", "config": {"after": ["conv1"], "pool": 4}, "epochs": 1, "fit": FINE_TUNE},
         {"verb": "prune", "config": {"sparsity": 0.8}, "epochs": 1, "fit": FINE_TUNE},
