@@ -25,3 +25,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/baselines.py
 	$(VENV)/bin/python benchmarks/codec.py
 	$(VENV)/bin/python benchmarks/lossless.py
+	$(VENV)/bin/python benchmarks/deep_compression.py

@@ -1,0 +1,126 @@
+"""Deep Compression end to end (Han et al. 2016) through the shipped recipes, on Fashion-MNIST.
+
+Runs ``recipes/deep_compression_lenet300_100.toml``, ``recipes/deep_compression_lenet5.toml`` and the
+three-family chain ``recipes/distill_prune_cluster_lenet5.toml`` from the kept baselines
+(``benchmarks/checkpoints``) with ``netshrink.pipeline.run_recipe`` (resumable in ``--out``), and
+reports:
+
+- the compression rate: bytes of the dense fp32 safetensors file of the baseline / bytes of the
+  ``.nsk`` file, against the paper's 40x (LeNet-300-100) and 39x (LeNet-5), each at most 0.5 points
+  below the baseline's test accuracy;
+- per-layer tables in the form of the paper's Tables 2 and 3 (weights, weights kept %, bits per
+  kept weight, index bits, rate), from the final file (``netshrink.codec.inspect``);
+- the rate after each stage: pruning, clustering (both entropy-coded, as ``save`` always is), and
+  the final model stored with entropy coding off, so the share of entropy coding shows;
+- the three-family chain beside Deep Compression's on LeNet-5.
+
+Hyperparameters live in the recipes and were not tuned on test. ``--quick`` runs tiny versions on
+``digits`` (zoo models trained two epochs first, one epoch per stage) under ``runs/`` to prove the
+script works; its figures are not the benchmark's and it writes no results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import target, targets_markdown, update_benchmarks_md, write_results  # noqa: E402
+
+RECIPES = {
+    "lenet300_100": "deep_compression_lenet300_100.toml",
+    "lenet5": "deep_compression_lenet5.toml",
+    "lenet5 distill-prune-cluster": "distill_prune_cluster_lenet5.toml",
+}
+GOALS = {"lenet300_100": 40.0, "lenet5": 39.0}
+MAX_DROP_POINTS = 0.5
+
+
+def quick_version(source: dict, zoo: str) -> dict:
+    """The recipe on digits: a zoo model trained two epochs first, one epoch per stage."""
+    quick = copy.deepcopy(source)
+    quick["data"] = {"name": "digits"}
+    quick["model"] = {"zoo": zoo}
+    quick["stages"] = [{"verb": "train", "epochs": 2, "fit": {"lr": 0.05}}] + [
+        {**s, "epochs": 1, **({"teacher": "baseline"} if "teacher" in s else {})} for s in quick["stages"]]
+    return quick
+
+
+def uncoded_rate(out: Path, report: dict) -> float:
+    """The final model stored with every integer stream left unentropy-coded."""
+    from netshrink.codec.container import load, save
+
+    plain = out / "final-no-entropy.nsk"
+    save(load(out / "model.nsk"), plain, entropy="none")
+    return report["final"]["baseline_dense_fp32_bytes"] / plain.stat().st_size
+
+
+def layer_table(rows: list[dict]) -> str:
+    """Deep Compression's Tables 2 and 3: weights, kept %, bits per kept weight, index bits, rate."""
+    lines = ["| layer | weights | weights kept % | bits / weight | index bits | rate |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        index = "-" if r["bits_per_index"] is None else f"{r['bits_per_index']:.2f}"
+        lines.append(f"| {r['name']} | {r['weights']:,} | {r['kept_pct']:.1f} | {r['bits_per_weight']:.2f} | {index} | "
+                     f"{r['rate']:.1f}x |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny versions on digits under runs/ (no results file)")
+    parser.add_argument("--out", default=None, help="run folder (default runs/deep_compression[-quick])")
+    args = parser.parse_args()
+    from netshrink.pipeline import parse_recipe, run_recipe
+
+    out_root = Path(args.out or ROOT / "runs" / ("deep_compression-quick" if args.quick else "deep_compression"))
+    load_start, started = os.getloadavg()[0], time.perf_counter()
+    measurements, targets, sections = {}, [], []
+    for name, file in RECIPES.items():
+        source = tomllib.loads((ROOT / "recipes" / file).read_text())
+        if args.quick:
+            source = quick_version(source, name.split()[0])
+        out = out_root / name.replace(" ", "_")
+        report = run_recipe(parse_recipe(source, base=ROOT, where=file), out, progress=False)
+        final = report["final"]
+        drop = 100 * (final["baseline_test_accuracy"] - final["test_accuracy"])
+        rates = {row["verb"]: row["rate"] for row in report["stages"][1:]}
+        rates["without entropy coding"] = uncoded_rate(out, report)
+        measurements[name] = {"recipe": f"recipes/{file}", "rate": final["rate"], "file_bytes": final["file_bytes"],
+                              "test_accuracy": final["test_accuracy"],
+                              "baseline_test_accuracy": final["baseline_test_accuracy"], "drop_points": drop,
+                              "rate_after_stage": rates, "layers": report["stages"][-1]["layers"],
+                              "stage_seconds": {row["verb"]: row["seconds"] for row in report["stages"][1:]}}
+        if name in GOALS:
+            targets.append(target(f"{name}: compression rate (dense fp32 safetensors / .nsk)", final["rate"],
+                                  GOALS[name], ">="))
+            targets.append(target(f"{name}: test accuracy points below the baseline", drop, MAX_DROP_POINTS, "<="))
+        sections.append(f"### {name} (`recipes/{file}`)\n\n{final['rate']:.1f}x ({final['file_bytes']:,} bytes), "
+                        f"test accuracy {100 * final['test_accuracy']:.2f}% (baseline "
+                        f"{100 * final['baseline_test_accuracy']:.2f}%, {drop:+.2f} points below). Rate after each "
+                        "stage: " + ", ".join(f"{k} {v:.1f}x" for k, v in rates.items()) + ".\n\n"
+                        + layer_table(report["stages"][-1]["layers"]))
+    seconds = time.perf_counter() - started
+    load = [load_start, os.getloadavg()[0]]
+    text = (f"## Deep Compression end to end\n\n`python benchmarks/deep_compression.py` ({seconds / 60:.0f} min on "
+            f"{'cpu'}, load average {load[0]:.1f} at start and {load[1]:.1f} at end).\n\n"
+            + targets_markdown(targets) + "\n\n" + "\n\n".join(sections))
+    print(text)
+    if args.quick:
+        (out_root / "deep_compression.json").write_text(json.dumps({"targets": targets, "measurements": measurements},
+                                                                   indent=2))
+        return
+    write_results("deep_compression", measurements, targets, device="cpu", wall_seconds=seconds,
+                  load_average_start_end=load)
+    update_benchmarks_md("deep_compression", text)
+
+
+if __name__ == "__main__":
+    main()
