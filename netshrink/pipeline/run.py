@@ -225,7 +225,8 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         if model is None:
             previous = stage_files(out, index - 1, recipe.stages[index - 2].verb if index > 1 else "baseline")[0]
             model = load_stage(previous, recipe)
-        log(f"[{index}/{total}] {stage.verb}: {stage.config or stage.distill or 'training only'}, {stage.epochs} epoch(s)"
+        what = stage.config or stage.distill or "training only"
+        log(f"[{index}/{total}] {stage.verb}: {what}, {stage.epochs} epoch(s)"
             + (f", teacher {stage.teacher}" if stage.teacher else ""))
         started = time.perf_counter()
         model.train()
