@@ -11,6 +11,7 @@ three travel together, a technique cannot be applied and saved yet be unloadable
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,33 @@ class Technique:
 
 _BY_CONFIG: dict[type[Config], Technique] = {}
 _BY_VERB: dict[str, Technique] = {}
+
+#: The modules that register netshrink's own techniques. A verb looked up and not found makes the
+#: registry import these (this fixed list, never a name read from a file) once, so a fresh process
+#: loads any file netshrink wrote without first importing the family that wrote it.
+#: ``tests/core/test_registry_builtins.py`` checks that every registering module is listed.
+BUILTIN_TECHNIQUE_MODULES = (
+    "netshrink.codec.container",
+    "netshrink.prune.magnitude",
+    "netshrink.prune.structured",
+    "netshrink.quant.cluster",
+    "netshrink.quant.binary",
+    "netshrink.quant.uniform",
+    "netshrink.arch.separable",
+    "netshrink.arch.low_rank",
+    "netshrink.dynamic.slimmable",
+    "netshrink.dynamic.profile",
+    "netshrink.dynamic.early_exit",
+)
+_builtins_imported = False
+
+
+def _import_builtins() -> None:
+    global _builtins_imported
+    if not _builtins_imported:
+        _builtins_imported = True
+        for module in BUILTIN_TECHNIQUE_MODULES:
+            importlib.import_module(module)
 
 
 def register(config_type: type[Config], verb: str, *, rebuild: Rebuilder | None,
@@ -91,7 +119,9 @@ def apply_(model: nn.Module, config: Config) -> nn.Module:
 
 
 def technique_of(verb: str) -> Technique | None:
-    """The technique registered under ``verb``, or None."""
+    """The technique registered under ``verb`` (netshrink's own are imported on first need), or None."""
+    if verb not in _BY_VERB:
+        _import_builtins()
     return _BY_VERB.get(verb)
 
 
@@ -102,4 +132,5 @@ def registered() -> dict[str, str]:
 
 def registered_verbs() -> list[str]:
     """Every verb the loader can replay."""
+    _import_builtins()
     return sorted(_BY_VERB)
