@@ -237,7 +237,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "demo", "the main job on the embedded default: a tour through every compression "
-                    "family on LeNet-5, one table, an HTML report (writes OUT/model.nsk, OUT/report.html)", run_demo)
+                    "family on LeNet-300-100, one table, an HTML report (writes OUT/model.nsk, OUT/report.html)",
+                    run_demo)
     _add_data_args(p)
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--epochs", type=int, default=8,
