@@ -404,8 +404,9 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
 
     Args:
         path: the file.
-        model: for a user's own class, a fresh instance of it (the architecture before or after
-            the logged structural changes); zoo models are rebuilt from the file when omitted.
+        model: for a user's own class, a fresh instance of it (the file's transform log is
+            replayed on it), or the transformed model itself carrying the same log (used as it
+            is); zoo models are rebuilt from the file when omitted.
         max_params: refuse a file declaring more elements than this, before any model is built.
             None: ``validate.params_limit`` of the file size (1024 elements per byte, at least
             2**24), which only a file of huge constant or all-zero tensors exceeds; raise it to
@@ -417,7 +418,9 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
     doc, specs, handle = _open(path, max_params)
     if model is None:
         model = _build(doc, specs, params_limit(os.path.getsize(path)) if max_params is None else max_params)
-    elif _mismatch(model, specs) is not None:  # the caller's model is the pre-transform one
+    elif get_log(model) != doc["transform_log"]:
+        # a fresh instance: redo the logged changes, structural ones and those that live outside
+        # the weights (activation hooks), even where the shapes already fit
         model = _replayed(model, doc["transform_log"])
     reason = _mismatch(model, specs)
     if reason is not None:

@@ -184,3 +184,16 @@ def test_activation_calibration_data_is_checked_in_one_line():
     with pytest.raises(ConfigError, match="must be a non-empty float batch"):
         quantize_(model, Quantize(bits=4, activation_bits=8, calibration_data=torch.zeros(4, 64, dtype=torch.long)))
     assert not any(hasattr(m, "parametrizations") or m._forward_pre_hooks for m in model.modules())
+
+
+def test_activation_grids_come_back_on_a_users_fresh_instance(digits, tmp_path):
+    """load(path, model=MyNet()) replays the log even where the shapes already fit, so the
+    activation hooks (which live outside the weights) are reinstalled."""
+    torch.manual_seed(0)
+    model = TINY_MODELS["user_mlp"]()
+    quantize_(model, Quantize(bits=8, activation_bits=3, calibration_data=digits.val.x[:200]))
+    finalize_(model)
+    netshrink.save(model, tmp_path / "u.nsk")
+    loaded = netshrink.load(tmp_path / "u.nsk", model=TINY_MODELS["user_mlp"]())
+    x = digits.test.x[:50]
+    assert torch.equal(loaded(x), model.eval()(x))
