@@ -5,8 +5,7 @@ The public verbs are imported lazily so ``import netshrink`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from netshrink.lazy_exports import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -58,8 +57,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'netshrink' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -9,10 +9,11 @@ the verb, and Python binds a parent package's attribute to its imported subpacka
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
+
+from netshrink.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "Distill": "netshrink.distill.config",
@@ -27,11 +28,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'netshrink.distill' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 class _CallablePackage(types.ModuleType):

@@ -9,8 +9,7 @@ Names are imported lazily, so the CLI can declare ``netshrink dynamic`` without 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from netshrink.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "calibrate_thresholds": "netshrink.dynamic.calibrate",
@@ -42,8 +41,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'netshrink.dynamic' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

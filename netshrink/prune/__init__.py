@@ -6,8 +6,7 @@ Names are imported lazily, so the CLI can declare ``netshrink prune`` without im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from netshrink.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "MagnitudePrune": "netshrink.prune.magnitude",
@@ -33,8 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'netshrink.prune' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
