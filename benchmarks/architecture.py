@@ -262,7 +262,10 @@ def student_stage(run: Run, name: str) -> dict:
 
 
 def plot(low_rank: dict, path: Path) -> None:
-    """Accuracy against kept parameters, before and after fine-tuning, one panel per model."""
+    """Accuracy against kept parameters, before and after fine-tuning, one panel per measured model."""
+    low_rank = {name: rows for name, rows in low_rank.items() if rows}
+    if not low_rank:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
