@@ -9,8 +9,7 @@ Names are imported lazily, so the CLI can declare ``netshrink convert`` without 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from netshrink.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "Separable": "netshrink.arch.separable",
@@ -27,8 +26,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'netshrink.arch' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
