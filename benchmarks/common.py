@@ -81,3 +81,13 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     write_atomically(BENCHMARKS_MD, text.encode())
+
+
+def quick_subset(data, sizes: dict[str, int]):
+    """``data`` with each named split cut to its first ``sizes[name]`` samples (``--quick`` runs)."""
+    import dataclasses
+
+    from netshrink.data import Split
+
+    cut = {name: Split(getattr(data, name).x[:n], getattr(data, name).y[:n]) for name, n in sizes.items()}
+    return dataclasses.replace(data, **cut)

@@ -30,7 +30,6 @@ of BENCHMARKS.md (``--quick`` writes only into ``--out``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -47,6 +46,7 @@ from benchmarks.common import (  # noqa: E402
     RESULTS,
     ROOT,
     machine_info,
+    quick_subset,
     target,
     targets_markdown,
     update_benchmarks_md,
@@ -350,13 +350,6 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
     return "\n".join(lines)
 
 
-def _subset(data):
-    from netshrink.data import Split
-
-    cut = {name: Split(getattr(data, name).x[:n], getattr(data, name).y[:n]) for name, n in QUICK_SIZES.items()}
-    return dataclasses.replace(data, **cut)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stage", choices=["all", "teachers", "sweep", "gap", "ensemble", "omit", "throughput"],
@@ -374,7 +367,7 @@ def main() -> None:
     began = time.perf_counter()
     data = load_dataset("fashion-mnist", data_dir=args.data_dir)
     if args.quick:
-        data = _subset(data)
+        data = quick_subset(data, QUICK_SIZES)
     out = Path(args.out)
     if args.stage in ("all", "teachers"):
         train_teachers(data, out, args.device, args.quick)

@@ -28,7 +28,6 @@ section of BENCHMARKS.md (``--quick`` writes only into ``--out``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -43,6 +42,7 @@ from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     RESULTS,
     machine_info,
+    quick_subset,
     target,
     targets_markdown,
     update_benchmarks_md,
@@ -296,13 +296,6 @@ def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
     return "\n".join(lines)
 
 
-def _subset(data):
-    from netshrink.data import Split
-
-    cut = {name: Split(getattr(data, name).x[:n], getattr(data, name).y[:n]) for name, n in QUICK_SIZES.items()}
-    return dataclasses.replace(data, **cut)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stage", choices=["all", "exits", "slimmable", "budgets"], default="all",
@@ -318,7 +311,7 @@ def main() -> None:
     began = time.perf_counter()
     data = load_dataset("fashion-mnist", data_dir=args.data_dir)
     if args.quick:
-        data = _subset(data)
+        data = quick_subset(data, QUICK_SIZES)
     bench = Bench(data, Path(args.out), args.device, args.quick)
     stages = {"exits": stage_exits, "slimmable": stage_slimmable, "budgets": stage_budgets}
     measured: dict = {"device": f"{machine_info()['processor']} ({args.device} training)", "recipe": bench.recipe}
