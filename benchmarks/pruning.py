@@ -61,7 +61,7 @@ SPARSITY = 0.92  # of the Linear/Conv weights: 12.2-12.3x fewer nonzero paramete
 EPOCHS = {"lenet300_100": 15, "lenet5": 8}
 LRS = (0.01,)
 SCHEDULES = {"ours": ("gradual", "oneshot"), "torch": (None,)}
-CONV_EPOCHS = 3
+CONV_EPOCHS = 5
 CONV_AMOUNT = 0.5
 REDUCTION_GOAL, DROP_GOAL, STRUCTURED_DROP_GOAL, SPEEDUP_GOAL, WALL_GOAL_MIN = 12.0, 0.3, 1.0, 1.6, 60.0
 
