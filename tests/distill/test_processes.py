@@ -1,20 +1,18 @@
 """distill in its own processes: SIGKILL then resume is bit-exact; torchrun with 2 ranks matches 1."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from netshrink.core.errors import NetshrinkFormatError
 from netshrink.distill import distill
 from netshrink.train import load_checkpoint, load_model, save_model
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
 from tests.distill import run_distill
+from tests.kill import kill_after_epoch
 from tests.models import TINY_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,13 +25,6 @@ def _env():
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     return env
-
-
-def _epoch(path: Path) -> int:
-    try:
-        return load_checkpoint(path)[1]["epoch"]
-    except NetshrinkFormatError:  # not written yet
-        return 0
 
 
 def _reference(argv, teacher_path, digits, **kwargs):
@@ -52,21 +43,7 @@ def test_killed_distillation_resumes_bit_exactly(cache, teacher, digits, tmp_pat
     argv = [str(out), str(teacher_path), "--epochs", str(EPOCHS)] + (["--cache"] if cache else [])
     proc = subprocess.Popen([sys.executable, str(Path(run_distill.__file__)), *argv], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while _epoch(out / CHECKPOINT_NAME) < 2:
-            if proc.poll() is not None:
-                pytest.fail(f"distillation process exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no epoch-2 checkpoint within the timeout")
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    kill_after_epoch(proc, out / CHECKPOINT_NAME, 2, TIMEOUT_S)
     assert 2 <= load_checkpoint(out / CHECKPOINT_NAME)[1]["epoch"] < EPOCHS and not (out / MODEL_NAME).exists()
     resumed = _reference(argv, teacher_path, digits, out_dir=out, resume=True)
     reference = _reference(argv, teacher_path, digits)

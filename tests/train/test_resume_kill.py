@@ -1,31 +1,22 @@
 """A training process killed with SIGKILL resumes to exactly the weights of an uninterrupted run."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from netshrink.core.errors import NetshrinkFormatError
 from netshrink.train import fit, load_checkpoint
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
+from tests.kill import kill_after_epoch
 from tests.models import TINY_MODELS
 from tests.train import run_fit
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 8
 TIMEOUT_S = 120
-
-
-def _checkpoint_epoch(path: Path) -> int:
-    try:
-        return load_checkpoint(path)[1]["epoch"]
-    except NetshrinkFormatError:  # not written yet
-        return 0
 
 
 @pytest.mark.slow
@@ -36,21 +27,7 @@ def test_killed_run_resumes_bit_exactly(tmp_path, digits):
     proc = subprocess.Popen([sys.executable, str(Path(run_fit.__file__)), *argv], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     checkpoint = tmp_path / CHECKPOINT_NAME
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while _checkpoint_epoch(checkpoint) < 2:
-            if proc.poll() is not None:
-                pytest.fail(f"training process exited early: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("no epoch-2 checkpoint within the timeout")
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    kill_after_epoch(proc, checkpoint, 2, TIMEOUT_S)
     killed_at = load_checkpoint(checkpoint)[1]["epoch"]
     assert 2 <= killed_at < EPOCHS and not (tmp_path / MODEL_NAME).exists()
 
