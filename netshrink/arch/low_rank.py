@@ -35,7 +35,7 @@ from netshrink.arch.convert import (
 )
 from netshrink.arch.factorize import energy_rank, singular_values
 from netshrink.arch.structure import dense_weights, factored_weights, max_rank, rebuild_factored
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 
@@ -72,7 +72,7 @@ class LowRank(Config):
     param_ratio: float | None = None
     conv: str = "channel"
     layers: tuple[str, ...] | None = None
-    filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: LayerFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         given = [n for n in ("rank", "energy", "param_ratio") if getattr(self, n) is not None]
@@ -87,11 +87,6 @@ class LowRank(Config):
         if self.conv not in CONV_MODES:
             raise ConfigError(f"unknown conv factorization {self.conv!r}; choose one of {list(CONV_MODES)}")
         check_layer_names(self.layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it changed
-        return data
 
 
 def low_rank_(model: nn.Module, config: LowRank) -> nn.Module:

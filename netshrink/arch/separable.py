@@ -14,7 +14,6 @@ min(O, k^2). ``init="random"`` instead starts those layers from PyTorch's defaul
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from torch import nn
 
@@ -27,7 +26,7 @@ from netshrink.arch.convert import (
     replace_layers,
 )
 from netshrink.arch.structure import rebuild_factored
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 
@@ -53,7 +52,7 @@ class Separable(Config):
     multiplier: int = 1
     init: str = "svd"
     layers: tuple[str, ...] | None = None
-    filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: LayerFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         if not isinstance(self.multiplier, int) or isinstance(self.multiplier, bool) or self.multiplier < 1:
@@ -61,11 +60,6 @@ class Separable(Config):
         if self.init not in INITS:
             raise ConfigError(f"unknown init {self.init!r}; choose one of {list(INITS)}")
         check_layer_names(self.layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it changed
-        return data
 
 
 def separable_obstacle(module: nn.Conv2d) -> str | None:

@@ -29,8 +29,9 @@ class Config:
         _CONFIG_TYPES[cls.__name__] = cls
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict with ``type`` and ``version`` keys plus every field."""
-        fields = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Plain dict with ``type`` and ``version`` keys plus every field but ``unlogged`` ones."""
+        fields = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+                  if f.metadata.get("logged", True)}
         return {"type": type(self).__name__, "version": self.VERSION, **fields}
 
     @staticmethod
@@ -63,4 +64,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Config):
         return value.to_dict()
     return value
+
+
+def unlogged() -> Any:
+    """A config field that is not data (a ``filter_fn``, calibration batches): default None, left
+    out of equality, ``repr`` and ``to_dict`` (the log records what it chose, e.g. the layers)."""
+    return dataclasses.field(default=None, compare=False, repr=False, metadata={"logged": False})
 

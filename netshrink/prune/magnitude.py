@@ -12,12 +12,11 @@ magnitude zero and so stay pruned: calling it again with a higher sparsity prune
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
 
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 from netshrink.prune.masks import PrunableFilter, prunable_weights, set_mask
@@ -46,7 +45,7 @@ class MagnitudePrune(Config):
     sparsity: float | dict[str, float] = 0.5
     scope: str = "layer"
     layers: tuple[str, ...] | None = None
-    filter_fn: PrunableFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: PrunableFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         if isinstance(self.sparsity, dict):
@@ -62,11 +61,6 @@ class MagnitudePrune(Config):
             raise ConfigError(f"unknown scope {self.scope!r}; choose one of {list(SCOPES)}")
         if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
             raise ConfigError("layers must be a non-empty list of layer names")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it picked
-        return data
 
 
 def _effective(module: nn.Module, tensor_name: str) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
 from netshrink.prune.dependency import CONVS, NORMS, Entry, Group, channel_groups
@@ -48,7 +48,7 @@ class StructuredPrune(Config):
     amount: float = 0.5
     ranking: str = "l1"
     layers: tuple[str, ...] | None = None
-    filter_fn: PrunableFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: PrunableFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         check_sparsity(self.amount, "amount")
@@ -56,11 +56,6 @@ class StructuredPrune(Config):
             raise ConfigError(f"unknown ranking {self.ranking!r}; choose one of {list(RANKINGS)}")
         if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
             raise ConfigError("layers must be a non-empty list of layer names")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it changed
-        return data
 
 
 def _selected(model: nn.Module, groups: list[Group], config: StructuredPrune) -> list[Group]:
@@ -153,7 +148,6 @@ def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
     for name, roles in record["shapes"].items():
         module = model.get_submodule(name)
         resize_(module, {role: torch.arange(int(size)) for role, size in roles.items()})
-
 
 
 @register(StructuredPrune, "structured_prune", rebuild=_rebuild)

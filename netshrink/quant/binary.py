@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.modules import get_module
 from netshrink.core.registry import apply_, register
@@ -58,7 +58,7 @@ class Binarize(Config):
     stochastic: bool = False
     activations: bool = False
     keep_first_last: bool = True
-    filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: LayerFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,11 +66,6 @@ class Binarize(Config):
         for field in ("stochastic", "activations", "keep_first_last"):
             if not isinstance(getattr(self, field), bool):
                 raise ConfigError(f"{field} must be true or false, got {getattr(self, field)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it picked
-        return data
 
 
 class _SignSTE(torch.autograd.Function):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 from netshrink.quant.kmeans1d import INITS, kmeans_1d
@@ -54,17 +54,12 @@ class Cluster(Config):
     bits: int | dict[str, int] = 4
     init: str = "linear"
     seed: int = 0
-    filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: LayerFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         check_bits_setting(self.bits, (), MIN_CLUSTER_BITS, MAX_CLUSTER_BITS)
         if self.init not in INITS:
             raise ConfigError(f"unknown init {self.init!r}; choose one of {list(INITS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it picked
-        return data
 
 
 class SharedWeights(nn.Module):

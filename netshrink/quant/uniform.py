@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.core.config import Config
+from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
@@ -64,8 +64,8 @@ class Quantize(Config):
     calibration: str = "minmax"
     percentile: float = 99.99
     activation_bits: int | None = None
-    filter_fn: LayerFilter | None = dataclasses.field(default=None, compare=False, repr=False)
-    calibration_data: torch.Tensor | None = dataclasses.field(default=None, compare=False, repr=False)
+    filter_fn: LayerFilter | None = unlogged()
+    calibration_data: torch.Tensor | None = unlogged()
 
     def __post_init__(self) -> None:
         check_bits_setting(self.bits, tuple(FLOAT_FORMATS), MIN_BITS, MAX_BITS)
@@ -82,12 +82,6 @@ class Quantize(Config):
                 or not 50 < self.percentile <= 100:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r} (99.99 keeps all but "
                               "the extreme 0.01% on each side)")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = super().to_dict()
-        del data["filter_fn"]  # a function is not data; the log records the layers it picked
-        del data["calibration_data"]  # data, not settings; the log records the grids it gave
-        return data
 
 
 class FakeQuantize(nn.Module):
