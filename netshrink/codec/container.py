@@ -3,9 +3,10 @@
 Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one 1-D
 uint8 tensor ``"streams"`` holding every encoded stream end to end (zero-length for a model
 without any stream bytes), and one string metadata entry ``"netshrink"`` holding a compact JSON
-document (format version 3; version 2 files are read too)::
+document, deflated when that is shorter (``document``; format version 4; versions 2 and 3 are read
+too)::
 
-    {"format_version": 3,
+    {"format_version": 4,
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
      "tensors": {name: {"dtype": "float16",                    (left out for float32)
@@ -47,6 +48,7 @@ from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.codec.document import pack_document
 from netshrink.codec.entropy import METHODS
 from netshrink.codec.tensor_encodings import (
     FLOAT_DTYPES,
@@ -189,7 +191,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
     except (TypeError, ValueError) as error:
         raise NetshrinkError(f"the transform log or architecture is not JSON-serialisable ({error})") from None
     blob = np.frombuffer(b"".join(streams), dtype=np.uint8)
-    data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: text})
+    data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: pack_document(text)})
     write_atomically(path, data)
 
 

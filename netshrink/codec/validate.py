@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 from netshrink.codec.checks import checked_int
+from netshrink.codec.document import unpack_document
 from netshrink.codec.entropy import METHODS, max_symbols
 from netshrink.codec.tensor_encodings import (
     DTYPES,
@@ -34,10 +35,10 @@ from netshrink.codec.tensor_encodings import (
 )
 from netshrink.core.errors import NetshrinkFormatError
 
-#: version 3 leaves Huffman params at their defaults out (``max_length`` 16, one block); it reads
-#: version 2 files as they are
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+#: version 3 leaves Huffman params at their defaults out (``max_length`` 16, one block); version 4
+#: may store the document deflated (``document``); every version is read as it is
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 METADATA_KEY = "netshrink"
 #: the file's one uint8 tensor: every stream, end to end
 STREAMS_KEY = "streams"
@@ -97,7 +98,7 @@ def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
     if not metadata or METADATA_KEY not in metadata:
         _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
     try:
-        doc = json.loads(metadata[METADATA_KEY])
+        doc = json.loads(unpack_document(metadata[METADATA_KEY]))
     except (ValueError, RecursionError) as error:
         raise NetshrinkFormatError(f"metadata is not valid JSON ({error})") from None
     doc = _dict(doc, "metadata document")

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import safetensors.numpy
 import torch
+from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import parametrize
 
 from netshrink.codec.container import load, read_tensors, request_encodings, save
+from netshrink.codec.document import DEFLATED_PREFIX, unpack_document
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.core import apply_
 from netshrink.core.errors import NetshrinkError, NetshrinkFormatError
@@ -254,10 +256,13 @@ def test_save_refuses_a_structural_change_nobody_logged(tmp_path):
 def test_unknown_verb_in_a_file_is_a_format_error(tmp_path):
     model = apply_(create("lenet300_100", in_features=64), ShrinkHead(outputs=10))
     save(model, tmp_path / "v.nsk")
-    data = (tmp_path / "v.nsk").read_bytes()
-    renamed = data.replace(b"test_shrink_head", b"never_registered")  # same length: valid header
-    assert renamed != data
-    (tmp_path / "v.nsk").write_bytes(renamed)
+    with safe_open(str(tmp_path / "v.nsk"), framework="numpy") as handle:
+        stored, streams = handle.metadata()["netshrink"], handle.get_tensor("streams")
+    assert stored.startswith(DEFLATED_PREFIX)  # this small model's document is stored deflated
+    text = unpack_document(stored)
+    assert "test_shrink_head" in text
+    renamed = text.replace("test_shrink_head", "never_registered")
+    (tmp_path / "v.nsk").write_bytes(safetensors.numpy.save({"streams": streams}, metadata={"netshrink": renamed}))
     with pytest.raises(NetshrinkFormatError, match="never_registered"):
         load(tmp_path / "v.nsk")
 
