@@ -77,16 +77,17 @@ class SharedWeights(nn.Module):
         return codebook[self.index]
 
 
-def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int, layer: str) -> tuple[SharedWeights, dict]:
+def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int) -> tuple[SharedWeights | None, dict]:
     """The ``SharedWeights`` parametrization clustering ``weight`` (pruned zeros kept), and its
-    log details."""
+    log details. A weight with fewer distinct nonzero values than ``bits`` allow clusters is
+    already shared: each value is a centroid of its own, exact. A weight pruned to all zeros
+    needs no codebook: None (the layer is left as it is and the details say why)."""
     nonzero = weight != 0
-    values = weight[nonzero].double().cpu().numpy()
-    clusters = 2**bits - int(not bool(nonzero.all()))  # zero takes a codebook entry of its own
     distinct = int(torch.unique(weight[nonzero]).numel())
-    if clusters < 1 or distinct < clusters:
-        raise ConfigError(f"layer {layer!r} has {distinct} distinct nonzero weight(s), fewer than the {clusters} "
-                          f"clusters {bits} bit(s) give; use fewer bits or leave the layer out")
+    if distinct == 0:
+        return None, {"bits": bits, "clusters": 0, "pruned": weight.numel(), "skipped": "every weight is zero"}
+    values = weight[nonzero].double().cpu().numpy()
+    clusters = min(2**bits - int(not bool(nonzero.all())), distinct)  # zero takes a codebook entry of its own
     clustering = kmeans_1d(values, clusters, init=init, seed=seed)
     index = torch.full(weight.shape, clusters, dtype=torch.int64, device=weight.device)
     index[nonzero] = torch.from_numpy(clustering.labels).to(weight.device)
@@ -102,8 +103,9 @@ def _cluster(model: nn.Module, config: Cluster) -> dict:
     layers, sharings = {}, []
     for name, module, tensor_name, bits in chosen:  # every layer clustered before any is changed
         weight = getattr(module, tensor_name).detach()
-        sharing, layers[name] = share_weights(weight, bits, config.init, config.seed, name or type(model).__name__)
-        sharings.append((module, tensor_name, sharing))
+        sharing, layers[name] = share_weights(weight, bits, config.init, config.seed)
+        if sharing is not None:
+            sharings.append((module, tensor_name, sharing))
     for module, tensor_name, sharing in sharings:
         parametrize.register_parametrization(module, tensor_name, sharing)
     return {"layers": layers}

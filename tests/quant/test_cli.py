@@ -57,15 +57,9 @@ def test_quantize_bad_input_is_one_line(checkpoint, tmp_path, capsys, options, m
     assert not (tmp_path / "q").exists()
 
 
-def test_quantize_refuses_non_finite_weights_and_too_many_clusters(tmp_path, capsys):
+def test_quantize_refuses_non_finite_weights(tmp_path, capsys):
     torch.manual_seed(0)
     model = TINY_MODELS["lenet300_100"]()
-    with torch.no_grad():
-        model.fc3.weight.fill_(0.25)
-    save_model(tmp_path / "flat.safetensors", model)
-    code, _, err = run(["quantize", tmp_path / "flat.safetensors", "--method", "cluster", "--bits", "2",
-                        "--out", tmp_path / "q"], capsys)
-    assert code == 2 and "'fc3' has 1 distinct nonzero weight(s), fewer than the 4 clusters" in err
     with torch.no_grad():
         model.fc1.weight[0, 0] = float("nan")
     save_model(tmp_path / "nan.safetensors", model)

@@ -2,12 +2,14 @@
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 
 from netshrink.core import finalize_
 from netshrink.core.errors import ConfigError
+from netshrink.core.transform_log import get_log
 from netshrink.quant import Cluster, SharedWeights, centroids, cluster_
 from netshrink.train import FitConfig, fit
-from tests.models import TINY_MODELS
+from tests.models import NUM_CLASSES, TINY_MODELS
 from tests.quant.helpers import TokenClassifier, distinct, round_trip, weight_tensors
 
 
@@ -141,12 +143,24 @@ def test_bad_input_is_one_line():
     with pytest.raises(ConfigError, match="unknown init"):
         Cluster(init="kmeans++")
     with torch.no_grad():
-        model.head.weight.copy_(torch.tensor([0.5, -0.5]).repeat(120).reshape_as(model.head.weight))
-    with pytest.raises(ConfigError, match="2 distinct nonzero weight"):
-        cluster_(model, Cluster(bits=2))
-    with torch.no_grad():
         model.body[1].weight[0, 0] = float("nan")
     with pytest.raises(ConfigError, match="NaN or infinite"):
         cluster_(model, Cluster(bits=2))
     with pytest.raises(ConfigError, match="no quantizable layer named"):
         cluster_(model, Cluster(bits={"nope": 2}))
+
+
+def test_a_layer_with_few_distinct_values_keeps_them_exactly_and_an_empty_layer_is_skipped():
+    torch.manual_seed(0)
+    model = TINY_MODELS["user_mlp"]()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.tensor([0.5, -0.5, 0.0]).repeat(8 * NUM_CLASSES).reshape_as(model.head.weight))
+        model.body[1].weight.zero_()  # pruned away entirely
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cluster_(model, Cluster(bits=3))
+    details = get_log(model)[-1]["layers"]
+    assert details["head"]["clusters"] == 2  # 8 allowed, 2 distinct nonzero values: each its own centroid
+    assert details["body.1"]["skipped"] == "every weight is zero"
+    assert not parametrize.is_parametrized(model.body[1])
+    assert torch.equal(model.head.weight, before["head.weight"])
+    assert torch.equal(model.body[1].weight, before["body.1.weight"])
