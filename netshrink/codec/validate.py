@@ -17,12 +17,11 @@ total by ``MAX_TOTAL_BYTES``. Each failure is one ``NetshrinkFormatError`` with 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any
 
 from netshrink.codec.checks import checked_int
-from netshrink.codec.document import unpack_document
+from netshrink.codec.document import read_document
 from netshrink.codec.entropy import METHODS, max_symbols
 from netshrink.codec.tensor_encodings import (
     DTYPES,
@@ -98,7 +97,7 @@ def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
     if not metadata or METADATA_KEY not in metadata:
         _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
     try:
-        doc = json.loads(unpack_document(metadata[METADATA_KEY]))
+        doc = read_document(metadata[METADATA_KEY])
     except (ValueError, RecursionError) as error:
         raise NetshrinkFormatError(f"metadata is not valid JSON ({error})") from None
     doc = _dict(doc, "metadata document")

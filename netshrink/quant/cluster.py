@@ -77,23 +77,28 @@ class SharedWeights(nn.Module):
         return codebook[self.index]
 
 
-def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int) -> tuple[SharedWeights | None, dict]:
+def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int) -> tuple[SharedWeights, dict]:
     """The ``SharedWeights`` parametrization clustering ``weight`` (pruned zeros kept), and its
-    log details. A weight with fewer distinct nonzero values than ``bits`` allow clusters is
-    already shared: each value is a centroid of its own, exact. A weight pruned to all zeros
-    needs no codebook: None (the layer is left as it is and the details say why)."""
+    log details. A weight with no more distinct nonzero values than ``bits`` allow clusters is
+    shared exactly, each value its own centroid (no k-means). A weight pruned to all zeros gets an
+    empty codebook: it stays zero under training."""
     nonzero = weight != 0
-    distinct = int(torch.unique(weight[nonzero]).numel())
-    if distinct == 0:
-        return None, {"bits": bits, "clusters": 0, "pruned": weight.numel(), "skipped": "every weight is zero"}
-    values = weight[nonzero].double().cpu().numpy()
-    clusters = min(2**bits - int(not bool(nonzero.all())), distinct)  # zero takes a codebook entry of its own
-    clustering = kmeans_1d(values, clusters, init=init, seed=seed)
-    index = torch.full(weight.shape, clusters, dtype=torch.int64, device=weight.device)
-    index[nonzero] = torch.from_numpy(clustering.labels).to(weight.device)
-    centroids = torch.from_numpy(clustering.centroids).to(weight.device, weight.dtype)
-    details = {"bits": bits, "clusters": clusters, "pruned": int((~nonzero).sum()),
-               "squared_error": clustering.inertia}
+    distinct_values = torch.unique(weight[nonzero])
+    allowed = 2**bits - int(not bool(nonzero.all()))  # zero takes a codebook entry of its own
+    index = torch.full(weight.shape, 0, dtype=torch.int64, device=weight.device)
+    if distinct_values.numel() <= allowed:
+        centroids = distinct_values
+        index[nonzero] = torch.searchsorted(distinct_values, weight[nonzero])
+        inertia = 0.0
+    else:
+        values = weight[nonzero].double().cpu().numpy()
+        clustering = kmeans_1d(values, allowed, init=init, seed=seed)
+        index[nonzero] = torch.from_numpy(clustering.labels).to(weight.device)
+        centroids = torch.from_numpy(clustering.centroids).to(weight.device, weight.dtype)
+        inertia = clustering.inertia
+    index[~nonzero] = centroids.numel()  # the fixed zero after the centroids
+    details = {"bits": bits, "clusters": int(centroids.numel()), "pruned": int((~nonzero).sum()),
+               "squared_error": inertia}
     return SharedWeights(centroids, index), details
 
 
@@ -104,8 +109,7 @@ def _cluster(model: nn.Module, config: Cluster) -> dict:
     for name, module, tensor_name, bits in chosen:  # every layer clustered before any is changed
         weight = getattr(module, tensor_name).detach()
         sharing, layers[name] = share_weights(weight, bits, config.init, config.seed)
-        if sharing is not None:
-            sharings.append((module, tensor_name, sharing))
+        sharings.append((module, tensor_name, sharing))
     for module, tensor_name, sharing in sharings:
         parametrize.register_parametrization(module, tensor_name, sharing)
     return {"layers": layers}

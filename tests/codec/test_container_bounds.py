@@ -12,7 +12,7 @@ from safetensors import safe_open
 from torch import nn
 
 from netshrink.codec.container import MAX_DECODED_BYTES, load, read_kept, read_tensors, save
-from netshrink.codec.document import unpack_document
+from netshrink.codec.document import read_document
 from netshrink.codec.inspect import inspect_file
 from netshrink.core.errors import NetshrinkFormatError
 from netshrink.models import create, list_models
@@ -50,7 +50,7 @@ def test_zoo_model_with_wrong_shapes_is_refused_before_building(tmp_path):
     model = create("lenet300_100", in_features=64)
     save(model, tmp_path / "m.nsk")
     with safe_open(tmp_path / "m.nsk", framework="numpy") as handle:
-        doc = json.loads(unpack_document(handle.metadata()["netshrink"]))
+        doc = read_document(handle.metadata()["netshrink"])
         body = handle.get_tensor("streams").tobytes()
     doc["architecture"]["kwargs"]["in_features"] = 1_000_000  # 3e8 elements, file has 6e4
     path = tmp_path / "edited.nsk"

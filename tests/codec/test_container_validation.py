@@ -11,7 +11,7 @@ from safetensors import safe_open
 from torch import nn
 
 from netshrink.codec.container import load, read_tensors, save
-from netshrink.codec.document import unpack_document
+from netshrink.codec.document import read_document
 from netshrink.codec.validate import validate_document
 from netshrink.core.errors import NetshrinkFormatError
 from netshrink.models import create
@@ -30,7 +30,7 @@ def valid_file(tmp_path, kind="clustered16", entropy="auto"):
 def read(path):
     """The document and the file's tensors (normally the one ``"streams"`` tensor)."""
     with safe_open(str(path), framework="numpy") as handle:
-        doc = json.loads(unpack_document(handle.metadata()["netshrink"]))
+        doc = read_document(handle.metadata()["netshrink"])
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     return doc, tensors
 

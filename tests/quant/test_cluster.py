@@ -150,17 +150,24 @@ def test_bad_input_is_one_line():
         cluster_(model, Cluster(bits={"nope": 2}))
 
 
-def test_a_layer_with_few_distinct_values_keeps_them_exactly_and_an_empty_layer_is_skipped():
+def test_a_layer_with_few_distinct_values_keeps_them_exactly_and_an_empty_layer_stays_zero():
     torch.manual_seed(0)
     model = TINY_MODELS["user_mlp"]()
-    with torch.no_grad():
-        model.head.weight.copy_(torch.tensor([0.5, -0.5, 0.0]).repeat(8 * NUM_CLASSES).reshape_as(model.head.weight))
+    with torch.no_grad():  # 0.001 and 0.002 would share a centroid under k-means from a linear grid
+        model.head.weight.copy_(torch.tensor([0.001, 0.002, 1.0, 0.0]).repeat(6 * NUM_CLASSES).reshape_as(
+            model.head.weight))
         model.body[1].weight.zero_()  # pruned away entirely
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cluster_(model, Cluster(bits=3))
+    cluster_(model, Cluster(bits=2, init="linear"))
     details = get_log(model)[-1]["layers"]
-    assert details["head"]["clusters"] == 2  # 8 allowed, 2 distinct nonzero values: each its own centroid
-    assert details["body.1"]["skipped"] == "every weight is zero"
-    assert not parametrize.is_parametrized(model.body[1])
+    assert details["head"]["clusters"] == 3 and details["head"]["squared_error"] == 0.0
+    assert details["body.1"]["clusters"] == 0
     assert torch.equal(model.head.weight, before["head.weight"])
-    assert torch.equal(model.body[1].weight, before["body.1.weight"])
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    for _ in range(3):  # the emptied layer stays zero under training
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.randn(16, 1, 8, 8)), torch.randint(0, 10, (16,))).backward()
+        optimizer.step()
+    finalize_(model)
+    assert not parametrize.is_parametrized(model.body[1])
+    assert int(torch.count_nonzero(model.body[1].weight)) == 0
