@@ -23,6 +23,12 @@ Stages (each keeps its result in ``--out``, so a killed run continues where it s
 - ``throughput``: training samples/s of the same student and teacher with and without the
   teacher-logit cache, measured in the same run.
 
+``--views K`` makes the transfer set the training split plus K-1 copies of it randomly cropped and
+flipped once, with a fixed seed (offline augmentation, Hinton et al. 2015 sec. 3's "transfer set"):
+the copies are fixed before the teacher's logits are cached, so the cache stays valid. Every
+student, alone and distilled, then trains on that same set (the kept baselines no longer apply, so
+the students alone are trained here).
+
 Writes ``benchmarks/results/distillation.json``, the plot beside it and the distillation section
 of BENCHMARKS.md (``--quick`` writes only into ``--out``).
 """
@@ -60,6 +66,10 @@ STUDENTS = ("lenet300_100", "lenet5")
 SWEEP_STUDENT = "lenet300_100"
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0, 20.0)
 ALPHA = 0.9
+#: distilled students warm their learning rate up linearly over this many epochs: the soft term's
+#: gradient is up to T times the hard term's (T^2 * KL, sec. 2), and lenet5 at its recipe's lr 0.05
+#: diverged in the first epoch without it (train loss 47, then chance accuracy)
+WARMUP_EPOCHS = 1
 OMITTED_CLASS = 3  # 'Dress', standing in for the paper's MNIST 3
 QUICK_SIZES = {"train": 2000, "val": 1000, "test": 2000}
 QUICK_EPOCHS = 1
@@ -110,6 +120,21 @@ def train_teachers(data, out: Path, device: str, quick: bool) -> None:
             write_atomically(TEACHER_LOG, (json.dumps(log, indent=2) + "\n").encode())
 
 
+def with_views(data, views: int, seed: int = 0):
+    """``data`` whose training split is itself plus ``views - 1`` crop-and-flip copies made once."""
+    import dataclasses
+
+    from netshrink.data import Split, random_crop_flip
+
+    if views <= 1:
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    x, y = data.train.x, data.train.y
+    copies = [x] + [torch.cat([random_crop_flip(batch, generator) for batch in x.split(4096)])
+                    for _ in range(views - 1)]
+    return dataclasses.replace(data, train=Split(torch.cat(copies), y.repeat(views)))
+
+
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
 
@@ -118,11 +143,12 @@ class Bench:
     """Shared state of the stages: data, teachers, and the run folder where every finished
     training run leaves ``result.json`` (a rerun reuses it; a killed run resumes from its checkpoint)."""
 
-    def __init__(self, data, out: Path, device: str, quick: bool) -> None:
+    def __init__(self, data, out: Path, device: str, quick: bool, views: int = 1, epochs: int | None = None) -> None:
         from netshrink.measure import evaluate
         from netshrink.train import load_model
 
-        self.data, self.out, self.device, self.quick = data, out, device, quick
+        self.data, self.out, self.device, self.quick = with_views(data, views), out, device, quick
+        self.views, self.epochs = views, epochs
         self.teachers = {}
         for seed in TEACHER_SEEDS:
             path = teacher_path(seed, out if quick else None)
@@ -130,6 +156,10 @@ class Bench:
                 model = load_model(path)
                 self.teachers[seed] = {"model": model, "val_acc": evaluate(model, data.val),
                                        "test_acc": evaluate(model, data.test), "file": path.name}
+
+    def recipe(self, name: str) -> dict:
+        """A student's recipe: its baselines recipe, with ``--epochs`` when given."""
+        return {**recipe(name, self.quick), **({"epochs": self.epochs} if self.epochs and not self.quick else {})}
 
     def teacher_models(self, seeds: tuple[int, ...]):
         missing = [s for s in seeds if s not in self.teachers]
@@ -149,20 +179,21 @@ class Bench:
         from netshrink.measure import evaluate
         from netshrink.train import FitConfig, fit, load_model
 
-        config = FitConfig(seed=0, **recipe(name, self.quick))
+        config = FitConfig(seed=0, **self.recipe(name))
         training = json.loads((CHECKPOINTS / "training.json").read_text()) if not self.quick else {}
         kept = CHECKPOINTS / f"{name}.safetensors"
-        if _same_config(training.get(name, {}).get("fit_config"), config) and kept.exists():
+        if self.views == 1 and _same_config(training.get(name, {}).get("fit_config"), config) and kept.exists():
             model = load_model(kept)
             return {"source": f"benchmarks/checkpoints/{kept.name}", "seed": 0, "fit_config": config.to_dict(),
                     "val_acc": evaluate(model, self.data.val), "test_acc": evaluate(model, self.data.test)}
-        run = self.out / f"{name}_alone"
+        run = self.out / f"{name}_alone_e{config.epochs}{f'_views{self.views}' if self.views > 1 else ''}"
         done = run / "result.json"
         if done.exists():
             return json.loads(done.read_text())
         result = fit(self.student(name), self.data, config, out_dir=run, resume=True, device=self.device,
                      progress=sys.stderr.isatty())
-        row = {"source": "trained here", "seed": 0, "fit_config": config.to_dict(), "val_acc": result.val_acc,
+        row = {"source": "trained here", "seed": 0, "views": self.views, "fit_config": config.to_dict(),
+               "val_acc": result.val_acc,
                "test_acc": evaluate(result.model, self.data.test, device=self.device)}
         write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
         return row
@@ -175,14 +206,17 @@ class Bench:
         from netshrink.train import FitConfig
 
         config = Distill(T=T, alpha=ALPHA, cache_teacher=cache, omit_classes=omit)
-        fit_config = FitConfig(seed=0, **{**recipe(student, self.quick), **({"epochs": epochs} if epochs else {})})
+        fit_config = FitConfig(seed=0, **{**self.recipe(student), **({"epochs": epochs} if epochs else {}),
+                                           "warmup_epochs": WARMUP_EPOCHS})
         tag = (f"{student}_T{T:g}_a{ALPHA:g}_teachers{'-'.join(map(str, seeds))}_e{fit_config.epochs}"
-               f"{'_cache' if cache else '_live'}{''.join(f'_omit{c}' for c in omit)}")
+               f"_w{WARMUP_EPOCHS}{'_cache' if cache else '_live'}{''.join(f'_omit{c}' for c in omit)}"
+               f"{f'_views{self.views}' if self.views > 1 else ''}")
         run = self.out / tag
         done = run / "result.json"
         if done.exists():
             return json.loads(done.read_text())
-        shared = self.out / "logit_caches" / f"teachers{'-'.join(map(str, seeds))}{''.join(f'_omit{c}' for c in omit)}"
+        shared = self.out / "logit_caches" / (f"teachers{'-'.join(map(str, seeds))}{''.join(f'_omit{c}' for c in omit)}"
+                                               f"{f'_views{self.views}' if self.views > 1 else ''}")
         _link(shared, run / "teacher_logits.safetensors")  # the same teachers' logits on the same data
         began = time.perf_counter()
         result = distill(self.student(student), self.teacher_models(seeds), self.data, config, fit_config,
@@ -190,7 +224,8 @@ class Bench:
         _link(run / "teacher_logits.safetensors", shared)
         model = result.model
         row = {"student": student, "teachers": [self.teachers[s]["file"] for s in seeds], "T": T, "alpha": ALPHA,
-               "cache_teacher": cache, "omit_classes": list(omit), "seed": 0, "fit_config": fit_config.to_dict(),
+               "cache_teacher": cache, "omit_classes": list(omit), "seed": 0, "views": self.views,
+               "fit_config": fit_config.to_dict(),
                "val_acc": result.val_acc, "test_acc": evaluate(model, self.data.test, device=self.device),
                "seconds_last_session": time.perf_counter() - began,
                "samples_per_s": [h["samples_per_s"] for h in result.history]}
@@ -325,9 +360,15 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
     sweep, gap, ens, omit, speed = (measured[k] for k in ("sweep", "gap", "ensemble", "omit", "throughput"))
     lines = ["## Distillation (Fashion-MNIST)", "",
              f"`python benchmarks/distillation.py`{' --quick (tiny budgets, not the real figures)' if quick else ''}"
+             f"{' --views ' + str(measured['views']) if measured['views'] > 1 else ''}"
+             f"{' --epochs ' + str(measured['student_epochs']) if measured['student_epochs'] else ''}"
              f" on {measured['device']}; teacher: the kept convnet (seed 0); alpha = {ALPHA}; every student "
-             "seed 0 with its baselines recipe (epochs, no augmentation), so the cached teacher logits are "
-             "valid; T picked on validation.", "",
+             "seed 0 with its baselines recipe (no online augmentation, so the cached teacher logits are "
+             "valid" + (f"; {measured['student_epochs']} epochs" if measured["student_epochs"] else "")
+             + (f"; transfer set: the training split and {measured['views'] - 1} fixed crop/flip copies"
+                if measured["views"] > 1 else "") + f"; distilled students warm their lr up over "
+             f"{measured['distilled_warmup_epochs']} epoch, as lenet5 diverged without it); T picked on "
+             "validation.", "",
              "| T | val acc | test acc |", "|---|---|---|"]
     lines += [f"| {r['T']:g} | {100 * r['val_acc']:.2f}% | {100 * r['test_acc']:.2f}% |" for r in sweep["rows"]]
     lines += ["", f"Chosen T = {sweep['chosen_T']:g} (validation). Plot: `{plot_path}`.", "",
@@ -359,6 +400,10 @@ def main() -> None:
     parser.add_argument("--out", default="runs/distillation-benchmark", help="run folder (resumable stages)")
     parser.add_argument("--T", type=float, default=None,
                         help="with a single later stage: use this T instead of running the sweep to pick it")
+    parser.add_argument("--views", type=int, default=1,
+                        help="transfer set: the training split plus views-1 fixed crop/flip copies (every student)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="every student this many epochs instead of its recipe's (alone and distilled alike)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
@@ -373,8 +418,9 @@ def main() -> None:
         train_teachers(data, out, args.device, args.quick)
     if args.stage == "teachers":
         return
-    bench = Bench(data, out, args.device, args.quick)
-    measured = {"device": _device_name(args.device)}
+    bench = Bench(data, out, args.device, args.quick, args.views, args.epochs)
+    measured = {"device": _device_name(args.device), "views": args.views,
+                "student_epochs": None if args.quick else args.epochs, "distilled_warmup_epochs": WARMUP_EPOCHS}
     if args.T is not None and args.stage not in ("all", "sweep"):
         T = args.T
     else:

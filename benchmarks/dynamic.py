@@ -3,6 +3,7 @@
     python benchmarks/dynamic.py                        # every stage (resumable, see below)
     python benchmarks/dynamic.py --stage exits          # one stage
     python benchmarks/dynamic.py --quick --out runs/dynamic-quick   # tiny budgets, proves the script
+    python benchmarks/dynamic.py --epochs 4 --out runs/dynamic-e4   # every model 4 epochs (CPU budget)
 
 Stages (each keeps its models and result in ``--out``, so a killed run continues where it stopped):
 
@@ -10,7 +11,8 @@ Stages (each keeps its models and result in ``--out``, so a killed run continues
   (conv heads: 3x3 stride-2 conv, BatchNorm, ReLU, pool to 4x4, Linear), trained from scratch
   with the convnet's baselines recipe (12 epochs, crop/flip, seed 0) on the joint loss (every exit
   weight 1, each early exit half distilled from the last), against the kept convnet trained alone
-  with that recipe. Accuracy against average MACs over thresholds (table and PNG, test split), the
+  with that recipe (with ``--epochs``, against a convnet trained here with the same shorter
+  recipe). Accuracy against average MACs over thresholds (table and PNG, test split), the
   threshold calibrated on
   validation for at most 0.5 points below the last exit, its MACs, its measured latency per
   sample at batch 1 and 256 (real test inputs, one thread; samples that left are dropped from the
@@ -65,11 +67,19 @@ GOALS = {"macs_reduction": 2.5, "latency_speedup": 2.0, "accuracy_drop_points": 
 class Bench:
     """The data, the recipe and where each stage keeps its models and results."""
 
-    def __init__(self, data, out: Path, device: str, quick: bool) -> None:
+    def __init__(self, data, out: Path, device: str, quick: bool, epochs: int | None = None) -> None:
         self.data, self.out, self.device, self.quick = data, out, device, quick
-        self.recipe = {**RECIPES["convnet"], **({"epochs": QUICK_EPOCHS} if quick else {})}
+        epochs = QUICK_EPOCHS if quick else epochs
+        self.recipe = {**RECIPES["convnet"], **({"epochs": epochs} if epochs else {})}
+        # the kept convnet is the "trained alone" model only when it had exactly this recipe
+        self.kept_plain = not quick and self.recipe == RECIPES["convnet"]
         self.latency_samples = 64 if quick else LATENCY_SAMPLES
         out.mkdir(parents=True, exist_ok=True)
+        marker = out / "recipe.json"  # the models and stages kept in out belong to one recipe
+        if marker.exists() and json.loads(marker.read_text()) != self.recipe:
+            raise SystemExit(f"{out} holds models trained with {marker.read_text().strip()}, not {self.recipe}; "
+                             "give another --out")
+        write_atomically(marker, (json.dumps(self.recipe) + "\n").encode())
 
     def config(self):
         from netshrink.train import FitConfig
@@ -111,11 +121,12 @@ def _latencies(model, x) -> dict:
 
 
 def _plain_convnet(bench: Bench):
-    """The kept convnet (trained alone with the recipe) or, in quick mode, one trained here."""
+    """The kept convnet (trained alone with the recipe) or, when the recipe differs from the kept
+    one's (quick mode, ``--epochs``), one trained here with the same recipe as the dynamic models."""
     from netshrink.models import create
     from netshrink.train import load_model
 
-    if not bench.quick:
+    if bench.kept_plain:
         return load_model(CHECKPOINTS / "convnet.safetensors").eval()
     return bench.trained("convnet_plain", lambda: create("convnet", input_shape=list(bench.data.input_shape)))
 
@@ -304,6 +315,9 @@ def main() -> None:
                         help="every stage at tiny budgets on a data subset; writes only into --out")
     parser.add_argument("--out", default="runs/dynamic-benchmark", help="run folder (resumable stages)")
     parser.add_argument("--device", default="cpu", help="training device; latencies are always measured on the CPU")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train every model (the plain convnet too) this many epochs instead of the recipe's; "
+                             "for a CPU budget, recorded in the results")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     from netshrink.data import load_dataset
@@ -312,7 +326,7 @@ def main() -> None:
     data = load_dataset("fashion-mnist", data_dir=args.data_dir)
     if args.quick:
         data = quick_subset(data, QUICK_SIZES)
-    bench = Bench(data, Path(args.out), args.device, args.quick)
+    bench = Bench(data, Path(args.out), args.device, args.quick, args.epochs)
     stages = {"exits": stage_exits, "slimmable": stage_slimmable, "budgets": stage_budgets}
     measured: dict = {"device": f"{machine_info()['processor']} ({args.device} training)", "recipe": bench.recipe}
     for name, stage in stages.items():
