@@ -19,6 +19,7 @@ OUTPUT_NAME = "model.nsk"
 def add_dynamic_parser(commands: argparse._SubParsersAction) -> None:
     """Declare ``netshrink dynamic`` and its options (``run_dynamic`` does the work)."""
     from netshrink.cli import _add_data_args, add_command
+    from netshrink.dynamic.early_exit import HEADS
 
     p = add_command(commands, "dynamic", "add early exits (BranchyNet) or slimmable widths (Yu et al. 2019) to a "
                     "checkpoint, train them jointly, profile every operating point and write a .nsk", run_dynamic)
@@ -28,7 +29,7 @@ def add_dynamic_parser(commands: argparse._SubParsersAction) -> None:
     what.add_argument("--exits", help="comma-separated blocks to add an exit after, e.g. features.2,features.5")
     what.add_argument("--widths", help="comma-separated widths in (0, 1] including 1, e.g. 0.25,0.5,0.75,1")
     p.add_argument("--epochs", type=int, required=True, metavar="N", help="joint training epochs")
-    p.add_argument("--head", choices=["linear", "conv"], default="linear", help="exit head (--exits)")
+    p.add_argument("--head", choices=list(HEADS), default="linear", help="exit head (--exits)")
     p.add_argument("--pool", type=int, default=4, help="pooled grid side of exit heads on conv features")
     p.add_argument("--distill", type=float, default=0.5,
                    help="weight of distilling each exit from the last (--exits), in [0, 1]")

@@ -38,7 +38,7 @@ from netshrink.core.registry import apply_, register
 from netshrink.core.transform_log import get_arch
 from netshrink.dynamic.stages import batch_first_shapes, cached_stages
 
-HEADS = ("linear", "conv")
+HEADS = ("linear", "conv", "pooled_conv")
 CRITERIA = ("max_softmax", "entropy")
 SPEC_ATTR = "netshrink_exits"
 EXIT_LOGITS_ATTR = "netshrink_exit_logits"
@@ -53,8 +53,11 @@ class EarlyExit(Config):
             is added, in forward order.
         head: ``"linear"``: (average pool to ``pool`` x ``pool`` for conv features, mean over
             tokens for (T, D) features) then one Linear; ``"conv"``: a 3x3 stride-2 conv with
-            ``head_channels``, BatchNorm and ReLU first (BranchyNet's conv branches).
-        head_channels: width of the ``"conv"`` head.
+            ``head_channels``, BatchNorm and ReLU first (BranchyNet's conv branches);
+            ``"pooled_conv"``: the same conv on the features average-pooled to ``2 * pool`` x
+            ``2 * pool`` first, so an exit on a large early feature map costs a fraction of the
+            block it follows (the cheap exits BranchyNet sec. IV needs for a CPU speed-up).
+        head_channels: width of the ``"conv"`` and ``"pooled_conv"`` heads.
         pool: side of the pooled grid for conv features.
         criterion: confidence of an exit: ``"max_softmax"`` or ``"entropy"`` (1 - H(p) / log C).
         input_shape: one sample's shape, to size the heads; empty for zoo models (their own).
@@ -110,7 +113,9 @@ def make_head(shape: Sequence[int], num_classes: int, config: EarlyExit) -> nn.M
         raise ConfigError(f"exit heads read features of shape (F,), (T, D) or (C, H, W), got {tuple(shape)}")
     channels = shape[0]
     layers: list[nn.Module] = []
-    if config.head == "conv":
+    if config.head == "pooled_conv":
+        layers.append(nn.AdaptiveAvgPool2d(2 * config.pool))
+    if config.head in ("conv", "pooled_conv"):
         layers += [nn.Conv2d(channels, config.head_channels, 3, stride=2, padding=1, bias=False),
                    nn.BatchNorm2d(config.head_channels), nn.ReLU(inplace=True)]
         channels = config.head_channels

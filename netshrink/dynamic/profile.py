@@ -101,8 +101,9 @@ def latency_per_sample(model: nn.Module, x: torch.Tensor, batch_size: int = 1, t
         best = float("inf")
         for attempt in range(repeats + 1):
             began = time.perf_counter()
-            for start in range(0, len(x), batch_size):
-                model(x[start:start + batch_size])
+            with torch.inference_mode():  # as deployed: no autograd bookkeeping
+                for start in range(0, len(x), batch_size):
+                    model(x[start:start + batch_size])
             if attempt:
                 best = min(best, time.perf_counter() - began)
     finally:

@@ -145,6 +145,21 @@ def test_zoo_models_need_no_input_shape():
     assert model.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_a_pooled_conv_head_costs_a_fraction_of_a_conv_head_on_a_large_map_and_round_trips(tmp_path):
+    from netshrink.dynamic import exit_costs
+
+    costs = {}
+    for head in ("conv", "pooled_conv"):
+        torch.manual_seed(0)
+        model = early_exit_(create("convnet"), EarlyExit(after=("features.0",), head=head, pool=4)).eval()
+        costs[head] = exit_costs(model)[0]
+    assert costs["pooled_conv"] < costs["conv"] / 3  # a 28x28 map pooled to 8x8 before the head's conv
+    set_thresholds(model, 0.2)
+    x = torch.randn(8, 1, 28, 28)
+    save(model, tmp_path / "m.nsk")
+    assert torch.equal(load(tmp_path / "m.nsk")(x), model(x))
+
+
 class _Branchy(nn.Module):
     def __init__(self):
         super().__init__()
