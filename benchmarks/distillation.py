@@ -149,6 +149,7 @@ class Bench:
 
         self.data, self.out, self.device, self.quick = with_views(data, views), out, device, quick
         self.views, self.epochs = views, epochs
+        self.students = STUDENTS
         self.teachers = {}
         for seed in TEACHER_SEEDS:
             path = teacher_path(seed, out if quick else None)
@@ -282,7 +283,7 @@ def stage_gap(bench: Bench, T: float) -> dict:
     """Gap closure per student: (distilled - alone) / (teacher - alone), test accuracy."""
     teacher_acc = bench.teachers[0]["test_acc"]
     out = {}
-    for name in STUDENTS:
+    for name in bench.students:
         alone, distilled = bench.alone(name), bench.distilled(name, (0,), T)
         gap = teacher_acc - alone["test_acc"]
         out[name] = {"alone": alone, "distilled": distilled, "teacher_test_acc": teacher_acc,
@@ -400,6 +401,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/distillation-benchmark", help="run folder (resumable stages)")
     parser.add_argument("--T", type=float, default=None,
                         help="with a single later stage: use this T instead of running the sweep to pick it")
+    parser.add_argument("--students", default=",".join(STUDENTS),
+                        help="comma-separated students of the gap stage (default: all)")
     parser.add_argument("--views", type=int, default=1,
                         help="transfer set: the training split plus views-1 fixed crop/flip copies (every student)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -419,6 +422,9 @@ def main() -> None:
     if args.stage == "teachers":
         return
     bench = Bench(data, out, args.device, args.quick, args.views, args.epochs)
+    bench.students = tuple(s for s in args.students.split(",") if s)
+    if unknown := set(bench.students) - set(STUDENTS):
+        raise SystemExit(f"--students: unknown {sorted(unknown)}; choose from {list(STUDENTS)}")
     measured = {"device": _device_name(args.device), "views": args.views,
                 "student_epochs": None if args.quick else args.epochs, "distilled_warmup_epochs": WARMUP_EPOCHS}
     if args.T is not None and args.stage not in ("all", "sweep"):
