@@ -303,7 +303,8 @@ def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
                   f"{first['plain']['macs'] / first['dynamic']['macs']:.2f}x fewer MACs, "
                   f"{first['plain']['latency']['batch_1_ms'] / first['dynamic']['latency']['batch_1_ms']:.2f}x "
                   f"at batch 1, {100 * (first['plain']['test_acc'] - first['dynamic']['test_acc_measured']):.2f} "
-                  "points below; its head after features.0 cost more at batch 1 than the block itself, hence the "
+                  "points below (its latencies timed with autograd on); its "
+                  "head after features.0 cost more at batch 1 than the block itself, hence the "
                   "pooled heads."]
     lines += ["", f"Accuracy against average MACs over thresholds: `benchmarks/results/{PLOT_NAME}`.", "",
               "| width | slimmable test acc | alone test acc | MACs | slimmable batch 1 ms | alone batch 1 ms |",
