@@ -42,6 +42,7 @@ RECIPES = {
 }
 GOALS = {"lenet300_100": 40.0, "lenet5": 39.0}
 MAX_DROP_POINTS = 0.5
+WALL_GOAL_MIN = 90.0
 
 
 def quick_version(source: dict, zoo: str) -> dict:
@@ -108,6 +109,10 @@ def main() -> None:
                         "stage: " + ", ".join(f"{k} {v:.1f}x" for k, v in rates.items()) + ".\n\n"
                         + layer_table(report["stages"][-1]["layers"]))
     seconds = time.perf_counter() - started
+    # the recipes' stage times, summed from their reports: what the benchmark costs even when a
+    # resumed invocation reuses finished stages
+    stage_minutes = sum(sum(m["stage_seconds"].values()) for m in measurements.values()) / 60
+    targets.append(target("whole benchmark, recipe stage times summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
     load = [load_start, os.getloadavg()[0]]
     text = (f"## Deep Compression end to end\n\n`python benchmarks/deep_compression.py` ({seconds / 60:.0f} min on "
             f"{'cpu'}, load average {load[0]:.1f} at start and {load[1]:.1f} at end).\n\n"
