@@ -144,13 +144,13 @@ class Bench:
     """Shared state of the stages: data, teachers, and the run folder where every finished
     training run leaves ``result.json`` (a rerun reuses it; a killed run resumes from its checkpoint)."""
 
-    def __init__(self, data, out: Path, device: str, quick: bool, views: int = 1, epochs: int | None = None) -> None:
+    def __init__(self, data, out: Path, device: str, quick: bool, views: int = 1, epochs: int | None = None,
+                 students: tuple[str, ...] = STUDENTS) -> None:
         from netshrink.measure import evaluate
         from netshrink.train import load_model
 
         self.data, self.out, self.device, self.quick = with_views(data, views), out, device, quick
-        self.views, self.epochs = views, epochs
-        self.students = STUDENTS
+        self.views, self.epochs, self.students = views, epochs, students
         self.teachers = {}
         for seed in TEACHER_SEEDS:
             path = teacher_path(seed, out if quick else None)
@@ -435,10 +435,10 @@ def main() -> None:
         train_teachers(data, out, args.device, args.quick)
     if args.stage == "teachers":
         return
-    bench = Bench(data, out, args.device, args.quick, args.views, args.epochs)
-    bench.students = tuple(s for s in args.students.split(",") if s)
-    if unknown := set(bench.students) - set(STUDENTS):
+    students = tuple(s for s in args.students.split(",") if s)
+    if unknown := set(students) - set(STUDENTS):
         raise SystemExit(f"--students: unknown {sorted(unknown)}; choose from {list(STUDENTS)}")
+    bench = Bench(data, out, args.device, args.quick, args.views, args.epochs, students)
     measured = {"device": _device_name(args.device), "views": args.views,
                 "student_epochs": None if args.quick else args.epochs, "distilled_warmup_epochs": WARMUP_EPOCHS}
     if args.T is not None and args.stage not in ("all", "sweep"):

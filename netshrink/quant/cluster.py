@@ -83,16 +83,16 @@ def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int) -> tupl
     shared exactly, each value its own centroid (no k-means). A weight pruned to all zeros gets an
     empty codebook: it stays zero under training."""
     nonzero = weight != 0
-    distinct_values = torch.unique(weight[nonzero])
+    kept = weight[nonzero]
+    distinct_values = torch.unique(kept)
     allowed = 2**bits - int(not bool(nonzero.all()))  # zero takes a codebook entry of its own
-    index = torch.full(weight.shape, 0, dtype=torch.int64, device=weight.device)
+    index = torch.zeros(weight.shape, dtype=torch.int64, device=weight.device)
     if distinct_values.numel() <= allowed:
         centroids = distinct_values
-        index[nonzero] = torch.searchsorted(distinct_values, weight[nonzero])
+        index[nonzero] = torch.searchsorted(distinct_values, kept)
         inertia = 0.0
     else:
-        values = weight[nonzero].double().cpu().numpy()
-        clustering = kmeans_1d(values, allowed, init=init, seed=seed)
+        clustering = kmeans_1d(kept.double().cpu().numpy(), allowed, init=init, seed=seed)
         index[nonzero] = torch.from_numpy(clustering.labels).to(weight.device)
         centroids = torch.from_numpy(clustering.centroids).to(weight.device, weight.dtype)
         inertia = clustering.inertia
