@@ -60,6 +60,7 @@ from benchmarks.common import (  # noqa: E402
     update_benchmarks_md,
     write_results,
 )
+from benchmarks.stages import Stages  # noqa: E402
 from netshrink.arch.finetune import finetune, reestimate_batchnorm_  # noqa: E402
 from netshrink.arch.low_rank import LowRank, low_rank_  # noqa: E402
 from netshrink.arch.separable import Separable, separable_  # noqa: E402
@@ -102,35 +103,12 @@ FINETUNE_LR, STUDENT_LR = 0.01, 0.05
 CONV_REDUCTION_GOAL, SEPARABLE_DROP_GOAL, WALL_GOAL_MIN = 5.0, 1.0, 60.0
 
 
-class Run:
-    """The stage cache and teacher-logit caches of one invocation."""
+class Run(Stages):
+    """The stage cache, data, budget and teacher-logit caches of one invocation."""
 
     def __init__(self, root: Path, fresh: bool, budget: Budget, data: Dataset, cached_only: bool = False) -> None:
-        self.root, self.fresh, self.budget, self.data, self.cached_only = root, fresh, budget, data, cached_only
-        self.missing: list[str] = []
-        self.seconds: dict[str, float] = {}  # of each stage this invocation reports, run now or before
-        root.mkdir(parents=True, exist_ok=True)
-
-    def stage(self, name: str, work) -> dict | None:
-        """The cached result of stage ``name``, or run it (``work() -> dict``) and cache it; None
-        (and ``name`` in ``missing``) for a stage not cached under ``cached_only``."""
-        path = self.root / f"{name}.json"
-        if path.exists() and not self.fresh:
-            print(f"[{name}] cached", flush=True)
-            result = json.loads(path.read_text())
-            self.seconds[name] = result["seconds"]
-            return result
-        if self.cached_only:
-            self.missing.append(name)
-            return None
-        print(f"[{name}] running", flush=True)
-        began = time.perf_counter()
-        result = work()
-        result["seconds"] = time.perf_counter() - began
-        write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
-        print(f"[{name}] {result['seconds']:.0f} s", flush=True)
-        self.seconds[name] = result["seconds"]
-        return result
+        super().__init__(root, fresh, cached_only)
+        self.budget, self.data = budget, data
 
     def train(self, model: nn.Module, teacher_name: str, teacher: nn.Module, stage: str, epochs: int,
               lr: float) -> dict:
@@ -333,7 +311,7 @@ def main() -> None:
     if sep is not None:
         targets.append(target("separable fine-tuned: test accuracy below the convnet (points)",
                               100 * (base["test_acc"] - sep["test_acc"]), SEPARABLE_DROP_GOAL, "<="))
-    stage_minutes = sum(run.seconds.values()) / 60
+    stage_minutes = run.minutes()
     if not run.missing:
         targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
     speedup = None

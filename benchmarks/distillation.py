@@ -75,7 +75,7 @@ OMITTED_CLASS = 3  # 'Dress', standing in for the paper's MNIST 3
 QUICK_SIZES = {"train": 2000, "val": 1000, "test": 2000}
 QUICK_EPOCHS = 1
 PLOT_NAME = "distillation_temperature.png"
-GOALS = {"gap_closure": 0.40, "omitted_class_after": 0.85}
+GOALS = {"gap_closure": 0.40, "omitted_class_after": 0.85, "minutes": 90.0}
 
 
 def teacher_path(seed: int, quick_dir: Path | None) -> Path:
@@ -151,6 +151,8 @@ class Bench:
 
         self.data, self.out, self.device, self.quick = with_views(data, views), out, device, quick
         self.views, self.epochs, self.students = views, epochs, students
+        self.reused_seconds = 0.0  # of the training runs finished by an earlier invocation and reused
+        self._counted: set[Path] = set()  # runs made or already counted by this invocation
         self.teachers = {}
         for seed in TEACHER_SEEDS:
             path = teacher_path(seed, out if quick else None)
@@ -191,13 +193,24 @@ class Bench:
         run = self.out / f"{name}_alone_e{config.epochs}{f'_views{self.views}' if self.views > 1 else ''}"
         done = run / "result.json"
         if done.exists():
-            return json.loads(done.read_text())
+            return self._reused(done)
+        began = time.perf_counter()
         result = fit(self.student(name), self.data, config, out_dir=run, resume=True, device=self.device,
                      progress=sys.stderr.isatty())
         row = {"source": "trained here", "seed": 0, "views": self.views, "fit_config": config.to_dict(),
                "val_acc": result.val_acc,
-               "test_acc": evaluate(result.model, self.data.test, device=self.device)}
+               "test_acc": evaluate(result.model, self.data.test, device=self.device),
+               "seconds_last_session": time.perf_counter() - began}
         write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
+        self._counted.add(done)
+        return row
+
+    def _reused(self, done: Path) -> dict:
+        """A finished run's kept result; its training seconds count towards the benchmark's time."""
+        row = json.loads(done.read_text())
+        if done not in self._counted:
+            self._counted.add(done)
+            self.reused_seconds += row.get("seconds_last_session", 0.0)
         return row
 
     def distilled(self, student: str, seeds: tuple[int, ...], T: float, cache: bool = True,
@@ -216,7 +229,7 @@ class Bench:
         run = self.out / tag
         done = run / "result.json"
         if done.exists():
-            return json.loads(done.read_text())
+            return self._reused(done)
         shared = self.out / "logit_caches" / (f"teachers{'-'.join(map(str, seeds))}{''.join(f'_omit{c}' for c in omit)}"
                                                f"{f'_views{self.views}' if self.views > 1 else ''}")
         _link(shared, run / "teacher_logits.safetensors")  # the same teachers' logits on the same data
@@ -234,6 +247,7 @@ class Bench:
         if omit:
             row.update(self._bias_adjustment(model, omit))
         write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
+        self._counted.add(done)
         print(f"{tag}: val {row['val_acc']:.4f} test {row['test_acc']:.4f}", flush=True)
         return row
 
@@ -362,6 +376,8 @@ def build_targets(measured: dict) -> list[dict]:
     after = measured["omit"]["omitted_test_acc_after"][str(OMITTED_CLASS)]
     targets.append(target(f"class {OMITTED_CLASS} test accuracy after the bias raise", after,
                           GOALS["omitted_class_after"], ">="))
+    targets.append(target("whole benchmark: this invocation plus the training runs it reused (min)",
+                          measured["minutes_with_reused_runs"], GOALS["minutes"], "<="))
     return targets
 
 
@@ -401,7 +417,9 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
               f"{100 * omit['test_acc']:.2f}% -> {100 * omit['test_acc_after_bias']:.2f}%.", "",
               f"Training throughput, same run: {speed['samples_per_s']['cached']:.0f} samples/s with the "
               f"teacher-logit cache, {speed['samples_per_s']['live']:.0f} without ({speed['speedup']:.1f}x).", "",
-              f"Wall time of this invocation: {measured['wall_seconds']:.0f} s (stages finished earlier are reused).",
+              f"Wall time of this invocation: {measured['wall_seconds']:.0f} s, plus "
+              f"{measured['reused_runs_seconds']:.0f} s of training runs finished by earlier invocations and reused "
+              "(teachers trained once and kept).",
               "", targets_markdown(targets)] + [f"\nNot measured: {line}." for line in not_measured(measured)]
     return "\n".join(lines)
 
@@ -455,6 +473,8 @@ def main() -> None:
     if args.stage != "all":
         return
     measured["wall_seconds"] = time.perf_counter() - began
+    measured["reused_runs_seconds"] = bench.reused_seconds
+    measured["minutes_with_reused_runs"] = (measured["wall_seconds"] + bench.reused_seconds) / 60
     targets = build_targets(measured)
     results_dir = out if args.quick else RESULTS
     plot_path = results_dir / PLOT_NAME

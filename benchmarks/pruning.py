@@ -10,12 +10,13 @@ Stages (each cached in ``runs/pruning/<stage>.json`` so a killed run resumes):
 - ``<model>-ours-<schedule>-lr<lr>-e<epochs>`` for lenet300_100 and lenet5: global magnitude pruning to
   ``SPARSITY`` either ``gradual`` (``GradualPrune``, Zhu & Gupta's cubic schedule over the first half
   of the fine-tuning) or ``oneshot`` (``MagnitudePrune``, then fine-tuning), fine-tuning the
-  baseline for ``EPOCHS`` epochs; ``finalize_``; save a .nsk.
+  baseline for ``EPOCHS`` epochs on the labels, or (``-distilled``) distilled from the dense
+  baseline (``TEACHER``); ``finalize_``; save a .nsk.
 - ``<model>-torch-lr<lr>-e<epochs>``: the peer, ``torch.nn.utils.prune.global_unstructured`` (L1) at the same
   sparsity over the same layers, one shot, then the same fine-tuning budget (FitConfig).
-- the learning rate (from ``LRS``) and, for ours, the schedule are picked on lenet300_100's
-  validation accuracy, separately for ours and the peer; lenet5 reuses the schedule and picks its
-  learning rate on its own validation split (test accuracy is reported, never used to choose).
+- the learning rate (from ``LRS``) and, for ours, the schedule (with or without the teacher) are
+  picked on lenet300_100's validation accuracy, separately for ours and the peer; lenet5 reuses the
+  schedule and picks its learning rate on its own validation split (test accuracy is reported, never used to choose).
   Budgets are small (the benchmark machine's 2 cores are shared):
   ``EPOCHS`` fine-tuning epochs, training on 1 thread.
 - ``convnet-structured-e<epochs>``: ``StructuredPrune(amount=0.5)`` on every conv group (half the channels of
@@ -30,8 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,10 +49,11 @@ from benchmarks.common import (  # noqa: E402
     update_benchmarks_md,
     write_results,
 )
+from benchmarks.stages import Stages  # noqa: E402
 from netshrink.codec.container import load, save  # noqa: E402
 from netshrink.core import finalize_  # noqa: E402
-from netshrink.core.files import write_atomically  # noqa: E402
 from netshrink.data import load_dataset  # noqa: E402
+from netshrink.distill import Distill, distill  # noqa: E402
 from netshrink.measure import count_nonzero, count_parameters, dense_fp32_bytes, evaluate, measure_latency  # noqa: E402
 from netshrink.prune import GradualPrune, MagnitudePrune, StructuredPrune, prune_  # noqa: E402
 from netshrink.prune.masks import prunable_weights  # noqa: E402
@@ -61,7 +63,10 @@ RUNS = ROOT / "runs" / "pruning"
 SPARSITY = 0.92  # of the Linear/Conv weights: 12.2-12.3x fewer nonzero parameters, biases included
 EPOCHS = {"lenet300_100": 30, "lenet5": 15}
 LRS = (0.01, 0.02)
-SCHEDULES = {"ours": ("gradual", "oneshot"), "torch": (None,)}
+#: ours: gradual (cubic) or one-shot pruning, fine-tuned on the labels or distilled from the dense
+#: original ("-distilled", ``TEACHER``); chosen on lenet300_100's validation split, reused for lenet5
+SCHEDULES = {"ours": ("gradual", "oneshot", "gradual-distilled", "oneshot-distilled"), "torch": (None,)}
+TEACHER = Distill(T=4.0, alpha=0.9, cache_teacher=True)  # as in the Deep Compression recipes
 CONV_EPOCHS = 5
 CONV_AMOUNT = 0.5
 REDUCTION_GOAL, DROP_GOAL, STRUCTURED_DROP_GOAL, SPEEDUP_GOAL, WALL_GOAL_MIN = 12.0, 0.3, 1.0, 1.6, 60.0
@@ -69,26 +74,6 @@ REDUCTION_GOAL, DROP_GOAL, STRUCTURED_DROP_GOAL, SPEEDUP_GOAL, WALL_GOAL_MIN = 1
 
 def _fit_config(lr: float, epochs: int, augment: bool = False) -> FitConfig:
     return FitConfig(epochs=epochs, lr=lr, batch_size=128, schedule="cosine", augment=augment, seed=0)
-
-
-def _stage(name: str, fresh: bool, run, cached_only: bool = False) -> dict | None:
-    """The cached result of stage ``name``, or run it (``run() -> dict``) and cache it; with
-    ``cached_only`` a stage not cached is skipped (None)."""
-    path = RUNS / f"{name}.json"
-    if path.exists() and not fresh:
-        print(f"[{name}] cached", flush=True)
-        return json.loads(path.read_text())
-    if cached_only:
-        print(f"[{name}] not finished, skipped (--cached-only)", flush=True)
-        return None
-    began, load = time.perf_counter(), os.getloadavg()[0]
-    result = run()
-    result["loadavg_at_start"] = load  # stages ran on a shared or an idle CPU: said beside their times
-    result["seconds"] = time.perf_counter() - began
-    write_atomically(path, (json.dumps(result, indent=2) + "\n").encode())
-    print(f"[{name}] {json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))})}",
-          flush=True)
-    return result
 
 
 def _stage_name(name: str, method: str, lr: float, schedule: str | None) -> str:
@@ -118,17 +103,27 @@ def _measure_sparse(model: nn.Module, data, stage: str) -> dict:
 
 
 def _ours(name: str, data, lr: float, schedule: str) -> dict:
+    """Global magnitude pruning of the kept ``name``, gradual or one shot, fine-tuned on the labels
+    or distilled from the dense original (Hinton et al. 2015; the retraining of the Deep
+    Compression recipes)."""
     model = load_model(CHECKPOINTS / f"{name}.safetensors")
     config = _fit_config(lr, EPOCHS[name])
     callbacks = []
-    if schedule == "gradual":
+    if schedule.startswith("gradual"):
         callbacks.append(GradualPrune(sparsity=SPARSITY, start=0.0, end=0.5, every=100, scope="global"))
     else:
         prune_(model, MagnitudePrune(sparsity=SPARSITY, scope="global"))
-    result = fit(model, data, config, callbacks=callbacks, progress=False)
+    if schedule.endswith("-distilled"):
+        with tempfile.TemporaryDirectory() as logits:
+            result = distill(model, load_model(CHECKPOINTS / f"{name}.safetensors"), data, TEACHER, config,
+                             out_dir=logits, callbacks=callbacks, progress=False)
+    else:
+        result = fit(model, data, config, callbacks=callbacks, progress=False)
     finalize_(model)
-    method = "GradualPrune, cubic" if schedule == "gradual" else "MagnitudePrune, one shot"
-    return {"method": f"netshrink {method} (global)", "schedule": schedule, "lr": lr,
+    method = "GradualPrune, cubic" if schedule.startswith("gradual") else "MagnitudePrune, one shot"
+    how = f", distilled from the dense original (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})" \
+        if schedule.endswith("-distilled") else ""
+    return {"method": f"netshrink {method} (global){how}", "schedule": schedule, "lr": lr,
             "fit_config": config.to_dict(), "history": result.history,
             **_measure_sparse(model, data, f"{name}-ours-{schedule}-lr{lr}-e{EPOCHS[name]}")}
 
@@ -197,13 +192,13 @@ def main() -> None:
                              "one and the substitution is recorded")
     args = parser.parse_args()
     began = time.perf_counter()
+    stages_kept = Stages(RUNS, args.fresh, args.cached_only)
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the CPU is shared: one thread per job avoids oversubscription
     data = load_dataset("fashion-mnist")
     measurements: dict = {"sparsity": SPARSITY, "models": {}}
     targets = []
     chosen: dict[str, tuple[float, str | None]] = {}
-    stages = [f"convnet-structured-e{CONV_EPOCHS}"]
     fallbacks: list[str] = []
     for name in ("lenet300_100", "lenet5"):
         baseline = load_model(CHECKPOINTS / f"{name}.safetensors")
@@ -220,18 +215,18 @@ def main() -> None:
             for lr, schedule in options:
                 stage = _stage_name(name, method, lr, schedule)
                 args_ = (name, data, lr, schedule) if schedule else (name, data, lr)
-                result = _stage(stage, args.fresh, lambda run=run, args_=args_: run(*args_), args.cached_only)
+                result = stages_kept.stage(stage, lambda run=run, args_=args_: run(*args_))
                 if result is not None:
-                    candidates[stage], stages = result, stages + [stage]
+                    candidates[stage] = result
             if len(candidates) < len(options):  # --cached-only: some candidates did not finish
                 fallbacks.append(f"{name} {method}: chosen among the finished candidates {sorted(candidates)} only")
             if not candidates:  # --cached-only and no candidate finished: report one that did
                 for lr, schedule in [(lr, schedule) for schedule in SCHEDULES[method] for lr in LRS]:
                     stage = _stage_name(name, method, lr, schedule)
-                    if (result := _stage(stage, False, None, cached_only=True)) is not None:
+                    if (result := stages_kept.finished(stage)) is not None:
                         fallbacks.append(f"{name} {method}: no candidate finished in time; {stage} is reported "
                                          "instead")
-                        candidates[stage], stages = result, stages + [stage]
+                        candidates[stage] = result
                         break
             best = max(candidates, key=lambda stage: candidates[stage]["val_acc"])
             chosen.setdefault(method, (candidates[best]["lr"], candidates[best].get("schedule")))
@@ -247,12 +242,11 @@ def main() -> None:
                    100 * (ours["test_acc"] - peer["test_acc"]), 0.0, ">="),
         ]
     conv_stage = f"convnet-structured-e{CONV_EPOCHS}"
-    conv = _stage(conv_stage, args.fresh, lambda: _structured(data), args.cached_only)
+    conv = stages_kept.stage(conv_stage, lambda: _structured(data))
     if conv is None:  # --cached-only: the finished run with the most epochs
         finished = sorted(RUNS.glob("convnet-structured-e*.json"), key=lambda p: int(p.stem.rsplit("-e", 1)[1]))
-        stages[0] = finished[-1].stem
-        conv = json.loads(finished[-1].read_text())
-        fallbacks.append(f"convnet: {conv_stage} did not finish in time; {stages[0]} is reported instead")
+        conv = stages_kept.finished(finished[-1].stem)
+        fallbacks.append(f"convnet: {conv_stage} did not finish in time; {finished[-1].stem} is reported instead")
     measurements["convnet_structured"] = conv
     measurements["fallbacks"] = fallbacks
     targets += [
@@ -261,8 +255,8 @@ def main() -> None:
         target("convnet half channels: speed-up at batch 256 (x)", conv["speedup"]["batch_256"], SPEEDUP_GOAL,
                ">="),
     ]
-    stage_results = {p.stem: json.loads(p.read_text()) for p in RUNS.glob("*.json") if p.stem in stages}
-    stage_minutes = sum(r["seconds"] for r in stage_results.values()) / 60
+    stage_results = {name: json.loads(stages_kept.path(name).read_text()) for name in stages_kept.seconds}
+    stage_minutes = stages_kept.minutes()
     measurements["stage_times"] = {
         stage: {"seconds": r["seconds"],
                 "machine": (f"idle apart from one other 1-thread job (load average {r['loadavg_at_start']:.1f} "
@@ -285,9 +279,12 @@ def main() -> None:
 def _markdown(m: dict, targets: list[dict]) -> str:
     lines = ["## Pruning (Fashion-MNIST)", "",
              f"`python benchmarks/pruning.py`. Global magnitude pruning to {m['sparsity']:.0%} of the Linear/Conv "
-             "weights from the kept baselines; our schedule chosen on lenet300_100's validation accuracy and reused "
+             "weights from the kept baselines; our schedule (gradual or one shot, fine-tuned on the labels or "
+             "distilled from the dense baseline) chosen on lenet300_100's validation accuracy and reused "
              "for lenet5, the learning rate chosen on each model's own validation split; test accuracy is "
-             "reported only.", "",
+             "reported only. Validation accuracy of every candidate: "
+             + "; ".join(f"{stage} {100 * acc:.2f}%" for runs in m["models"].values() for method in ("ours", "torch")
+                         for stage, acc in runs[method]["validation_of_candidates"].items()) + ".", "",
              "| model | method | test acc | baseline | nonzero params | reduction | .nsk bytes | dense fp32 bytes |",
              "|---|---|---|---|---|---|---|---|"]
     for name, runs in m["models"].items():
