@@ -93,13 +93,14 @@ def threshold_curve(model: nn.Module, split: Split, input_shape: Sequence[int] =
 
 
 def calibrate_thresholds(model: nn.Module, val: Split, max_drop: float | None = None, target_macs: float | None = None,
-              input_shape: Sequence[int] = ()) -> dict[str, Any]:
+                         input_shape: Sequence[int] = (), reference_accuracy: float | None = None) -> dict[str, Any]:
     """Set one threshold for every early exit, chosen on ``val``, and return its curve point.
 
     Exactly one target: ``max_drop`` (accuracy fraction, e.g. 0.005 = half a point) the cheapest
-    threshold at most that far below the last exit's accuracy; ``target_macs`` the most accurate
-    threshold whose average MACs per sample fit. A MACs target nothing fits is a one-line error
-    naming the cheapest point.
+    threshold at most that far below ``reference_accuracy`` (default: the last exit's accuracy on
+    ``val``; pass the network without exits' accuracy on the same split to bound the drop against
+    it); ``target_macs`` the most accurate threshold whose average MACs per sample fit. A target
+    nothing fits is a one-line error naming the closest point.
     """
     if (max_drop is None) == (target_macs is None):
         raise ConfigError("calibrate needs exactly one target: max_drop (accuracy) or target_macs")
@@ -108,7 +109,12 @@ def calibrate_thresholds(model: nn.Module, val: Split, max_drop: float | None = 
         if not 0.0 <= max_drop <= 1.0:
             raise ConfigError(f"max_drop is an accuracy fraction in [0, 1], got {max_drop}")
         full = next(p for p in curve if p["threshold"] == 1.0)["accuracy"]
-        fitting = [p for p in curve if p["accuracy"] >= full - max_drop - 1e-12]
+        reference = full if reference_accuracy is None else float(reference_accuracy)
+        fitting = [p for p in curve if p["accuracy"] >= reference - max_drop - 1e-12]
+        if not fitting:
+            best = max(curve, key=lambda p: (p["accuracy"], -p["macs"]))
+            raise ConfigError(f"no threshold is within {max_drop} of accuracy {reference:.4f}; the most accurate is "
+                              f"threshold {best['threshold']:.4f} at {best['accuracy']:.4f}")
         chosen = min(fitting, key=lambda p: (p["macs"], -p["accuracy"]))
     else:
         fitting = [p for p in curve if p["macs"] <= target_macs]

@@ -64,6 +64,18 @@ def test_curve_ends_are_all_first_and_all_last_and_calibration_matches_real_infe
     assert evaluate(exit_model, digits.val) == pytest.approx(chosen["accuracy"])  # dropping samples changes nothing
 
 
+def test_calibration_against_a_reference_accuracy(exit_model, digits):
+    full = threshold_curve(exit_model, digits.val, thresholds=[1.0])[0]["accuracy"]
+    own = calibrate_thresholds(exit_model, digits.val, max_drop=0.05)
+    stricter = calibrate_thresholds(exit_model, digits.val, max_drop=0.05, reference_accuracy=full + 0.03)
+    assert stricter["accuracy"] >= full + 0.03 - 0.05
+    assert stricter["macs"] >= own["macs"]  # a higher reference can only cost more
+    looser = calibrate_thresholds(exit_model, digits.val, max_drop=0.05, reference_accuracy=full - 0.2)
+    assert looser["macs"] <= own["macs"]
+    with pytest.raises(ConfigError, match="no threshold is within 0.0 of accuracy 1.1000"):
+        calibrate_thresholds(exit_model, digits.val, max_drop=0.0, reference_accuracy=1.1)
+
+
 def test_calibration_for_a_macs_target_and_one_nothing_fits(exit_model, digits):
     costs = exit_costs(exit_model)
     target = (costs[0] + costs[1]) / 2
