@@ -2,8 +2,9 @@
 
 Universally Slimmable Networks (Yu & Huang 2019): each step trains the widest width on the labels,
 the narrowest and ``n`` random widths in between on the widest one's soft predictions (in-place
-distillation, sec. 3.3-3.4; here mixed with the labels, see ``sandwich_loss``), all gradients summed before the one optimizer step (sec. 3.3,
-"sandwich rule": the widest and narrowest bound every width between). ``fit`` makes the widest
+distillation, sec. 3.3-3.4; here mixed with the labels, see ``sandwich_loss``), all gradients
+summed before the one optimizer step (sec. 3.3, "sandwich rule": the widest and narrowest bound
+every width between). ``fit`` makes the widest
 forward pass; this loss makes the others, so there is no second training loop. The random widths
 are drawn from the global torch RNG, which ``fit`` seeds and checkpoints, so a resumed run repeats
 them. Single process only (the extra passes bypass the DDP wrapper).
