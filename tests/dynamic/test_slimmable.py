@@ -64,25 +64,7 @@ def test_each_width_keeps_its_own_batchnorm_statistics(digits):
     assert [s.num_features for s in bn.stats] == [2, 4, 6, 8]
 
 
-def test_sandwich_loss_is_the_widest_cross_entropy_plus_distillation_of_the_others(digits):
-    torch.manual_seed(0)
-    model = create("lenet300_100", in_features=64)
-    slimmable_(model, Slimmable(widths=WIDTHS))
-    x, y = digits.train.x[:16], digits.train.y[:16]
-    logits = model(x)
-    loss = sandwich_loss(model, random_widths=0, alpha=1.0)(logits, x, y)
-    set_width(model, 0.25)
-    narrow = model(x)
-    set_width(model, 1.0)
-    teacher = F.softmax(logits.detach(), dim=-1)
-    expected = F.cross_entropy(logits, y) + F.kl_div(F.log_softmax(narrow, dim=-1), teacher, reduction="batchmean")
-    assert torch.allclose(loss, expected)
-    set_width(model, 0.5)
-    with pytest.raises(ConfigError, match="widest width"):
-        sandwich_loss(model)(logits, x, y)
-
-
-def test_sandwich_loss_alpha_mixes_the_labels_into_the_narrower_widths(digits):
+def test_sandwich_loss_is_the_widest_cross_entropy_plus_the_narrower_widths_taught_by_it(digits):
     torch.manual_seed(0)
     model = create("lenet300_100", in_features=64)
     slimmable_(model, Slimmable(widths=WIDTHS))
@@ -93,12 +75,15 @@ def test_sandwich_loss_alpha_mixes_the_labels_into_the_narrower_widths(digits):
     set_width(model, 1.0)
     soft = F.kl_div(F.log_softmax(narrow, dim=-1), F.softmax(logits.detach(), dim=-1), reduction="batchmean")
     wide_ce, narrow_ce = F.cross_entropy(logits, y), F.cross_entropy(narrow, y)
-    for alpha in (0.0, 0.3):
+    for alpha in (1.0, 0.3, 0.0):  # 1: in-place distillation alone; 0: the labels alone
         loss = sandwich_loss(model, random_widths=0, alpha=alpha)(logits, x, y)
         assert torch.allclose(loss, wide_ce + alpha * soft + (1 - alpha) * narrow_ce)
     for bad in (-0.1, 1.5, True, "0.5"):
         with pytest.raises(ConfigError, match="alpha"):
             sandwich_loss(model, alpha=bad)
+    set_width(model, 0.5)
+    with pytest.raises(ConfigError, match="widest width"):
+        sandwich_loss(model)(logits, x, y)
 
 
 def test_sandwich_rule_through_fit_trains_every_width(small):
