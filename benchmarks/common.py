@@ -83,6 +83,25 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
     write_atomically(BENCHMARKS_MD, text.encode())
 
 
+def fine_tune(model, data, config, teacher=None, distill_config=None, logits_dir=None, callbacks=()):
+    """``fit``'s result after training ``model`` on the labels, or, with a ``teacher``, distilled from
+    it (``netshrink.distill.distill`` with ``distill_config``; its teacher-logit cache kept in
+    ``logits_dir``, a temporary folder when None, so candidates sharing a folder compute it once)."""
+    import tempfile
+
+    from netshrink.distill import distill
+    from netshrink.train import fit
+
+    if teacher is None:
+        return fit(model, data, config, callbacks=callbacks, progress=False)
+    if logits_dir is None:
+        with tempfile.TemporaryDirectory() as folder:
+            return distill(model, teacher, data, distill_config, config, out_dir=folder, callbacks=callbacks,
+                           progress=False)
+    return distill(model, teacher, data, distill_config, config, out_dir=logits_dir, callbacks=callbacks,
+                   progress=False)
+
+
 def quick_subset(data, sizes: dict[str, int]):
     """``data`` with each named split cut to its first ``sizes[name]`` samples (``--quick`` runs)."""
     import dataclasses

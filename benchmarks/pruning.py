@@ -31,9 +31,7 @@ Writes ``benchmarks/results/pruning.json`` and the pruning section of BENCHMARKS
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from torch import nn  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     ROOT,
+    fine_tune,
     target,
     targets_markdown,
     update_benchmarks_md,
@@ -54,7 +53,7 @@ from benchmarks.stages import Stages  # noqa: E402
 from netshrink.codec.container import load, save  # noqa: E402
 from netshrink.core import finalize_  # noqa: E402
 from netshrink.data import load_dataset  # noqa: E402
-from netshrink.distill import Distill, distill  # noqa: E402
+from netshrink.distill import Distill  # noqa: E402
 from netshrink.measure import count_nonzero, count_parameters, dense_fp32_bytes, evaluate, measure_latency  # noqa: E402
 from netshrink.prune import GradualPrune, MagnitudePrune, StructuredPrune, prune_  # noqa: E402
 from netshrink.prune.masks import prunable_weights  # noqa: E402
@@ -115,16 +114,11 @@ def _ours(name: str, data, lr: float, schedule: str) -> dict:
         callbacks.append(GradualPrune(sparsity=SPARSITY, start=0.0, end=0.5, every=100, scope="global"))
     else:
         prune_(model, MagnitudePrune(sparsity=SPARSITY, scope="global"))
-    if schedule.endswith("-distilled"):
-        with tempfile.TemporaryDirectory() as logits:
-            result = distill(model, load_model(CHECKPOINTS / f"{name}.safetensors"), data, TEACHER, config,
-                             out_dir=logits, callbacks=callbacks, progress=False)
-    else:
-        result = fit(model, data, config, callbacks=callbacks, progress=False)
+    teacher = load_model(CHECKPOINTS / f"{name}.safetensors") if schedule.endswith("-distilled") else None
+    result = fine_tune(model, data, config, teacher, TEACHER, callbacks=callbacks)
     finalize_(model)
     method = "GradualPrune, cubic" if schedule.startswith("gradual") else "MagnitudePrune, one shot"
-    how = f", distilled from the dense original (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})" \
-        if schedule.endswith("-distilled") else ""
+    how = f", distilled from the dense original (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})" if teacher else ""
     return {"method": f"netshrink {method} (global){how}", "schedule": schedule, "lr": lr,
             "fit_config": config.to_dict(), "history": result.history,
             **_measure_sparse(model, data, f"{name}-ours-{schedule}-lr{lr}-e{EPOCHS[name]}")}
@@ -260,7 +254,7 @@ def main() -> None:
         target("convnet half channels: speed-up at batch 256 (x)", conv["speedup"]["batch_256"], SPEEDUP_GOAL,
                ">="),
     ]
-    stage_results = {name: json.loads(stages_kept.path(name).read_text()) for name in stages_kept.seconds}
+    stage_results = stages_kept.results
     stage_minutes = stages_kept.minutes()
     measurements["stage_times"] = {
         stage: {"seconds": r["seconds"],

@@ -57,7 +57,15 @@ import numpy as np
 import torch
 
 import netshrink
-from benchmarks.common import CHECKPOINTS, RESULTS, target, targets_markdown, update_benchmarks_md, write_results
+from benchmarks.common import (
+    CHECKPOINTS,
+    RESULTS,
+    fine_tune,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+    write_results,
+)
 from netshrink.codec.inspect import inspect_file
 from netshrink.distill import Distill
 from netshrink.measure import evaluate
@@ -116,8 +124,6 @@ def centroids_4bit(name: str, data, folder: Path) -> dict:
     ``CENTROID_4BIT_DISTILL``; Mishra & Marr 2018 train low-precision networks the same way)."""
     import dataclasses
 
-    from netshrink.distill import distill
-
     start = time.perf_counter()
     candidates = {}
     with tempfile.TemporaryDirectory() as logits:  # the fp32 teacher's logits, computed once
@@ -125,12 +131,8 @@ def centroids_4bit(name: str, data, folder: Path) -> dict:
             for teacher in ("labels", "fp32 teacher"):
                 model = checkpoint(name)
                 netshrink.apply_(model, Cluster(bits=4, init="linear"))
-                config = dataclasses.replace(CENTROID_4BIT_TRAIN, lr=lr)
-                if teacher == "labels":
-                    result = fit(model, data, config, progress=False)
-                else:
-                    result = distill(model, checkpoint(name), data, CENTROID_4BIT_DISTILL, config, out_dir=logits,
-                                     progress=False)
+                result = fine_tune(model, data, dataclasses.replace(CENTROID_4BIT_TRAIN, lr=lr),
+                                   None if teacher == "labels" else checkpoint(name), CENTROID_4BIT_DISTILL, logits)
                 tag = f"{name}-cluster + fine-tuned centroids-4-lr{lr:g}-{teacher.replace(' ', '-')}"
                 candidates[(lr, teacher)] = {**measured(model, data, folder, tag), "val_acc": result.val_acc,
                                              "lr": lr, "trained_on": teacher}
@@ -439,7 +441,7 @@ def main() -> None:
             publish(doc, start, complete=False)
     plot(doc["bits_sweep"], doc["conv_against_fc"], RESULTS / "quantization.png")
     doc["full_run_wall_seconds"] = time.perf_counter() - start
-    print(targets_markdown(publish(doc, start, complete=True)))
+    print(targets_markdown(publish(doc, start, complete=True, wall=doc["full_run_wall_seconds"])))
 
 
 if __name__ == "__main__":

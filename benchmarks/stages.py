@@ -29,21 +29,25 @@ class Stages:
 
     def __init__(self, root: Path, fresh: bool = False, cached_only: bool = False) -> None:
         self.root, self.fresh, self.cached_only = Path(root), fresh, cached_only
-        self.seconds: dict[str, float] = {}  # each reported stage's seconds, run now or before
+        self.results: dict[str, dict] = {}  # each reported stage's result, run now or before
         self.missing: list[str] = []
         self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Each reported stage's seconds, when it ran."""
+        return {name: result["seconds"] for name, result in self.results.items()}
 
     def path(self, name: str) -> Path:
         return self.root / f"{name}.json"
 
     def finished(self, name: str) -> dict | None:
-        """The kept result of stage ``name`` (counted in ``seconds``), or None."""
+        """The kept result of stage ``name`` (reported: counted in ``seconds``), or None."""
         path = self.path(name)
         if not path.exists():
             return None
-        result = json.loads(path.read_text())
-        self.seconds[name] = result["seconds"]
-        return result
+        self.results[name] = json.loads(path.read_text())
+        return self.results[name]
 
     def stage(self, name: str, work: Callable[[], dict]) -> dict | None:
         """The kept result of stage ``name``, or ``work()``'s, kept with ``seconds`` and the load
@@ -62,7 +66,7 @@ class Stages:
         result["loadavg_at_start"] = load
         write_atomically(self.path(name), (json.dumps(result, indent=2) + "\n").encode())
         print(f"[{name}] {result['seconds']:.0f} s", flush=True)
-        self.seconds[name] = result["seconds"]
+        self.results[name] = result
         return result
 
     def minutes(self) -> float:
