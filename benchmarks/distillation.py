@@ -505,6 +505,20 @@ def plot(sweep: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def runs_by_device(measured: dict) -> dict[str, int]:
+    """How many of the reported training runs ran on each device (runs can be reused from an
+    invocation on another machine, e.g. a GPU; rows from before devices were recorded ran on the CPU)."""
+    import collections
+
+    gap = [row for student in measured["gap"].values() for row in student["alone"] + student["distilled"]]
+    rows = (measured["sweep"]["rows"] + gap + [measured["ensemble"]["single"], measured["ensemble"]["ensemble"]]
+            + [measured["omit"]])
+    counts = collections.Counter(
+        row.get("device") or ("cpu (kept checkpoint)" if row.get("source", "").startswith("benchmarks/checkpoints/")
+                              else "cpu (not recorded)") for row in rows)
+    return dict(counts)
+
+
 def build_targets(measured: dict) -> list[dict]:
     """The issue's targets; a gap closure is undefined (and left out, see ``notes``) when the
     student alone is not below the teacher, which happens only at ``--quick`` budgets."""
@@ -569,6 +583,8 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
               f"{100 * omit['test_acc']:.2f}% -> {100 * omit['test_acc_after_bias']:.2f}%.", "",
               f"Training throughput, same run: {speed['samples_per_s']['cached']:.0f} samples/s with the "
               f"teacher-logit cache, {speed['samples_per_s']['live']:.0f} without ({speed['speedup']:.1f}x).", "",
+              "Training runs by device: " + ", ".join(f"{n} on {d}" for d, n in measured["runs_by_device"].items())
+              + " (the throughput runs ran in this invocation).", "",
               f"Wall time of this invocation: {measured['wall_seconds']:.0f} s, plus "
               f"{measured['reused_runs_seconds']:.0f} s of training runs finished by earlier invocations and reused "
               "(teachers trained once and kept).",
@@ -643,6 +659,7 @@ def main() -> None:
             print(f"{name}: done", flush=True)
     if args.stage != "all":
         return
+    measured["runs_by_device"] = runs_by_device(measured)
     measured["wall_seconds"] = time.perf_counter() - began
     measured["reused_runs_seconds"] = bench.reused_seconds
     measured["minutes_with_reused_runs"] = (measured["wall_seconds"] + bench.reused_seconds) / 60

@@ -10,14 +10,16 @@ Stages (each cached in ``runs/pruning/<stage>.json`` so a killed run resumes):
 - ``<model>-ours-<schedule>-lr<lr>-e<epochs>`` for lenet300_100 and lenet5: global magnitude pruning to
   ``SPARSITY`` either ``gradual`` (``GradualPrune``, Zhu & Gupta's cubic schedule over the first half
   of the fine-tuning) or ``oneshot`` (``MagnitudePrune``, then fine-tuning), fine-tuning the
-  baseline for ``EPOCHS`` epochs on the labels, or (``-distilled``) distilled from the dense
-  baseline (``TEACHER``); ``finalize_``; save a .nsk.
-- ``<model>-torch-lr<lr>-e<epochs>``: the peer, ``torch.nn.utils.prune.global_unstructured`` (L1) at the same
-  sparsity over the same layers, one shot, then the same fine-tuning budget (FitConfig).
-- the learning rate (from ``LRS``) and, for ours, the schedule (with or without the teacher) are
-  picked on lenet300_100's validation accuracy, separately for ours and the peer; lenet5 reuses the
-  pruning schedule (gradual or one shot) and picks the teacher and learning rate on its own
-  validation split (test accuracy is reported, never used to choose).
+  baseline for ``EPOCHS`` epochs on the labels, or distilled (``TEACHER``) from the dense baseline
+  (``-distilled``) or from the kept convnet (``-convnet``: a stronger teacher, the composition of
+  pruning with distillation); ``finalize_``; save a .nsk.
+- ``<model>-torch-[<teacher>-]lr<lr>-e<epochs>``: the peer, ``torch.nn.utils.prune.global_unstructured`` (L1)
+  at the same sparsity over the same layers, one shot, then fine-tuned exactly as ours (the same
+  FitConfig, and the same teacher when our chosen schedule has one).
+- the learning rate (from ``LRS``) and, for ours, the schedule (gradual or one shot, and which
+  teacher if any) are picked on lenet300_100's validation accuracy, separately for ours and the peer;
+  lenet5 reuses the schedule and picks the learning rate on its own validation split (test accuracy
+  is reported, never used to choose).
   Budgets are small (the benchmark machine's 2 cores are shared):
   ``EPOCHS`` fine-tuning epochs, training on 1 thread.
 - ``convnet-structured-e<epochs>``: ``StructuredPrune(amount=0.5)`` on every conv group (half the channels of
@@ -31,6 +33,7 @@ Writes ``benchmarks/results/pruning.json`` and the pruning section of BENCHMARKS
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -63,11 +66,13 @@ RUNS = ROOT / "runs" / "pruning"
 SPARSITY = 0.92  # of the Linear/Conv weights: 12.2-12.3x fewer nonzero parameters, biases included
 EPOCHS = {"lenet300_100": 30, "lenet5": 15}
 LRS = (0.01, 0.02)
-#: ours: gradual (cubic) or one-shot pruning, fine-tuned on the labels or distilled from the dense
-#: original ("-distilled", ``TEACHER``); chosen on lenet300_100's validation split (lenet5 picks the
-#: teacher again on its own)
-SCHEDULES = {"ours": ("gradual", "oneshot", "gradual-distilled", "oneshot-distilled"), "torch": (None,)}
+#: ours: gradual (cubic) or one-shot pruning, fine-tuned on the labels or distilled from a teacher
+#: (``TEACHERS``, the schedule's suffix); chosen on lenet300_100's validation split and reused by lenet5
+SCHEDULES = {"ours": tuple(f"{shape}{teacher}" for teacher in ("", "-distilled", "-convnet")
+                           for shape in ("gradual", "oneshot")), "torch": (None,)}
 TEACHER = Distill(T=4.0, alpha=0.9, cache_teacher=True)  # as in the Deep Compression recipes
+#: a schedule's teacher: the dense baseline itself, or the kept convnet (93% against the LeNets' 90-92%)
+TEACHERS = {"-distilled": None, "-convnet": CHECKPOINTS / "convnet.safetensors"}
 CONV_EPOCHS = 5
 CONV_AMOUNT = 0.5
 REDUCTION_GOAL, DROP_GOAL, STRUCTURED_DROP_GOAL, SPEEDUP_GOAL, WALL_GOAL_MIN = 12.0, 0.3, 1.0, 1.6, 60.0
@@ -78,7 +83,7 @@ def _fit_config(lr: float, epochs: int, augment: bool = False) -> FitConfig:
 
 
 def _stage_name(name: str, method: str, lr: float, schedule: str | None) -> str:
-    return f"{name}-{method}-{schedule + '-' if schedule else ''}lr{lr}-e{EPOCHS[name]}"
+    return f"{name}-{method}-{schedule.lstrip('-') + '-' if schedule else ''}lr{lr}-e{EPOCHS[name]}"
 
 
 def _per_layer(model: nn.Module) -> list[dict]:
@@ -114,27 +119,50 @@ def _ours(name: str, data, lr: float, schedule: str) -> dict:
         callbacks.append(GradualPrune(sparsity=SPARSITY, start=0.0, end=0.5, every=100, scope="global"))
     else:
         prune_(model, MagnitudePrune(sparsity=SPARSITY, scope="global"))
-    teacher = load_model(CHECKPOINTS / f"{name}.safetensors") if schedule.endswith("-distilled") else None
-    result = fine_tune(model, data, config, teacher, TEACHER, callbacks=callbacks)
+    suffix = _teacher_suffix(schedule)
+    teacher, logits = _teacher(name, suffix)
+    result = fine_tune(model, data, config, teacher, TEACHER, logits_dir=logits, callbacks=callbacks)
     finalize_(model)
     method = "GradualPrune, cubic" if schedule.startswith("gradual") else "MagnitudePrune, one shot"
-    how = f", distilled from the dense original (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})" if teacher else ""
-    return {"method": f"netshrink {method} (global){how}", "schedule": schedule, "lr": lr,
+    return {"method": f"netshrink {method} (global){_taught_by(suffix)}", "schedule": schedule, "lr": lr,
             "fit_config": config.to_dict(), "history": result.history,
             **_measure_sparse(model, data, f"{name}-ours-{schedule}-lr{lr}-e{EPOCHS[name]}")}
 
 
-def _torch_peer(name: str, data, lr: float) -> dict:
+def _teacher_suffix(schedule: str | None) -> str | None:
+    """The ``TEACHERS`` suffix a schedule ends with (None: fine-tuned on the labels)."""
+    return next((suffix for suffix in TEACHERS if schedule and schedule.endswith(suffix)), None)
+
+
+def _teacher(name: str, suffix: str | None) -> tuple[nn.Module | None, Path | None]:
+    """The teacher of ``suffix`` for model ``name`` and the folder of its logit cache (the convnet's
+    is computed once and shared by every candidate; the dense original's is each run's own)."""
+    if suffix is None:
+        return None, None
+    teacher = load_model(TEACHERS[suffix] or CHECKPOINTS / f"{name}.safetensors")
+    return teacher, RUNS / "teacher-logits-convnet" if suffix == "-convnet" else None
+
+
+def _taught_by(suffix: str | None) -> str:
+    source = {None: "", "-distilled": "the dense original", "-convnet": "the kept convnet"}[suffix]
+    return f", distilled from {source} (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})" if suffix else ""
+
+
+def _torch_peer(name: str, data, lr: float, teacher_suffix: str | None = None) -> dict:
+    """The peer, one-shot global L1 pruning with torch.nn.utils.prune, fine-tuned exactly as ours
+    (the same epochs, and the same teacher when ours was distilled)."""
     from torch.nn.utils import prune as torch_prune
 
     model = load_model(CHECKPOINTS / f"{name}.safetensors")
     params = [(m, "weight") for _, m, _ in prunable_weights(model)]
     torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=SPARSITY)
     config = _fit_config(lr, EPOCHS[name])
-    result = fit(model, data, config, progress=False)
+    teacher, logits = _teacher(name, teacher_suffix)
+    result = fine_tune(model, data, config, teacher, TEACHER, logits_dir=logits)
     for module, tensor_name in params:
         torch_prune.remove(module, tensor_name)
-    return {"method": "torch.nn.utils.prune.global_unstructured (L1, one shot)", "lr": lr,
+    return {"method": f"torch.nn.utils.prune.global_unstructured (L1, one shot){_taught_by(teacher_suffix)}",
+            "lr": lr, "schedule": teacher_suffix,
             "fit_config": config.to_dict(), "history": result.history,
             **_measure_sparse(model, data, f"{name}-torch-lr{lr}-e{EPOCHS[name]}")}
 
@@ -203,18 +231,16 @@ def main() -> None:
                 "dense_fp32_bytes": dense_fp32_bytes(baseline)}
         runs = {}
         for method, run in (("ours", _ours), ("torch", _torch_peer)):
-            if name == "lenet300_100":  # schedule and lr tuned on this model's validation split
+            if method == "torch":  # fine-tuned as ours: the teacher of our chosen schedule, the lr on validation
+                options = [(lr, _teacher_suffix(chosen["ours"][1])) for lr in LRS]
+            elif name == "lenet300_100":  # schedule and lr tuned on this model's validation split
                 options = [(lr, schedule) for schedule in SCHEDULES[method] for lr in LRS]
-            elif method == "ours":  # gradual or one shot from lenet300_100; labels or teacher, lr on its own
-                shape = chosen[method][1].removesuffix("-distilled")
-                options = [(lr, schedule) for schedule in (shape, f"{shape}-distilled") for lr in LRS]
-            else:  # the lr again on this model's validation split
+            else:  # the schedule (and teacher) of lenet300_100, the lr again on this model's validation split
                 options = [(lr, chosen[method][1]) for lr in LRS]
             candidates = {}
             for lr, schedule in options:
                 stage = _stage_name(name, method, lr, schedule)
-                args_ = (name, data, lr, schedule) if schedule else (name, data, lr)
-                result = stages_kept.stage(stage, lambda run=run, args_=args_: run(*args_))
+                result = stages_kept.stage(stage, functools.partial(run, name, data, lr, schedule))
                 if result is not None:
                     candidates[stage] = result
             if len(candidates) < len(options):  # --cached-only: some candidates did not finish
@@ -279,9 +305,10 @@ def _markdown(m: dict, targets: list[dict]) -> str:
     lines = ["## Pruning (Fashion-MNIST)", "",
              f"`python benchmarks/pruning.py`. Global magnitude pruning to {m['sparsity']:.0%} of the Linear/Conv "
              "weights from the kept baselines; our schedule (gradual or one shot, fine-tuned on the labels or "
-             "distilled from the dense baseline) chosen on lenet300_100's validation accuracy, the gradual or "
-             "one-shot part reused for lenet5, which picks the teacher again; the learning rate chosen on each "
-             "model's own validation split; test accuracy is reported only. Validation accuracy of every candidate: "
+             "distilled from the dense baseline or from the kept convnet) chosen on lenet300_100's validation "
+             "accuracy and reused for lenet5; the learning rate chosen on each model's own validation split; the "
+             "torch peer is fine-tuned exactly as ours (the same epochs and teacher, its lr chosen on validation); "
+             "test accuracy is reported only. Validation accuracy of every candidate: "
              + "; ".join(f"{stage} {100 * acc:.2f}%" for runs in m["models"].values() for method in ("ours", "torch")
                          for stage, acc in runs[method]["validation_of_candidates"].items()) + ".", "",
              "| model | method | test acc | baseline | nonzero params | reduction | .nsk bytes | dense fp32 bytes |",
