@@ -506,16 +506,17 @@ def plot(sweep: dict, path: Path) -> None:
 
 
 def runs_by_device(measured: dict) -> dict[str, int]:
-    """How many of the reported training runs ran on each device (runs can be reused from an
+    """How many of the distinct reported training runs ran on each device (runs can be reused from an
     invocation on another machine, e.g. a GPU; rows from before devices were recorded ran on the CPU)."""
     import collections
 
     gap = [row for student in measured["gap"].values() for row in student["alone"] + student["distilled"]]
     rows = (measured["sweep"]["rows"] + gap + [measured["ensemble"]["single"], measured["ensemble"]["ensemble"]]
             + [measured["omit"]])
+    distinct = {json.dumps(row, sort_keys=True): row for row in rows}.values()  # a run reported twice once
     counts = collections.Counter(
         row.get("device") or ("cpu (kept checkpoint)" if row.get("source", "").startswith("benchmarks/checkpoints/")
-                              else "cpu (not recorded)") for row in rows)
+                              else "cpu (not recorded)") for row in distinct)
     return dict(counts)
 
 
@@ -584,7 +585,9 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
               f"Training throughput, same run: {speed['samples_per_s']['cached']:.0f} samples/s with the "
               f"teacher-logit cache, {speed['samples_per_s']['live']:.0f} without ({speed['speedup']:.1f}x).", "",
               "Training runs by device: " + ", ".join(f"{n} on {d}" for d, n in measured["runs_by_device"].items())
-              + " (the throughput runs ran in this invocation).", "",
+              + (" (the runs on another device than this invocation's were trained by an earlier invocation "
+                 "with the same flags and that `--device`, then read back from `--out`)"
+                 if len(measured["runs_by_device"]) > 1 else "") + ".", "",
               f"Wall time of this invocation: {measured['wall_seconds']:.0f} s, plus "
               f"{measured['reused_runs_seconds']:.0f} s of training runs finished by earlier invocations and reused "
               "(teachers trained once and kept).",
