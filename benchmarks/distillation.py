@@ -1,28 +1,39 @@
 """Distillation benchmark (issue 9): Hinton et al. 2015 on Fashion-MNIST, convnet teachers.
 
     python benchmarks/distillation.py                    # every stage (resumable, see below)
+    python benchmarks/distillation.py --epochs 40 --seeds 3 --jobs 14 --device cuda   # as published
     python benchmarks/distillation.py --stage teachers   # train the 2 extra convnet teachers only
-    python benchmarks/distillation.py --stage gap --T 4  # one stage, T given instead of swept
+    python benchmarks/distillation.py --stage ensemble --T 2  # one stage, T given instead of swept
     python benchmarks/distillation.py --quick --out runs/distill-quick   # tiny budgets, proves the script
 
-Stages (each keeps its result in ``--out``, so a killed run continues where it stopped):
+Stages (every training run keeps its result in ``--out``, so a killed run continues where it stopped):
 
 - ``teachers``: two more convnets (seeds 1 and 2, the baselines recipe) beside the kept
   ``benchmarks/checkpoints/convnet.safetensors`` (seed 0), kept as
   ``benchmarks/checkpoints/convnet_seed{1,2}.safetensors``; their training is itself resumable.
-- ``sweep``: lenet300_100 distilled from the seed-0 convnet at T in (1, 2, 4, 8, 20), alpha 0.9,
-  with its baselines recipe (30 epochs, no augmentation, seed 0) and the teacher-logit cache; T is
-  picked on the validation split; a table and ``distillation_temperature.png``.
-- ``gap``: lenet300_100 and lenet5 distilled at the picked T and the next lower one (the better
-  on validation is reported), with the recipe (epochs, augmentation, seed) of their kept
-  checkpoints, which are the students trained alone; gap closure = (distilled - alone) /
-  (teacher - alone) in test accuracy.
+- ``sweep``: lenet300_100 (seed 0) distilled from the seed-0 convnet at T in (1, 2, 4, 8, 20),
+  alpha 0.9, with its baselines recipe (``--epochs`` aside); T is picked on the validation split;
+  a table and ``distillation_temperature.png``. The later stages but ``gap`` use that T.
+- ``gap``: lenet300_100 and lenet5, each trained alone and distilled with seeds 0..N-1
+  (``--seeds``), at every T of ``GAP_TEMPERATURES``; each student reported at the T with the best
+  mean validation accuracy; gap closure = (distilled - alone) / (teacher - alone) in mean test
+  accuracy, and per seed. A student alone is the kept baseline checkpoint only when that is exactly
+  the run asked for (one seed, its recipe); otherwise it is trained here with the distilled runs'
+  warm-up, so that alone and distilled differ only in the teacher.
 - ``ensemble``: lenet300_100 taught by the 3 convnets (softened outputs averaged) against the
   same student taught by the best single one (best on validation).
 - ``omit``: class 3 (Dress) left out of the transfer set; that class's test accuracy before and
   after the bias adjustment chosen on validation (Hinton et al. 2015, sec. 3).
 - ``throughput``: training samples/s of the same student and teacher with and without the
-  teacher-logit cache, measured in the same run.
+  teacher-logit cache, no augmentation, run one after the other in the reporting process.
+
+``--augment`` trains every student, alone and distilled, with online crop/flip augmentation, the
+distilled ones from live teachers that see the same augmented batches (Beyer et al. 2022's
+consistent teaching; a logit cache cannot hold augmented views). ``--jobs N`` plans the training
+runs of the stages up front (``planned_runs``) and trains them in N processes at once (on a GPU,
+small models leave it mostly idle, so parallel runs add up); the stages then read them back. Each
+run records its device, so runs trained on a GPU can be reported by a later CPU invocation with
+the same training flags and ``--out``.
 
 ``--views K`` makes the transfer set the training split plus K-1 copies of it randomly cropped and
 flipped once, with a fixed seed (offline augmentation, Hinton et al. 2015 sec. 3's "transfer set"):
@@ -188,14 +199,15 @@ class Bench:
                 f"{f'_views{self.views}' if self.views > 1 else ''}")
 
     def _kept_alone(self, name: str, seed: int):
-        """The kept baseline checkpoint of ``name`` when it is this student alone (seed 0, its recipe
-        without augmentation or views, the FitConfig stored in training.json), else None."""
+        """The kept baseline checkpoint of ``name`` when it is this student alone (one seed, 0, its
+        recipe without augmentation or views, the FitConfig stored in training.json), else None:
+        with several seeds every one is trained here, so that their mean mixes no recipes."""
         from netshrink.train import FitConfig
 
         config = FitConfig(seed=seed, **{**self.recipe(name), "augment": self.augment})
         training = json.loads((CHECKPOINTS / "training.json").read_text()) if not self.quick else {}
         kept = CHECKPOINTS / f"{name}.safetensors"
-        if seed == 0 and self.views == 1 and kept.exists() and _same_config(
+        if len(self.seeds) == 1 and seed == 0 and self.views == 1 and kept.exists() and _same_config(
                 training.get(name, {}).get("fit_config"), config):
             return kept, config
         return None, config
@@ -413,15 +425,15 @@ def stage_throughput(bench: Bench, T: float) -> dict:
     live = bench.distilled(SWEEP_STUDENT, (0,), T, cache=False, epochs=epochs, augment=False)
     rate = {name: max(row["samples_per_s"]) for name, row in (("cached", cached), ("live", live))}
     return {"epochs": epochs, "samples_per_s": rate, "speedup": rate["cached"] / rate["live"],
+            "runs": {"cached": cached, "live": live},
             "note": "best epoch of each run (the machine is shared; the best epoch is the least disturbed); "
                     "the cache's one-time teacher pass is not in the cached figure"}
 
 
 def planned_runs(bench: Bench, T: float | None) -> list[tuple[str, dict]]:
     """The training runs the stages will ask for, as ``(kind, arguments)`` without duplicates:
-    before the sweep (``T`` None) the gap stage's and the sweep's, after it the ensemble's, the
-    omitted class's and the throughput runs. ``prefetch`` trains them in parallel; the stages then
-    find them finished."""
+    before the sweep (``T`` None) the gap stage's and the sweep's, after it the ensemble's and the
+    omitted class's. ``prefetch`` trains them in parallel; the stages then find them finished."""
     if T is None:
         specs = [("alone", {"name": name, "seed": seed}) for name in bench.students for seed in bench.seeds]
         specs += [("distilled", {"student": name, "seeds": (0,), "T": t, "seed": seed})
@@ -433,8 +445,7 @@ def planned_runs(bench: Bench, T: float | None) -> list[tuple[str, dict]]:
                  for seeds in ((best_seed,), TEACHER_SEEDS)]
         specs.append(("distilled", {"student": SWEEP_STUDENT, "seeds": (0,), "T": T, "seed": 0,
                                     "omit": (OMITTED_CLASS,)}))
-        specs += [("distilled", {"student": SWEEP_STUDENT, "seeds": (0,), "T": T, "seed": 0, "cache": cache,
-                                 "epochs": throughput_epochs(bench), "augment": False}) for cache in (True, False)]
+        # the throughput runs are left to their stage: timed one after the other, not beside other runs
     unique, folders = [], set()
     for kind, kwargs in specs:
         folder = bench.alone_run(**kwargs) if kind == "alone" else bench.distilled_run(**kwargs)
@@ -512,7 +523,7 @@ def runs_by_device(measured: dict) -> dict[str, int]:
 
     gap = [row for student in measured["gap"].values() for row in student["alone"] + student["distilled"]]
     rows = (measured["sweep"]["rows"] + gap + [measured["ensemble"]["single"], measured["ensemble"]["ensemble"]]
-            + [measured["omit"]])
+            + [measured["omit"]] + list(measured["throughput"]["runs"].values()))
     distinct = {json.dumps(row, sort_keys=True): row for row in rows}.values()  # a run reported twice once
     counts = collections.Counter(
         row.get("device") or ("cpu (kept checkpoint)" if row.get("source", "").startswith("benchmarks/checkpoints/")
@@ -586,7 +597,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
               f"teacher-logit cache, {speed['samples_per_s']['live']:.0f} without ({speed['speedup']:.1f}x).", "",
               "Training runs by device: " + ", ".join(f"{n} on {d}" for d, n in measured["runs_by_device"].items())
               + (" (the runs on another device than this invocation's were trained by an earlier invocation "
-                 "with the same flags and that `--device`, then read back from `--out`)"
+                 "with the same training flags and that `--device`, then read back from `--out`)"
                  if len(measured["runs_by_device"]) > 1 else "") + ".", "",
               f"Wall time of this invocation: {measured['wall_seconds']:.0f} s, plus "
               f"{measured['reused_runs_seconds']:.0f} s of training runs finished by earlier invocations and reused "
@@ -647,7 +658,9 @@ def main() -> None:
     parallel = args.jobs > 1 and args.stage == "all"
     if parallel:
         prefetch(bench, planned_runs(bench, None), args.jobs, bench_args, args.data_dir)
-    if args.T is not None and args.stage not in ("all", "sweep"):
+    if args.stage == "gap":  # each student picks its own T among GAP_TEMPERATURES
+        T = None
+    elif args.T is not None and args.stage not in ("all", "sweep"):
         T = args.T
     else:
         measured["sweep"] = stage_sweep(bench)

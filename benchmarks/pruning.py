@@ -67,9 +67,10 @@ SPARSITY = 0.92  # of the Linear/Conv weights: 12.2-12.3x fewer nonzero paramete
 EPOCHS = {"lenet300_100": 30, "lenet5": 15}
 LRS = (0.01, 0.02)
 #: ours: gradual (cubic) or one-shot pruning, fine-tuned on the labels or distilled from a teacher
-#: (``TEACHERS``, the schedule's suffix); chosen on lenet300_100's validation split and reused by lenet5
+#: (``TEACHERS``, the schedule's suffix); chosen on lenet300_100's validation split and reused by lenet5.
+#: The peer has no schedule of its own: it takes the teacher (suffix) of our reported run.
 SCHEDULES = {"ours": tuple(f"{shape}{teacher}" for teacher in ("", "-distilled", "-convnet")
-                           for shape in ("gradual", "oneshot")), "torch": (None,)}
+                           for shape in ("gradual", "oneshot")), "torch": (None, "-distilled", "-convnet")}
 TEACHER = Distill(T=4.0, alpha=0.9, cache_teacher=True)  # as in the Deep Compression recipes
 #: a schedule's teacher: the dense baseline itself, or the kept convnet (93% against the LeNets' 90-92%)
 TEACHERS = {"-distilled": None, "-convnet": CHECKPOINTS / "convnet.safetensors"}
@@ -164,7 +165,7 @@ def _torch_peer(name: str, data, lr: float, teacher_suffix: str | None = None) -
     return {"method": f"torch.nn.utils.prune.global_unstructured (L1, one shot){_taught_by(teacher_suffix)}",
             "lr": lr, "schedule": teacher_suffix,
             "fit_config": config.to_dict(), "history": result.history,
-            **_measure_sparse(model, data, f"{name}-torch-lr{lr}-e{EPOCHS[name]}")}
+            **_measure_sparse(model, data, _stage_name(name, "torch", lr, teacher_suffix))}
 
 
 def _latency(model: nn.Module, shape) -> dict:
@@ -231,8 +232,9 @@ def main() -> None:
                 "dense_fp32_bytes": dense_fp32_bytes(baseline)}
         runs = {}
         for method, run in (("ours", _ours), ("torch", _torch_peer)):
-            if method == "torch":  # fine-tuned as ours: the teacher of our chosen schedule, the lr on validation
-                options = [(lr, _teacher_suffix(chosen["ours"][1])) for lr in LRS]
+            if method == "torch":  # fine-tuned as ours: the teacher of our reported run, the lr on validation
+                teacher = _teacher_suffix(runs["ours"]["schedule"])
+                options = [(lr, teacher) for lr in LRS]
             elif name == "lenet300_100":  # schedule and lr tuned on this model's validation split
                 options = [(lr, schedule) for schedule in SCHEDULES[method] for lr in LRS]
             else:  # the schedule (and teacher) of lenet300_100, the lr again on this model's validation split
@@ -246,7 +248,9 @@ def main() -> None:
             if len(candidates) < len(options):  # --cached-only: some candidates did not finish
                 fallbacks.append(f"{name} {method}: chosen among the finished candidates {sorted(candidates)} only")
             if not candidates:  # --cached-only and no candidate finished: report one that did
-                for lr, schedule in [(lr, schedule) for schedule in SCHEDULES[method] for lr in LRS]:
+                ranked = SCHEDULES[method] if method == "ours" else sorted(  # the peer: our teacher first
+                    SCHEDULES[method], key=lambda suffix: suffix != teacher)
+                for lr, schedule in [(lr, schedule) for schedule in ranked for lr in LRS]:
                     stage = _stage_name(name, method, lr, schedule)
                     if (result := stages_kept.finished(stage)) is not None:
                         fallbacks.append(f"{name} {method}: no candidate finished in time; {stage} is reported "
