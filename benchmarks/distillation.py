@@ -149,6 +149,42 @@ def with_views(data, views: int, seed: int = 0):
     return dataclasses.replace(data, train=Split(torch.cat(copies), y.repeat(views)))
 
 
+def parse_epochs(text: str | None) -> dict[str, int] | None:
+    """``--epochs``: ``N`` for every student, or ``name=N,name=N`` per student (the others keep their
+    recipe's); alone and distilled alike."""
+    if not text:
+        return None
+    try:
+        if "=" not in text:
+            return {name: _positive(text) for name in STUDENTS}
+        pairs = dict(item.split("=", 1) for item in text.split(","))
+        if unknown := set(pairs) - set(STUDENTS):
+            raise ValueError(f"unknown student(s) {sorted(unknown)}")
+        return {name: _positive(value) for name, value in pairs.items()}
+    except ValueError as error:
+        raise SystemExit(f"--epochs {text!r}: {error}; give N or e.g. lenet300_100=200,lenet5=40") from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{value} epochs")
+    return value
+
+
+def _epochs_text(epochs: dict[str, int]) -> str:
+    """``40`` when every student has the same count, else ``200 (lenet300_100) / 40 (lenet5)``."""
+    counts = set(epochs.values())
+    if len(counts) == 1 and set(epochs) == set(STUDENTS):
+        return str(counts.pop())
+    return " / ".join(f"{n} ({name})" for name, n in epochs.items())
+
+
+def _epochs_flag(epochs: dict[str, int]) -> str:
+    text = _epochs_text(epochs)
+    return text if text.isdigit() else ",".join(f"{name}={n}" for name, n in epochs.items())
+
+
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
 
@@ -157,14 +193,16 @@ class Bench:
     """Shared state of the stages: data, teachers, and the run folder where every finished
     training run leaves ``result.json`` (a rerun reuses it; a killed run resumes from its checkpoint)."""
 
-    def __init__(self, data, out: Path, device: str, quick: bool, views: int = 1, epochs: int | None = None,
+    def __init__(self, data, out: Path, device: str, quick: bool, views: int = 1,
+                 epochs: int | dict[str, int] | None = None,
                  students: tuple[str, ...] = STUDENTS, augment: bool = False, seeds: int = 1,
                  evaluate_teachers: bool = True) -> None:
         from netshrink.measure import evaluate
         from netshrink.train import load_model
 
         self.data, self.out, self.device, self.quick = with_views(data, views), out, device, quick
-        self.views, self.epochs, self.students, self.augment = views, epochs, students, augment
+        self.views, self.students, self.augment = views, students, augment
+        self.epochs = {name: epochs for name in STUDENTS} if isinstance(epochs, int) else dict(epochs or {})
         self.seeds = tuple(range(seeds))  # of the students in the gap stage
         self.reused_seconds = 0.0  # of the training runs finished by an earlier invocation and reused
         self._counted: set[Path] = set()  # runs made or already counted by this invocation
@@ -178,8 +216,9 @@ class Bench:
                     self.teachers[seed].update(val_acc=evaluate(model, data.val), test_acc=evaluate(model, data.test))
 
     def recipe(self, name: str) -> dict:
-        """A student's recipe: its baselines recipe, with ``--epochs`` when given."""
-        return {**recipe(name, self.quick), **({"epochs": self.epochs} if self.epochs and not self.quick else {})}
+        """A student's recipe: its baselines recipe, with its ``--epochs`` when given."""
+        given = self.epochs.get(name) if not self.quick else None
+        return {**recipe(name, self.quick), **({"epochs": given} if given else {})}
 
     def teacher_models(self, seeds: tuple[int, ...]):
         missing = [s for s in seeds if s not in self.teachers]
@@ -556,7 +595,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
     sweep, gap, ens, omit, speed = (measured[k] for k in ("sweep", "gap", "ensemble", "omit", "throughput"))
     flags = "".join([" --quick" if quick else "", " --augment" if measured["augment"] else "",
                      f" --views {measured['views']}" if measured["views"] > 1 else "",
-                     f" --epochs {measured['student_epochs']}" if measured["student_epochs"] else "",
+                     f" --epochs {_epochs_flag(measured['student_epochs'])}" if measured["student_epochs"] else "",
                      f" --seeds {measured['student_seeds']}" if measured["student_seeds"] > 1 else "",
                      f" --jobs {measured['jobs']}" if measured["jobs"] > 1 else "",
                      f" --device {measured['device_arg']}" if measured["device_arg"] != "cpu" else ""])
@@ -567,7 +606,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
              f"`python benchmarks/distillation.py{flags}`{' (tiny budgets, not the real figures)' if quick else ''}"
              f" on {measured['device']}; teacher: the kept convnet (seed 0); alpha = {ALPHA}; every student with "
              "its baselines recipe"
-             + (f" but {measured['student_epochs']} epochs" if measured["student_epochs"] else "")
+             + (f" but {_epochs_text(measured['student_epochs'])} epochs" if measured["student_epochs"] else "")
              + f"; {training}"
              + (f"; transfer set: the training split and {measured['views'] - 1} fixed crop/flip copies"
                 if measured["views"] > 1 else "")
@@ -619,8 +658,9 @@ def main() -> None:
                         help="comma-separated students of the gap stage (default: all)")
     parser.add_argument("--views", type=int, default=1,
                         help="transfer set: the training split plus views-1 fixed crop/flip copies (every student)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="every student this many epochs instead of its recipe's (alone and distilled alike)")
+    parser.add_argument("--epochs", default=None,
+                        help="N: every student N epochs instead of its recipe's; or per student, e.g. "
+                             "lenet300_100=200,lenet5=40 (alone and distilled alike)")
     parser.add_argument("--augment", action="store_true",
                         help="every student, alone and distilled, with online crop/flip augmentation; distilled "
                              "ones from live teachers that see the same augmented batches (no logit cache)")
@@ -649,12 +689,14 @@ def main() -> None:
     if unknown := set(students) - set(STUDENTS):
         raise SystemExit(f"--students: unknown {sorted(unknown)}; choose from {list(STUDENTS)}")
     bench_args = {"out": out, "device": args.device, "quick": args.quick, "views": args.views,
-                  "epochs": args.epochs, "students": students, "augment": args.augment, "seeds": args.seeds}
+                  "epochs": parse_epochs(args.epochs), "students": students, "augment": args.augment,
+                  "seeds": args.seeds}
     bench = Bench(data, **bench_args)
     measured = {"device": _device_name(args.device), "device_arg": args.device, "views": args.views,
                 "augment": args.augment,
                 "student_seeds": args.seeds, "jobs": args.jobs,
-                "student_epochs": None if args.quick else args.epochs, "distilled_warmup_epochs": WARMUP_EPOCHS}
+                "student_epochs": None if args.quick else bench_args["epochs"],
+                "distilled_warmup_epochs": WARMUP_EPOCHS}
     parallel = args.jobs > 1 and args.stage == "all"
     if parallel:
         prefetch(bench, planned_runs(bench, None), args.jobs, bench_args, args.data_dir)
