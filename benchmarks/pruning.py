@@ -66,14 +66,16 @@ RUNS = ROOT / "runs" / "pruning"
 SPARSITY = 0.92  # of the Linear/Conv weights: 12.2-12.3x fewer nonzero parameters, biases included
 EPOCHS = {"lenet300_100": 30, "lenet5": 15}
 LRS = (0.01, 0.02)
+TEACHER = Distill(T=4.0, alpha=0.9, cache_teacher=True)  # as in the Deep Compression recipes
+#: a schedule's teacher by its suffix, as (checkpoint, description): the dense baseline itself (None:
+#: the pruned model's own), or the kept convnet (93% against the LeNets' 90-92%)
+TEACHERS = {"-distilled": (None, "the dense original"),
+            "-convnet": (CHECKPOINTS / "convnet.safetensors", "the kept convnet")}
 #: ours: gradual (cubic) or one-shot pruning, fine-tuned on the labels or distilled from a teacher
 #: (``TEACHERS``, the schedule's suffix); chosen on lenet300_100's validation split and reused by lenet5.
 #: The peer has no schedule of its own: it takes the teacher (suffix) of our reported run.
-SCHEDULES = {"ours": tuple(f"{shape}{teacher}" for teacher in ("", "-distilled", "-convnet")
-                           for shape in ("gradual", "oneshot")), "torch": (None, "-distilled", "-convnet")}
-TEACHER = Distill(T=4.0, alpha=0.9, cache_teacher=True)  # as in the Deep Compression recipes
-#: a schedule's teacher: the dense baseline itself, or the kept convnet (93% against the LeNets' 90-92%)
-TEACHERS = {"-distilled": None, "-convnet": CHECKPOINTS / "convnet.safetensors"}
+SCHEDULES = {"ours": tuple(f"{shape}{teacher}" for teacher in ("", *TEACHERS) for shape in ("gradual", "oneshot")),
+             "torch": (None, *TEACHERS)}
 CONV_EPOCHS = 5
 CONV_AMOUNT = 0.5
 REDUCTION_GOAL, DROP_GOAL, STRUCTURED_DROP_GOAL, SPEEDUP_GOAL, WALL_GOAL_MIN = 12.0, 0.3, 1.0, 1.6, 60.0
@@ -127,7 +129,7 @@ def _ours(name: str, data, lr: float, schedule: str) -> dict:
     method = "GradualPrune, cubic" if schedule.startswith("gradual") else "MagnitudePrune, one shot"
     return {"method": f"netshrink {method} (global){_taught_by(suffix)}", "schedule": schedule, "lr": lr,
             "fit_config": config.to_dict(), "history": result.history,
-            **_measure_sparse(model, data, f"{name}-ours-{schedule}-lr{lr}-e{EPOCHS[name]}")}
+            **_measure_sparse(model, data, _stage_name(name, "ours", lr, schedule))}
 
 
 def _teacher_suffix(schedule: str | None) -> str | None:
@@ -136,17 +138,21 @@ def _teacher_suffix(schedule: str | None) -> str | None:
 
 
 def _teacher(name: str, suffix: str | None) -> tuple[nn.Module | None, Path | None]:
-    """The teacher of ``suffix`` for model ``name`` and the folder of its logit cache (the convnet's
-    is computed once and shared by every candidate; the dense original's is each run's own)."""
+    """The teacher of ``suffix`` for model ``name`` and the folder of its logit cache: a teacher kept
+    in its own file (the convnet) is the same for every candidate and model, so its logits are
+    computed once and shared; the dense original's are each run's own."""
     if suffix is None:
         return None, None
-    teacher = load_model(TEACHERS[suffix] or CHECKPOINTS / f"{name}.safetensors")
-    return teacher, RUNS / "teacher-logits-convnet" if suffix == "-convnet" else None
+    path = TEACHERS[suffix][0]
+    if path is None:
+        return load_model(CHECKPOINTS / f"{name}.safetensors"), None
+    return load_model(path), RUNS / f"teacher-logits-{path.stem}"
 
 
 def _taught_by(suffix: str | None) -> str:
-    source = {None: "", "-distilled": "the dense original", "-convnet": "the kept convnet"}[suffix]
-    return f", distilled from {source} (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})" if suffix else ""
+    if suffix is None:
+        return ""
+    return f", distilled from {TEACHERS[suffix][1]} (T {TEACHER.T:g}, alpha {TEACHER.alpha:g})"
 
 
 def _torch_peer(name: str, data, lr: float, teacher_suffix: str | None = None) -> dict:
