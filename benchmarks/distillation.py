@@ -237,10 +237,14 @@ class Bench:
         return (f"{f'_s{seed}' if seed else ''}{'_aug' if self.augment else ''}"
                 f"{f'_views{self.views}' if self.views > 1 else ''}")
 
-    def _kept_alone(self, name: str, seed: int):
+    def _alone_setup(self, name: str, seed: int):
         """The kept baseline checkpoint of ``name`` when it is this student alone (one seed, 0, its
-        recipe without augmentation or views, the FitConfig stored in training.json), else None:
-        with several seeds every one is trained here, so that their mean mixes no recipes."""
+        recipe without augmentation or views, the FitConfig stored in training.json), its FitConfig,
+        and the run folder (None with the checkpoint). With several seeds every one is trained here,
+        so that their mean mixes no recipes; a run trained here takes the distilled runs' warm-up,
+        so that alone and distilled differ only in the teacher."""
+        import dataclasses
+
         from netshrink.train import FitConfig
 
         config = FitConfig(seed=seed, **{**self.recipe(name), "augment": self.augment})
@@ -248,35 +252,25 @@ class Bench:
         kept = CHECKPOINTS / f"{name}.safetensors"
         if len(self.seeds) == 1 and seed == 0 and self.views == 1 and kept.exists() and _same_config(
                 training.get(name, {}).get("fit_config"), config):
-            return kept, config
-        return None, config
+            return kept, config, None
+        config = dataclasses.replace(config, warmup_epochs=WARMUP_EPOCHS)
+        run = self.out / f"{name}_alone_e{config.epochs}_w{config.warmup_epochs}{self._suffix(seed)}"
+        return None, config, run
 
     def alone_run(self, name: str, seed: int = 0) -> Path | None:
         """The run folder of ``name`` trained alone with ``seed`` (None: the kept checkpoint is it)."""
-        import dataclasses
-
-        kept, config = self._kept_alone(name, seed)
-        if kept is not None:
-            return None
-        config = dataclasses.replace(config, warmup_epochs=WARMUP_EPOCHS)
-        return self.out / f"{name}_alone_e{config.epochs}_w{config.warmup_epochs}{self._suffix(seed)}"
+        return self._alone_setup(name, seed)[2]
 
     def alone(self, name: str, seed: int = 0) -> dict:
-        """The student trained alone with its recipe: the kept baseline checkpoint when it was trained
-        with exactly this FitConfig, else trained here, with the distilled students' warm-up (so that
-        alone and distilled differ only in the teacher)."""
-        import dataclasses
-
+        """The student trained alone with its recipe (see ``_alone_setup``)."""
         from netshrink.measure import evaluate
         from netshrink.train import fit, load_model
 
-        kept, config = self._kept_alone(name, seed)
+        kept, config, run = self._alone_setup(name, seed)
         if kept is not None:
             model = load_model(kept)
             return {"source": f"benchmarks/checkpoints/{kept.name}", "seed": 0, "fit_config": config.to_dict(),
                     "val_acc": evaluate(model, self.data.val), "test_acc": evaluate(model, self.data.test)}
-        config = dataclasses.replace(config, warmup_epochs=WARMUP_EPOCHS)
-        run = self.alone_run(name, seed)
         done = run / "result.json"
         if done.exists():
             return self._reused(done)
@@ -291,6 +285,14 @@ class Bench:
         write_atomically(done, (json.dumps(row, indent=2) + "\n").encode())
         self._counted.add(done)
         return row
+
+    def run_folder(self, kind: str, kwargs: dict) -> Path | None:
+        """The folder of a planned run: ``kind`` "alone" or "distilled", with that method's arguments."""
+        return self.alone_run(**kwargs) if kind == "alone" else self.distilled_run(**kwargs)
+
+    def run(self, kind: str, kwargs: dict) -> dict:
+        """A planned run's result (trained now, or reused)."""
+        return self.alone(**kwargs) if kind == "alone" else self.distilled(**kwargs)
 
     def _reused(self, done: Path) -> dict:
         """A finished run's kept result; its training seconds count towards the benchmark's time."""
@@ -438,9 +440,14 @@ def stage_gap(bench: Bench, T: float | None = None) -> dict:
     return out
 
 
+def best_single_teacher(bench: Bench) -> int:
+    """The seed of the teacher with the best validation accuracy."""
+    return max(TEACHER_SEEDS, key=lambda s: bench.teachers[s]["val_acc"] if s in bench.teachers else -1)
+
+
 def stage_ensemble(bench: Bench, T: float) -> dict:
     """The 3 convnets as one ensemble against the best single one (best on validation)."""
-    best_seed = max(TEACHER_SEEDS, key=lambda s: bench.teachers[s]["val_acc"] if s in bench.teachers else -1)
+    best_seed = best_single_teacher(bench)
     single = bench.distilled(SWEEP_STUDENT, (best_seed,), T)
     ensemble = bench.distilled(SWEEP_STUDENT, TEACHER_SEEDS, T)
     return {"best_single_seed": best_seed, "single": single, "ensemble": ensemble,
@@ -452,14 +459,10 @@ def stage_omit(bench: Bench, T: float) -> dict:
     return bench.distilled(SWEEP_STUDENT, (0,), T, omit=(OMITTED_CLASS,))
 
 
-def throughput_epochs(bench: Bench) -> int:
-    return QUICK_EPOCHS if bench.quick else 2
-
-
 def stage_throughput(bench: Bench, T: float) -> dict:
     """Training samples/s with and without the logit cache, same student and teacher, no
     augmentation (the cache needs none)."""
-    epochs = throughput_epochs(bench)
+    epochs = QUICK_EPOCHS if bench.quick else 2
     cached = bench.distilled(SWEEP_STUDENT, (0,), T, cache=True, epochs=epochs, augment=False)
     live = bench.distilled(SWEEP_STUDENT, (0,), T, cache=False, epochs=epochs, augment=False)
     rate = {name: max(row["samples_per_s"]) for name, row in (("cached", cached), ("live", live))}
@@ -479,15 +482,14 @@ def planned_runs(bench: Bench, T: float | None) -> list[tuple[str, dict]]:
                   for name in bench.students for seed in bench.seeds for t in GAP_TEMPERATURES]
         specs += [("distilled", {"student": SWEEP_STUDENT, "seeds": (0,), "T": t, "seed": 0}) for t in TEMPERATURES]
     else:
-        best_seed = max(TEACHER_SEEDS, key=lambda s: bench.teachers[s]["val_acc"] if s in bench.teachers else -1)
         specs = [("distilled", {"student": SWEEP_STUDENT, "seeds": seeds, "T": T, "seed": 0})
-                 for seeds in ((best_seed,), TEACHER_SEEDS)]
+                 for seeds in ((best_single_teacher(bench),), TEACHER_SEEDS)]
         specs.append(("distilled", {"student": SWEEP_STUDENT, "seeds": (0,), "T": T, "seed": 0,
                                     "omit": (OMITTED_CLASS,)}))
         # the throughput runs are left to their stage: timed one after the other, not beside other runs
     unique, folders = [], set()
     for kind, kwargs in specs:
-        folder = bench.alone_run(**kwargs) if kind == "alone" else bench.distilled_run(**kwargs)
+        folder = bench.run_folder(kind, kwargs)
         if folder is not None and folder not in folders:
             folders.add(folder)
             unique.append((kind, kwargs))
@@ -511,11 +513,10 @@ def _start_worker(bench_args: dict, data_dir: str | None) -> None:
 
 def _train(kind: str, kwargs: dict) -> tuple[str, bool]:
     """Train one planned run in a worker; its result file and whether it was already finished."""
-    bench = _WORKER_BENCH
-    folder = bench.alone_run(**kwargs) if kind == "alone" else bench.distilled_run(**kwargs)
-    finished = (folder / "result.json").exists()
-    bench.alone(**kwargs) if kind == "alone" else bench.distilled(**kwargs)
-    return str(folder / "result.json"), finished
+    done = _WORKER_BENCH.run_folder(kind, kwargs) / "result.json"
+    finished = done.exists()
+    _WORKER_BENCH.run(kind, kwargs)
+    return str(done), finished
 
 
 def prefetch(bench: Bench, specs: list[tuple[str, dict]], jobs: int, bench_args: dict, data_dir: str | None) -> None:

@@ -32,7 +32,7 @@ class _Recorder(Bench):
 
 
 def _folders(bench: Bench, plan) -> set:
-    return {bench.alone_run(**kw) if kind == "alone" else bench.distilled_run(**kw) for kind, kw in plan}
+    return {bench.run_folder(kind, kw) for kind, kw in plan}
 
 
 @pytest.mark.parametrize("augment", [False, True])
