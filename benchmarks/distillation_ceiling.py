@@ -29,7 +29,9 @@ Every student is scored on validation and test; choices are read on validation. 
 ``benchmarks/results/distillation_ceiling.json`` and the "What limits lenet300_100" part of
 BENCHMARKS.md.
 
-    python benchmarks/distillation_ceiling.py --device cuda      # about 4 min on an H200
+    python benchmarks/distillation_ceiling.py --device cuda      # about 4.1 min on an H200
+    python benchmarks/distillation_ceiling.py --device cuda --deadline 228 --out DIR   # stop early
+    python benchmarks/distillation_ceiling.py --report DIR/distillation_ceiling.json   # publish it
     python benchmarks/distillation_ceiling.py --quick            # a smoke test, into --out only
 """
 
@@ -235,6 +237,7 @@ def search(data, teacher, recipes, students, device, steps_per_epoch: int | None
                 .to(device).requires_grad_(),
                 torch.empty(len(rows), 1, feature_width).uniform_(-bound, bound, generator=generator)
                 .to(device).requires_grad_())
+    projection_init = {layer: (w.detach().clone(), b.detach().clone()) for layer, (w, b) in projections.items()}
     every = torch.arange(M, device=device)
     params = net.parameters() + [p for pair in projections.values() for p in pair]
     param_rows = [every] * len(net.parameters()) + [hinted[layer] for layer in projections for _ in range(2)]
@@ -245,7 +248,7 @@ def search(data, teacher, recipes, students, device, steps_per_epoch: int | None
     group = torch.arange(M, device=device) // S  # each student's recipe
     views_generators = [torch.Generator(device=device).manual_seed(100 + g) for g in range(G)]
     order_generator = torch.Generator(device=device).manual_seed(0)
-    steps_per_epoch = steps_per_epoch or len(x_train) // BATCH
+    steps_per_epoch = steps_per_epoch or max(1, len(x_train) // BATCH)
     epochs = max(r.epochs for r in recipes)
     curves: dict[str, list[dict]] = {f"{r.name}/{s.name}": [] for r in recipes for s in students}
 
@@ -290,11 +293,11 @@ def search(data, teacher, recipes, students, device, steps_per_epoch: int | None
                     v.mul_(MOMENTUM).add_(g_ + WEIGHT_DECAY * p)  # torch.optim.SGD, dampening 0
                     p.sub_(lr_rows[rows].view(-1, *([1] * (p.dim() - 1))) * v)
             step += 1
-        if epoch % eval_every == 0 or epoch in {r.epochs for r in recipes}:
+        stopping = time.perf_counter() - began > deadline_s and epoch < epochs
+        if stopping or epoch % eval_every == 0 or epoch in {r.epochs for r in recipes}:
             evaluate(epoch)
             log(f"epoch {epoch}/{epochs}  {time.perf_counter() - began:.0f} s")
-        if time.perf_counter() - began > deadline_s and epoch < epochs:
-            evaluate(epoch)
+        if stopping:
             stopped = epoch
             log(f"stopped by the deadline after epoch {epoch}")
             break
@@ -303,7 +306,9 @@ def search(data, teacher, recipes, students, device, steps_per_epoch: int | None
         teacher_acc = {name: float((teacher(x.view(-1, *data.input_shape)).argmax(-1) == y).float().mean())
                        for name, (x, y) in splits.items()}
     return {"curves": curves, "teacher": teacher_acc, "stopped_after_epoch": stopped,
-            "seconds": time.perf_counter() - began, "steps_per_epoch": steps_per_epoch}
+            "seconds": time.perf_counter() - began, "steps_per_epoch": steps_per_epoch,
+            "students": net, "projections": projections,  # these three are not written out
+            "projection_init": projection_init}
 
 
 def summarise(found: dict, recipes, students) -> dict:
@@ -323,6 +328,8 @@ def summarise(found: dict, recipes, students) -> dict:
                      "chosen_on_val": chosen, "chosen_val_acc": best["val_acc"], "chosen_test_acc": best["test_acc"],
                      "best_distilled_test_acc": max(t["test_acc"] for _, t in taught),
                      "gap_closure": (best["test_acc"] - alone_test) / (teacher_test - alone_test)})
+    if not rows:
+        raise ValueError("summarise needs a recipe with both an alone and a distilled student")
     chosen = max(rows, key=lambda row: row["chosen_val_acc"])
     weakest_alone = min(row["alone_test_acc"] for row in rows)
     ceiling = max(row["best_distilled_test_acc"] for row in rows)
@@ -332,27 +339,42 @@ def summarise(found: dict, recipes, students) -> dict:
             "needed_for_40pct_vs_weakest_alone": weakest_alone + 0.4 * (teacher_test - weakest_alone)}
 
 
+def _deadline_flag(measured: dict) -> str:
+    if not measured["stopped_after_epoch"]:
+        return ""
+    return f" --deadline {measured['deadline_s']:g}" if "deadline_s" in measured else " --deadline S"
+
+
+def _lr_left(epoch: int, epochs: int) -> float:
+    """The fraction of the peak lr a run of ``epochs`` epochs has after ``epoch`` (of any length)."""
+    return lr_at(epoch * 1000, epochs, 1000) / LR
+
+
 def markdown(doc: dict) -> str:
     s, m = doc["summary"], doc["measurements"]
     lines = [
         "### What limits lenet300_100 (a wider search)",
         "",
         f"`python benchmarks/distillation_ceiling.py --device {doc['device_arg']}"
-        f"{' --deadline S' if m['stopped_after_epoch'] else ''}` on {doc['device']}, "
+        f"{_deadline_flag(m)}` on {doc['device']}, "
         f"{m['seconds'] / 60:.1f} min: {len(m['students'])} students (seeds 0 and 1 for the alone "
         f"and T 2 students, else seed 0) in each of {len(m['recipes'])} transfer-set recipes, "
-        f"all trained at once, batch {BATCH}, lr {LR}, cosine; the teacher (kept convnet, "
+        f"all trained at once, batch {BATCH}, lr {LR}, cosine"
+        f"{', TF32 matmuls' if doc['device_arg'].startswith('cuda') else ''}; the teacher (kept convnet, "
         f"{doc['summary_teacher']['test'] * 100:.2f}% test in {m['teacher_precision']}) sees the same views. "
         "Students' names: T, alpha, hint layer."
         + (f" Stopped by `--deadline` after epoch {m['stopped_after_epoch']}: every recipe is scored at its "
-           "last evaluation (a 200-epoch cosine schedule is then under 2% of its peak lr)."
+           f"last evaluation ('epochs' below), the longest then at "
+           f"{_lr_left(m['stopped_after_epoch'], max(r['epochs'] for r in m['recipes'])):.1%} of its peak lr."
            if m["stopped_after_epoch"] else ""),
         "",
-        "| recipe | alone (test) | distilled, chosen on val | its val / test | gap closed | best distilled test |",
-        "|---|---|---|---|---|---|",
+        "| recipe | epochs | alone (test) | distilled, chosen on val | its val / test | gap closed | "
+        "best distilled test |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in s["recipes"]:
-        lines.append(f"| {row['recipe']} | {row['alone_test_acc'] * 100:.2f}% | {row['chosen_on_val']} | "
+        lines.append(f"| {row['recipe']} | {row['epochs_done']} | {row['alone_test_acc'] * 100:.2f}% | "
+                     f"{row['chosen_on_val']} | "
                      f"{row['chosen_val_acc'] * 100:.2f}% / {row['chosen_test_acc'] * 100:.2f}% | "
                      f"{row['gap_closure'] * 100:.0f}% | {row['best_distilled_test_acc'] * 100:.2f}% |")
     lines += ["", f"Chosen on validation: {s['chosen_recipe']} ({s['chosen']['chosen_on_val']}), "
@@ -408,6 +430,8 @@ def main() -> None:
                             "batch_size": BATCH, "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY,
                             "warmup_epochs": WARMUP_EPOCHS, "schedule": "cosine",
                             "teacher_precision": "bf16 autocast" if args.device.startswith("cuda") else "fp32",
+                            "student_matmul": "TF32" if args.device.startswith("cuda") else "fp32",
+                            "deadline_s": args.deadline if math.isfinite(args.deadline) else None,
                             "seconds": found["seconds"], "steps_per_epoch": found["steps_per_epoch"],
                             "stopped_after_epoch": found["stopped_after_epoch"], "curves": found["curves"]}}
     out = args.out or (ROOT / "runs" / "distillation_ceiling-quick" if args.quick else None)

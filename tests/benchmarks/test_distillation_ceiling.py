@@ -113,3 +113,77 @@ class _TinyTeacher(torch.nn.Module):
 
     def forward(self, x):
         return self.classifier(x)
+
+
+def test_each_student_trains_as_torch_sgd_on_its_own_module():
+    """Replays the search's batches for every student on its own zoo module (plus a Linear hint
+    projection) with ``torch.optim.SGD`` and ``netshrink``'s losses: same weights afterwards, so
+    students share nothing, projections get their student's lr, and a finished recipe stops."""
+    from netshrink.distill.hints import FeatureTap
+
+    torch.manual_seed(0)
+    n = 96
+    x, y = torch.randn(n + 32, 1, 28, 28), torch.randint(0, 10, (n + 32,))
+    data = Dataset(name="toy", train=Split(x[:n], y[:n]), val=Split(x[n:n + 16], y[n:n + 16]),
+                   test=Split(x[n + 16:], y[n + 16:]), num_classes=10, classes=tuple("abcdefghij"))
+    torch.manual_seed(5)
+    teacher = create_for_data("convnet", SHAPE, 10).eval()
+    recipes = (Recipe("flip_e2", ("flip",), 2), Recipe("mix_e3", ("mixup", "shift1", "flip"), 3))
+    students = (STUDENTS[0], STUDENTS[4], STUDENTS[7], STUDENTS[9])  # alone, KD seed 1, hint fc2, hint fc1
+    steps = 1  # a batch (512) is the whole toy split
+    found = search(data, teacher, recipes, students, "cpu", steps_per_epoch=steps, eval_every=1, log=lambda line: None)
+    net, projections = found["students"], found["projections"]
+
+    # the same batches and views, in the same order as the search draws them
+    views_generators = [torch.Generator().manual_seed(100 + g) for g in range(len(recipes))]
+    order_generator = torch.Generator().manual_seed(0)
+    fill = float(data.train.x.min())
+    batches = []
+    for _ in range(3):
+        order = torch.randperm(n, generator=order_generator)
+        for i in range(steps):
+            index = order[i * 512:(i + 1) * 512]
+            batches.append([augment(x[:n][index], y[:n][index], r.ops, views_generators[g], fill)
+                            for g, r in enumerate(recipes)])
+    tap = FeatureTap(teacher, "classifier.1", "teacher")
+    with torch.no_grad():
+        taught = [[(teacher(v[0]), tap.take().clone()) for v in views] for views in batches]
+    tap.handle.remove()
+    hinted = {layer: [m for m in range(len(recipes) * len(students)) if students[m % len(students)].hint == layer]
+              for layer in ("fc1", "fc2")}
+    for m in range(len(recipes) * len(students)):
+        recipe, student = recipes[m // len(students)], students[m % len(students)]
+        torch.manual_seed(student.seed)
+        model = create_for_data("lenet300_100", SHAPE, 10)
+        params = list(model.parameters())
+        features = {}
+        if student.hint:
+            row = hinted[student.hint].index(m)
+            weight, bias = projections[student.hint]
+            projection = torch.nn.Linear(weight.shape[1], weight.shape[2])
+            with torch.no_grad():  # start where the search's projection started: replay from its init
+                projection.weight.copy_(found["projection_init"][student.hint][0][row].t())
+                projection.bias.copy_(found["projection_init"][student.hint][1][row, 0])
+            params += list(projection.parameters())
+            layer = getattr(model, student.hint)
+            layer.register_forward_hook(lambda mod, i, o, kept=features: kept.__setitem__("f", o))
+        optimizer = torch.optim.SGD(params, lr=0.2, momentum=0.9, weight_decay=5e-4)
+        for step, views in enumerate(batches):
+            xv, y_a, y_b, lam = views[m // len(students)]
+            teacher_logits, teacher_feature = taught[step][m // len(students)]
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, recipe.epochs, steps)
+            out = model(xv)
+            ce = (lam * F.cross_entropy(out, y_a, reduction="none")
+                  + (1 - lam) * F.cross_entropy(out, y_b, reduction="none")).mean()
+            loss = ce if student.loss == "ce" else (
+                student.alpha * distillation_loss(out, soft_targets(teacher_logits[None], student.T), y_a,
+                                                  student.T, 1.0) + (1 - student.alpha) * ce)
+            if student.hint:
+                loss = loss + student.hint_weight * F.mse_loss(projection(features["f"]), teacher_feature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        torch.testing.assert_close(net.module(m, SHAPE, 10).state_dict(), model.state_dict(), atol=1e-5, rtol=1e-4)
+        if student.hint:
+            torch.testing.assert_close(weight[row].detach(), projection.weight.detach().t(), atol=1e-5, rtol=1e-4)
