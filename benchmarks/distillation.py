@@ -626,6 +626,8 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {100 * row['alone_test_acc']:.2f}% | "
                      f"{100 * row['distilled_test_acc']:.2f}% | {row['T']:g} | {100 * row['teacher_test_acc']:.2f}% | "
                      f"{closure} | {per_seed} |")
+    lines += ["", "Whether any transfer set, loss or schedule lifts lenet300_100 further: "
+              "`benchmarks/distillation_ceiling.py`, its section below."]
     lines += ["", f"Ensemble of 3 convnets: student {100 * ens['ensemble']['test_acc']:.2f}% against "
               f"{100 * ens['single']['test_acc']:.2f}% taught by the best single one (seed {ens['best_single_seed']}).",
               "", f"Class {OMITTED_CLASS} left out of the transfer set: its test accuracy "
