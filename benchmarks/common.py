@@ -87,6 +87,7 @@ def fine_tune(model, data, config, teacher=None, distill_config=None, logits_dir
     """``fit``'s result after training ``model`` on the labels, or, with a ``teacher``, distilled from
     it (``netshrink.distill.distill`` with ``distill_config``; its teacher-logit cache kept in
     ``logits_dir``, a temporary folder when None, so candidates sharing a folder compute it once)."""
+    import contextlib
     import tempfile
 
     from netshrink.distill import distill
@@ -94,12 +95,10 @@ def fine_tune(model, data, config, teacher=None, distill_config=None, logits_dir
 
     if teacher is None:
         return fit(model, data, config, callbacks=callbacks, progress=False)
-    if logits_dir is None:
-        with tempfile.TemporaryDirectory() as folder:
-            return distill(model, teacher, data, distill_config, config, out_dir=folder, callbacks=callbacks,
-                           progress=False)
-    return distill(model, teacher, data, distill_config, config, out_dir=logits_dir, callbacks=callbacks,
-                   progress=False)
+    folder = tempfile.TemporaryDirectory() if logits_dir is None else contextlib.nullcontext(logits_dir)
+    with folder as out_dir:
+        return distill(model, teacher, data, distill_config, config, out_dir=out_dir, callbacks=callbacks,
+                       progress=False)
 
 
 def quick_subset(data, sizes: dict[str, int]):

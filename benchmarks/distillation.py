@@ -232,9 +232,9 @@ class Bench:
         torch.manual_seed(seed)
         return create_for_data(name, self.data.input_shape, self.data.num_classes)
 
-    def _suffix(self, seed: int) -> str:
+    def _suffix(self, seed: int, augment: bool) -> str:
         """Run-folder tag of the student seed (none for 0), augmentation and transfer-set views."""
-        return (f"{f'_s{seed}' if seed else ''}{'_aug' if self.augment else ''}"
+        return (f"{f'_s{seed}' if seed else ''}{'_aug' if augment else ''}"
                 f"{f'_views{self.views}' if self.views > 1 else ''}")
 
     def _alone_setup(self, name: str, seed: int):
@@ -254,7 +254,7 @@ class Bench:
                 training.get(name, {}).get("fit_config"), config):
             return kept, config, None
         config = dataclasses.replace(config, warmup_epochs=WARMUP_EPOCHS)
-        run = self.out / f"{name}_alone_e{config.epochs}_w{config.warmup_epochs}{self._suffix(seed)}"
+        run = self.out / f"{name}_alone_e{config.epochs}_w{config.warmup_epochs}{self._suffix(seed, self.augment)}"
         return None, config, run
 
     def alone_run(self, name: str, seed: int = 0) -> Path | None:
@@ -317,8 +317,7 @@ class Bench:
                                               "warmup_epochs": WARMUP_EPOCHS, "augment": augment})
         tag = (f"{student}_T{T:g}_a{ALPHA:g}_teachers{'-'.join(map(str, seeds))}_e{fit_config.epochs}"
                f"_w{WARMUP_EPOCHS}{'_cache' if cache else '_live'}{''.join(f'_omit{c}' for c in omit)}"
-               f"{f'_s{seed}' if seed else ''}{'_aug' if augment else ''}"
-               f"{f'_views{self.views}' if self.views > 1 else ''}")
+               f"{self._suffix(seed, augment)}")
         return config, fit_config, self.out / tag
 
     def distilled_run(self, student: str, seeds: tuple[int, ...], T: float, cache: bool | None = None,

@@ -50,7 +50,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import CHECKPOINTS, machine_info, target, targets_markdown, update_benchmarks_md  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CHECKPOINTS,
+    RESULTS,
+    ROOT,
+    machine_info,
+    quick_subset,
+    target,
+    targets_markdown,
+    update_benchmarks_md,
+)
 from netshrink.core.files import write_atomically  # noqa: E402
 
 LAYERS = ("fc1", "fc2", "fc3")
@@ -286,8 +295,7 @@ def search(data, teacher, recipes, students, device, steps_per_epoch: int | None
                 error = ((projected - teacher_feature[group[rows]]) ** 2).mean((1, 2))
                 loss = loss + (column["hint_weight"][rows] * error).sum()
             grads = torch.autograd.grad(loss, params)
-            lrs = {r.epochs: lr_at(step, r.epochs, steps_per_epoch) for r in recipes}
-            lr_rows = torch.tensor([lrs[recipes[m // S].epochs] for m in range(M)], device=device)
+            lr_rows = torch.tensor([lr_at(step, r.epochs, steps_per_epoch) for r in recipes], device=device)[group]
             with torch.no_grad():
                 for p, g_, v, rows in zip(params, grads, momenta, param_rows, strict=True):
                     v.mul_(MOMENTUM).add_(g_ + WEIGHT_DECAY * p)  # torch.optim.SGD, dampening 0
@@ -399,7 +407,6 @@ def main() -> None:
     if args.report is not None:
         return publish(json.loads(args.report.read_text()))
 
-    from benchmarks.common import ROOT, quick_subset
     from netshrink.data import load_dataset
     from netshrink.train import load_model
 
@@ -444,8 +451,6 @@ def main() -> None:
 
 def publish(doc: dict) -> None:
     """Write ``doc`` to ``benchmarks/results`` and its section of BENCHMARKS.md."""
-    from benchmarks.common import RESULTS
-
     if doc.get("quick"):
         raise SystemExit("a --quick result is a smoke test; it is not published")
     write_atomically(RESULTS / "distillation_ceiling.json", (json.dumps(doc, indent=2) + "\n").encode())
