@@ -7,13 +7,16 @@ import torch
 import benchmarks.distillation_mlp as study
 from benchmarks.distillation_mlp import (
     MLP,
+    TEACHER_DROPOUTS,
     Settings,
     choose_on_validation,
     closure,
     lane_convnet,
-    lane_mlp_teacher,
+    lane_mlp_students,
     run_name,
+    shifted_views,
     summarise,
+    train_mlp_teacher,
     train_student,
 )
 from netshrink.data import Dataset, Split
@@ -62,6 +65,22 @@ def test_the_teachers_dropout_acts_in_training_only():
     torch.testing.assert_close(plain(x), plain(x))
 
 
+def test_each_view_is_the_image_shifted_by_at_most_a_pixel_and_maybe_flipped():
+    data = _toy_data()
+    views = shifted_views(data, 3)
+    n = len(data.train.x)
+    assert views.train.x.shape == (3 * n, *SHAPE) and torch.equal(views.train.y, data.train.y.repeat(3))
+    assert torch.equal(views.train.x[:n], data.train.x)
+    fill = float(data.train.x.min())
+    for i in (0, 7, n - 1):
+        image, copy = data.train.x[i], views.train.x[2 * n + i]
+        padded = torch.nn.functional.pad(image, (1, 1, 1, 1), value=fill)
+        candidates = [c for dy in range(3) for dx in range(3)
+                      for c in (padded[:, dy:dy + 28, dx:dx + 28], padded[:, dy:dy + 28, dx:dx + 28].flip(-1))]
+        assert any(torch.equal(copy, c) for c in candidates)
+    assert not torch.equal(views.train.x[n:2 * n], views.train.x[2 * n:])
+
+
 def test_choices_are_read_on_validation_not_test():
     records = [{"T": 2.0, "val_acc": 0.90, "test_acc": 0.95}, {"T": 8.0, "val_acc": 0.92, "test_acc": 0.80}]
     assert choose_on_validation(records)["T"] == 8.0
@@ -94,22 +113,25 @@ def test_both_lanes_train_and_summarise(tmp_path, monkeypatch):
     names = [r["name"] for r in convnet["runs"]]
     assert names == ["alone_300-100_s0", "alone_300-100_s1", "convnet_300-100_s0_T2", "convnet_300-100_s1_T2",
                      "alone_16-8_s0", "convnet_16-8_s0_T2"]
-    mlp = lane_mlp_teacher(data, tmp_path, settings)
+    teachers = [train_mlp_teacher(data, tmp_path, settings, name)[1] for name in TEACHER_DROPOUTS]
+    assert [t["dropout"] for t in teachers] == [list(d) for d in TEACHER_DROPOUTS.values()]
+    name = choose_on_validation(teachers)["name"]
+    mlp = lane_mlp_students(data, tmp_path, settings, name)  # the kept teacher is loaded, not retrained
+    assert mlp["teacher"] == teachers[list(TEACHER_DROPOUTS).index(name)]
     sweep = [r for r in mlp["runs"] if r["seed"] == 0]
     assert [r["T"] for r in sweep] == list(settings.mlp_teacher_temperatures)
     assert mlp["chosen_T"] == choose_on_validation(sweep)["T"]
     assert [(r["seed"], r["T"]) for r in mlp["runs"] if r["seed"] != 0] == [(1, mlp["chosen_T"])]
-    assert (tmp_path / "mlp_teacher.safetensors").exists()
-    again = lane_mlp_teacher(data, tmp_path, settings)  # the kept teacher is loaded, not retrained
-    assert again["teacher"] == mlp["teacher"]
+    assert {r["name"] for r in mlp["runs"]} <= {run_name(f"mlp-{name}", (300, 100), s, T)
+                                                 for s in (0, 1) for T in settings.mlp_teacher_temperatures}
 
-    summary = summarise(convnet["runs"], mlp, 0.97, settings)
+    summary = summarise(convnet["runs"], mlp, teachers, 0.97, settings)
     by_name = {r["name"]: r for r in convnet["runs"] + mlp["runs"]}
     row = summary["widths"][1]
     assert row["widths"] == [16, 8]
     assert row["gap_closure"] == pytest.approx(closure(by_name["convnet_16-8_s0_T2"]["test_acc"],
                                                        by_name["alone_16-8_s0"]["test_acc"], 0.97))
-    seed1 = closure(by_name[run_name("mlp", (300, 100), 1, mlp["chosen_T"])]["test_acc"],
+    seed1 = closure(by_name[run_name(mlp["kind"], (300, 100), 1, mlp["chosen_T"])]["test_acc"],
                     by_name["alone_300-100_s1"]["test_acc"], mlp["teacher"]["test_acc"])
     assert summary["zoo_from_mlp"]["gap_closure_per_seed"][1] == pytest.approx(seed1)
     assert summary["zoo_from_convnet"]["gap_closure"] == pytest.approx(
