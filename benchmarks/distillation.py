@@ -626,7 +626,8 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
                      f"{100 * row['distilled_test_acc']:.2f}% | {row['T']:g} | {100 * row['teacher_test_acc']:.2f}% | "
                      f"{closure} | {per_seed} |")
     lines += ["", "Whether any transfer set, loss or schedule lifts lenet300_100 further: "
-              "`benchmarks/distillation_ceiling.py`, its section below."]
+              "`benchmarks/distillation_ceiling.py`; whether its width or its teacher's family is the limit: "
+              "`benchmarks/distillation_mlp.py`; their sections below."]
     lines += ["", f"Ensemble of 3 convnets: student {100 * ens['ensemble']['test_acc']:.2f}% against "
               f"{100 * ens['single']['test_acc']:.2f}% taught by the best single one (seed {ens['best_single_seed']}).",
               "", f"Class {OMITTED_CLASS} left out of the transfer set: its test accuracy "

@@ -9,10 +9,12 @@ from benchmarks.distillation_mlp import (
     MLP,
     TEACHER_DROPOUTS,
     Settings,
+    build_targets,
     choose_on_validation,
     closure,
     lane_convnet,
     lane_mlp_students,
+    markdown,
     run_name,
     shifted_views,
     summarise,
@@ -86,9 +88,10 @@ def test_choices_are_read_on_validation_not_test():
     assert choose_on_validation(records)["T"] == 8.0
 
 
-def test_closure_is_the_share_of_the_gap():
+def test_closure_is_the_share_of_the_gap_and_undefined_without_one():
     assert closure(0.91, 0.90, 0.92) == pytest.approx(0.5)
     assert closure(0.89, 0.90, 0.92) == pytest.approx(-0.5)
+    assert closure(0.89, 0.90, 0.90) is None and closure(0.91, 0.90, 0.88) is None
 
 
 def test_a_kept_run_is_read_back_not_retrained(tmp_path, monkeypatch):
@@ -104,6 +107,22 @@ def test_a_kept_run_is_read_back_not_retrained(tmp_path, monkeypatch):
     assert train_student(data, tmp_path, settings, "alone", (16, 8), 1) == first
     with pytest.raises(AssertionError, match="trained again"):
         train_student(data, tmp_path, settings, "alone", (16, 8), 2)
+    settings.epochs = 3  # a kept run made with other settings is not reused
+    with pytest.raises(AssertionError, match="trained again"):
+        train_student(data, tmp_path, settings, "alone", (16, 8), 1)
+
+
+def test_a_teacher_trained_again_clears_its_students(tmp_path):
+    data, settings = _toy_data(), _tiny_settings()
+    settings.mlp_teacher_temperatures, settings.seeds = (2.0,), (0,)
+    name = next(iter(TEACHER_DROPOUTS))
+    first = lane_mlp_students(data, tmp_path, settings, name)
+    kept = tmp_path / "runs" / f"{first['runs'][0]['name']}.json"
+    assert kept.exists() and (tmp_path / "logits" / f"mlp-{name}").exists()
+    settings.teacher_views = 3
+    teacher, record = train_mlp_teacher(data, tmp_path, settings, name)
+    assert record["views"] == 3 and record["seconds"] != first["teacher"]["seconds"]
+    assert not kept.exists() and not (tmp_path / "logits" / f"mlp-{name}").exists()
 
 
 def test_both_lanes_train_and_summarise(tmp_path, monkeypatch):
@@ -134,5 +153,15 @@ def test_both_lanes_train_and_summarise(tmp_path, monkeypatch):
     seed1 = closure(by_name[run_name(mlp["kind"], (300, 100), 1, mlp["chosen_T"])]["test_acc"],
                     by_name["alone_300-100_s1"]["test_acc"], mlp["teacher"]["test_acc"])
     assert summary["zoo_from_mlp"]["gap_closure_per_seed"][1] == pytest.approx(seed1)
-    assert summary["zoo_from_convnet"]["gap_closure"] == pytest.approx(
-        sum(summary["zoo_from_convnet"]["gap_closure_per_seed"].values()) / 2)
+    alone_mean = (by_name["alone_300-100_s0"]["test_acc"] + by_name["alone_300-100_s1"]["test_acc"]) / 2
+    taught_mean = (by_name["convnet_300-100_s0_T2"]["test_acc"] + by_name["convnet_300-100_s1_T2"]["test_acc"]) / 2
+    assert summary["zoo_from_convnet"]["gap_closure"] == pytest.approx(closure(taught_mean, alone_mean, 0.97))
+    targets = build_targets(summary)
+    assert [t["value"] for t in targets] == [summary["zoo_from_convnet"]["gap_closure"]]
+    doc = {"summary": summary, "targets": targets, "device": "cpu",
+           "measurements": {"alpha": 0.9, "epochs": 2, "seconds": 1.0, "training_seconds": 60.0}}
+    assert "| 16-8 |" in markdown(doc) and "lenet300_100 gap closure, convnet teacher" in markdown(doc)
+
+    summary = summarise(convnet["runs"], mlp, teachers, 0.0, settings)  # a teacher behind every student
+    assert summary["zoo_from_convnet"]["gap_closure"] is None and build_targets(summary) == []
+    assert "n/a" in markdown({**doc, "summary": summary, "targets": []})
