@@ -83,6 +83,14 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
     write_atomically(BENCHMARKS_MD, text.encode())
 
 
+def publish(name: str, doc: dict, markdown: str) -> None:
+    """Write a finished results ``doc`` as ``benchmarks/results/<name>.json`` and ``markdown`` as its
+    BENCHMARKS.md section, then print the section."""
+    write_atomically(RESULTS / f"{name}.json", (json.dumps(doc, indent=2) + "\n").encode())
+    update_benchmarks_md(name, markdown)
+    print(markdown)
+
+
 def fine_tune(model, data, config, teacher=None, distill_config=None, logits_dir=None, callbacks=()):
     """``fit``'s result after training ``model`` on the labels, or, with a ``teacher``, distilled from
     it (``netshrink.distill.distill`` with ``distill_config``; its teacher-logit cache kept in

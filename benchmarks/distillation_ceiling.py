@@ -52,14 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
-    RESULTS,
     ROOT,
     machine_info,
     quick_subset,
     target,
     targets_markdown,
-    update_benchmarks_md,
 )
+from benchmarks.common import publish as publish_results  # noqa: E402
 from netshrink.core.files import write_atomically  # noqa: E402
 
 LAYERS = ("fc1", "fc2", "fc3")
@@ -453,10 +452,7 @@ def publish(doc: dict) -> None:
     """Write ``doc`` to ``benchmarks/results`` and its section of BENCHMARKS.md."""
     if doc.get("quick"):
         raise SystemExit("a --quick result is a smoke test; it is not published")
-    write_atomically(RESULTS / "distillation_ceiling.json", (json.dumps(doc, indent=2) + "\n").encode())
-    text = markdown(doc)
-    update_benchmarks_md("distillation_ceiling", text)
-    print(text)
+    publish_results("distillation_ceiling", doc, markdown(doc))
 
 
 if __name__ == "__main__":

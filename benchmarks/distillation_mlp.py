@@ -51,14 +51,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
-    RESULTS,
     ROOT,
     fine_tune,
     machine_info,
+    publish,
     quick_subset,
     target,
     targets_markdown,
-    update_benchmarks_md,
 )
 from netshrink.core.files import write_atomically  # noqa: E402
 
@@ -423,10 +422,7 @@ def main() -> None:
         write_atomically(out / "distillation_mlp.json", (json.dumps(doc, indent=2) + "\n").encode())
         print(markdown(doc))
         return
-    write_atomically(RESULTS / "distillation_mlp.json", (json.dumps(doc, indent=2) + "\n").encode())
-    text = markdown(doc)
-    update_benchmarks_md("distillation_mlp", text)
-    print(text)
+    publish("distillation_mlp", doc, markdown(doc))
 
 
 if __name__ == "__main__":
