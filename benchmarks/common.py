@@ -83,6 +83,23 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
     write_atomically(BENCHMARKS_MD, text.encode())
 
 
+def exit_with_parent(poll_s: float = 5.0) -> None:
+    """In a pool worker: end this process once the process that started it is gone. A killed
+    benchmark's ``ProcessPoolExecutor`` workers otherwise train on, writing into its run folders
+    beside a restarted run."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def publish(name: str, doc: dict, markdown: str) -> None:
     """Write a finished results ``doc`` as ``benchmarks/results/<name>.json`` and ``markdown`` as its
     BENCHMARKS.md section, then print the section."""

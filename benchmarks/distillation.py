@@ -63,6 +63,7 @@ from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     RESULTS,
     ROOT,
+    exit_with_parent,
     machine_info,
     quick_subset,
     target,
@@ -499,10 +500,12 @@ _WORKER_BENCH: Bench | None = None
 
 
 def _start_worker(bench_args: dict, data_dir: str | None) -> None:
-    """A prefetch worker process: one CPU thread, its own copy of the data and teachers."""
+    """A prefetch worker process: one CPU thread, its own copy of the data and teachers; it ends
+    when the invocation that started it dies."""
     global _WORKER_BENCH
     from netshrink.data import load_dataset
 
+    exit_with_parent()
     torch.set_num_threads(1)
     data = load_dataset("fashion-mnist", data_dir=data_dir)
     if bench_args["quick"]:

@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -52,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     ROOT,
+    exit_with_parent,
     fine_tune,
     machine_info,
     publish,
@@ -240,7 +239,7 @@ def _lane(which: str, out: str, quick: bool, data_dir: str | None, teacher_name:
     itself if the invocation that started it dies (a killed pool leaves its workers running)."""
     from netshrink.train import load_model
 
-    _exit_with_parent()
+    exit_with_parent()
     torch.set_num_threads(1)
     settings, data = Settings(quick), load_data(quick, data_dir)
     if which == "convnet":
@@ -248,17 +247,6 @@ def _lane(which: str, out: str, quick: bool, data_dir: str | None, teacher_name:
     if which == "teacher":
         return train_mlp_teacher(data, Path(out), settings, teacher_name)[1]
     return lane_mlp_students(data, Path(out), settings, teacher_name)
-
-
-def _exit_with_parent() -> None:
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def load_data(quick: bool, data_dir: str | None = None):
