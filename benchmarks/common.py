@@ -83,6 +83,17 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
     write_atomically(BENCHMARKS_MD, text.encode())
 
 
+def gap_closure(student: float, alone: float, teacher: float) -> float | None:
+    """The share of the alone-to-teacher test-accuracy gap a distilled student closes; None when the
+    teacher is not ahead of the student alone (there is no gap to close)."""
+    return (student - alone) / (teacher - alone) if teacher > alone else None
+
+
+def percent(share: float | None) -> str:
+    """``12%``, or ``n/a`` for an undefined share."""
+    return "n/a" if share is None else f"{share * 100:.0f}%"
+
+
 def exit_with_parent(poll_s: float = 5.0) -> None:
     """In a pool worker: end this process once the process that started it is gone. A killed
     benchmark's ``ProcessPoolExecutor`` workers otherwise train on, writing into its run folders

@@ -64,7 +64,9 @@ from benchmarks.common import (  # noqa: E402
     RESULTS,
     ROOT,
     exit_with_parent,
+    gap_closure,
     machine_info,
+    percent,
     quick_subset,
     target,
     targets_markdown,
@@ -427,15 +429,14 @@ def stage_gap(bench: Bench, T: float | None = None) -> dict:
         best_T = max(by_T, key=lambda t: (_mean(r["val_acc"] for r in by_T[t]), t))
         distilled = by_T[best_T]
         alone_acc, distilled_acc = _mean(r["test_acc"] for r in alone), _mean(r["test_acc"] for r in distilled)
-        gap = teacher_acc - alone_acc
-        per_seed = {str(a["seed"]): (d["test_acc"] - a["test_acc"]) / (teacher_acc - a["test_acc"])
-                    if teacher_acc > a["test_acc"] else None for a, d in zip(alone, distilled, strict=True)}
+        per_seed = {str(a["seed"]): gap_closure(d["test_acc"], a["test_acc"], teacher_acc)
+                    for a, d in zip(alone, distilled, strict=True)}
         out[name] = {"seeds": list(bench.seeds), "alone": alone, "distilled": distilled, "T": best_T,
                      "alone_test_acc": alone_acc, "distilled_test_acc": distilled_acc,
                      "teacher_test_acc": teacher_acc,
                      "validation_of_temperatures": {f"{t:g}": _mean(r["val_acc"] for r in rows)
                                                     for t, rows in by_T.items()},
-                     "gap_closure": (distilled_acc - alone_acc) / gap if gap > 0 else None,
+                     "gap_closure": gap_closure(distilled_acc, alone_acc, teacher_acc),
                      "gap_closure_per_seed": per_seed}
     return out
 
@@ -622,9 +623,8 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
               "| student | seeds | alone (test, mean) | distilled (test, mean) | T (validation) | teacher (test) "
              "| gap closed (mean) | gap closed per seed |", "|---|---|---|---|---|---|---|---|"]
     for name, row in gap.items():
-        closure = f"{100 * row['gap_closure']:.0f}%" if row["gap_closure"] is not None else "n/a"
-        per_seed = ", ".join(f"{100 * c:.0f}%" if c is not None else "n/a"
-                             for c in row["gap_closure_per_seed"].values())
+        closure = percent(row["gap_closure"])
+        per_seed = ", ".join(percent(c) for c in row["gap_closure_per_seed"].values())
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {100 * row['alone_test_acc']:.2f}% | "
                      f"{100 * row['distilled_test_acc']:.2f}% | {row['T']:g} | {100 * row['teacher_test_acc']:.2f}% | "
                      f"{closure} | {per_seed} |")

@@ -52,7 +52,9 @@ from benchmarks.common import (  # noqa: E402
     ROOT,
     exit_with_parent,
     fine_tune,
+    gap_closure,
     machine_info,
+    percent,
     publish,
     quick_subset,
     target,
@@ -256,12 +258,6 @@ def load_data(quick: bool, data_dir: str | None = None):
     return quick_subset(data, {"train": 2048, "val": 512, "test": 512}) if quick else data
 
 
-def closure(student: float, alone: float, teacher: float) -> float | None:
-    """The fraction of the alone-to-teacher test-accuracy gap a distilled student closes; None when
-    the teacher is not ahead of the student alone (there is no gap to close)."""
-    return (student - alone) / (teacher - alone) if teacher > alone else None
-
-
 def summarise(convnet_runs: list[dict], mlp: dict, teachers: list[dict], convnet_test: float,
               settings: Settings) -> dict:
     """Per width: alone, distilled and gap closed (seed 0). For the zoo student, per teacher (the
@@ -277,14 +273,14 @@ def summarise(convnet_runs: list[dict], mlp: dict, teachers: list[dict], convnet
         alone, taught = test("alone", widths, 0), test("convnet", widths, 0, settings.convnet_T)
         widths_rows.append({"widths": list(widths), "params": by_name[run_name("alone", widths, 0)]["params"],
                             "alone_test_acc": alone, "distilled_test_acc": taught,
-                            "gap_closure": closure(taught, alone, convnet_test)})
+                            "gap_closure": gap_closure(taught, alone, convnet_test)})
     alone = {s: test("alone", ZOO_WIDTHS, s) for s in settings.seeds}
 
     def zoo_closures(kind, T, teacher_test):
-        per_seed = {s: closure(test(kind, ZOO_WIDTHS, s, T), alone[s], teacher_test) for s in settings.seeds}
+        per_seed = {s: gap_closure(test(kind, ZOO_WIDTHS, s, T), alone[s], teacher_test) for s in settings.seeds}
         taught = sum(test(kind, ZOO_WIDTHS, s, T) for s in settings.seeds) / len(settings.seeds)
         return {"distilled_test_acc": taught, "gap_closure_per_seed": per_seed,
-                "gap_closure": closure(taught, alone_mean, teacher_test)}
+                "gap_closure": gap_closure(taught, alone_mean, teacher_test)}
 
     alone_mean = sum(alone.values()) / len(alone)
     mlp_test = mlp["teacher"]["test_acc"]
@@ -304,10 +300,6 @@ def build_targets(summary: dict) -> list[dict]:
     value = summary["zoo_from_convnet"]["gap_closure"]
     return [] if value is None else [
         target("lenet300_100 gap closure, convnet teacher (this study's CPU rerun of the gap stage)", value, 0.4, ">=")]
-
-
-def _percent(share: float | None) -> str:
-    return "n/a" if share is None else f"{share * 100:.0f}%"
 
 
 def teacher_text(teacher: dict) -> str:
@@ -338,7 +330,7 @@ def markdown(doc: dict) -> str:
     for row in s["widths"]:
         lines.append(f"| {row['widths'][0]}-{row['widths'][1]} | {row['params']:,} | "
                      f"{row['alone_test_acc'] * 100:.2f}% | {row['distilled_test_acc'] * 100:.2f}% | "
-                     f"{_percent(row['gap_closure'])} |")
+                     f"{percent(row['gap_closure'])} |")
     seeds = ", ".join(str(k) for k in s["zoo_alone_test_acc_per_seed"])
     lines += [
         "",
@@ -351,10 +343,10 @@ def markdown(doc: dict) -> str:
     alone = s["zoo_alone_test_acc"]
     for label, row, test in (("kept convnet", from_convnet, convnet),
                              (f"MLP {teacher_text(teacher)}", from_mlp, mlp)):
-        per_seed = " / ".join(_percent(v) for v in row["gap_closure_per_seed"].values())
+        per_seed = " / ".join(percent(v) for v in row["gap_closure_per_seed"].values())
         lines.append(f"| {label} | {test * 100:.2f}% | {(test - alone) * 100:+.2f} | {row['T']:g} | "
                      f"{row['distilled_test_acc'] * 100:.2f}% | {(row['distilled_test_acc'] - alone) * 100:+.2f} | "
-                     f"{per_seed} | {_percent(row['gap_closure'])} |")
+                     f"{per_seed} | {percent(row['gap_closure'])} |")
     sweep = ", ".join(f"T {r['T']:g}: {r['val_acc'] * 100:.2f}%" for r in from_mlp["temperature_sweep"])
     first_seed = next(iter(s["zoo_alone_test_acc_per_seed"]))
     candidates = "; ".join(f"{teacher_text(t)}: {t['val_acc'] * 100:.2f}% val, {t['test_acc'] * 100:.2f}% test"

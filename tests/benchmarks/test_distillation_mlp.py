@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import benchmarks.distillation_mlp as study
+from benchmarks.common import gap_closure as closure
 from benchmarks.distillation_mlp import (
     MLP,
     TEACHER_DROPOUTS,
     Settings,
     build_targets,
     choose_on_validation,
-    closure,
     lane_convnet,
     lane_mlp_students,
     markdown,
