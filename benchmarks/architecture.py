@@ -68,8 +68,8 @@ from netshrink.codec.container import load, save  # noqa: E402
 from netshrink.core.files import write_atomically  # noqa: E402
 from netshrink.core.transform_log import get_log  # noqa: E402
 from netshrink.data import Dataset, Split, load_dataset  # noqa: E402
-from netshrink.distill import Distill  # noqa: E402
-from netshrink.distill.cache import CACHE_NAME  # noqa: E402
+from netshrink.distillation import Distill  # noqa: E402
+from netshrink.distillation.cache import CACHE_NAME  # noqa: E402
 from netshrink.measure import (  # noqa: E402
     count_macs,
     count_macs_per_module,

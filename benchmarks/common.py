@@ -121,12 +121,12 @@ def publish(name: str, doc: dict, markdown: str) -> None:
 
 def fine_tune(model, data, config, teacher=None, distill_config=None, logits_dir=None, callbacks=()):
     """``fit``'s result after training ``model`` on the labels, or, with a ``teacher``, distilled from
-    it (``netshrink.distill.distill`` with ``distill_config``; its teacher-logit cache kept in
+    it (``netshrink.distillation.distill`` with ``distill_config``; its teacher-logit cache kept in
     ``logits_dir``, a temporary folder when None, so candidates sharing a folder compute it once)."""
     import contextlib
     import tempfile
 
-    from netshrink.distill import distill
+    from netshrink.distillation import distill
     from netshrink.train import fit
 
     if teacher is None:

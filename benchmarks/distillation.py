@@ -310,7 +310,7 @@ class Bench:
         """Distill config, FitConfig and run folder of one distillation run. ``cache`` None: the
         teacher-logit cache exactly when the run has no augmentation (with it the live teachers see
         each augmented batch the student sees: consistent teaching, Beyer et al. 2022 sec. 3)."""
-        from netshrink.distill import Distill
+        from netshrink.distillation import Distill
         from netshrink.train import FitConfig
 
         augment = self.augment if augment is None else augment
@@ -334,7 +334,7 @@ class Bench:
                   augment: bool | None = None) -> dict:
         """One distillation run of ``student`` (initialised and trained with ``seed``) from the
         teachers of ``seeds`` (resumable; its result kept in ``<run>/result.json``)."""
-        from netshrink.distill import distill
+        from netshrink.distillation import distill
         from netshrink.measure import evaluate
 
         config, fit_config, run = self._distilled_setup(student, seeds, T, cache, omit, epochs, seed, augment)
@@ -365,7 +365,7 @@ class Bench:
 
     def _bias_adjustment(self, model, omit: tuple[int, ...]) -> dict:
         """Omitted classes' test accuracy before and after the bias raise chosen on validation."""
-        from netshrink.distill import choose_class_bias, raise_class_bias_
+        from netshrink.distillation import choose_class_bias, raise_class_bias_
         from netshrink.measure.accuracy import predict_logits
 
         def per_class():

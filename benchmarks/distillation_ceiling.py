@@ -12,7 +12,7 @@ students in one process on a GPU:
   with and without shifts; CutMix (Yun et al. 2019) with flips. Each recipe's students trained
   "alone" see the same views, with the mixed labels where images are mixed.
 - **Students** in every group: alone (cross-entropy, seeds 0 and 1); Hinton et al. 2015's loss at
-  T 1, 2, 4 and alpha 0.5, 0.9, 1 (``netshrink.distill.loss``'s definition); and FitNets hints
+  T 1, 2, 4 and alpha 0.5, 0.9, 1 (``netshrink.distillation.loss``'s definition); and FitNets hints
   (Romero et al. 2015, sec. 2.2) from the teacher's 256-unit penultimate layer, regressed from the
   student's ``fc1`` or ``fc2`` through a learned linear map, added to the loss.
 
@@ -191,7 +191,7 @@ def student_losses(logits: torch.Tensor, teacher_logits: torch.Tensor, y_a: torc
                    lam: torch.Tensor, T: torch.Tensor, alpha: torch.Tensor, is_kd: torch.Tensor) -> torch.Tensor:
     """Each student's batch-mean loss (M,): for ``kd`` students ``alpha * T^2 * KL(softmax(t / T) ||
     softmax(s / T)) + (1 - alpha) * CE``, for the others CE; CE against the mixed labels. The same
-    as ``netshrink.distill.loss.distillation_loss`` per student (tested). Inputs: logits (M, B, C),
+    as ``netshrink.distillation.loss.distillation_loss`` per student (tested). Inputs: logits (M, B, C),
     labels and ``lam`` (M, B), T / alpha / is_kd (M,)."""
     log_p = F.log_softmax(logits.float(), -1)
     ce = -(lam * log_p.gather(-1, y_a[..., None])[..., 0] + (1 - lam) * log_p.gather(-1, y_b[..., None])[..., 0])
@@ -216,7 +216,7 @@ def lr_at(step: int, epochs: int, steps_per_epoch: int) -> float:
 def search(data, teacher, recipes, students, device, steps_per_epoch: int | None = None,
            eval_every: int = 25, deadline_s: float = float("inf"), log=print) -> dict:
     """Train ``students`` under every recipe at once; returns the accuracies and curves."""
-    from netshrink.distill.hints import FeatureTap
+    from netshrink.distillation.hints import FeatureTap
 
     began = time.perf_counter()
     G, S = len(recipes), len(students)

@@ -147,7 +147,7 @@ def train_student(data, out: Path, settings: Settings, kind: str, widths: tuple[
     """One student, alone (``kind`` "alone") or distilled from ``teacher``; its record, kept as
     ``out/runs/<name>.json`` and read back instead of retrained when it was made with the same
     training config, alpha and training-split size (a teacher retrained clears its students)."""
-    from netshrink.distill import Distill
+    from netshrink.distillation import Distill
     from netshrink.measure import evaluate
 
     name = run_name(kind, widths, seed, T)

@@ -246,7 +246,7 @@ def stage_slimmable(bench: Bench) -> dict:
 
 def stage_budgets(bench: Bench) -> dict:
     from netshrink.codec.container import load, save
-    from netshrink.dynamic import choose_point, profile_, profile_table, use_point
+    from netshrink.dynamic import Profile, choose_point, profile_, profile_table, use_point
     from netshrink.dynamic.profile import latency_per_sample
     from netshrink.measure import evaluate
 
@@ -256,7 +256,7 @@ def stage_budgets(bench: Bench) -> dict:
         path = bench.out / "slimmable_profiled.nsk"
         if not path.exists():
             slim = load(bench.out / "slimmable_convnet.nsk")
-            profile_(slim, data.val, latency_samples=bench.latency_samples)
+            profile_(slim, Profile(val=data.val, latency_samples=bench.latency_samples))
             save(slim, path)
         model = load(path)
         points = profile_table(model)["points"]

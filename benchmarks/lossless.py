@@ -27,7 +27,7 @@ import torch
 
 from benchmarks.codec import load_weights
 from benchmarks.common import update_benchmarks_md, write_results
-from netshrink.codec.container import load, request_encodings, save
+from netshrink.codec.container import load, save
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
@@ -45,11 +45,10 @@ def build(name: str, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
 
 def file_bytes(model: torch.nn.Module, folder: str, label: str, dense_only: bool) -> tuple[int, float, float]:
     """Size of the .nsk file, save and load seconds; checks the load is bit-identical."""
-    if dense_only:
-        model = _with_requests(model, {name: "dense" for name in model.state_dict()})
+    encodings = {name: "dense" for name in model.state_dict()} if dense_only else None
     path = os.path.join(folder, f"{label}.nsk")
     start = time.perf_counter()
-    save(model, path)
+    save(model, path, encodings=encodings)
     saved = time.perf_counter() - start
     start = time.perf_counter()
     loaded = load(path)
@@ -57,12 +56,6 @@ def file_bytes(model: torch.nn.Module, folder: str, label: str, dense_only: bool
     for key, tensor in model.state_dict().items():
         assert (tensor_bits(tensor) == tensor_bits(loaded.state_dict()[key])).all(), key
     return os.path.getsize(path), saved, loaded_s
-
-
-def _with_requests(model: torch.nn.Module, encodings: dict[str, str]) -> torch.nn.Module:
-    import copy
-
-    return request_encodings(copy.deepcopy(model), encodings)
 
 
 def measure(name: str, dtype_name: str, folder: str) -> dict:

@@ -56,7 +56,7 @@ from benchmarks.stages import Stages  # noqa: E402
 from netshrink.codec.container import load, save  # noqa: E402
 from netshrink.core import finalize_  # noqa: E402
 from netshrink.data import load_dataset  # noqa: E402
-from netshrink.distill import Distill  # noqa: E402
+from netshrink.distillation import Distill  # noqa: E402
 from netshrink.measure import count_nonzero, count_parameters, dense_fp32_bytes, evaluate, measure_latency  # noqa: E402
 from netshrink.prune import GradualPrune, MagnitudePrune, StructuredPrune, prune_  # noqa: E402
 from netshrink.prune.masks import prunable_weights  # noqa: E402

@@ -67,7 +67,7 @@ from benchmarks.common import (
     write_results,
 )
 from netshrink.codec.inspect import inspect_file
-from netshrink.distill import Distill
+from netshrink.distillation import Distill
 from netshrink.measure import evaluate
 from netshrink.quant import Binarize, Cluster, Quantize, kmeans_1d
 from netshrink.quant.onnx_export import export_onnx, onnx_accuracy, onnx_latency_ms, quantize_onnx_int8

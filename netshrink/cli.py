@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from netshrink.arch.cli import add_convert_parser
-from netshrink.distill.cli import add_distill_parser
+from netshrink.distillation.cli import add_distill_parser
 from netshrink.dynamic.cli import add_budget_args, add_dynamic_parser
 from netshrink.prune.cli import add_prune_parser
 from netshrink.quant.cli import add_export_parser, add_quantize_parser
@@ -260,10 +260,11 @@ def add_run_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from netshrink.pipeline import load_recipe, run_recipe
+    from netshrink.pipeline import check_recipe, load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe)
     if args.check:
+        check_recipe(recipe, where=args.recipe)
         print(f"{args.recipe}: valid ({len(recipe.stages)} stages)")
         return 0
     run_recipe(recipe, args.out)

@@ -37,7 +37,7 @@ def demo_recipe(data: str, data_dir: str | None, epochs: int) -> dict[str, Any]:
         {"verb": "low_rank", "config": {"energy": 0.9, "layers": ["fc1"]}, "epochs": 1, "teacher": "baseline",
          "distill": {"T": 4.0, "alpha": 0.9}, "fit": FINE_TUNE},
         {"verb": "early_exit", "config": {"after": ["fc1"]}, "epochs": 1, "fit": FINE_TUNE},
-        {"verb": "prune", "config": {"sparsity": 0.8}, "epochs": 1, "fit": FINE_TUNE},
+        {"verb": "magnitude_prune", "config": {"sparsity": 0.8}, "epochs": 1, "fit": FINE_TUNE},
         {"verb": "cluster", "config": {"bits": 5}, "epochs": 1,
          "fit": {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "batch_size": 128}},
     ]

@@ -5,7 +5,7 @@
 
 ``--rank`` is the depth multiplier for ``--to separable`` and the rank for ``--to low-rank``.
 BatchNorm statistics are re-estimated right after the conversion; fine-tuning distils from the
-original model (``netshrink.distill``). Every value is checked, and the
+original model (``netshrink.distillation``). Every value is checked, and the
 conversion is planned, before any work is written; the only file written is ``DIR/model.nsk``,
 atomically, at the end, so a failure leaves nothing half-written.
 """

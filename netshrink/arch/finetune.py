@@ -5,7 +5,7 @@ see inputs of another mean and variance than their running statistics hold; acro
 that alone can bring accuracy to chance. Re-estimating the statistics on a few training batches
 (no gradient, no weight changes; ``torch.optim.swa_utils.update_bn``) is the cheap first repair.
 Then the model is fine-tuned; the original model is the natural teacher (Hinton et al. 2015), whose
-soft targets carry more per example than the labels. Without ``netshrink.distill``, plain
+soft targets carry more per example than the labels. Without ``netshrink.distillation``, plain
 fine-tuning on labels.
 """
 
@@ -39,11 +39,11 @@ def reestimate_batchnorm_(model: nn.Module, x: torch.Tensor, samples: int = BATC
 def finetune(model: nn.Module, original: nn.Module, data: Dataset, config: FitConfig, distill_config: Any = None,
              out_dir: str | Path | None = None, progress: bool = False, device: str = "cpu") -> tuple[FitResult, str]:
     """Train the converted ``model`` in place, distilled from ``original`` (``distill_config``: a
-    ``netshrink.distill.Distill``, default ``Distill()``); returns ``fit``'s result and ``"distill"``
-    or, where ``netshrink.distill`` is missing, ``"fit"`` (labels only)."""
+    ``netshrink.distillation.Distill``, default ``Distill()``); returns ``fit``'s result and ``"distill"``
+    or, where ``netshrink.distillation`` is missing, ``"fit"`` (labels only)."""
     try:
-        from netshrink.distill import Distill
-        from netshrink.distill.teach import distill
+        from netshrink.distillation import Distill
+        from netshrink.distillation.teach import distill
     except ImportError:
         return fit(model, data, config, out_dir=out_dir, progress=progress, device=device), "fit"
     result = distill(model, original, data, distill_config or Distill(), config, out_dir=out_dir, progress=progress,

@@ -34,7 +34,14 @@ from netshrink.arch.convert import (
     replace_layers,
 )
 from netshrink.arch.factorize import energy_rank, singular_values
-from netshrink.arch.structure import dense_weights, factored_weights, max_rank, rebuild_factored
+from netshrink.arch.structure import (
+    check_factored,
+    dense_weights,
+    factored_weights,
+    max_rank,
+    rebuild_factored,
+    repair_batchnorm,
+)
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
@@ -66,6 +73,8 @@ class LowRank(Config):
     Example:
         >>> low_rank_(model, LowRank(energy=0.9, filter_fn=lambda m, n: isinstance(m, nn.Linear)))
     """
+
+    LAYER_FIELDS = ("layers",)
 
     rank: int | None = None
     energy: float | None = None
@@ -146,7 +155,8 @@ def budget_ranks(modules: dict[str, nn.Module], kinds: dict[str, str], spectra: 
     return ranks
 
 
-@register(LowRank, "low_rank", rebuild=rebuild_factored)
+@register(LowRank, "low_rank", rebuild=rebuild_factored, check=check_factored, structural=True,
+          repair=repair_batchnorm, verb=low_rank_)
 def _low_rank(model: nn.Module, config: LowRank) -> dict:
     def obstacle(name: str, module: nn.Module) -> str | None:
         kind = kind_of(module, config)

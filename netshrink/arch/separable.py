@@ -25,7 +25,7 @@ from netshrink.arch.convert import (
     rank_obstacle,
     replace_layers,
 )
-from netshrink.arch.structure import rebuild_factored
+from netshrink.arch.structure import check_factored, rebuild_factored, repair_batchnorm
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
@@ -48,6 +48,8 @@ class Separable(Config):
     Example:
         >>> separable_(model, Separable(multiplier=1))  # 3x3 conv 64->64: 36,864 -> 4,672 weights
     """
+
+    LAYER_FIELDS = ("layers",)
 
     multiplier: int = 1
     init: str = "svd"
@@ -73,12 +75,13 @@ def separable_obstacle(module: nn.Conv2d) -> str | None:
     return None
 
 
-def separable_(model: nn.Module, config: Separable | None = None) -> nn.Module:
+def separable_(model: nn.Module, config: Separable) -> nn.Module:
     """Convert ``model``'s convolutions in place (see ``Separable``); logged, so save/load restore it."""
-    return apply_(model, config or Separable())
+    return apply_(model, config)
 
 
-@register(Separable, "separable", rebuild=rebuild_factored)
+@register(Separable, "separable", rebuild=rebuild_factored, check=check_factored, structural=True,
+          repair=repair_batchnorm, verb=separable_)
 def _separable(model: nn.Module, config: Separable) -> dict:
     def obstacle(name: str, module: nn.Module) -> str | None:
         return separable_obstacle(module) or rank_obstacle(module, "separable", config.multiplier, "multiplier")

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from netshrink.arch.factorize import KINDS
+from netshrink.core import record_checks
 from netshrink.core.modules import set_module
 
 #: names of the first and second layer of each kind
@@ -77,6 +78,26 @@ def max_rank(module: nn.Module, kind: str) -> int:
     ins, outs, (kh, kw) = module.in_channels, module.out_channels, module.kernel_size
     return {"channel": min(outs, ins * kh * kw), "spatial": min(ins * kh, outs * kw),
             "separable": min(outs, kh * kw)}[kind]
+
+
+def check_factored(model: nn.Module, record: dict[str, Any]) -> None:
+    """Record check of both conversions: every logged layer is a plain Linear or Conv2d of the
+    model, its kind fits the layer, and its rank is from 1 to the layer's rank for that kind (for
+    ``separable`` the multiplier, from 1 to the kernel's own rank)."""
+    for name, layer in record_checks.mapping(record.get("layers"), "layers").items():
+        module = record_checks.layer(model, name, (nn.Linear, nn.Conv2d))
+        layer = record_checks.mapping(layer, f"layer {name[:80]!r}")
+        allowed = ("linear",) if isinstance(module, nn.Linear) else tuple(k for k in KINDS if k != "linear")
+        kind = record_checks.one_of(layer.get("kind"), allowed, f"kind of {name[:80]!r}")
+        record_checks.size(layer.get("rank"), max_rank(module, kind), f"rank of {name[:80]!r}")
+
+
+def repair_batchnorm(model: nn.Module, data: Any) -> None:
+    """The pipeline's repair after a conversion: BatchNorm statistics re-estimated on training
+    inputs (``finetune.reestimate_batchnorm_``), before fine-tuning."""
+    from netshrink.arch.finetune import reestimate_batchnorm_
+
+    reestimate_batchnorm_(model, data.train.x)
 
 
 def rebuild_factored(model: nn.Module, record: dict[str, Any]) -> None:

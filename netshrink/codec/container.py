@@ -9,6 +9,7 @@ too)::
     {"format_version": 4,
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
+     "sections": {name: {...}},        (measurements such as a dynamic profile; left out when empty)
      "tensors": {name: {"dtype": "float16",                    (left out for float32)
                         "shape": [...],
                         "chain": "sparse+codebook",            (left out for dense)
@@ -35,7 +36,6 @@ caller's model, and checks that the state dict matches; every failure is one
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import zlib
@@ -72,12 +72,10 @@ from netshrink.codec.validate import (
     parse_metadata,
     validate_document,
 )
-from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
 from netshrink.core.files import write_atomically
 from netshrink.core.rebuild import check_log, replay
-from netshrink.core.registry import apply_, register
-from netshrink.core.transform_log import get_arch, get_log, set_arch, set_log
+from netshrink.core.transform_log import get_arch, get_log, get_sections, set_arch, set_log, set_section
 
 MAX_FILE_BYTES = 2 ** 40
 #: ``read_tensors`` refuses a file whose decoding would allocate more than this by default, the
@@ -86,42 +84,6 @@ MAX_FILE_BYTES = 2 ** 40
 MAX_DECODED_BYTES = 2 ** 30
 #: the first bytes of a safetensors file: a little-endian u64 header length, then a JSON object
 _SAFETENSORS_PREFIX = 9
-
-
-@dataclasses.dataclass(frozen=True)
-class Encode(Config):
-    """Ask ``save`` to store named tensors in given encodings.
-
-    Args:
-        encodings: tensor name -> chain, e.g. ``{"fc1.weight": "codebook"}`` (also ``"int"``,
-            ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``, ``"sparse+codebook"``...).
-            An encoding that cannot hold the tensor exactly is ignored and detection decides.
-    """
-
-    encodings: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-@register(Encode, "encode", rebuild=None)
-def _encode(model: nn.Module, config: Encode) -> None:
-    """Steers the writer only: nothing changes in the model."""
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.encodings.items()):
-        raise ConfigError("Encode.encodings maps tensor names to chain names (strings)")
-
-
-def request_encodings(model: nn.Module, encodings: dict[str, str]) -> nn.Module:
-    """``apply_(model, Encode(encodings))``: see ``Encode``. Returns the model."""
-    return apply_(model, Encode(dict(encodings)))
-
-
-def _requested_encodings(log: list[dict[str, Any]]) -> dict[str, str]:
-    requested: dict[str, str] = {}
-    for record in log:
-        config = record.get("config") if isinstance(record, dict) else None
-        if record.get("verb") == "encode" and isinstance(config, dict):
-            encodings = config.get("encodings")
-            if isinstance(encodings, dict):
-                requested.update({k: v for k, v in encodings.items() if isinstance(v, str)})
-    return requested
 
 
 def _crc(data: bytes | memoryview | list[bytes]) -> int:
@@ -144,7 +106,7 @@ def _ordered_streams(encoded: Encoded) -> list[bytes]:
 
 
 def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
-         keep_zero_sign: bool = False) -> None:
+         keep_zero_sign: bool = False, encodings: dict[str, str] | None = None) -> None:
     """Write ``model`` as a .nsk file, each tensor in its cheapest exact encoding.
 
     Pruning by masking (``w * mask``, as ``torch.nn.utils.prune`` and every mask parametrization
@@ -161,6 +123,10 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
         entropy: coder of every integer stream: ``"none"``, ``"huffman"``, ``"ans"`` or
             ``"auto"`` (the smallest).
         keep_zero_sign: store ``-0.0`` as it is instead of as ``+0.0``.
+        encodings: tensor name -> chain to store it in, e.g. ``{"fc1.weight": "codebook"}`` (also
+            ``"int"``, ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``,
+            ``"sparse+codebook"``...); an encoding that cannot hold the tensor exactly is ignored
+            and detection decides. A name the model does not have is a ConfigError.
 
     Example:
         >>> save(model, "lenet.nsk"); model2 = load("lenet.nsk")
@@ -172,7 +138,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
                              "before saving")
     log = get_log(model)
     check_loadable(model, log)
-    requested = _requested_encodings(log)
+    requested = _checked_encodings(model, encodings)
     entries: dict[str, Any] = {}
     streams: list[bytes] = []
     for name, tensor in model.state_dict().items():
@@ -184,8 +150,10 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
         entries[name] = _tensor_entry(tensor, encoded, dtype)
         streams += _ordered_streams(encoded)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
-                "transform_log": log, "tensors": entries, "stream_crc": _crc(streams)}
-    document = {key: value for key, value in document.items() if value not in (None, [])}
+                "transform_log": log, "sections": get_sections(model), "tensors": entries,
+                "stream_crc": _crc(streams)}
+    document = {key: value for key, value in document.items()
+                if value not in (None, []) and (key != "sections" or value)}
     try:
         text = json.dumps(document, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as error:
@@ -193,6 +161,18 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
     blob = np.frombuffer(b"".join(streams), dtype=np.uint8)
     data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: pack_document(text)})
     write_atomically(path, data)
+
+
+def _checked_encodings(model: nn.Module, encodings: dict[str, str] | None) -> dict[str, str]:
+    if not encodings:
+        return {}
+    if not isinstance(encodings, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in encodings.items()):
+        raise ConfigError("encodings maps tensor names to chain names (strings)")
+    unknown = sorted(set(encodings) - set(model.state_dict()))
+    if unknown:
+        raise ConfigError(f"encodings names {unknown[:3]}, which the model does not have")
+    return dict(encodings)
 
 
 def check_loadable(model: nn.Module, log: list[dict[str, Any]]) -> None:
@@ -432,6 +412,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
     _cast_to(model, {name: tensor.dtype for name, tensor in tensors.items()})
     model.load_state_dict(tensors, strict=True)  # copying keeps tied parameters tied
     set_log(model, doc["transform_log"])
+    for name, value in doc["sections"].items():
+        set_section(model, name, value)
     arch = doc["architecture"]
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])

@@ -113,9 +113,34 @@ def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
         _dict(arch.get("kwargs"), "architecture.kwargs")
     if not isinstance(doc.setdefault("transform_log", []), list):
         _fail("transform_log must be a list")
+    sections = _dict(doc.setdefault("sections", {}), "sections")
+    _upgrade_legacy_log(doc)
+    if not all(isinstance(name, str) and isinstance(value, dict) for name, value in sections.items()):
+        _fail("sections must map names to JSON objects")
     _dict(doc.get("tensors"), "tensors")
     checked_int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
     return doc
+
+
+#: log records that files of versions 2 to 4 may hold and that are not transforms: ``encode`` asked
+#: the writer for encodings (now ``save(..., encodings=)``), ``dynamic_profile`` held a measured
+#: profile table (now the ``dynamic_profile`` metadata section)
+_LEGACY_WRITER_RECORD = "encode"
+_LEGACY_PROFILE_RECORD = "dynamic_profile"
+
+
+def _upgrade_legacy_log(doc: dict[str, Any]) -> None:
+    """Drop the records of an older file that are not replayable transforms, moving the last
+    profile table into its section (the newest record was the one in force)."""
+    log = []
+    for record in doc["transform_log"]:
+        verb = record.get("verb") if isinstance(record, dict) else None
+        if verb == _LEGACY_PROFILE_RECORD and isinstance(record.get("config"), dict):
+            config = record["config"]
+            doc["sections"][_LEGACY_PROFILE_RECORD] = {key: config.get(key) for key in ("points", "device", "threads")}
+        elif verb != _LEGACY_WRITER_RECORD:
+            log.append(record)
+    doc["transform_log"] = log
 
 
 def validate_tensor(name: str, entry: Any, offset: int, data_bytes: int) -> TensorSpec:

@@ -23,6 +23,8 @@ class Config:
     """
 
     VERSION: ClassVar[int] = 1
+    #: fields that name layers: a sequence of names, or a dict keyed by layer name (``layer_names``)
+    LAYER_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -33,6 +35,18 @@ class Config:
         fields = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
                   if f.metadata.get("logged", True)}
         return {"type": type(self).__name__, "version": self.VERSION, **fields}
+
+    def layer_names(self) -> list[str]:
+        """Every layer name the config refers to (its ``LAYER_FIELDS``), so a recipe can check them
+        against the model before anything trains."""
+        names: list[str] = []
+        for field in self.LAYER_FIELDS:
+            value = getattr(self, field)
+            if isinstance(value, dict):
+                names += [str(k) for k in value]
+            elif isinstance(value, (list, tuple)):
+                names += [str(v) for v in value]
+        return names
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Config:

@@ -1,105 +1,181 @@
-"""One registry of techniques: config type, verb, handler and rebuilder, registered together.
+"""One registry of techniques: every fact about a verb, registered together in one place.
 
 Modelled on torchao's ``register_quantize_module_handler``: a new technique is one config plus one
 function. ``apply_(model, config)`` looks up the technique of ``type(config)``, runs its handler and
-records what it did in the model's transform log. The same registration says how ``load`` redoes
-the technique's structural change from a log record (``rebuild``; ``None`` when the effect is in
-the weights alone) and, optionally, what ``finalize_`` must do for it (``finalize``). Because the
-three travel together, a technique cannot be applied and saved yet be unloadable.
+records what it did in the model's transform log. The same registration says everything else the
+rest of netshrink needs to know, so nothing outside this module compares technique names:
+
+- ``name``: the one name the transform log, recipes and the CLI use (``aliases``: older recipe
+  names still accepted);
+- ``rebuild`` / ``check``: how ``load`` redoes the structural change from a log record, and how it
+  refuses a record the handler would have refused, before anything is allocated;
+- ``finalize``: the technique's part of ``finalize_``;
+- ``structural``: whether it changes the module structure (recipes order stages by it);
+- ``repair``: what the pipeline runs after the verb, before fine-tuning (BatchNorm re-estimation
+  after a factorization);
+- ``training``: for a technique that makes a model dynamic, how every later fine-tuning trains it
+  (the joint loss) and how it is re-calibrated afterwards.
+
+Techniques are found through the package entry-point group ``netshrink.techniques`` (each entry
+names a module that registers on import): netshrink's own families are listed there in
+``pyproject.toml``, and a user's package that declares an entry in the same group is found the same
+way in a fresh process, so a file its technique wrote loads anywhere it is installed. The core
+names no family.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import importlib.metadata
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from netshrink.core.config import Config
-from netshrink.core.errors import ConfigError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError, one_line
 from netshrink.core.transform_log import append_record
+
+#: the entry-point group techniques are registered under (``[project.entry-points."netshrink.techniques"]``)
+ENTRY_POINT_GROUP = "netshrink.techniques"
 
 Handler = Callable[[nn.Module, Config], dict[str, Any] | None]
 """``handler(model, config) -> details``: edits the model in place; the details (targets, new
 shapes...) go into the log record beside the config."""
 Rebuilder = Callable[[nn.Module, dict[str, Any]], None]
 """``rebuild(model, record)``: redo the structural part of a logged change on a fresh model."""
+RecordCheck = Callable[[nn.Module, dict[str, Any]], None]
+"""``check(model, record)``: raise ``NetshrinkFormatError`` (one line) for a record that the
+handler could not have written for ``model`` as it stands (unknown layers, sizes that grow a layer,
+ranks above a layer's rank...); allocates nothing."""
 Finalizer = Callable[[nn.Module], None]
 """``finalize(model)``: the technique's part of ``finalize_`` (physical surgery), run before the
 generic baking of parametrizations; structural surgery it does must itself go through ``apply_``
 so the log records it."""
+Repair = Callable[[nn.Module, Any], None]
+"""``repair(model, data)``: what the pipeline runs right after the verb and before fine-tuning."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicTraining:
+    """How a model that a technique made dynamic trains and is re-calibrated from then on.
+
+    Args:
+        loss: ``loss(model) -> loss_fn`` for ``fit(..., loss_fn=)`` (BranchyNet's joint loss, the
+            sandwich rule); a dynamic model's loss has no teacher term.
+        prepare: run on the model before each fine-tuning (e.g. the full width), or None.
+        calibrate: ``calibrate(model, val_split, **options)`` after each fine-tuning (thresholds,
+            the profile table), with the stage ``options`` below.
+        options: extra recipe stage keys the calibration reads, with defaults (``max_drop``).
+    """
+
+    loss: Callable[[nn.Module], Callable]
+    calibrate: Callable[..., None]
+    prepare: Callable[[nn.Module], None] | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Technique:
-    """Everything netshrink knows about one verb."""
+    """Everything netshrink knows about one technique (see the module docstring)."""
 
+    name: str
     config_type: type[Config]
-    verb: str
     handler: Handler
     rebuild: Rebuilder | None
+    check: RecordCheck | None = None
     finalize: Finalizer | None = None
+    structural: bool = False
+    repair: Repair | None = None
+    training: DynamicTraining | None = None
+    verb: Callable[..., nn.Module] | None = None
+    aliases: tuple[str, ...] = ()
+
+    def check_record(self, model: nn.Module, record: dict[str, Any]) -> None:
+        """Refuse (``NetshrinkFormatError``, one line) a record the handler would not have written:
+        its config must parse as this technique's config and pass the config's own checks, then
+        the technique's ``check`` sees it against ``model`` as it stands. Allocates nothing."""
+        config = record.get("config")
+        if not isinstance(config, dict):
+            raise NetshrinkFormatError(f"{self.name} record has no config object")
+        try:
+            parsed = Config.from_dict(config)
+        except Exception as error:  # noqa: BLE001 (the record comes from a file)
+            raise NetshrinkFormatError(f"{self.name} record: {one_line(error)}") from None
+        if type(parsed) is not self.config_type:
+            raise NetshrinkFormatError(f"{self.name} record holds a {type(parsed).__name__} config, "
+                                       f"not {self.config_type.__name__}")
+        if self.check is not None:
+            try:
+                self.check(model, record)
+            except NetshrinkFormatError as error:
+                raise NetshrinkFormatError(f"{self.name} record: {one_line(error)}") from None
+            except Exception as error:  # noqa: BLE001 (the record comes from a file)
+                raise NetshrinkFormatError(f"{self.name} record is malformed ({one_line(error)})") from None
 
 
 _BY_CONFIG: dict[type[Config], Technique] = {}
-_BY_VERB: dict[str, Technique] = {}
-
-#: The modules that register netshrink's own techniques. A verb looked up and not found makes the
-#: registry import these (this fixed list, never a name read from a file) once, so a fresh process
-#: loads any file netshrink wrote without first importing the family that wrote it.
-#: ``tests/core/test_registry_builtins.py`` checks that every registering module is listed.
-BUILTIN_TECHNIQUE_MODULES = (
-    "netshrink.codec.container",
-    "netshrink.prune.magnitude",
-    "netshrink.prune.structured",
-    "netshrink.quant.cluster",
-    "netshrink.quant.binary",
-    "netshrink.quant.uniform",
-    "netshrink.arch.separable",
-    "netshrink.arch.low_rank",
-    "netshrink.dynamic.slimmable",
-    "netshrink.dynamic.profile",
-    "netshrink.dynamic.early_exit",
-)
-_builtins_imported = False
+_BY_NAME: dict[str, Technique] = {}
+_loaded = False
 
 
-def _import_builtins() -> None:
-    global _builtins_imported
-    if not _builtins_imported:
-        _builtins_imported = True
-        for module in BUILTIN_TECHNIQUE_MODULES:
-            importlib.import_module(module)
+def load_techniques() -> None:
+    """Import every module of the ``netshrink.techniques`` entry-point group once (netshrink's own
+    families and any installed package's). A third-party module that fails to import is skipped
+    with a one-line warning; netshrink's own failing is an error."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as error:
+            if entry.value.startswith("netshrink."):
+                raise
+            warnings.warn(f"netshrink technique {entry.name!r} ({entry.value}) failed to import: "
+                          f"{one_line(error)}", stacklevel=2)
 
 
-def register(config_type: type[Config], verb: str, *, rebuild: Rebuilder | None,
-             finalize: Finalizer | None = None) -> Callable[[Handler], Handler]:
+def register(config_type: type[Config], name: str, *, rebuild: Rebuilder | None, check: RecordCheck | None = None,
+             finalize: Finalizer | None = None, structural: bool = False, repair: Repair | None = None,
+             training: DynamicTraining | None = None, verb: Callable[..., nn.Module] | None = None,
+             aliases: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
     """Decorator registering ``handler(model, config)`` as the technique for ``config_type``.
 
     Args:
         config_type: the config class the handler takes.
-        verb: the name the transform log records (unique).
+        name: the one name of the technique: the transform log's, the recipes' and the CLI's (unique).
         rebuild: how ``load`` redoes the structural change from the log record, or ``None`` when
             the technique changes values only. Required: there is no default to forget.
+        check: refuses a log record the handler would have refused (see ``RecordCheck``); every
+            technique with a ``rebuild`` should give one.
         finalize: the technique's part of ``finalize_``, if it has one.
+        structural: the technique changes the model's modules or shapes.
+        repair: run by the pipeline after the verb, before fine-tuning.
+        training: for a technique that makes the model dynamic, how it trains from then on.
+        verb: the public ``verb_(model, config) -> model`` function (exported from ``netshrink``).
+        aliases: other names recipes may use for it.
 
     Example:
-        >>> @register(MagnitudePrune, "prune", rebuild=None, finalize=None)
+        >>> @register(MagnitudePrune, "magnitude_prune", rebuild=None, verb=prune_, aliases=("prune",))
         ... def _prune(model, config): ...
     """
-    if not isinstance(verb, str) or not verb:
-        raise ValueError(f"verb must be a non-empty string, got {verb!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
 
     def wrap(handler: Handler) -> Handler:
         if config_type in _BY_CONFIG:
             raise ValueError(f"a technique for {config_type.__name__} is already registered")
-        if verb in _BY_VERB:
-            raise ValueError(f"verb {verb!r} is already registered (by {_BY_VERB[verb].config_type.__name__})")
-        technique = Technique(config_type, verb, handler, rebuild, finalize)
+        for key in (name, *aliases):
+            if key in _BY_NAME:
+                raise ValueError(f"name {key!r} is already registered (by {_BY_NAME[key].config_type.__name__})")
+        technique = Technique(name, config_type, handler, rebuild, check, finalize, structural, repair, training,
+                              verb, tuple(aliases))
         _BY_CONFIG[config_type] = technique
-        _BY_VERB[verb] = technique
+        for key in (name, *aliases):
+            _BY_NAME[key] = technique
         return handler
 
     return wrap
@@ -110,27 +186,39 @@ def apply_(model: nn.Module, config: Config) -> nn.Module:
     technique = _BY_CONFIG.get(type(config))
     if technique is None:
         raise ConfigError(
-            f"no transform is registered for {type(config).__name__}; "
-            f"registered: {sorted(c.__name__ for c in _BY_CONFIG)}"
+            f"{type(config).__name__} is not a technique's config; registered: "
+            f"{sorted(c.__name__ for c in _BY_CONFIG)}"
         )
     details = technique.handler(model, config) or {}
-    append_record(model, technique.verb, config, **details)
+    append_record(model, technique.name, config, **details)
     return model
 
 
-def technique_of(verb: str) -> Technique | None:
-    """The technique registered under ``verb`` (netshrink's own are imported on first need), or None."""
-    if verb not in _BY_VERB:
-        _import_builtins()
-    return _BY_VERB.get(verb)
+def technique_of(name: str) -> Technique | None:
+    """The technique registered under ``name`` or one of its aliases (installed techniques are
+    imported on first need), or None."""
+    if name not in _BY_NAME:
+        load_techniques()
+    return _BY_NAME.get(name)
+
+
+def technique_for(config: Config | type[Config]) -> Technique | None:
+    """The technique whose config is ``config`` (an instance or the class), or None."""
+    load_techniques()
+    return _BY_CONFIG.get(config if isinstance(config, type) else type(config))
+
+
+def techniques() -> list[Technique]:
+    """Every registered technique, by name."""
+    load_techniques()
+    return sorted(_BY_CONFIG.values(), key=lambda t: t.name)
 
 
 def registered() -> dict[str, str]:
-    """Config name -> verb, for every registered technique."""
-    return {c.__name__: t.verb for c, t in _BY_CONFIG.items()}
+    """Config name -> technique name, for every registered technique."""
+    return {t.config_type.__name__: t.name for t in techniques()}
 
 
 def registered_verbs() -> list[str]:
-    """Every verb the loader can replay."""
-    _import_builtins()
-    return sorted(_BY_VERB)
+    """Every technique name the loader can replay."""
+    return [t.name for t in techniques()]

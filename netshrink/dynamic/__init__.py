@@ -22,7 +22,7 @@ _EXPORTS = {
     "num_exits": "netshrink.dynamic.early_exit",
     "set_exit": "netshrink.dynamic.early_exit",
     "set_thresholds": "netshrink.dynamic.early_exit",
-    "DynamicProfile": "netshrink.dynamic.profile",
+    "Profile": "netshrink.dynamic.profile",
     "choose_point": "netshrink.dynamic.profile",
     "describe": "netshrink.dynamic.profile",
     "profile_": "netshrink.dynamic.profile",

@@ -69,12 +69,14 @@ def run_dynamic(args: argparse.Namespace) -> int:
     from netshrink.data import load_dataset
     from netshrink.dynamic import (
         EarlyExit,
+        Profile,
         Slimmable,
         calibrate_thresholds,
         describe,
         early_exit_,
         exit_loss,
         profile_,
+        profile_table,
         sandwich_loss,
         set_width,
         slimmable_,
@@ -97,13 +99,14 @@ def run_dynamic(args: argparse.Namespace) -> int:
         slimmable_(model, Slimmable(widths=widths))
         set_width(model, 1.0)
         fit(model, data, config, loss_fn=sandwich_loss(model), progress=False)
-        points = profile_(model, data.val, input_shape=data.input_shape)
+        points = profile_table(profile_(model, Profile(val=data.val, input_shape=data.input_shape)))["points"]
     else:
         early_exit_(model, EarlyExit(after=tuple(_listed(args.exits, "--exits")), head=args.head, pool=args.pool,
                                      input_shape=tuple(data.input_shape)))
         fit(model, data, config, loss_fn=exit_loss(model, distill=args.distill), progress=False)
         chosen = calibrate_thresholds(model, data.val, max_drop=args.max_drop, input_shape=data.input_shape)
-        points = profile_(model, data.val, thresholds=[chosen["threshold"]], input_shape=data.input_shape)
+        points = profile_table(profile_(model, Profile(val=data.val, thresholds=[chosen["threshold"]],
+                                                        input_shape=data.input_shape)))["points"]
     path = out / OUTPUT_NAME
     save(model, path)
     print("operating points (validation split):")

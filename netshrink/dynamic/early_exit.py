@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config
-from netshrink.core.errors import ConfigError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.core.registry import apply_, register
 from netshrink.core.transform_log import get_arch
 from netshrink.dynamic.stages import batch_first_shapes, cached_stages
+from netshrink.dynamic.training import EXITS
 
 HEADS = ("linear", "conv", "pooled_conv")
 CRITERIA = ("max_softmax", "entropy")
@@ -65,6 +67,8 @@ class EarlyExit(Config):
     Example:
         >>> early_exit_(create("convnet"), EarlyExit(after=("features.2",), pool=4))
     """
+
+    LAYER_FIELDS = ("after",)
 
     after: tuple[str, ...] = ()
     head: str = "linear"
@@ -250,7 +254,34 @@ def sample_shape(model: nn.Module, given: Sequence[int]) -> tuple[int, ...]:
     raise ConfigError(f"{type(model).__name__} is not a zoo model; give its input_shape (one sample's shape)")
 
 
-@register(EarlyExit, "early_exit", rebuild=_rebuild)
+def early_exit_(model: nn.Module, config: EarlyExit) -> nn.Module:
+    """Add exits after ``config.after``'s blocks, in place (logged); returns the model."""
+    return apply_(model, config)
+
+
+#: bounds of a logged exit head's input: dimensions per sample, and each dimension's size
+_HEAD_INPUT_DIMS, _HEAD_INPUT_SIZE = 3, 2 ** 16
+
+
+def _check(model: nn.Module, record: dict[str, Any]) -> None:
+    """One set of exits per model and none on a slimmable one (as the handler refuses); one head
+    input shape per block named, each (F,), (T, D) or (C, H, W)."""
+    record_checks.not_yet(model, SPEC_ATTR, "early_exit")
+    record_checks.not_yet(model, "netshrink_widths", "early_exit on a slimmable model")
+    config = EarlyExit.from_dict(record["config"])
+    shapes = record.get("shapes")
+    if not isinstance(shapes, list) or len(shapes) != len(config.after):
+        raise NetshrinkFormatError(f"needs one head input shape per block in 'after' ({len(config.after)})")
+    for shape in shapes:
+        if not isinstance(shape, list) or not 1 <= len(shape) <= _HEAD_INPUT_DIMS:
+            raise NetshrinkFormatError(f"a head input shape has 1 to {_HEAD_INPUT_DIMS} dimensions")
+        for size in shape:
+            record_checks.size(size, _HEAD_INPUT_SIZE, "a head input dimension")
+    record_checks.size(record.get("num_classes"), _HEAD_INPUT_SIZE, "num_classes")
+
+
+@register(EarlyExit, "early_exit", rebuild=_rebuild, check=_check, structural=True, training=EXITS,
+          verb=early_exit_)
 def _early_exit(model: nn.Module, config: EarlyExit) -> dict[str, Any]:
     if getattr(model, SPEC_ATTR, None) is not None or hasattr(model, "exit_heads"):
         raise ConfigError(f"{type(model).__name__} already has early exits; add all exits in one EarlyExit")
@@ -278,11 +309,6 @@ def _early_exit(model: nn.Module, config: EarlyExit) -> dict[str, Any]:
     model.exit_thresholds = model.exit_thresholds.to(device)
     model.exit_fixed = model.exit_fixed.to(device)
     return {"shapes": record["shapes"], "num_classes": num_classes}
-
-
-def early_exit_(model: nn.Module, config: EarlyExit) -> nn.Module:
-    """Add exits after ``config.after``'s blocks, in place (logged); returns the model."""
-    return apply_(model, config)
 
 
 def set_exit(model: nn.Module, k: int | None) -> None:
@@ -323,7 +349,7 @@ def exit_loss(model: nn.Module, weights: Sequence[float] | None = None, distill:
     Example:
         >>> fit(model, data, FitConfig(epochs=10), loss_fn=exit_loss(model, weights=(0.5, 1.0)))
     """
-    from netshrink.distill.loss import distillation_loss
+    from netshrink.distillation.loss import distillation_loss
 
     count = num_exits(model)
     weights = [1.0] * count if weights is None else [float(w) for w in weights]

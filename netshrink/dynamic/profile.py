@@ -3,8 +3,9 @@
 An operating point is one way to run a dynamic model: a width (slimmable), a fixed exit, or a
 shared confidence threshold (early exits). ``profile_`` measures each point's validation accuracy,
 dense MACs per sample (average over the samples, for thresholds) and latency per sample on this
-device, and records the table in the transform log (``DynamicProfile``), so it travels in the .nsk
-file. ``choose_point`` picks the most accurate point that fits a MACs or milliseconds budget;
+device, and stores the table as the model's ``dynamic_profile`` metadata section (not in the
+transform log: it is a measurement, replaced when measured again), so it travels in the .nsk file.
+``choose_point`` picks the most accurate point that fits a MACs or milliseconds budget;
 ``use_point`` switches the model to it. Latencies are of the machine that profiled.
 """
 
@@ -18,9 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
-from netshrink.core.registry import apply_, register
+from netshrink.core.transform_log import get_section, set_section
 from netshrink.data.dataset import Split
 from netshrink.dynamic.calibrate import threshold_curve
 from netshrink.dynamic.early_exit import SPEC_ATTR, num_exits, sample_shape, set_exit, set_thresholds
@@ -28,40 +28,35 @@ from netshrink.dynamic.slimmable import WIDTHS_ATTR, set_width, widths_of
 from netshrink.measure.accuracy import evaluate
 from netshrink.measure.macs import count_macs
 
-PROFILE_ATTR = "netshrink_profile"
+#: the metadata section the table travels in (``core.transform_log.set_section``)
+PROFILE_SECTION = "dynamic_profile"
 KINDS = ("width", "exit", "threshold")
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicProfile(Config):
-    """The profile table: one dict per operating point with ``kind`` (``"width"``, ``"exit"`` or
-    ``"threshold"``), ``value``, ``accuracy`` (validation), ``macs`` and ``latency_ms`` per sample,
-    and the ``device`` / ``threads`` the latencies were measured with."""
+class Profile:
+    """What ``profile_`` measures on.
 
-    points: tuple[dict[str, Any], ...] = ()
-    device: str = "cpu"
+    Args:
+        val: the validation split the points are measured on (real inputs, for latency too).
+        thresholds: the shared confidence thresholds to profile (default: those the model holds).
+        input_shape: one sample's shape, when the model's architecture does not say it.
+        latency_samples: latency is per sample at batch 1 over this many validation inputs.
+        threads: torch threads while timing.
+    """
+
+    val: Split
+    thresholds: Sequence[float] = ()
+    input_shape: Sequence[int] = ()
+    latency_samples: int = 256
     threads: int = 1
-
-
-def _set_table(model: nn.Module, record: dict[str, Any]) -> None:
-    config = DynamicProfile.from_dict(record["config"])
-    object.__setattr__(model, PROFILE_ATTR, {"points": [dict(p) for p in config.points],
-                                             "device": config.device, "threads": config.threads})
-
-
-@register(DynamicProfile, "dynamic_profile", rebuild=_set_table)
-def _profile(model: nn.Module, config: DynamicProfile) -> None:
-    for point in config.points:
-        if point.get("kind") not in KINDS:
-            raise ConfigError(f"operating point kind must be one of {list(KINDS)}, got {point.get('kind')!r}")
-    _set_table(model, {"config": config.to_dict()})
 
 
 def profile_table(model: nn.Module) -> dict[str, Any]:
     """The model's profile (``points``, ``device``, ``threads``); a one-line error if none."""
-    table = getattr(model, PROFILE_ATTR, None)
+    table = get_section(model, PROFILE_SECTION)
     if table is None:
-        raise ConfigError("this model has no profile table; measure one with profile_(model, val_split)")
+        raise ConfigError("this model has no profile table; measure one with profile_(model, Profile(val=...))")
     return table
 
 
@@ -112,21 +107,23 @@ def latency_per_sample(model: nn.Module, x: torch.Tensor, batch_size: int = 1, t
     return best * 1e3 / len(x)
 
 
-def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), input_shape: Sequence[int] = (),
-             latency_samples: int = 256, threads: int = 1) -> list[dict[str, Any]]:
-    """Measure every operating point on the validation split and record the table in the model's
-    log (so ``save`` writes it). Latency is per sample at batch 1 over the first
-    ``latency_samples`` validation inputs. A slimmable model is left at its widest width, a model
-    with exits with the thresholds it had, leaving by confidence."""
-    shape = sample_shape(model, input_shape)
-    points = candidate_points(model, thresholds)
+def profile_(model: nn.Module, config: Profile) -> nn.Module:
+    """Measure every operating point on ``config.val`` and store the table as the model's
+    ``dynamic_profile`` section, replacing any earlier one (``save`` writes it; read it with
+    ``profile_table``). A slimmable model is left at its widest width, a model with exits with the
+    thresholds it had, leaving by confidence. Returns the model."""
+    if not isinstance(config, Profile):
+        raise ConfigError(f"profile_ takes a Profile config, got {type(config).__name__}")
+    val, threads = config.val, config.threads
+    shape = sample_shape(model, config.input_shape)
+    points = candidate_points(model, config.thresholds)
     saved_thresholds = [] if points[0]["kind"] == "width" else model.exit_thresholds.tolist()
     curve = {}
     if points[0]["kind"] != "width":
         values = [p["value"] for p in points if p["kind"] == "threshold"]
         curve = {c["threshold"]: c for c in threshold_curve(model, val, shape, values)}
     device = next(model.parameters()).device
-    sample = val.x[:latency_samples].to(device)
+    sample = val.x[:config.latency_samples].to(device)
     for point in points:
         use_point(model, point)
         if point["kind"] == "threshold":
@@ -140,8 +137,8 @@ def profile_(model: nn.Module, val: Split, thresholds: Sequence[float] = (), inp
         use_point(model, points[-1])
     else:
         set_thresholds(model, saved_thresholds)
-    apply_(model, DynamicProfile(points=tuple(points), device=str(device), threads=threads))
-    return points
+    set_section(model, PROFILE_SECTION, {"points": points, "device": str(device), "threads": threads})
+    return model
 
 
 def choose_point(model: nn.Module, budget_macs: float | None = None, budget_ms: float | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from netshrink.core.errors import ConfigError
-from netshrink.distill.loss import distillation_loss
+from netshrink.distillation.loss import distillation_loss
 from netshrink.dynamic.slimmable import get_width, set_width, widths_of
 from netshrink.train.fit import LossFn
 

@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.dynamic.training import WIDTHS
 
 WIDTHS_ATTR = "netshrink_widths"
 
@@ -178,17 +180,25 @@ def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
     make_slimmable(model, Slimmable.from_dict(record["config"]).widths)
 
 
-@register(Slimmable, "slimmable", rebuild=_rebuild)
+def slimmable_(model: nn.Module, config: Slimmable) -> nn.Module:
+    """Make ``model`` slimmable at ``config.widths``, in place (logged); returns the model."""
+    return apply_(model, config)
+
+
+def _check(model: nn.Module, record: dict[str, Any]) -> None:
+    """Once per model, and not on a model with early exits (as the handler refuses)."""
+    record_checks.not_yet(model, WIDTHS_ATTR, "slimmable")
+    record_checks.not_yet(model, "netshrink_exits", "slimmable on a model with early exits")
+    _check_supported(model)
+
+
+@register(Slimmable, "slimmable", rebuild=_rebuild, check=_check, structural=True, training=WIDTHS,
+          verb=slimmable_)
 def _slimmable(model: nn.Module, config: Slimmable) -> dict[str, Any]:
     device = next(model.parameters()).device
     make_slimmable(model, config.widths)
     model.to(device)
     return {"layers": [n for n, m in model.named_modules() if isinstance(m, _Slim)]}
-
-
-def slimmable_(model: nn.Module, config: Slimmable) -> nn.Module:
-    """Make ``model`` slimmable at ``config.widths``, in place (logged); returns the model."""
-    return apply_(model, config)
 
 
 def widths_of(model: nn.Module) -> tuple[float, ...]:

@@ -8,7 +8,7 @@ A recipe (read with the standard library's ``tomllib``)::
     [data]
     name = "fashion-mnist"                  # digits, a .npz or an image folder; dir = IDX folder
     [[stages]]
-    verb = "prune"                          # netshrink.pipeline.verbs.VERBS
+    verb = "magnitude_prune"                # a technique's name (`netshrink techniques`), "train" or "distill"
     config = { sparsity = 0.92, scope = "layer" }
     epochs = 3                              # fine-tuning budget after the verb (0: none)
     fit = { lr = 0.01 }                     # any other FitConfig field
@@ -17,6 +17,9 @@ A recipe (read with the standard library's ``tomllib``)::
 
 Every problem is found before anything runs and reported together, one line each with its place
 (``stages[2].config.bits: ...``), by constructing each config (its own checks are the checks).
+What a verb is (its config, whether it changes structure, how a dynamic model trains, which extra
+stage keys it reads) comes from its technique's registration (``netshrink.core.registry``); the
+recipe knows only its two training-only stages, ``train`` and ``distill``.
 """
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from netshrink.core.errors import ConfigError
-from netshrink.pipeline.verbs import VERBS
+from netshrink.core.registry import Technique, technique_of, techniques
 
 BUILT_IN_DATA = ("fashion-mnist", "digits")
 BASELINE_TEACHER = "baseline"
 TOP_KEYS = {"name", "model", "data", "stages"}
 MODEL_KEYS = {"zoo", "checkpoint", "builder"}
 DATA_KEYS = {"name", "dir", "val_fraction"}
-STRUCTURAL_VERBS = ("separable", "low_rank", "prune_structured")
-DYNAMIC_VERBS = ("early_exit", "slimmable")
-STAGE_KEYS = {"verb", "config", "epochs", "fit", "teacher", "distill", "max_drop"}
+#: stages that change nothing and only train: on labels, or from a teacher (``config``: Distill)
+TRAIN, DISTILL = "train", "distill"
+STAGE_KEYS = {"verb", "config", "epochs", "fit", "teacher", "distill"}
 
 
 class RecipeError(ConfigError):
@@ -46,7 +49,8 @@ class RecipeError(ConfigError):
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One validated stage: the verb's config, its fine-tuning and optional teacher."""
+    """One validated stage: its technique (None for a training-only stage) and config, its
+    fine-tuning, optional teacher, and the options its technique's dynamic training reads."""
 
     verb: str
     config: Any
@@ -54,7 +58,8 @@ class Stage:
     epochs: int = 0
     teacher: str | None = None
     distill: Any = None
-    max_drop: float = 0.005
+    technique: Technique | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +211,23 @@ def build_config(cls: type, table: Any, place: str, problems: list[str], **extra
         return None
 
 
+def stage_verbs() -> list[str]:
+    """Every name a stage's ``verb`` may take: the training-only stages, then each technique's."""
+    return [TRAIN, DISTILL] + [t.name for t in techniques()]
+
+
+def _stage_technique(verb_name: Any, place: str, problems: list[str]) -> tuple[str | None, Technique | None]:
+    """``(name, technique)`` of a stage's verb: a training-only stage has no technique; an alias
+    resolves to its technique's name; an unknown name is a problem."""
+    if verb_name in (TRAIN, DISTILL):
+        return verb_name, None
+    technique = technique_of(verb_name) if isinstance(verb_name, str) else None
+    if technique is None:
+        problems.append(f"{place}.verb: unknown verb {verb_name!r}; choose one of {', '.join(stage_verbs())}")
+        return None, None
+    return technique.name, technique
+
+
 def _stage(table: Any, place: str, base: Path, problems: list[str]) -> Stage | None:
     from netshrink.train import FitConfig
 
@@ -213,11 +235,10 @@ def _stage(table: Any, place: str, base: Path, problems: list[str]) -> Stage | N
         problems.append(f"{place}: must be a table")
         return None
     count = len(problems)
-    _unknown(table, STAGE_KEYS, f"{place}.", problems)
-    verb_name = table.get("verb")
-    verb = VERBS.get(verb_name) if isinstance(verb_name, str) else None
-    if verb is None:
-        problems.append(f"{place}.verb: unknown verb {verb_name!r}; choose one of {', '.join(VERBS)}")
+    verb, technique = _stage_technique(table.get("verb"), place, problems)
+    training = technique.training if technique is not None else None
+    option_defaults = training.options if training is not None else {}
+    _unknown(table, STAGE_KEYS | set(option_defaults), f"{place}.", problems)
     epochs = table.get("epochs", 0)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         problems.append(f"{place}.epochs: must be an integer >= 0, got {epochs!r}")
@@ -228,30 +249,44 @@ def _stage(table: Any, place: str, base: Path, problems: list[str]) -> Stage | N
         fit_table = {k: v for k, v in fit_table.items() if k != "epochs"}
     # FitConfig needs epochs >= 1; a stage with no fine-tuning keeps its own ``epochs`` of 0
     fit = build_config(FitConfig, fit_table, f"{place}.fit", problems, epochs=max(epochs, 1))
-    teacher = table.get("teacher")
-    if teacher is not None:
-        if not isinstance(teacher, str):
-            problems.append(f"{place}.teacher: must be a string (\"{BASELINE_TEACHER}\" or a file), got {teacher!r}")
-            teacher = None
-        elif teacher != BASELINE_TEACHER:
-            found = resolve_path(teacher, base)
-            if found is None:
-                problems.append(f"{place}.teacher: {teacher} does not exist; give a .safetensors or .nsk file "
-                                f"or \"{BASELINE_TEACHER}\" (the recipe's model)")
-            teacher = str(found) if found else None
-    max_drop = table.get("max_drop", 0.005)
-    if not isinstance(max_drop, float) or not 0.0 <= max_drop < 1.0:
-        problems.append(f"{place}.max_drop: must be a number in [0, 1), got {max_drop!r}")
+    teacher = _teacher(table.get("teacher"), place, base, problems)
+    options = _options(table, option_defaults, place, problems)
     distill_cfg = None
     config = None
     if verb is not None:
-        distill_cfg = _stage_options(verb, verb_name, table, epochs, place, problems)
-        if verb.training != "distill" and verb.config is not None:
-            config = build_config(verb.config_class(), table.get("config"), f"{place}.config", problems)
+        distill_cfg = _stage_options(technique, verb, table, epochs, place, problems)
+        if technique is not None:
+            config = build_config(technique.config_type, table.get("config"), f"{place}.config", problems)
     if len(problems) > count:
         return None
-    return Stage(verb=verb_name, config=config, fit=fit, epochs=epochs, teacher=teacher, distill=distill_cfg,
-                 max_drop=max_drop)
+    return Stage(verb=verb, config=config, fit=fit, epochs=epochs, teacher=teacher, distill=distill_cfg,
+                 technique=technique, options=options)
+
+
+def _teacher(teacher: Any, place: str, base: Path, problems: list[str]) -> str | None:
+    if teacher is None:
+        return None
+    if not isinstance(teacher, str):
+        problems.append(f"{place}.teacher: must be a string (\"{BASELINE_TEACHER}\" or a file), got {teacher!r}")
+        return None
+    if teacher == BASELINE_TEACHER:
+        return teacher
+    found = resolve_path(teacher, base)
+    if found is None:
+        problems.append(f"{place}.teacher: {teacher} does not exist; give a .safetensors or .nsk file "
+                        f"or \"{BASELINE_TEACHER}\" (the recipe's model)")
+    return str(found) if found else None
+
+
+def _options(table: dict[str, Any], defaults: dict[str, Any], place: str, problems: list[str]) -> dict[str, Any]:
+    """The stage keys its technique's dynamic training reads, each of its default's type."""
+    options = {}
+    for key, default in defaults.items():
+        value = table.get(key, default)
+        if type(value) is not type(default) or (isinstance(value, float) and not 0.0 <= value < 1.0):
+            problems.append(f"{place}.{key}: must be a number in [0, 1), got {value!r}")
+        options[key] = value
+    return options
 
 
 def _check_order(stages: list[Any], problems: list[str]) -> None:
@@ -261,31 +296,30 @@ def _check_order(stages: list[Any], problems: list[str]) -> None:
     dynamic = None
     for i, table in enumerate(stages):
         verb = table.get("verb") if isinstance(table, dict) else None
+        technique = technique_of(verb) if isinstance(verb, str) else None
         if dynamic is not None:
-            if verb in STRUCTURAL_VERBS or verb in DYNAMIC_VERBS:
+            if technique is not None and technique.structural:
                 problems.append(f"stages[{i}].verb: {verb} after {dynamic} is not supported; put it before")
             elif "teacher" in table:
                 problems.append(f"stages[{i}].teacher: after {dynamic} the joint loss trains; remove the teacher")
-        elif verb in DYNAMIC_VERBS:
+        elif technique is not None and technique.training is not None:
             dynamic = f"{verb} (stages[{i}])"
 
 
-def _stage_options(verb: Any, verb_name: str, table: dict[str, Any], epochs: int, place: str,
+def _stage_options(technique: Technique | None, verb_name: str, table: dict[str, Any], epochs: int, place: str,
                    problems: list[str]) -> Any:
-    """Check how the stage trains (teacher, distill options, budget); returns its Distill config."""
-    from netshrink.distill.config import Distill
+    """Check how the stage trains (teacher, distill options); returns its Distill config."""
+    from netshrink.distillation.config import Distill
 
-    if "max_drop" in table and verb.training != "exits":
-        problems.append(f"{place}.max_drop: only early_exit stages calibrate thresholds")
-    if verb.config is None and "config" in table:
+    if verb_name == TRAIN and "config" in table:
         problems.append(f"{place}.config: {verb_name} takes no config; remove it")
-    if verb.training == "distill":
+    if verb_name == DISTILL:
         if "distill" in table:
             problems.append(f"{place}.distill: a distill stage takes its options in {place}.config")
         if "teacher" not in table:
             problems.append(f"{place}.teacher: a distill stage needs a teacher")
         options = build_config(Distill, table.get("config"), f"{place}.config", problems)
-    elif verb.training != "fit":
+    elif technique is not None and technique.training is not None:
         if "teacher" in table or "distill" in table:
             problems.append(f"{place}.teacher: {verb_name} trains with its own joint loss; remove teacher/distill")
         return None
@@ -296,6 +330,6 @@ def _stage_options(verb: Any, verb_name: str, table: dict[str, Any], epochs: int
         options = None
     else:
         options = build_config(Distill, table.get("distill"), f"{place}.distill", problems)
-    if epochs == 0 and (verb.config is None or "teacher" in table):
+    if epochs == 0 and (technique is None or "teacher" in table):
         problems.append(f"{place}.epochs: a {verb_name} stage with a teacher or no config trains; give epochs >= 1")
     return options

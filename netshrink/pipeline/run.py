@@ -5,7 +5,10 @@ losses with threshold calibration and a profile), then ``finalize_`` and ``save`
 model is ``DIR/stages/NN-verb.nsk`` and its measurements ``NN-verb.json`` (both written
 atomically, the JSON last, so a stage counts as finished only when both are whole). The next stage
 starts from the saved file, so an interrupted run resumed later gives what an uninterrupted one
-gives; inside a stage, ``fit``'s own checkpoints in ``DIR/stages/NN-verb/`` resume training.
+gives; inside a stage, ``fit``'s own checkpoints in ``DIR/stages/NN-verb/`` resume training. Each
+stage is fingerprinted with the recipe up to it (model, data, it and every stage before it), so a
+recipe fixed and run again into the same folder reuses the stages before the first one that
+changed and redoes the rest.
 Finalizing between stages is what lets the families combine: masks are baked into exact zeros
 before clustering (which then keeps zeros as their own codebook entry), and the structural
 conversions (which refuse parametrized models) see plain layers.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,17 +26,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from netshrink.core.errors import ConfigError
 from netshrink.core.files import write_atomically
+from netshrink.core.registry import DynamicTraining, apply_, technique_of
+from netshrink.core.transform_log import get_log, get_section
+from netshrink.pipeline.check import check_against_model
 from netshrink.pipeline.recipe import BASELINE_TEACHER, Recipe, Stage
-from netshrink.pipeline.verbs import VERBS
-
-ARCH_VERBS = ("separable", "low_rank")
 
 
 def fingerprint(recipe: Recipe) -> str:
-    """SHA-256 of the recipe's canonical JSON: a run folder belongs to one recipe."""
-    return hashlib.sha256(json.dumps(recipe.source, sort_keys=True, default=str).encode()).hexdigest()
+    """SHA-256 of the recipe's canonical JSON."""
+    return _digest(recipe.source)
+
+
+def stage_fingerprint(recipe: Recipe, index: int) -> str:
+    """SHA-256 of what stage ``index`` (0: the baseline) depends on: the model, the data and the
+    stages up to it."""
+    source = recipe.source
+    return _digest({"model": source.get("model"), "data": source.get("data"),
+                    "stages": (source.get("stages") or [])[:index]})
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def build_model(recipe: Recipe, data: Any) -> nn.Module:
@@ -100,10 +115,10 @@ def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -
 
 
 def _profile_points(model: nn.Module) -> list[dict[str, Any]]:
-    from netshrink.core import get_log
+    from netshrink.dynamic.profile import PROFILE_SECTION
 
-    records = [r for r in get_log(model) if r.get("verb") == "dynamic_profile"]
-    return list(records[-1]["config"]["points"]) if records else []
+    table = get_section(model, PROFILE_SECTION)
+    return list(table["points"]) if table else []
 
 
 def _teacher(stage: Stage, recipe: Recipe, baseline: Path) -> nn.Module | None:
@@ -120,55 +135,49 @@ def _teacher(stage: Stage, recipe: Recipe, baseline: Path) -> nn.Module | None:
     return load_model(stage.teacher)
 
 
-def dynamic_kind(model: nn.Module) -> str | None:
-    """``"exits"`` or ``"widths"`` when an earlier stage made the model dynamic (from its log)."""
-    from netshrink.core import get_log
-
-    verbs = {record.get("verb") for record in get_log(model)}
-    return "exits" if "early_exit" in verbs else "widths" if "slimmable" in verbs else None
+def dynamic_training(model: nn.Module) -> DynamicTraining | None:
+    """How the model trains from now on, when a technique in its log made it dynamic (the last
+    such), else None."""
+    training = None
+    for record in get_log(model):
+        technique = technique_of(record.get("verb", ""))
+        if technique is not None and technique.training is not None:
+            training = technique.training
+    return training
 
 
 def run_stage(model: nn.Module, stage: Stage, recipe: Recipe, data: Any, work: Path, baseline: Path,
               progress: bool) -> nn.Module:
-    """Apply one stage's verb and its fine-tuning to ``model`` in place; returns the model.
+    """Apply one stage's technique, its repair and its fine-tuning to ``model`` in place; returns
+    the model.
 
-    A model made dynamic by this or an earlier stage keeps training with its joint loss (exits:
-    BranchyNet's, widths: the sandwich rule), so a later prune or cluster stage fine-tunes every
-    exit and width, and its thresholds are recalibrated and its operating points re-profiled
-    after every stage (the profile in the file describes the model as saved)."""
+    A model made dynamic by this or an earlier stage keeps training with its technique's joint loss
+    (exits: BranchyNet's, widths: the sandwich rule), so a later prune or cluster stage fine-tunes
+    every exit and width, and is re-calibrated (thresholds, operating points) after every stage, so
+    the profile in the file describes the model as saved."""
     from netshrink.train import fit
 
-    verb = VERBS[stage.verb]
-    if verb.apply is not None:
-        verb.apply_fn()(model, stage.config)
-    if stage.verb in ARCH_VERBS:
-        from netshrink.arch.finetune import reestimate_batchnorm_
-
-        reestimate_batchnorm_(model, data.train.x)
-    kind = dynamic_kind(model)
+    technique = stage.technique
+    if technique is not None:
+        apply_(model, stage.config)
+        if technique.repair is not None:
+            technique.repair(model, data)
+    dynamic = dynamic_training(model)
     if stage.epochs:
         options = {"out_dir": work, "resume": True, "progress": progress}
-        if kind == "exits":
-            from netshrink.dynamic import exit_loss
-
-            fit(model, data, stage.fit, loss_fn=exit_loss(model), **options)
-        elif kind == "widths":
-            from netshrink.dynamic import sandwich_loss, set_width
-
-            set_width(model, 1.0)
-            fit(model, data, stage.fit, loss_fn=sandwich_loss(model), **options)
+        if dynamic is not None:
+            if dynamic.prepare is not None:
+                dynamic.prepare(model)
+            fit(model, data, stage.fit, loss_fn=dynamic.loss(model), **options)
         elif stage.teacher is not None:
-            from netshrink.distill.teach import distill
+            from netshrink.distillation.teach import distill
 
             distill(model, _teacher(stage, recipe, baseline), data, stage.distill, stage.fit, **options)
         else:
             fit(model, data, stage.fit, **options)
-    if kind is not None:
-        from netshrink.dynamic import calibrate_thresholds, profile_
-
-        if kind == "exits":
-            calibrate_thresholds(model.eval(), data.val, max_drop=stage.max_drop)
-        profile_(model.eval(), data.val)
+    if dynamic is not None:
+        own = technique is not None and technique.training is dynamic
+        dynamic.calibrate(model.eval(), data.val, **(stage.options if own else {}))
     return model
 
 
@@ -188,43 +197,48 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    marker = out / "recipe.json"
     digest = fingerprint(recipe)
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") != digest:
-        raise ConfigError(f"{out} holds a run of another recipe; give a new --out folder or delete {out}")
-    write_atomically(marker, json.dumps({"fingerprint": digest, "recipe": recipe.source}, indent=1,
-                                        default=str).encode())
+    write_atomically(out / "recipe.json", json.dumps({"fingerprint": digest, "recipe": recipe.source}, indent=1,
+                                                     default=str).encode())
     data = load_dataset(recipe.data["name"], data_dir=recipe.data.get("dir"),
                         val_fraction=recipe.data.get("val_fraction", 0.1))
     total = len(recipe.stages)
     rows: list[dict[str, Any]] = []
     base_nsk, base_json, _ = stage_files(out, 0, "baseline")
-    if base_json.exists():
-        rows.append(json.loads(base_json.read_text()))
+    base_row = _finished(base_json, stage_fingerprint(recipe, 0))
+    if base_row is not None:
+        rows.append(base_row)
         model = load_stage(base_nsk, recipe)
-        log(f"[0/{total}] baseline: done before (resumed)")
+        log(f"[0/{total}] baseline: done before (reused)")
     else:
         model = build_model(recipe, data)
         finalize_(model)
         save(model, base_nsk)
         model = load_stage(base_nsk, recipe)
-        row = {"stage": 0, "verb": "baseline", "dense_fp32_bytes": dense_fp32_bytes(model), "seconds": 0.0,
+        row = {"stage": 0, "verb": "baseline", "fingerprint": stage_fingerprint(recipe, 0),
+               "dense_fp32_bytes": dense_fp32_bytes(model), "seconds": 0.0,
                **measure_stage(model, base_nsk, data, dense_fp32_bytes(model))}
         write_atomically(base_json, json.dumps(row, indent=1).encode())
         rows.append(row)
+    check_against_model(recipe, model)
     baseline_bytes = rows[0]["dense_fp32_bytes"]
     _line(log, rows[0], total)
+    reusing = base_row is not None
     for index, stage in enumerate(recipe.stages, start=1):
         nsk, measured, work = stage_files(out, index, stage.verb)
-        if measured.exists():
-            rows.append(json.loads(measured.read_text()))
+        stamp = stage_fingerprint(recipe, index)
+        done = _finished(measured, stamp) if reusing else None
+        if done is not None:
+            rows.append(done)
             model = None
-            log(f"[{index}/{total}] {stage.verb}: done before (resumed)")
+            log(f"[{index}/{total}] {stage.verb}: done before (reused)")
             _line(log, rows[-1], total)
             continue
+        reusing = False
         if model is None:
             previous = stage_files(out, index - 1, recipe.stages[index - 2].verb if index > 1 else "baseline")[0]
             model = load_stage(previous, recipe)
+        _claim(work, stamp)
         what = stage.config or stage.distill or "training only"
         log(f"[{index}/{total}] {stage.verb}: {what}, {stage.epochs} epoch(s)"
             + (f", teacher {stage.teacher}" if stage.teacher else ""))
@@ -234,7 +248,7 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         finalize_(model)
         save(model, nsk)
         model = load_stage(nsk, recipe)
-        row = {"stage": index, "verb": stage.verb, "seconds": time.perf_counter() - started,
+        row = {"stage": index, "verb": stage.verb, "fingerprint": stamp, "seconds": time.perf_counter() - started,
                **measure_stage(model, nsk, data, baseline_bytes)}
         write_atomically(measured, json.dumps(row, indent=1).encode())
         rows.append(row)
@@ -261,6 +275,24 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         f"{report['final']['baseline_test_accuracy']:.4f}); {final_nsk}: {report['final']['file_bytes']:,} bytes, "
         f"{report['final']['rate']:.1f}x; report {out / 'report.html'}")
     return report
+
+
+def _finished(measured: Path, stamp: str) -> dict[str, Any] | None:
+    """The measurements of a stage finished before with the same fingerprint, else None."""
+    if not measured.exists():
+        return None
+    row = json.loads(measured.read_text())
+    return row if row.get("fingerprint") == stamp else None
+
+
+def _claim(work: Path, stamp: str) -> None:
+    """Make ``work`` (fit's checkpoints) belong to this stage's fingerprint: checkpoints of an
+    interrupted run of the same stage are kept for resuming, those of a changed stage are removed."""
+    owner = work / "stage-fingerprint"
+    if work.exists() and (not owner.exists() or owner.read_text() != stamp):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    owner.write_text(stamp)
 
 
 def _line(log, row: dict[str, Any], total: int) -> None:

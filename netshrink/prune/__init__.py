@@ -10,7 +10,7 @@ from netshrink.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "MagnitudePrune": "netshrink.prune.magnitude",
-    "prune_": "netshrink.prune.magnitude",
+    "prune_": "netshrink.prune.verb",
     "StructuredPrune": "netshrink.prune.structured",
     "GradualPrune": "netshrink.prune.gradual",
     "cubic_sparsity": "netshrink.prune.gradual",

@@ -2,7 +2,7 @@
 
 ``scope="layer"`` removes the same fraction from every layer; ``scope="global"`` ranks all chosen
 weights together, so layers with many small weights lose more (Han et al.'s per-layer rates differ
-the same way). ``sparsity`` may also be a ``{layer: sparsity}`` plan (``sensitivity.plan``).
+the same way). ``sparsity`` may also be a ``{layer: sparsity}`` plan (``layer_sensitivity.sensitivity_plan``).
 Sparsity is exact: ``round(s * n)`` weights are removed, ties in magnitude broken by position
 (a stable sort), so the same weights always give the same mask. Weights pruned before keep
 magnitude zero and so stay pruned: calling it again with a higher sparsity prunes further
@@ -16,12 +16,13 @@ import dataclasses
 import torch
 from torch import nn
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
-from netshrink.core.registry import apply_, register
+from netshrink.core.registry import register
 from netshrink.prune.masks import PrunableFilter, prunable_weights, set_mask
 from netshrink.prune.selection import check_sparsity, smallest
-from netshrink.prune.structured import StructuredPrune
+from netshrink.prune.verb import prune_
 
 SCOPES = ("layer", "global")
 
@@ -41,6 +42,8 @@ class MagnitudePrune(Config):
     Example:
         >>> prune_(model, MagnitudePrune(sparsity=0.9, scope="global"))
     """
+
+    LAYER_FIELDS = ("layers", "sparsity")
 
     sparsity: float | dict[str, float] = 0.5
     scope: str = "layer"
@@ -88,7 +91,11 @@ def magnitude_masks(targets: list[tuple[str, nn.Module, str]], sparsity: float |
     return masks
 
 
-@register(MagnitudePrune, "magnitude_prune", rebuild=None)
+def _check(model: nn.Module, record: dict) -> None:
+    record_checks.layers(model, record.get("layers"))
+
+
+@register(MagnitudePrune, "magnitude_prune", rebuild=None, check=_check, verb=prune_, aliases=("prune",))
 def _magnitude_prune(model: nn.Module, config: MagnitudePrune) -> dict:
     layers = tuple(config.sparsity) if isinstance(config.sparsity, dict) else config.layers
     targets = list(prunable_weights(model, config.filter_fn, layers))
@@ -101,17 +108,3 @@ def _magnitude_prune(model: nn.Module, config: MagnitudePrune) -> dict:
         set_mask(module, tensor_name, masks[name])
         kept[name] = float(masks[name].mean())
     return {"layers": [name for name, _, _ in targets], "kept": kept}
-
-
-def prune_(model: nn.Module, config: Config) -> nn.Module:
-    """Prune ``model`` in place with a pruning config (``MagnitudePrune``, ``StructuredPrune``);
-    the transform log records it. Returns the model.
-
-    Example:
-        >>> prune_(model, MagnitudePrune(sparsity=0.9)); fit(model, data, FitConfig(epochs=3))
-    """
-    if not isinstance(config, (MagnitudePrune, StructuredPrune)):
-        raise ConfigError(f"prune_ takes MagnitudePrune or StructuredPrune, got {type(config).__name__}; "
-                          "use apply_ for other techniques")
-    return apply_(model, config)
-

@@ -18,12 +18,14 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
 from netshrink.prune.dependency import CONVS, NORMS, Entry, Group, channel_groups
 from netshrink.prune.masks import PrunableFilter
 from netshrink.prune.selection import check_sparsity, smallest
+from netshrink.prune.verb import prune_
 
 RANKINGS = ("l1", "l2", "bn")
 
@@ -44,6 +46,8 @@ class StructuredPrune(Config):
     Example:
         >>> prune_(model, StructuredPrune(amount=0.5, filter_fn=lambda m, n: isinstance(m, nn.Conv2d)))
     """
+
+    LAYER_FIELDS = ("layers",)
 
     amount: float = 0.5
     ranking: str = "l1"
@@ -150,7 +154,23 @@ def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
         resize_(module, {role: torch.arange(int(size)) for role, size in roles.items()})
 
 
-@register(StructuredPrune, "structured_prune", rebuild=_rebuild)
+_ROLES = {nn.Linear: ("out", "in"), **dict.fromkeys(CONVS, ("out", "in", "channel")),
+          **dict.fromkeys(NORMS, ("channel",))}
+
+
+def _check(model: nn.Module, record: dict[str, Any]) -> None:
+    """Each logged layer is one structured pruning resizes, and each size is from 1 to the layer's
+    current size: pruning never grows a layer."""
+    for name, roles in record_checks.mapping(record.get("shapes"), "shapes").items():
+        module = record_checks.layer(model, name, tuple(_ROLES))
+        allowed = next(r for kind, r in _ROLES.items() if isinstance(module, kind))
+        for role, size in record_checks.mapping(roles, f"shapes of {name[:80]!r}").items():
+            record_checks.one_of(role, allowed, f"role of {name[:80]!r}")
+            record_checks.size(size, _dimension(module, role), f"{name[:80]!r} {role} size")
+
+
+@register(StructuredPrune, "structured_prune", rebuild=_rebuild, check=_check, structural=True, verb=prune_,
+          aliases=("prune_structured",))
 def _structured_prune(model: nn.Module, config: StructuredPrune) -> dict:
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ConfigError("the model carries masks or other parametrizations; call finalize_(model) before "

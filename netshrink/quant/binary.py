@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.modules import get_module
@@ -121,7 +122,17 @@ def _deterministic(model: nn.Module) -> None:
             module.eval()
 
 
-@register(Binarize, "binarize", rebuild=_rebuild, finalize=_deterministic)
+def binarize_(model: nn.Module, config: Binarize) -> nn.Module:
+    """Binarize ``model``'s weights in place (see ``Binarize``); logged. Returns the model."""
+    return apply_(model, config)
+
+
+def _check(model: nn.Module, record: dict) -> None:
+    record_checks.layers(model, record.get("layers"))
+    record_checks.layers(model, record.get("binary_inputs", []), ACTIVATION_LAYERS)
+
+
+@register(Binarize, "binarize", rebuild=_rebuild, check=_check, finalize=_deterministic, verb=binarize_)
 def _binarize(model: nn.Module, config: Binarize) -> dict:
     chosen = targets(model, 1, config.filter_fn)
     if config.keep_first_last:
@@ -136,8 +147,3 @@ def _binarize(model: nn.Module, config: Binarize) -> dict:
                      if isinstance(get_module(model, name), ACTIVATION_LAYERS)] if config.activations else []
     install_input_transforms(model, dict.fromkeys(binary_inputs, binary_sign))
     return {"layers": names, "binary_inputs": binary_inputs}
-
-
-def binarize_(model: nn.Module, config: Binarize | None = None, **kwargs: Any) -> nn.Module:
-    """Binarize ``model``'s weights in place (``Binarize(**kwargs)`` when no config is given)."""
-    return apply_(model, config if config is not None else Binarize(**kwargs))

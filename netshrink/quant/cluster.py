@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
@@ -50,6 +50,8 @@ class Cluster(Config):
         >>> cluster_(model, Cluster(bits=4, init="linear")); fit(model, data, FitConfig(epochs=1))
         >>> finalize_(model); save(model, "model.nsk")
     """
+
+    LAYER_FIELDS = ("bits",)
 
     bits: int | dict[str, int] = 4
     init: str = "linear"
@@ -102,7 +104,16 @@ def share_weights(weight: torch.Tensor, bits: int, init: str, seed: int) -> tupl
     return SharedWeights(centroids, index), details
 
 
-@register(Cluster, "cluster", rebuild=None)
+def cluster_(model: nn.Module, config: Cluster) -> nn.Module:
+    """Cluster ``model``'s weights in place (see ``Cluster``); logged. Returns the model."""
+    return apply_(model, config)
+
+
+def _check(model: nn.Module, record: dict) -> None:
+    record_checks.layers(model, record.get("layers"))
+
+
+@register(Cluster, "cluster", rebuild=None, check=_check, verb=cluster_)
 def _cluster(model: nn.Module, config: Cluster) -> dict:
     chosen = targets(model, config.bits, config.filter_fn)
     layers, sharings = {}, []
@@ -113,11 +124,6 @@ def _cluster(model: nn.Module, config: Cluster) -> dict:
     for module, tensor_name, sharing in sharings:
         parametrize.register_parametrization(module, tensor_name, sharing)
     return {"layers": layers}
-
-
-def cluster_(model: nn.Module, config: Cluster | None = None, **kwargs: Any) -> nn.Module:
-    """Cluster ``model``'s weights in place (``Cluster(**kwargs)`` when no config is given)."""
-    return apply_(model, config if config is not None else Cluster(**kwargs))
 
 
 def centroids(model: nn.Module) -> Mapping[str, torch.Tensor]:

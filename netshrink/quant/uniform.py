@@ -17,12 +17,12 @@ dtype but have only 16 significant bits, which the codec's byte planes store in 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
@@ -57,6 +57,8 @@ class Quantize(Config):
         >>> quantize_(model, Quantize(bits=4, granularity="channel", calibration="mse")); finalize_(model)
         >>> quantize_(model, Quantize(bits={"features.0": 8, "classifier.0": 5}))  # mixed precision
     """
+
+    LAYER_FIELDS = ("bits",)
 
     bits: int | str | dict[str, int | str] = 8
     scheme: str = "symmetric"
@@ -126,7 +128,17 @@ def _rebuild(model: nn.Module, record: dict) -> None:
     install_activation_grids(model, record.get("activation_grids", {}))
 
 
-@register(Quantize, "quantize", rebuild=_rebuild)
+def quantize_(model: nn.Module, config: Quantize) -> nn.Module:
+    """Quantize ``model``'s weights in place (see ``Quantize``); logged. Returns the model."""
+    return apply_(model, config)
+
+
+def _check(model: nn.Module, record: dict) -> None:
+    record_checks.layers(model, record.get("layers"))
+    record_checks.layers(model, record.get("activation_grids", {}))
+
+
+@register(Quantize, "quantize", rebuild=_rebuild, check=_check, verb=quantize_)
 def _quantize(model: nn.Module, config: Quantize) -> dict:
     layers, fakes = {}, []
     for name, module, tensor_name, bits in targets(model, config.bits, config.filter_fn):
@@ -140,8 +152,3 @@ def _quantize(model: nn.Module, config: Quantize) -> dict:
         parametrize.register_parametrization(module, tensor_name, fake)
     install_activation_grids(model, grids)
     return {"layers": layers, "activation_grids": grids}
-
-
-def quantize_(model: nn.Module, config: Quantize | None = None, **kwargs: Any) -> nn.Module:
-    """Quantize ``model``'s weights in place (``Quantize(**kwargs)`` when no config is given)."""
-    return apply_(model, config if config is not None else Quantize(**kwargs))

@@ -34,7 +34,7 @@ def test_fine_tuning_distils_from_the_original_and_recovers_accuracy(digits):
 
 
 def test_without_distill_it_falls_back_to_plain_fitting(digits, monkeypatch):
-    monkeypatch.setitem(sys.modules, "netshrink.distill", None)  # import netshrink.distill fails
+    monkeypatch.setitem(sys.modules, "netshrink.distillation", None)  # import netshrink.distillation fails
     model, original = _converted_and_original(digits, trained=False)
     result, how = finetune(model, original, digits, FitConfig(epochs=1, lr=0.05, batch_size=64))
     assert how == "fit" and len(result.history) == 1

@@ -1,5 +1,5 @@
 """The stacked-student search of ``benchmarks/distillation_ceiling.py`` trains what it claims:
-the zoo's LeNet-300-100 and ``netshrink.distill``'s loss, on the views it names."""
+the zoo's LeNet-300-100 and ``netshrink.distillation``'s loss, on the views it names."""
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from benchmarks.distillation_ceiling import (
     summarise,
 )
 from netshrink.data import Dataset, Split
-from netshrink.distill.loss import distillation_loss, soft_targets
+from netshrink.distillation.loss import distillation_loss, soft_targets
 from netshrink.models import create_for_data
 from netshrink.train import FitConfig
 from netshrink.train.fit import lr_factor
@@ -119,7 +119,7 @@ def test_each_student_trains_as_torch_sgd_on_its_own_module():
     """Replays the search's batches for every student on its own zoo module (plus a Linear hint
     projection) with ``torch.optim.SGD`` and ``netshrink``'s losses: same weights afterwards, so
     students share nothing, projections get their student's lr, and a finished recipe stops."""
-    from netshrink.distill.hints import FeatureTap
+    from netshrink.distillation.hints import FeatureTap
 
     torch.manual_seed(0)
     n = 96

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.codec.container import load, read_tensors, request_encodings, save
+from netshrink.codec.container import load, read_tensors, save
 from netshrink.codec.document import read_document
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.core import apply_
@@ -200,9 +200,8 @@ def test_requested_encoding_is_honoured_when_exact_else_detected(tmp_path):
     fill_weights(model, "clustered16")
     with torch.no_grad():
         model.fc3.weight.normal_()
-    request_encodings(model, {"fc1.weight": "dense", "fc3.weight": "codebook"})
-    request_encodings(model, {"fc2.weight": "sparse+codebook"})
-    save(model, tmp_path / "m.nsk")
+    save(model, tmp_path / "m.nsk",
+         encodings={"fc1.weight": "dense", "fc3.weight": "codebook", "fc2.weight": "sparse+codebook"})
     stored = chains(tmp_path / "m.nsk")
     assert stored["fc1.weight"] == ("dense",)
     assert stored["fc2.weight"] == ("sparse", "codebook")

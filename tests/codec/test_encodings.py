@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import netshrink.codec.encodings as encodings
-from netshrink.codec.container import load, read_tensors, request_encodings, save
+from netshrink.codec.container import load, read_tensors, save
 from netshrink.codec.encodings.base import BYTES, Encoded, Encoding, Stream, bits_from_bytes, itemsize
 from netshrink.codec.tensor_encodings import chain_roles, parse_chain
 from netshrink.core.errors import NetshrinkFormatError
@@ -65,8 +65,7 @@ def test_a_chain_of_an_unregistered_encoding_is_refused(tmp_path, monkeypatch):
     model = Net()
     with torch.no_grad():
         model.fc.bias.fill_(0.75)
-    request_encodings(model, {"fc.bias": "constant"})
-    save(model, tmp_path / "m.nsk")
+    save(model, tmp_path / "m.nsk", encodings={"fc.bias": "constant"})
     monkeypatch.setattr(encodings, "ENCODINGS", [e for e in encodings.ENCODINGS if e.name != "constant"])
     with pytest.raises(NetshrinkFormatError, match="unknown encoding 'constant'"):
         load(tmp_path / "m.nsk", model=Net())

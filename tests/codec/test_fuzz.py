@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 import torch
 
-from netshrink.codec.container import load, request_encodings, save
+from netshrink.codec.container import load, save
 from netshrink.codec.document import read_document
 from netshrink.core.errors import NetshrinkFormatError
 from netshrink.models import create
@@ -30,8 +30,7 @@ def _zoo_file(path):
         model.fc1.weight.copy_(make_weight("pruned_clustered", (300, 64), generator))
         model.fc2.weight.copy_(make_weight("int4", (100, 300), generator))
         model.fc3.weight.copy_(make_weight("binary", (10, 100), generator))
-    request_encodings(model, {"fc1.weight": "sparse+codebook", "fc1.bias": "float_bytes"})
-    save(model, path, entropy="auto")
+    save(model, path, entropy="auto", encodings={"fc1.weight": "sparse+codebook", "fc1.bias": "float_bytes"})
     return path, None
 
 

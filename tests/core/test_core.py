@@ -56,7 +56,7 @@ def test_apply_unknown_config_and_double_registration():
     class _Unregistered(Config):
         pass
 
-    with pytest.raises(ConfigError, match="no transform is registered"):
+    with pytest.raises(ConfigError, match="is not a technique.s config"):
         apply_(nn.Linear(1, 1), _Unregistered())
     with pytest.raises(ValueError, match="already registered"):
         register(_Scale, "scale", rebuild=None)(_scale)

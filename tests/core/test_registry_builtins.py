@@ -1,9 +1,14 @@
-"""A fresh process loads a file of any built-in technique without importing its family first."""
+"""Techniques are found through the ``netshrink.techniques`` entry-point group: netshrink's own, and a
+user's installed package, each in a fresh process that never imported it; the core names no family."""
 
 import importlib
+import importlib.metadata
 import pkgutil
+import re
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import netshrink
 from netshrink.core import registry
@@ -14,15 +19,23 @@ def _all_netshrink_modules() -> list[str]:
             if not info.name.endswith("__main__")]
 
 
-def test_every_module_that_registers_a_technique_is_a_builtin():
-    """Import every netshrink module; each technique registered must come from a listed module."""
+def test_every_module_that_registers_a_technique_is_an_entry_point():
+    """Import every netshrink module; each technique registered must come from a module of the group."""
     for name in _all_netshrink_modules():
         importlib.import_module(name)
-    registering = {technique.handler.__module__ for technique in registry._BY_VERB.values()}
+    registering = {technique.handler.__module__ for technique in registry._BY_CONFIG.values()}
     registering -= {"netshrink.core.finalize"}  # imported with netshrink.core itself
     registering = {m for m in registering if m.startswith("netshrink.")}
-    unlisted = registering - set(registry.BUILTIN_TECHNIQUE_MODULES)
-    assert not unlisted, f"add {sorted(unlisted)} to BUILTIN_TECHNIQUE_MODULES"
+    listed = {entry.value for entry in importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert registering, "no built-in technique registered"
+    assert not registering - listed, f"add {sorted(registering - listed)} to pyproject's netshrink.techniques"
+
+
+def test_the_core_names_no_family():
+    families = re.compile(r"netshrink\.(prune|quant|arch|dynamic|distill|pipeline|codec|cli)\b")
+    core = Path(netshrink.__file__).parent / "core"
+    named = {path.name: families.findall(path.read_text()) for path in core.glob("*.py")}
+    assert not {name: found for name, found in named.items() if found}
 
 
 def test_a_fresh_process_loads_a_pruned_file(tmp_path):
@@ -42,3 +55,79 @@ def test_a_fresh_process_loads_a_pruned_file(tmp_path):
     assert done.returncode == 0, done.stderr[-500:]
     assert int(done.stdout.strip()) >= int(0.5 * sum(p.numel() for n, p in model.named_parameters()
                                                       if n.endswith("weight")))
+
+
+#: a user's own technique, a package of its own: widens the first hidden layer of lenet300_100 to
+#: ``width`` neurons (a structural change its rebuilder redoes)
+_USER_PACKAGE = '''
+import dataclasses
+import torch
+from torch import nn
+from netshrink.core import Config, NetshrinkFormatError, register
+
+
+@dataclasses.dataclass(frozen=True)
+class Widen(Config):
+    width: int = 400
+
+
+def _resize(model, width):
+    model.fc1 = nn.Linear(model.fc1.in_features, width)
+    model.fc2 = nn.Linear(width, model.fc2.out_features)
+
+
+def _check(model, record):
+    if not 1 <= record["config"]["width"] <= 4096:
+        raise NetshrinkFormatError("width out of range")
+
+
+@register(Widen, "user_widen", rebuild=lambda model, record: _resize(model, record["config"]["width"]),
+          check=_check, structural=True)
+def _widen(model, config):
+    _resize(model, config.width)
+'''
+
+
+def _install_user_package(root: Path) -> None:
+    (root / "user_widen").mkdir()
+    (root / "user_widen" / "__init__.py").write_text(_USER_PACKAGE)
+    info = root / "user_widen-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: user-widen\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[netshrink.techniques]\nuser_widen = user_widen\n")
+
+
+def _python(script: str, *args: str, path: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(path)} if path is not None else {}
+    import os
+
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env})
+
+
+def test_a_users_installed_technique_loads_in_a_fresh_process(tmp_path):
+    _install_user_package(tmp_path)
+    saved = _python("""
+        import sys, netshrink, user_widen
+        from netshrink.models import create
+        model = netshrink.apply_(create("lenet300_100", in_features=64), user_widen.Widen(width=37))
+        netshrink.save(model, sys.argv[1])
+        """, str(tmp_path / "w.nsk"), path=tmp_path)
+    assert saved.returncode == 0, saved.stderr[-800:]
+    # a fresh process that never imports user_widen: the entry point finds it
+    loaded = _python("""
+        import sys, netshrink
+        model = netshrink.load(sys.argv[1])
+        print(model.fc1.out_features, "user_widen" in sys.modules)
+        """, str(tmp_path / "w.nsk"), path=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-800:]
+    assert loaded.stdout.split() == ["37", "True"]
+    # where the package is not installed, one line naming the verb
+    missing = _python("""
+        import sys, netshrink
+        try:
+            netshrink.load(sys.argv[1])
+        except netshrink.NetshrinkFormatError as error:
+            print(error)
+        """, str(tmp_path / "w.nsk"))
+    assert "unknown verb 'user_widen'" in missing.stdout and len(missing.stdout.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from netshrink.data import load_digits
-from netshrink.distill import Distill, distill
+from netshrink.distillation import Distill, distill
 from netshrink.train import FitConfig, load_model
 from tests.models import TINY_MODELS
 

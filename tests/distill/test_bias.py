@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
-from netshrink.distill import Distill, choose_class_bias, distill, raise_class_bias_, without_classes
+from netshrink.distillation import Distill, choose_class_bias, distill, raise_class_bias_, without_classes
 from netshrink.measure.accuracy import predict_logits
 from netshrink.train import FitConfig
 from tests.models import TINY_MODELS

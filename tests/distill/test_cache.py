@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from netshrink.core.errors import DataError, NetshrinkFormatError
-from netshrink.distill.cache import TeacherLogitCache, sample_keys
-from netshrink.distill.teacher import Teachers
+from netshrink.distillation.cache import TeacherLogitCache, sample_keys
+from netshrink.distillation.teacher import Teachers
 
 
 def test_keys_do_not_depend_on_the_batch(digits):

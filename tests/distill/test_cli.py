@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from netshrink.cli import main
-from netshrink.distill.cache import CACHE_NAME
+from netshrink.distillation.cache import CACHE_NAME
 from netshrink.models import create
 from netshrink.train import load_model, save_model
 from netshrink.train.fit import MODEL_NAME

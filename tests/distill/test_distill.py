@@ -6,8 +6,8 @@ from torch import nn
 
 from netshrink.core.errors import ConfigError, DataError
 from netshrink.data import load_digits
-from netshrink.distill import Distill, distill
-from netshrink.distill.cache import CACHE_NAME
+from netshrink.distillation import Distill, distill
+from netshrink.distillation.cache import CACHE_NAME
 from netshrink.measure.accuracy import predict_logits
 from netshrink.train import Callback, FitConfig, load_checkpoint
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME

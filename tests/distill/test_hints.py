@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from netshrink.core.errors import ConfigError
-from netshrink.distill import Distill, distill
-from netshrink.distill.hints import FeatureTap
+from netshrink.distillation import Distill, distill
+from netshrink.distillation.hints import FeatureTap
 from netshrink.train import FitConfig
 from tests.models import TINY_MODELS
 

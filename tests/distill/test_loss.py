@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netshrink.distill import distillation_loss, soft_targets
+from netshrink.distillation import distillation_loss, soft_targets
 
 
 def _reference(student, teacher, labels, T, alpha):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from netshrink.distill import distill
+from netshrink.distillation import distill
 from netshrink.train import load_checkpoint, load_model, save_model
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
 from tests.distill import run_distill

@@ -11,6 +11,7 @@ from netshrink.codec.container import load, save
 from netshrink.core.errors import ConfigError
 from netshrink.dynamic import (
     EarlyExit,
+    Profile,
     Slimmable,
     calibrate_thresholds,
     choose_point,
@@ -91,7 +92,8 @@ def test_calibration_for_a_macs_target_and_one_nothing_fits(exit_model, digits):
 
 def test_profile_travels_in_the_file_and_budgets_pick_the_best_point_that_fits(exit_model, digits, tmp_path):
     set_thresholds(exit_model, 0.7)
-    points = profile_(exit_model, digits.val, thresholds=[0.5, 0.9], latency_samples=16)
+    profile_(exit_model, Profile(val=digits.val, thresholds=[0.5, 0.9], latency_samples=16))
+    points = profile_table(exit_model)["points"]
     assert exit_model.exit_thresholds.tolist() == [pytest.approx(0.7)] and int(exit_model.exit_fixed) == -1
     assert [(p["kind"], p["value"]) for p in points] == [("exit", 0), ("exit", 1), ("threshold", 0.5),
                                                           ("threshold", 0.9)]
@@ -117,7 +119,7 @@ def test_profile_travels_in_the_file_and_budgets_pick_the_best_point_that_fits(e
 def test_slimmable_profile_has_one_point_per_width(digits):
     model = create("lenet300_100", in_features=64)
     slimmable_(model, Slimmable(widths=(0.5, 1.0)))
-    points = profile_(model, digits.val, latency_samples=8)
+    points = profile_table(profile_(model, Profile(val=digits.val, latency_samples=8)))["points"]
     assert [p["value"] for p in points] == [0.5, 1.0]
     set_width(model, 0.5)
     assert points[0]["macs"] == count_macs(model, (64,)) < points[1]["macs"]
@@ -154,7 +156,7 @@ def test_dynamic_command_refuses_bad_input_in_one_line_and_writes_nothing(extra,
 
 
 def test_eval_refuses_bad_thresholds_and_budgets_in_one_line(exit_model, digits, tmp_path, capsys):
-    profile_(exit_model, digits.val, latency_samples=8)
+    profile_(exit_model, Profile(val=digits.val, latency_samples=8))
     path = str(tmp_path / "m.nsk")
     save(exit_model, path)
     assert main(["eval", path, "--data", "digits", "--threshold", "1.5"]) == 2

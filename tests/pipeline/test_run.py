@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from netshrink.codec.container import load
-from netshrink.core.errors import ConfigError
-from netshrink.pipeline import parse_recipe, run_recipe
+from netshrink.pipeline import RecipeError, check_recipe, parse_recipe, run_recipe
 
 FIT = {"lr": 0.05, "deterministic": True, "batch_size": 256}
 PRUNE_CLUSTER = {
@@ -34,7 +33,7 @@ def finished(tmp_path_factory):
 def test_each_stage_is_saved_and_measured(finished):
     out, report, _ = finished
     verbs = [row["verb"] for row in report["stages"]]
-    assert verbs == ["baseline", "train", "prune", "cluster"]
+    assert verbs == ["baseline", "train", "magnitude_prune", "cluster"]  # "prune" is an alias
     for row in report["stages"]:
         path = out / "stages" / f"{row['stage']:02d}-{row['verb']}.nsk"
         assert path.stat().st_size == row["file_bytes"]
@@ -76,11 +75,44 @@ def test_resume_redoes_only_unfinished_stages(finished, tmp_path):
     assert again["stages"][-1]["val_accuracy"] == report["stages"][-1]["val_accuracy"]
 
 
-def test_folder_of_another_recipe_is_refused(finished):
-    out, _, _ = finished
-    other = {**PRUNE_CLUSTER, "name": "another"}
-    with pytest.raises(ConfigError, match="another recipe"):
-        run_recipe(parse_recipe(other), out, progress=False, log=lambda line: None)
+def test_fixed_recipe_reuses_the_stages_before_the_change(finished, tmp_path):
+    """A recipe changed at its last stage and run again into the same folder reuses the baseline,
+    train and prune stages and redoes only the changed one (its old checkpoints cleared)."""
+    out, report, _ = finished
+    again_folder = tmp_path / "again"
+    (again_folder / "stages").mkdir(parents=True)
+    for path in (out / "stages").glob("*.*"):
+        (again_folder / "stages" / path.name).write_bytes(path.read_bytes())
+    (again_folder / "stages" / "03-cluster").mkdir()
+    (again_folder / "stages" / "03-cluster" / "stage-fingerprint").write_text("an older recipe")
+    (again_folder / "stages" / "03-cluster" / "stale.txt").write_text("checkpoint of the older recipe")
+    changed = json.loads(json.dumps(PRUNE_CLUSTER))
+    changed["stages"][2]["config"]["bits"] = 3
+    lines = []
+    again = run_recipe(parse_recipe(changed), again_folder, progress=False, log=lines.append)
+    assert sum("done before" in line for line in lines) == 3
+    assert any(line.startswith("[3/3] cluster: Cluster(bits=3") for line in lines)
+    assert not (again_folder / "stages" / "03-cluster" / "stale.txt").exists()
+    assert again["stages"][2]["file_bytes"] == report["stages"][2]["file_bytes"]
+    assert again["stages"][3]["file_bytes"] < report["stages"][3]["file_bytes"]
+
+
+def test_unknown_layer_is_refused_before_anything_trains(tmp_path):
+    bad = json.loads(json.dumps(PRUNE_CLUSTER))
+    bad["stages"][2]["config"]["bits"] = {"fc9": 4}
+    with pytest.raises(RecipeError, match=r"stages\[2\]\.config: no layer named 'fc9'"):
+        run_recipe(parse_recipe(bad), tmp_path, progress=False, log=lambda line: None)
+    assert not list((tmp_path / "stages").glob("01-*"))
+
+
+def test_layer_made_by_an_earlier_structural_stage_is_known(tmp_path):
+    recipe = {"model": {"zoo": "lenet300_100"}, "data": {"name": "digits"}, "stages": [
+        {"verb": "low_rank", "config": {"rank": 8, "layers": ["fc1"]}},
+        {"verb": "cluster", "config": {"bits": {"fc1.reduce": 4}}}]}
+    check_recipe(parse_recipe(recipe))
+    recipe["stages"] = recipe["stages"][1:]  # without the factorization there is no fc1.reduce
+    with pytest.raises(RecipeError, match="no layer named 'fc1.reduce'"):
+        check_recipe(parse_recipe(recipe))
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from torch import nn
 
 from netshrink.core.errors import ConfigError
 from netshrink.data import Dataset, Split
-from netshrink.distill.teacher import device_of
+from netshrink.distillation.teacher import device_of
 from netshrink.measure.accuracy import predict_logits
 
 DEFAULT_BIAS_GRID = tuple(i * 0.25 for i in range(81))  # 0, 0.25, ..., 20

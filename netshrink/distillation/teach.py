@@ -17,12 +17,12 @@ from torch import nn
 
 from netshrink.core.errors import ConfigError
 from netshrink.data import Dataset
-from netshrink.distill.bias import without_classes
-from netshrink.distill.cache import CACHE_NAME, TeacherLogitCache
-from netshrink.distill.config import Distill
-from netshrink.distill.hints import FeatureTap, HintedStudent, hint_loss, make_projection
-from netshrink.distill.loss import distillation_loss, soft_targets
-from netshrink.distill.teacher import Teachers, probe
+from netshrink.distillation.bias import without_classes
+from netshrink.distillation.cache import CACHE_NAME, TeacherLogitCache
+from netshrink.distillation.config import Distill
+from netshrink.distillation.hints import FeatureTap, HintedStudent, hint_loss, make_projection
+from netshrink.distillation.loss import distillation_loss, soft_targets
+from netshrink.distillation.teacher import Teachers, probe
 from netshrink.train import Callback, FitConfig, FitResult, LossFn, fit, save_model
 from netshrink.train.fit import MODEL_NAME
 

@@ -25,7 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from netshrink.core.errors import ConfigError, DataError, NetshrinkFormatError, one_line
 from netshrink.core.files import write_atomically
-from netshrink.distill.teacher import Teachers
+from netshrink.distillation.teacher import Teachers
 
 CACHE_NAME = "teacher_logits.safetensors"
 CACHE_FORMAT = "netshrink-teacher-logits"

@@ -79,7 +79,7 @@ def run_distill(args: argparse.Namespace) -> int:
 
     from netshrink.core.errors import ConfigError
     from netshrink.data import load_dataset
-    from netshrink.distill import Distill, choose_class_bias, distill, raise_class_bias_
+    from netshrink.distillation import Distill, choose_class_bias, distill, raise_class_bias_
     from netshrink.measure import evaluate
     from netshrink.train import FitConfig, load_model, save_model
     from netshrink.train.fit import MODEL_NAME
