@@ -73,9 +73,6 @@ class Quantize(Config):
         check_bits_setting(self.bits, tuple(FLOAT_FORMATS), MIN_BITS, MAX_BITS)
         if self.activation_bits is not None:
             check_bits(self.activation_bits, (), MIN_BITS, MAX_BITS, "activation_bits")
-            if self.calibration_data is None:
-                raise ConfigError("activation_bits needs calibration_data: a few validation batches of inputs "
-                                  "(e.g. data.val.x[:512])")
         for field, value, allowed in (("scheme", self.scheme, SCHEMES), ("granularity", self.granularity,
                                       GRANULARITIES), ("calibration", self.calibration, CALIBRATIONS)):
             if value not in allowed:
@@ -140,6 +137,10 @@ def _check(model: nn.Module, record: dict) -> None:
 
 @register(Quantize, "quantize", rebuild=_rebuild, check=_check, verb=quantize_)
 def _quantize(model: nn.Module, config: Quantize) -> dict:
+    # checked here, not in the config: a config read back from a log never has its unlogged data
+    if config.activation_bits is not None and config.calibration_data is None:
+        raise ConfigError("activation_bits needs calibration_data: a few validation batches of inputs "
+                          "(e.g. data.val.x[:512])")
     layers, fakes = {}, []
     for name, module, tensor_name, bits in targets(model, config.bits, config.filter_fn):
         weight = getattr(module, tensor_name).detach()

@@ -157,5 +157,5 @@ def test_nothing_to_prune_is_a_one_line_error():
 def test_prune_refuses_other_configs():
     from netshrink.core import Finalize
 
-    with pytest.raises(ConfigError, match="prune_ takes MagnitudePrune or StructuredPrune"):
+    with pytest.raises(ConfigError, match="prune_ takes a pruning config"):
         prune_(nn.Linear(2, 2), Finalize())

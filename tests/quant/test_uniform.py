@@ -176,7 +176,7 @@ def test_activation_calibration_data_is_checked_in_one_line():
     torch.manual_seed(0)
     model = TINY_MODELS["lenet300_100"]()
     with pytest.raises(ConfigError, match="activation_bits needs calibration_data"):
-        Quantize(bits=4, activation_bits=8)
+        quantize_(model, Quantize(bits=4, activation_bits=8))
     with pytest.raises(ConfigError, match="activation_bits must be an integer from 2 to 8"):
         Quantize(bits=4, activation_bits=1, calibration_data=torch.rand(4, 1, 8, 8))
     with pytest.raises(ConfigError, match=r"calibration data of shape \(4, 1, 28, 28\) does not fit the model"):
