@@ -26,9 +26,7 @@ import torch
 from torch import nn
 
 from netshrink.arch.convert import (
-    LayerFilter,
     candidates,
-    check_layer_names,
     nothing_to_convert,
     rank_obstacle,
     replace_layers,
@@ -38,6 +36,7 @@ from netshrink.arch.structure import dense_weights, factored_weights, max_rank, 
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.core.select import LayerFilter, check_layer_names
 
 CONV_MODES = ("channel", "spatial")
 
