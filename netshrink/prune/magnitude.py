@@ -2,7 +2,7 @@
 
 ``scope="layer"`` removes the same fraction from every layer; ``scope="global"`` ranks all chosen
 weights together, so layers with many small weights lose more (Han et al.'s per-layer rates differ
-the same way). ``sparsity`` may also be a ``{layer: sparsity}`` plan (``sensitivity.plan``).
+the same way). ``sparsity`` may also be a ``{layer: sparsity}`` plan (``layer_sensitivity.sensitivity_plan``).
 Sparsity is exact: ``round(s * n)`` weights are removed, ties in magnitude broken by position
 (a stable sort), so the same weights always give the same mask. Weights pruned before keep
 magnitude zero and so stay pruned: calling it again with a higher sparsity prunes further
