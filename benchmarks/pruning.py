@@ -55,11 +55,11 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.stages import Stages  # noqa: E402
 from netshrink.codec.container import load, save  # noqa: E402
 from netshrink.core import finalize_  # noqa: E402
+from netshrink.core.selection import select, weight_name  # noqa: E402
 from netshrink.data import load_dataset  # noqa: E402
 from netshrink.distillation import Distill  # noqa: E402
 from netshrink.measure import count_nonzero, count_parameters, dense_fp32_bytes, evaluate, measure_latency  # noqa: E402
-from netshrink.prune import GradualPrune, MagnitudePrune, StructuredPrune, prune_  # noqa: E402
-from netshrink.prune.masks import prunable_weights  # noqa: E402
+from netshrink.prune import PRUNABLE_LAYERS, GradualPrune, MagnitudePrune, StructuredPrune, prune_  # noqa: E402
 from netshrink.train import FitConfig, fit, load_model  # noqa: E402
 
 RUNS = ROOT / "runs" / "pruning"
@@ -91,9 +91,9 @@ def _stage_name(name: str, method: str, lr: float, schedule: str | None) -> str:
 
 def _per_layer(model: nn.Module) -> list[dict]:
     """Han et al. 2015 Table 1 form: each layer's weights and the % kept."""
-    return [{"layer": name, "weights": getattr(m, t).numel(),
-             "kept_pct": 100.0 * int(torch.count_nonzero(getattr(m, t))) / getattr(m, t).numel()}
-            for name, m, t in prunable_weights(model)]
+    weights = {name: getattr(m, weight_name(m)) for name, m in select(model, kinds=PRUNABLE_LAYERS).items()}
+    return [{"layer": name, "weights": w.numel(), "kept_pct": 100.0 * int(torch.count_nonzero(w)) / w.numel()}
+            for name, w in weights.items()]
 
 
 def _measure_sparse(model: nn.Module, data, stage: str) -> dict:
@@ -161,7 +161,7 @@ def _torch_peer(name: str, data, lr: float, teacher_suffix: str | None = None) -
     from torch.nn.utils import prune as torch_prune
 
     model = load_model(CHECKPOINTS / f"{name}.safetensors")
-    params = [(m, "weight") for _, m, _ in prunable_weights(model)]
+    params = [(m, weight_name(m)) for m in select(model, kinds=PRUNABLE_LAYERS).values()]
     torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=SPARSITY)
     config = _fit_config(lr, EPOCHS[name])
     teacher, logits = _teacher(name, teacher_suffix)

@@ -14,59 +14,31 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from netshrink.arch.factorize import factor_weights
 from netshrink.arch.structure import dense_weights, factored, factored_weights, max_rank
 from netshrink.core.errors import ConfigError
 from netshrink.core.modules import set_module
-
-LayerFilter = Callable[[nn.Module, str], bool]
-"""``filter_fn(module, name) -> bool``: which layers a conversion may touch (not logged)."""
-
-
-def check_layer_names(layers: Any, option: str = "layers") -> None:
-    """``layers`` is None or a non-empty list of names."""
-    if layers is not None and (isinstance(layers, str) or not layers or not all(isinstance(n, str) for n in layers)):
-        raise ConfigError(f"{option} must be a non-empty list of layer names, e.g. ('features.0.0',)")
+from netshrink.core.selection import LayerFilter, select
 
 
 def candidates(model: nn.Module, layer_types: tuple[type[nn.Module], ...], layers: tuple[str, ...] | None,
                filter_fn: LayerFilter | None, obstacle: Callable[[str, nn.Module], str | None]
                ) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """``(chosen, skipped)``: the layers to convert and, for layers left out, why.
+    """``(chosen, skipped)``: of the layers ``core.select`` picks (parametrized ones refused), the
+    ones to convert and, for layers left out, why.
 
-    ``obstacle(name, module)`` says why a layer of the right type cannot be converted (None: it can).
-    Unknown names, names of other layer types and obstacles of named layers are ConfigErrors.
+    ``obstacle(name, module)`` says why a layer of the right type cannot be converted (None: it can);
+    for a layer named in ``layers`` that is a ConfigError.
     """
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise ConfigError("the model carries masks or other parametrizations; call finalize_(model) before "
-                          "converting its layers")
-    modules = dict(model.named_modules())
-    convertible = [n for n, m in modules.items() if isinstance(m, layer_types)]
-    type_names = "/".join(t.__name__ for t in layer_types)
-    if layers is not None:
-        unknown = [n for n in layers if n not in modules]
-        if unknown:
-            raise ConfigError(f"unknown layer name(s) {unknown[:3]} in {type(model).__name__}; its "
-                              f"{type_names} layers are {convertible[:8]}{' ...' if len(convertible) > 8 else ''}")
-        wrong = [n for n in layers if n not in convertible]
-        if wrong:
-            raise ConfigError(f"layer {wrong[0]!r} is a {type(modules[wrong[0]]).__name__}, not a {type_names}; "
-                              f"choose among {convertible[:8]}")
-        for name in layers:
-            reason = obstacle(name, modules[name])
-            if reason is not None:
-                raise ConfigError(f"cannot convert layer {name!r}: {reason}")
-        return {n: modules[n] for n in convertible if n in layers}, {}
+    selected = select(model, layers, filter_fn, kinds=layer_types, refuse_parametrized=True)
     chosen, skipped = {}, {}
-    for name in convertible:
-        module = modules[name]
-        if filter_fn is not None and not filter_fn(module, name):
-            continue
+    for name, module in selected.items():
         reason = obstacle(name, module)
         if reason is None:
             chosen[name] = module
+        elif layers is not None:
+            raise ConfigError(f"cannot convert layer {name!r}: {reason}")
         else:
             skipped[name] = reason
     return chosen, skipped

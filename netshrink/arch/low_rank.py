@@ -26,9 +26,7 @@ import torch
 from torch import nn
 
 from netshrink.arch.convert import (
-    LayerFilter,
     candidates,
-    check_layer_names,
     nothing_to_convert,
     rank_obstacle,
     replace_layers,
@@ -45,6 +43,7 @@ from netshrink.arch.structure import (
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.core.selection import LayerFilter, check_layer_names
 
 CONV_MODES = ("channel", "spatial")
 

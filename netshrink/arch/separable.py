@@ -18,9 +18,7 @@ import dataclasses
 from torch import nn
 
 from netshrink.arch.convert import (
-    LayerFilter,
     candidates,
-    check_layer_names,
     nothing_to_convert,
     rank_obstacle,
     replace_layers,
@@ -29,6 +27,7 @@ from netshrink.arch.structure import check_factored, rebuild_factored, repair_ba
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.core.selection import LayerFilter, check_layer_names
 
 INITS = ("svd", "random")
 

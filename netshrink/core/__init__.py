@@ -15,6 +15,7 @@ from netshrink.core.registry import (
     technique_of,
     techniques,
 )
+from netshrink.core.selection import select
 from netshrink.core.transform_log import (
     append_record,
     get_arch,
@@ -29,6 +30,7 @@ from netshrink.core.transform_log import (
 __all__ = [
     "Config", "ConfigError", "DataError", "DynamicTraining", "Finalize", "NetshrinkError", "NetshrinkFormatError",
     "Technique", "append_record", "apply_", "bake_parametrizations", "finalize_", "get_arch", "get_log",
-    "get_section", "get_sections", "load_techniques", "register", "registered", "registered_verbs", "set_arch",
+    "get_section", "get_sections", "load_techniques", "register", "registered", "registered_verbs", "select",
+    "set_arch",
     "set_log", "set_section", "technique_for", "technique_of", "techniques",
 ]

@@ -2,11 +2,13 @@
 
 Every family trains through ``torch.nn.utils.parametrize`` parametrizations (masks, fake-quant,
 tied centroids, signs). ``finalize_`` first runs the ``finalize`` part of each technique in the
-model's log since the last ``finalize_`` (in log order; that is where physical surgery such as
-removing masked channels happens, itself through ``apply_`` so the log records it), then bakes every
-remaining parametrization into its plain tensor (``remove_parametrizations(...,
-leave_parametrized=True)``: the Parameter objects survive, so optimizers stay valid). A model with
-nothing to finalize is returned untouched, log included.
+model's log since the last ``finalize_`` (in log order; a structural change one makes goes through
+``apply_`` so the log records it; today only ``Binarize`` has one, which makes stochastic signs
+deterministic), then bakes every remaining parametrization into its plain tensor
+(``remove_parametrizations(..., leave_parametrized=True)``: the Parameter objects survive, so
+optimizers stay valid). Nothing is removed: a masked weight keeps its shape with exact zeros, and
+``StructuredPrune`` cuts channels out when it runs. A model with nothing to finalize is returned
+untouched, log included.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ def bake_parametrizations(model: nn.Module) -> list[str]:
 
 
 def finalize_(model: nn.Module) -> nn.Module:
-    """Bake training-time transforms in and do each technique's physical surgery, so ``save``
-    can write the model. A no-op (nothing logged) for a model with nothing to finalize.
+    """Run each logged technique's finalize part and bake training-time transforms in, so
+    ``save`` can write the model. A no-op (nothing logged) for a model with nothing to finalize.
 
     Example:
         >>> prune_(model, MagnitudePrune(sparsity=0.9)); fit(...); finalize_(model); save(model, p)

@@ -1,24 +1,8 @@
-"""Module traversal: find layers by predicate, get and replace them by qualified name."""
+"""Module access by qualified name: get and replace submodules (``core.select`` picks them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 from torch import nn
-
-FilterFn = Callable[[nn.Module, str], bool]
-
-
-def weighted_layers(module: nn.Module, name: str) -> bool:
-    """Default filter: Linear and Conv layers (the ones compression acts on)."""
-    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
-
-
-def iter_modules(model: nn.Module, filter_fn: FilterFn = weighted_layers) -> Iterator[tuple[str, nn.Module]]:
-    """Yield ``(qualified_name, module)`` for every submodule that ``filter_fn`` accepts."""
-    for name, module in model.named_modules():
-        if filter_fn(module, name):
-            yield name, module
 
 
 def get_module(model: nn.Module, qualified_name: str) -> nn.Module:

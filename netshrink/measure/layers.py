@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from netshrink.core.modules import iter_modules
+from netshrink.core.selection import select
 from netshrink.measure.macs import count_macs_per_module
 
 
@@ -14,7 +14,7 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> list[dict]:
     """One row per Linear/Conv layer: name, type, weight shape, params, nonzero, fp32 bytes, MACs."""
     macs = count_macs_per_module(model, input_shape)
     rows = []
-    for name, module in iter_modules(model):
+    for name, module in select(model).items():
         params = sum(p.numel() for p in module.parameters(recurse=False))
         nonzero = sum(int((p.detach() != 0).sum()) for p in module.parameters(recurse=False))
         rows.append({

@@ -21,7 +21,7 @@ _EXPORTS = {
     "rewind_": "netshrink.prune.iterative",
     "round_sparsities": "netshrink.prune.iterative",
     "mask_sparsity": "netshrink.prune.masks",
-    "prunable_layers": "netshrink.prune.masks",
+    "PRUNABLE_LAYERS": "netshrink.prune.masks",
     "format_sensitivity": "netshrink.prune.layer_sensitivity",
     "layer_sizes": "netshrink.prune.layer_sensitivity",
     "plot_sensitivity": "netshrink.prune.layer_sensitivity",

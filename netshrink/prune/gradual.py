@@ -17,8 +17,8 @@ from __future__ import annotations
 from torch import nn
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.selection import LayerFilter
 from netshrink.prune.magnitude import MagnitudePrune, prune_
-from netshrink.prune.masks import PrunableFilter
 from netshrink.prune.selection import check_sparsity
 from netshrink.train.callbacks import Callback, StepInfo
 
@@ -49,7 +49,7 @@ class GradualPrune(Callback):
 
     def __init__(self, sparsity: float, initial_sparsity: float = 0.0, start: float = 0.0, end: float = 0.7,
                  every: int = 100, scope: str = "global", layers: tuple[str, ...] | None = None,
-                 filter_fn: PrunableFilter | None = None) -> None:
+                 filter_fn: LayerFilter | None = None) -> None:
         self.final = check_sparsity(sparsity)
         self.initial = check_sparsity(initial_sparsity, "initial_sparsity")
         if not 0.0 <= start <= end <= 1.0:

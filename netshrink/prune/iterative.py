@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.selection import LayerFilter
 from netshrink.data import Dataset
 from netshrink.prune.magnitude import MagnitudePrune, prune_
-from netshrink.prune.masks import PrunableFilter, current_mask
+from netshrink.prune.masks import current_mask
 from netshrink.prune.selection import check_sparsity
 from netshrink.train import Callback, FitConfig, StepInfo, fit
 
@@ -93,7 +94,7 @@ class RoundResult:
 
 
 def iterative_prune(model: nn.Module, data: Dataset, sparsity: float, rounds: int, config: FitConfig,
-                    scope: str = "global", filter_fn: PrunableFilter | None = None,
+                    scope: str = "global", filter_fn: LayerFilter | None = None,
                     rewind_to: dict[str, torch.Tensor] | None = None, **fit_kwargs: Any) -> list[RoundResult]:
     """``rounds`` rounds of magnitude pruning (``round_sparsities``) each followed by ``fit``
     (Han et al. 2015). With ``rewind_to`` (a ``plain_state``), surviving weights are rewound to it
@@ -109,7 +110,7 @@ def iterative_prune(model: nn.Module, data: Dataset, sparsity: float, rounds: in
 
 
 def lottery_ticket(model: nn.Module, data: Dataset, sparsity: float, config: FitConfig, rounds: int = 1,
-                   rewind_step: int = 0, scope: str = "global", filter_fn: PrunableFilter | None = None,
+                   rewind_step: int = 0, scope: str = "global", filter_fn: LayerFilter | None = None,
                    **fit_kwargs: Any) -> list[RoundResult]:
     """Find a winning ticket by iterative magnitude pruning with rewinding (Frankle & Carbin 2019,
     sec. 2, "Identifying winning tickets"): train ``model`` (dense) with ``config``, keeping its

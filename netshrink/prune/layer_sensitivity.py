@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from torch import nn
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.selection import LayerFilter, select, weight_name
 from netshrink.data.dataset import Split
 from netshrink.measure.accuracy import evaluate
 from netshrink.prune.magnitude import MagnitudePrune, prune_
-from netshrink.prune.masks import PrunableFilter, prunable_weights
+from netshrink.prune.masks import PRUNABLE_LAYERS
 from netshrink.prune.selection import check_sparsity
 
 DEFAULT_SPARSITIES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
@@ -26,13 +27,13 @@ Table = dict[str, dict[float, float]]
 
 
 def sensitivity(model: nn.Module, split: Split, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
-                filter_fn: PrunableFilter | None = None, layers: Sequence[str] | None = None) -> Table:
+                filter_fn: LayerFilter | None = None, layers: Sequence[str] | None = None) -> Table:
     """``{layer: {sparsity: accuracy}}`` on ``split`` (use the validation split), each layer pruned
     alone by magnitude on a copy of ``model``; ``{"": {0.0: accuracy}}`` holds the unpruned one."""
     values = sorted({check_sparsity(s) for s in sparsities})
     if not values:
         raise ConfigError("give at least one sparsity to analyse")
-    targets = [name for name, _, _ in prunable_weights(model, filter_fn, layers)]
+    targets = list(select(model, layers, filter_fn, kinds=PRUNABLE_LAYERS))
     if not targets:
         raise ConfigError(f"nothing to prune in {type(model).__name__}: no layer passes the filter")
     table: Table = {"": {0.0: evaluate(model, split)}}
@@ -113,6 +114,7 @@ def sensitivity_plan(table: Table, sizes: dict[str, int], target: float, iterati
     return plan_at(high)
 
 
-def layer_sizes(model: nn.Module, filter_fn: PrunableFilter | None = None) -> dict[str, int]:
+def layer_sizes(model: nn.Module, filter_fn: LayerFilter | None = None) -> dict[str, int]:
     """``{layer: number of prunable weights}``, the ``sizes`` of ``sensitivity_plan``."""
-    return {name: getattr(module, tensor).numel() for name, module, tensor in prunable_weights(model, filter_fn)}
+    return {name: getattr(module, weight_name(module)).numel()
+            for name, module in select(model, filter_fn=filter_fn, kinds=PRUNABLE_LAYERS).items()}

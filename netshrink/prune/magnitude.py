@@ -20,7 +20,8 @@ from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
-from netshrink.prune.masks import PrunableFilter, prunable_weights, set_mask
+from netshrink.core.selection import LayerFilter, check_layer_names, select, weight_name
+from netshrink.prune.masks import PRUNABLE_LAYERS, set_mask
 from netshrink.prune.selection import check_sparsity, smallest
 from netshrink.prune.verb import prune_
 
@@ -36,8 +37,9 @@ class MagnitudePrune(Config):
         scope: ``"layer"`` (each layer loses ``sparsity`` of its weights) or ``"global"`` (one
             threshold over all chosen weights).
         layers: names of the layers to prune (default: every layer ``filter_fn`` accepts).
-        filter_fn: ``filter_fn(module, name) -> bool`` picking layers (default: Linear, Conv and
-            attention in-projections). Not stored in the log; the log lists the layers pruned.
+        filter_fn: ``filter_fn(module, name) -> bool`` picking among the Linear, Conv and attention
+            in-projection layers (default: all of them). Not stored in the log; the log lists the
+            layers pruned.
 
     Example:
         >>> prune_(model, MagnitudePrune(sparsity=0.9, scope="global"))
@@ -48,7 +50,7 @@ class MagnitudePrune(Config):
     sparsity: float | dict[str, float] = 0.5
     scope: str = "layer"
     layers: tuple[str, ...] | None = None
-    filter_fn: PrunableFilter | None = unlogged()
+    filter_fn: LayerFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         if isinstance(self.sparsity, dict):
@@ -62,8 +64,7 @@ class MagnitudePrune(Config):
             check_sparsity(self.sparsity)
         if self.scope not in SCOPES:
             raise ConfigError(f"unknown scope {self.scope!r}; choose one of {list(SCOPES)}")
-        if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
-            raise ConfigError("layers must be a non-empty list of layer names")
+        check_layer_names(self.layers)
 
 
 def _effective(module: nn.Module, tensor_name: str) -> torch.Tensor:
@@ -98,7 +99,8 @@ def _check(model: nn.Module, record: dict) -> None:
 @register(MagnitudePrune, "magnitude_prune", rebuild=None, check=_check, verb=prune_, aliases=("prune",))
 def _magnitude_prune(model: nn.Module, config: MagnitudePrune) -> dict:
     layers = tuple(config.sparsity) if isinstance(config.sparsity, dict) else config.layers
-    targets = list(prunable_weights(model, config.filter_fn, layers))
+    targets = [(name, module, weight_name(module))
+               for name, module in select(model, layers, config.filter_fn, kinds=PRUNABLE_LAYERS).items()]
     if not targets:
         raise ConfigError(f"nothing to prune in {type(model).__name__}: no Linear, Conv or attention layer "
                           "passes the filter; check filter_fn or name the layers")

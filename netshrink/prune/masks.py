@@ -8,15 +8,15 @@ inside any hand-written training loop: its gradient is zero, and the optimizer k
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.core.errors import ConfigError
+from netshrink.core.selection import WEIGHTED_LAYERS
 
-PrunableFilter = Callable[[nn.Module, str], bool]
+PRUNABLE_LAYERS = (*WEIGHTED_LAYERS, nn.MultiheadAttention)
+"""What pruning acts on (``core.select``'s kinds): Linear and Conv layers, and the packed q/k/v
+projection of ``nn.MultiheadAttention`` (its output projection is a Linear already)."""
 
 
 class Mask(nn.Module):
@@ -29,41 +29,6 @@ class Mask(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return weight * self.mask
-
-
-def prunable_layers(module: nn.Module, name: str) -> bool:
-    """Default filter: Linear and Conv layers, and the packed q/k/v projection of
-    ``nn.MultiheadAttention`` (its output projection is a Linear already)."""
-    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) or (
-        isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None)
-
-
-def weight_name(module: nn.Module) -> str:
-    """The name of the tensor pruned in ``module``: ``in_proj_weight`` for attention, else ``weight``."""
-    return "in_proj_weight" if isinstance(module, nn.MultiheadAttention) else "weight"
-
-
-def prunable_weights(model: nn.Module, filter_fn: PrunableFilter | None = None,
-                     layers: tuple[str, ...] | list[str] | None = None) -> Iterator[tuple[str, nn.Module, str]]:
-    """Yield ``(layer name, module, tensor name)`` for every weight to prune.
-
-    ``layers`` names layers explicitly (an unknown name is an error); otherwise ``filter_fn``
-    (default ``prunable_layers``) picks them.
-    """
-    if layers is not None:
-        modules = dict(model.named_modules())
-        unknown = [name for name in layers if name not in modules or not prunable_layers(modules[name], name)]
-        if unknown:
-            known = [n for n, m in model.named_modules() if prunable_layers(m, n)]
-            raise ConfigError(f"no prunable layer named {unknown[:3]} in {type(model).__name__}; "
-                              f"prunable layers: {known[:12]}")
-        for name in layers:
-            yield name, modules[name], weight_name(modules[name])
-        return
-    accept = filter_fn or prunable_layers
-    for name, module in model.named_modules():
-        if accept(module, name) and isinstance(getattr(module, weight_name(module), None), torch.Tensor):
-            yield name, module, weight_name(module)
 
 
 def current_mask(module: nn.Module, tensor_name: str) -> torch.Tensor | None:

@@ -22,8 +22,8 @@ from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
+from netshrink.core.selection import LayerFilter, check_layer_names
 from netshrink.prune.dependency import CONVS, NORMS, Entry, Group, channel_groups
-from netshrink.prune.masks import PrunableFilter
 from netshrink.prune.selection import check_sparsity, smallest
 from netshrink.prune.verb import prune_
 
@@ -52,14 +52,13 @@ class StructuredPrune(Config):
     amount: float = 0.5
     ranking: str = "l1"
     layers: tuple[str, ...] | None = None
-    filter_fn: PrunableFilter | None = unlogged()
+    filter_fn: LayerFilter | None = unlogged()
 
     def __post_init__(self) -> None:
         check_sparsity(self.amount, "amount")
         if self.ranking not in RANKINGS:
             raise ConfigError(f"unknown ranking {self.ranking!r}; choose one of {list(RANKINGS)}")
-        if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
-            raise ConfigError("layers must be a non-empty list of layer names")
+        check_layer_names(self.layers)
 
 
 def _selected(model: nn.Module, groups: list[Group], config: StructuredPrune) -> list[Group]:

@@ -6,9 +6,9 @@ from netshrink.quant.bit_plan import bit_sensitivity, layer_weights, plan_bits
 from netshrink.quant.calibration import Grid, calibrate
 from netshrink.quant.cluster import Cluster, SharedWeights, centroids, cluster_
 from netshrink.quant.kmeans1d import Clustering, kmeans_1d
-from netshrink.quant.layers import quantizable_layers
+from netshrink.quant.layers import QUANTIZABLE_LAYERS
 from netshrink.quant.uniform import Quantize, quantize_
 
-__all__ = ["Binarize", "Cluster", "Clustering", "Grid", "Quantize", "SharedWeights", "binarize_", "bit_sensitivity",
-           "calibrate", "centroids", "cluster_", "kmeans_1d", "layer_weights", "plan_bits", "quantizable_layers",
-           "quantize_"]
+__all__ = ["QUANTIZABLE_LAYERS", "Binarize", "Cluster", "Clustering", "Grid", "Quantize", "SharedWeights",
+           "binarize_", "bit_sensitivity", "calibrate", "centroids", "cluster_", "kmeans_1d", "layer_weights",
+           "plan_bits", "quantize_"]

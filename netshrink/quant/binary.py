@@ -32,8 +32,9 @@ from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.modules import get_module
 from netshrink.core.registry import apply_, register
+from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import ACTIVATION_LAYERS, install_input_transforms
-from netshrink.quant.layers import LayerFilter, targets
+from netshrink.quant.layers import targets
 
 METHODS = ("binaryconnect", "bwn")
 
@@ -48,8 +49,9 @@ class Binarize(Config):
         activations: also binarize the inputs of the binarized Linear and Conv layers (never the
             network's first layer).
         keep_first_last: leave the first and last chosen layers in full precision.
-        filter_fn: ``filter_fn(module, name) -> bool`` picking layers (default: Linear, Conv,
-            Embedding, attention in-projections). Not logged; the log lists the layers binarized.
+        filter_fn: ``filter_fn(module, name) -> bool`` picking among the Linear, Conv, Embedding and
+            attention in-projection layers (default: all of them). Not logged; the log lists the
+            layers binarized.
 
     Example:
         >>> binarize_(model, Binarize(method="bwn")); fit(model, data, FitConfig(epochs=5)); finalize_(model)

@@ -20,8 +20,9 @@ from torch import nn
 from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_
+from netshrink.core.selection import LayerFilter
 from netshrink.data.dataset import Split
-from netshrink.quant.layers import LayerFilter, targets
+from netshrink.quant.layers import targets
 
 ConfigForBits = Callable[[dict[str, int]], Config]
 

@@ -26,8 +26,9 @@ from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.core.selection import LayerFilter
 from netshrink.quant.kmeans1d import INITS, kmeans_1d
-from netshrink.quant.layers import LayerFilter, check_bits_setting, targets
+from netshrink.quant.layers import check_bits_setting, targets
 
 MIN_CLUSTER_BITS, MAX_CLUSTER_BITS = 1, 8  # the codec's codebook holds at most 2**8 values
 
@@ -43,8 +44,9 @@ class Cluster(Config):
             ``"random"`` (k weights drawn at random); or ``"optimal"``, the exact clustering of
             least squared error (Ckmeans.1d.dp, Wang & Song 2011).
         seed: for ``init="random"``.
-        filter_fn: ``filter_fn(module, name) -> bool`` picking layers (default: Linear, Conv,
-            Embedding, attention in-projections). Not logged; the log lists the layers clustered.
+        filter_fn: ``filter_fn(module, name) -> bool`` picking among the Linear, Conv, Embedding and
+            attention in-projection layers (default: all of them). Not logged; the log lists the
+            layers clustered.
 
     Example:
         >>> cluster_(model, Cluster(bits=4, init="linear")); fit(model, data, FitConfig(epochs=1))

@@ -8,27 +8,19 @@ mixed precision by hand (Deep Compression used 8 bits for conv and 5 for fc laye
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.selection import WEIGHTED_LAYERS, LayerFilter, select, weight_name
 
-LayerFilter = Callable[[nn.Module, str], bool]
 Bits = int | str
 
-
-def quantizable_layers(module: nn.Module, name: str) -> bool:
-    """Default filter: Linear, Conv, Embedding and attention in-projections."""
-    return isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)) or (
-        isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None)
-
-
-def weight_name(module: nn.Module) -> str:
-    """The tensor quantized in ``module``: ``in_proj_weight`` for attention, else ``weight``."""
-    return "in_proj_weight" if isinstance(module, nn.MultiheadAttention) else "weight"
+QUANTIZABLE_LAYERS = (*WEIGHTED_LAYERS, nn.Embedding, nn.MultiheadAttention)
+"""What quantization acts on (``core.select``'s kinds)."""
 
 
 def check_bits(bits: Any, allowed: tuple[Any, ...], low: int, high: int, what: str = "bits") -> Bits:
@@ -56,22 +48,12 @@ def targets(model: nn.Module, bits: Bits | Mapping[str, Bits],
             filter_fn: LayerFilter | None) -> list[tuple[str, nn.Module, str, Bits]]:
     """``(layer name, module, tensor name, bits)`` for every tensor to quantize, in module order.
 
-    A ``{layer: bits}`` map names the layers itself (an unknown or unquantizable name is an
-    error); otherwise ``filter_fn`` (default ``quantizable_layers``) picks them. Their weights must
-    be finite.
+    A ``{layer: bits}`` map names the layers itself; otherwise ``filter_fn`` picks among the
+    quantizable layers (``core.select``). Their weights must be finite.
     """
-    modules = dict(model.named_modules())
-    if isinstance(bits, Mapping):
-        unknown = [n for n in bits if n not in modules or not quantizable_layers(modules[n], n)]
-        if unknown:
-            known = [n for n, m in modules.items() if quantizable_layers(m, n)]
-            raise ConfigError(f"no quantizable layer named {unknown[:3]} in {type(model).__name__}; "
-                              f"quantizable layers: {known[:12]}")
-        chosen = [(n, modules[n], weight_name(modules[n]), bits[n]) for n in modules if n in bits]
-    else:
-        accept = filter_fn or quantizable_layers
-        chosen = [(n, m, weight_name(m), bits) for n, m in modules.items()
-                  if accept(m, n) and isinstance(getattr(m, weight_name(m), None), torch.Tensor)]
+    layers = list(bits) if isinstance(bits, Mapping) else None
+    chosen = [(n, m, weight_name(m), bits[n] if layers is not None else bits)
+              for n, m in select(model, layers, filter_fn, kinds=QUANTIZABLE_LAYERS).items()]
     if not chosen:
         raise ConfigError(f"nothing to quantize in {type(model).__name__}: no Linear, Conv or Embedding layer "
                           "passes the filter; check filter_fn or the bits map")

@@ -26,9 +26,10 @@ from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import apply_, register
+from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
 from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
-from netshrink.quant.layers import LayerFilter, check_bits, check_bits_setting, targets
+from netshrink.quant.layers import check_bits, check_bits_setting, targets
 
 FLOAT_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_BITS, MAX_BITS = 2, 8
@@ -50,8 +51,9 @@ class Quantize(Config):
             bits (one grid per tensor, ``scheme`` and ``calibration`` as for weights); None: weights only.
         calibration_data: a few validation batches of model inputs, run once to calibrate the
             activation grids (needed with ``activation_bits``). Not logged; the log holds the grids.
-        filter_fn: ``filter_fn(module, name) -> bool`` picking layers (default: Linear, Conv,
-            Embedding, attention in-projections). Not logged; the log lists the layers quantized.
+        filter_fn: ``filter_fn(module, name) -> bool`` picking among the Linear, Conv, Embedding and
+            attention in-projection layers (default: all of them). Not logged; the log lists the
+            layers quantized.
 
     Example:
         >>> quantize_(model, Quantize(bits=4, granularity="channel", calibration="mse")); finalize_(model)

@@ -1,11 +1,11 @@
-"""DistributedDataParallel plumbing for ``fit``: process group, wrapping, batch sharding.
+"""DistributedDataParallel plumbing for ``fit``: process group, wrapping, collectives.
 
 ``fit`` runs data parallel when ``RANK`` and ``WORLD_SIZE`` are set (as ``torchrun`` sets them).
 Every rank draws the same seeded permutation; rank ``r`` of ``W`` takes the strided share
-``batch[r::W]`` of each global batch (DistributedSampler's split, applied per batch), so the
-global batch and the order of samples are those of a one-process run. Gradients are averaged by
-DDP; ``fit`` weights each rank's mean loss by its share of the batch so an uneven last batch
-still gives the one-process gradient.
+``batch[r::W]`` of each global batch (``batches.py``: DistributedSampler's split, applied per
+batch), so the global batch and the order of samples are those of a one-process run. Gradients
+are averaged by DDP; ``fit`` weights each rank's mean loss by its share of the batch so an uneven
+last batch still gives the one-process gradient.
 
 BatchNorm stays local: each rank normalises with its own share's statistics, and DDP broadcasts
 rank 0's running statistics at every forward; ``fit`` broadcasts them once more after each epoch's
@@ -73,11 +73,6 @@ def check_batch(batch_size: int, info: DistInfo) -> None:
     if batch_size % info.world_size:
         raise ConfigError(f"batch_size {batch_size} does not divide across {info.world_size} "
                           "processes; choose a multiple of the number of processes")
-
-
-def local_share(batch: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """This rank's strided share of a global batch of indices."""
-    return batch[info.rank::info.world_size]
 
 
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The stacked-student search of ``benchmarks/distillation_ceiling.py`` trains what it claims:
 the zoo's LeNet-300-100 and ``netshrink.distillation``'s loss, on the views it names."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -101,6 +102,17 @@ def test_a_tiny_search_trains_and_summarises():
     summary = summarise(found, recipes, students)
     assert [row["recipe"] for row in summary["recipes"]] == ["none_e30", "mixup_e3"]
     assert summary["chosen"]["chosen_on_val"] in {"kd_T2_a0.9_s0", "kd_T2_a0.9_hint_fc2"}
+
+
+def test_gap_closure_is_undefined_when_the_teacher_is_not_ahead():
+    recipes, students = (Recipe("none_e1", ("none",), 1),), (STUDENTS[0], STUDENTS[3])
+    found = {"teacher": {"test": 0.80},
+             "curves": {"none_e1/alone_s0": [{"epoch": 1, "val_acc": 0.85, "test_acc": 0.85}],
+                        "none_e1/kd_T2_a0.9_s0": [{"epoch": 1, "val_acc": 0.86, "test_acc": 0.86}]}}
+    summary = summarise(found, recipes, students)
+    assert summary["chosen"]["gap_closure"] is None and summary["closure_bound"] is None
+    found["teacher"]["test"] = 0.95
+    assert summarise(found, recipes, students)["chosen"]["gap_closure"] == pytest.approx(0.1)
 
 
 class _TinyTeacher(torch.nn.Module):

@@ -114,7 +114,8 @@ def test_demo_runs_end_to_end_on_digits(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "model.nsk").is_file() and (tmp_path / "report.html").is_file()
     verbs = [line.split()[0].split(":")[1] for line in out.splitlines() if line[:2] in {f"{i}:" for i in range(9)}]
-    assert verbs == ["baseline", "train", "low_rank", "early_exit", "magnitude_prune", "cluster"]  # every family, one table
+    # every family, one table
+    assert verbs == ["baseline", "train", "low_rank", "early_exit", "magnitude_prune", "cluster"]
     assert f"HTML report: {tmp_path / 'report.html'}" in out
 
 

@@ -16,7 +16,7 @@ from netshrink.codec.document import read_document
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.core import apply_
 from netshrink.core.errors import NetshrinkError, NetshrinkFormatError
-from netshrink.core.modules import iter_modules
+from netshrink.core.selection import select
 from netshrink.core.transform_log import append_record, get_arch, get_log
 from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
@@ -66,7 +66,7 @@ def fill_weights(model: nn.Module, kind: str, seed: int = 0) -> list[str]:
     generator = torch.Generator().manual_seed(seed)
     names = []
     with torch.no_grad():
-        for name, module in iter_modules(model):
+        for name, module in select(model).items():
             module.weight.copy_(make_weight(kind, tuple(module.weight.shape), generator))
             names.append(f"{name}.weight")
     return names

@@ -4,7 +4,8 @@ import pytest
 from torch import nn
 
 from netshrink.core import Config, ConfigError, apply_, get_log, register, registered
-from netshrink.core.modules import get_module, iter_modules, set_module
+from netshrink.core.modules import get_module, set_module
+from netshrink.core.selection import select
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +19,7 @@ class _Scale(Config):
 @register(_Scale, "scale", rebuild=None)
 def _scale(model: nn.Module, config: _Scale) -> dict:
     names = []
-    for name, module in iter_modules(model, lambda m, n: isinstance(m, nn.Linear)):
+    for name, module in select(model, filter_fn=lambda m, n: isinstance(m, nn.Linear)).items():
         module.weight.data.mul_(config.factor)
         names.append(name)
     return {"targets": names}

@@ -10,9 +10,11 @@ from tests.models import INPUT_SHAPE, TINY_MODELS
 
 def pruned_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{layer: effective weight}`` of every prunable layer (masked where a mask is on)."""
-    from netshrink.prune.masks import prunable_weights
+    from netshrink.core.selection import select, weight_name
+    from netshrink.prune.masks import PRUNABLE_LAYERS
 
-    return {name: getattr(m, t).detach().clone() for name, m, t in prunable_weights(model)}
+    return {name: getattr(m, weight_name(m)).detach().clone()
+            for name, m in select(model, kinds=PRUNABLE_LAYERS).items()}
 
 
 def round_trip(model: nn.Module, model_name: str, path) -> nn.Module:

@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.selection import select, weight_name
 from netshrink.prune import (
+    PRUNABLE_LAYERS,
     MagnitudePrune,
     iterative_prune,
     lottery_ticket,
@@ -11,7 +13,6 @@ from netshrink.prune import (
     rewind_,
     round_sparsities,
 )
-from netshrink.prune.masks import prunable_weights
 from netshrink.train import FitConfig, fit
 from tests.prune.helpers import pruned_weights
 
@@ -44,13 +45,14 @@ def test_rewind_restores_surviving_weights_and_keeps_pruned_ones_zero(tiny_model
     parameters = [id(p) for p in tiny_model.parameters()]
     rewind_(tiny_model, snapshot)
     assert [id(p) for p in tiny_model.parameters()] == parameters
-    for name, module, tensor in prunable_weights(tiny_model):
+    prunable = {name: (m, weight_name(m)) for name, m in select(tiny_model, kinds=PRUNABLE_LAYERS).items()}
+    for name, (module, tensor) in prunable.items():
         weight = getattr(module, tensor).detach()
         kept = weight != 0
         assert torch.equal(weight[kept], snapshot[f"{name}.{tensor}"][kept]), name
         assert kept.float().mean() == pytest.approx(0.4, abs=0.01)
     state = plain_state(tiny_model)
-    others = [k for k in snapshot if k not in {f"{n}.{t}" for n, _, t in prunable_weights(tiny_model)}]
+    others = [k for k in snapshot if k not in {f"{n}.{t}" for n, (_, t) in prunable.items()}]
     assert others and all(torch.equal(state[k], snapshot[k]) for k in others)  # biases, norms, buffers
 
 

@@ -26,10 +26,10 @@ class TokenClassifier(nn.Module):
 
 def weight_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{layer: weight}`` of every Linear, Conv, Embedding and attention in-projection."""
-    from netshrink.quant.layers import quantizable_layers, weight_name
+    from netshrink.core.selection import select, weight_name
+    from netshrink.quant.layers import QUANTIZABLE_LAYERS
 
-    return {name: getattr(m, weight_name(m)).detach() for name, m in model.named_modules()
-            if quantizable_layers(m, name)}
+    return {name: getattr(m, weight_name(m)).detach() for name, m in select(model, kinds=QUANTIZABLE_LAYERS).items()}
 
 
 def distinct(tensor: torch.Tensor) -> int:

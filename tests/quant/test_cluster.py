@@ -146,7 +146,7 @@ def test_bad_input_is_one_line():
         model.body[1].weight[0, 0] = float("nan")
     with pytest.raises(ConfigError, match="NaN or infinite"):
         cluster_(model, Cluster(bits=2))
-    with pytest.raises(ConfigError, match="no quantizable layer named"):
+    with pytest.raises(ConfigError, match="unknown layer name"):
         cluster_(model, Cluster(bits={"nope": 2}))
 
 
