@@ -185,10 +185,11 @@ def reduce(state: ChannelPass, node: fx.Node, target: Any) -> Flow:
     layout, ndim = first.layout, first.ndim
     if layout is None:
         return UNTRACKED
-    if dims is None or ndim is None or layout.axis != 1 or layout.flat or {d % ndim for d in dims} & {0, 1}:
+    reduced = {d % ndim for d in dims} if dims is not None and ndim is not None else {0}
+    if layout.axis != 1 or layout.flat or reduced & {0, 1}:  # over the batch or the channels
         state.block(layout)
         return UNTRACKED
-    new_ndim = ndim if node.kwargs.get("keepdim", False) else ndim - len({d % ndim for d in dims})
+    new_ndim = ndim if node.kwargs.get("keepdim", False) else ndim - len(reduced)
     return Flow(Layout(layout.segments, 1, new_ndim), new_ndim)
 
 
