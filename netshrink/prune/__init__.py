@@ -12,6 +12,7 @@ _EXPORTS = {
     "MagnitudePrune": "netshrink.prune.magnitude",
     "prune_": "netshrink.prune.verb",
     "StructuredPrune": "netshrink.prune.structured",
+    "register_channel_rule": "netshrink.prune.channel_rules",
     "GradualPrune": "netshrink.prune.gradual",
     "cubic_sparsity": "netshrink.prune.gradual",
     "RoundResult": "netshrink.prune.iterative",

@@ -20,10 +20,11 @@ from torch.nn.utils import parametrize
 
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
-from netshrink.core.errors import ConfigError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.core.registry import register
 from netshrink.core.selection import LayerFilter, check_layer_names
-from netshrink.prune.dependency import CONVS, NORMS, Entry, Group, channel_groups
+from netshrink.prune.channel_rules import NORMS, module_rule
+from netshrink.prune.dependency import Entry, Group, channel_groups
 from netshrink.prune.selection import check_sparsity, smallest
 from netshrink.prune.verb import prune_
 
@@ -70,10 +71,10 @@ def _selected(model: nn.Module, groups: list[Group], config: StructuredPrune) ->
             raise ConfigError(f"no layer named {unknown[:3]} produces channels in {type(model).__name__}; "
                               f"layers that do: {sorted(producers)[:12]}")
         chosen = [g for g in groups if set(g.producers) & set(config.layers)]
-        blocked = [p for g in chosen if not g.prunable for p in g.producers]
-        if blocked:
-            raise ConfigError(f"the channels of {blocked[:3]} cannot be removed (they reach the output or an "
-                              "operation structured pruning does not follow); prune other layers")
+        blocked = next((g for g in chosen if not g.prunable), None)
+        if blocked is not None:
+            raise ConfigError(f"the channels of {blocked.producers[:3]} cannot be removed: {blocked.blocked_by}; "
+                              "prune other layers")
         return chosen
     accept = config.filter_fn or (lambda module, name: True)
     return [g for g in groups if g.prunable and all(accept(modules[p], p) for p in g.producers)]
@@ -97,53 +98,24 @@ def _indices(entry: Entry, channels: torch.Tensor) -> torch.Tensor:
     return (base[:, None] + torch.arange(entry.spread)).flatten()
 
 
-def _slice_(module: nn.Module, name: str, dim: int, keep: torch.Tensor) -> None:
-    tensor = getattr(module, name)
-    if tensor is None:
-        return
-    data = tensor.detach().index_select(dim, keep.to(tensor.device))
-    if isinstance(tensor, nn.Parameter):
-        setattr(module, name, nn.Parameter(data, requires_grad=tensor.requires_grad))
-    else:
-        setattr(module, name, data)
-
-
 def resize_(module: nn.Module, keep: dict[str, torch.Tensor]) -> None:
     """Keep only the ``keep[role]`` indices of ``module`` along ``"out"``, ``"in"`` or ``"channel"``
-    (in place: the module's class, hooks and other attributes survive)."""
-    if isinstance(module, nn.Linear):
-        if "out" in keep:
-            _slice_(module, "weight", 0, keep["out"])
-            _slice_(module, "bias", 0, keep["out"])
-            module.out_features = len(keep["out"])
-        if "in" in keep:
-            _slice_(module, "weight", 1, keep["in"])
-            module.in_features = len(keep["in"])
-    elif isinstance(module, CONVS):
-        if "channel" in keep:  # depthwise: channel c in = channel c out
-            keep = {"out": keep["channel"]}
-            module.in_channels = module.groups = len(keep["out"])
-        if "out" in keep:
-            _slice_(module, "weight", 0, keep["out"])
-            _slice_(module, "bias", 0, keep["out"])
-            module.out_channels = len(keep["out"])
-        if "in" in keep:
-            _slice_(module, "weight", 1, keep["in"])
-            module.in_channels = len(keep["in"])
-    elif isinstance(module, NORMS):
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            _slice_(module, name, 0, keep["channel"])
-        module.num_features = len(keep["channel"])
-    else:
-        raise ConfigError(f"structured pruning cannot resize a {type(module).__name__}")
+    (in place: the module's class, hooks and other attributes survive), by its registered resizer."""
+    rule = module_rule(module)
+    if rule is None or rule.resize is None:
+        raise ConfigError(f"structured pruning cannot resize a {type(module).__name__}; register_channel_rule("
+                          f"{type(module).__name__}, rule, resize=...) teaches it")
+    rule.resize(module, keep)
 
 
-def _dimension(module: nn.Module, role: str) -> int:
-    if isinstance(module, nn.Linear):
-        return module.out_features if role == "out" else module.in_features
-    if isinstance(module, CONVS):
-        return module.in_channels if role == "in" else module.out_channels
-    return module.num_features
+def _check_resizable(modules: dict[str, nn.Module], groups: list[Group]) -> None:
+    """Refuse before anything is cut when a layer of the groups has no resizer."""
+    for name in {e.module for g in groups for e in g.entries}:
+        rule = module_rule(modules[name])
+        if rule is None or rule.resize is None:
+            kind = type(modules[name]).__name__
+            raise ConfigError(f"structured pruning cannot resize layer {name!r} ({kind}); give its channel rule a "
+                              f"resize: register_channel_rule({kind}, rule, resize=...)")
 
 
 def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
@@ -153,19 +125,29 @@ def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
         resize_(module, {role: torch.arange(int(size)) for role, size in roles.items()})
 
 
-_ROLES = {nn.Linear: ("out", "in"), **dict.fromkeys(CONVS, ("out", "in", "channel")),
-          **dict.fromkeys(NORMS, ("channel",))}
+#: the roles a logged size may have (``resize_``'s keys)
+ROLES = ("out", "in", "channel")
+
+
+def _largest_size(module: nn.Module) -> int:
+    """The largest size any role of ``module`` can have now: the longest dimension of its own
+    tensors (pruning never grows a layer past what it holds)."""
+    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return max((max(t.shape, default=1) for t in tensors), default=0)
 
 
 def _check(model: nn.Module, record: dict[str, Any]) -> None:
-    """Each logged layer is one structured pruning resizes, and each size is from 1 to the layer's
-    current size: pruning never grows a layer."""
+    """Each logged layer is one structured pruning can resize (a registered rule with a resizer),
+    each role is one of ``ROLES``, and each size is from 1 to what the layer holds now."""
     for name, roles in record_checks.mapping(record.get("shapes"), "shapes").items():
-        module = record_checks.layer(model, name, tuple(_ROLES))
-        allowed = next(r for kind, r in _ROLES.items() if isinstance(module, kind))
+        module = record_checks.layer(model, name)
+        rule = module_rule(module)
+        if rule is None or rule.resize is None:
+            raise NetshrinkFormatError(f"layer {name[:80]!r} ({type(module).__name__}) has no structured-pruning "
+                                       "resizer")
         for role, size in record_checks.mapping(roles, f"shapes of {name[:80]!r}").items():
-            record_checks.one_of(role, allowed, f"role of {name[:80]!r}")
-            record_checks.size(size, _dimension(module, role), f"{name[:80]!r} {role} size")
+            record_checks.one_of(role, ROLES, f"role of {name[:80]!r}")
+            record_checks.size(size, _largest_size(module), f"{name[:80]!r} {role} size")
 
 
 @register(StructuredPrune, "structured_prune", rebuild=_rebuild, check=_check, structural=True, verb=prune_,
@@ -181,20 +163,21 @@ def _structured_prune(model: nn.Module, config: StructuredPrune) -> dict:
                           f"(of {len(groups)} groups, {sum(g.prunable for g in groups)} are prunable and pass "
                           "the filter); check filter_fn or layers")
     modules = dict(model.named_modules())
-    removed: dict[tuple[str, str], set[int]] = {}
+    _check_resizable(modules, chosen)
+    drops: dict[tuple[str, str], set[int]] = {}
+    widths: dict[tuple[str, str], int] = {}
     summary = []
     for group in chosen:
         count = min(math.floor(config.amount * group.size), group.size - 1)
         scores, used = channel_scores(model, group, config.ranking)
         drop = torch.sort(smallest(scores, count)).values
         for entry in group.entries:
-            removed.setdefault((entry.module, entry.role), set()).update(_indices(entry, drop).tolist())
+            drops.setdefault((entry.module, entry.role), set()).update(_indices(entry, drop).tolist())
+            widths[entry.module, entry.role] = entry.width
         summary.append({"layers": group.producers, "channels": group.size, "removed": count, "ranking": used})
     shapes: dict[str, dict[str, int]] = {}
-    for (name, role), drop in removed.items():
-        module = modules[name]
-        size = _dimension(module, role)
-        keep = torch.tensor([i for i in range(size) if i not in drop], dtype=torch.long)
-        resize_(module, {role: keep})
+    for (name, role), drop in drops.items():
+        keep = torch.tensor([i for i in range(widths[name, role]) if i not in drop], dtype=torch.long)
+        resize_(modules[name], {role: keep})
         shapes.setdefault(name, {})[role] = len(keep)
     return {"shapes": shapes, "groups": summary}

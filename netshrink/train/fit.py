@@ -312,13 +312,6 @@ def _training_data(data: Any, val: Any, config: FitConfig) -> tuple[Any, dict[st
     return train, options, val_data, val_options
 
 
-def _evaluate(model: nn.Module, val: Any, options: dict[str, Any], batch_size: int,
-              info: distributed.DistInfo, dev: torch.device) -> float | None:
-    if isinstance(val, Split):
-        return evaluate(model, val, device=dev)
-    return evaluate_pairs(model, val, options, batch_size, info, dev)
-
-
 class _Checkpointer:
     """Writes ``out_dir/checkpoint.safetensors`` at epoch ends and, if asked, every N steps."""
 
@@ -341,14 +334,87 @@ class _Checkpointer:
                 "history": history, "world_size": self.info.world_size, "data_fingerprint": self.fingerprint})
 
 
-def _running(totals: torch.Tensor, samples: int, targets: int) -> torch.Tensor:
-    """An epoch's running ``[loss sum, samples, correct, targets]`` on ``totals``' device (float64)."""
-    return torch.stack([totals[0], totals.new_tensor(samples), totals[1], totals.new_tensor(targets)])
+class _EpochTotals:
+    """This rank's running loss sum, samples, correct predictions and targets of an epoch; the
+    counts the host knows stay Python numbers (no device op per step)."""
+
+    def __init__(self, dev: torch.device, resumed: torch.Tensor | None) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=dev)  # loss sum, correct
+        self.samples = self.targets = 0
+        if resumed is not None:  # a checkpoint's ``running()`` (mid-epoch resume)
+            self.sums.copy_(resumed[[0, 2]])
+            self.samples, self.targets = int(resumed[1]), int(resumed[3])
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.sums[0] += loss.detach().double() * len(y)
+        self.sums[1] += (logits.detach().argmax(-1) == y).sum()
+        self.samples, self.targets = self.samples + len(y), self.targets + y.numel()
+
+    def running(self) -> torch.Tensor:
+        """``[loss sum, samples, correct, targets]`` on the device (float64), as checkpoints keep them."""
+        return torch.stack([self.sums[0], self.sums.new_tensor(self.samples), self.sums[1],
+                            self.sums.new_tensor(self.targets)])
+
+    def summed(self, info: distributed.DistInfo) -> list[float]:
+        """``running()`` summed over ranks (a collective call)."""
+        return distributed.all_reduce_sum(self.running(), info).tolist()
+
+
+@dataclasses.dataclass
+class _Run:
+    """The parts of one training run, built once by ``_setup``; ``net`` is ``model`` as trained
+    (DDP-wrapped under torchrun) and ``history`` the rows of the epochs done."""
+
+    model: nn.Module
+    net: nn.Module
+    config: FitConfig
+    loss_fn: LossFn
+    info: distributed.DistInfo
+    dev: torch.device
+    callbacks: tuple[Callback, ...]
+    train: Any
+    val: Any
+    val_options: dict[str, Any]
+    batches: list[tuple[int, int]]
+    sampler: ShardedBatches
+    source: TensorBatches | LoaderBatches
+    rng: _Randomness
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    checkpointer: _Checkpointer | None
+    shown: Progress
+    history: list[dict[str, Any]]
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch."""
+        return len(self.batches)
+
+    def step_info(self, epoch: int, step: int) -> StepInfo:
+        """Where step ``step`` (1-based) of epoch ``epoch`` is in the run."""
+        return StepInfo(epoch, (epoch - 1) * self.steps + step - 1, self.steps, self.config.epochs * self.steps)
 
 
 def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: LossFn, out_dir: Path | None,
          resume: bool, progress: bool, info: distributed.DistInfo, dev: torch.device,
          callbacks: tuple[Callback, ...]) -> FitResult:
+    run, resumed = _setup(model, data, val, config, loss_fn, out_dir, resume, progress, info, dev, callbacks)
+    for epoch in range(resumed.epoch + 1, config.epochs + 1):
+        first = resumed.step if epoch == resumed.epoch + 1 else 0  # steps already done (mid-epoch resume)
+        _train_epoch(run, epoch, first, resumed.totals if first else None)
+    if out_dir is not None and info.is_main:
+        save_model(out_dir / MODEL_NAME, model)
+    if info.enabled:
+        torch.distributed.barrier()
+    history = run.history
+    return FitResult(history=history, val_acc=history[-1]["val_acc"] if history else None, model=model)
+
+
+def _setup(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: LossFn, out_dir: Path | None,
+           resume: bool, progress: bool, info: distributed.DistInfo, dev: torch.device,
+           callbacks: tuple[Callback, ...]) -> tuple[_Run, _Resumed]:
+    """Check the arguments, build the data order, optimizer, schedule and checkpointer, and load the
+    checkpoint when resuming; returns the run and where it starts."""
     distributed.check_batch(config.batch_size, info)
     if resume and out_dir is None:
         raise ConfigError("resume needs out_dir (the folder holding checkpoint.safetensors)")
@@ -360,93 +426,114 @@ def _fit(model: nn.Module, data: Any, val: Any, config: FitConfig, loss_fn: Loss
         raise ConfigError(f"the training data has {len(train)} samples, too few for "
                           f"{info.world_size} processes")
     sampler = ShardedBatches(batches, info)
-    if isinstance(train, Split):  # augmentation draws on the CPU, so then batches are cut there
-        source: TensorBatches | LoaderBatches = TensorBatches(train, sampler,
-                                                              torch.device("cpu") if config.augment else dev)
-    else:
-        source = LoaderBatches(train, options, sampler, config.seed)
+    source = _batch_source(train, options, sampler, config, dev)
     steps = len(batches)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config, steps))
     checkpoint = out_dir / CHECKPOINT_NAME if out_dir is not None else None
     checkpointer = None
+    resumed = _Resumed()
     if checkpoint is not None:
         checkpointer = _Checkpointer(checkpoint, model, optimizer, scheduler, rng, config, info, dev,
                                      source.fingerprint())
-    state = _Resumed()
-    if resume and checkpointer is not None and checkpoint.is_file():
-        state = _resume_state(checkpoint, model, optimizer, scheduler, rng, config, info, steps,
-                              checkpointer.fingerprint)
-    history = state.history
+        if resume and checkpoint.is_file():
+            resumed = _resume_state(checkpoint, model, optimizer, scheduler, rng, config, info, steps,
+                                    checkpointer.fingerprint)
     net = distributed.wrap(model, info, dev)
-    shown = Progress(progress and info.is_main, config.epochs)
+    run = _Run(model=model, net=net, config=config, loss_fn=loss_fn, info=info, dev=dev, callbacks=callbacks,
+               train=train, val=val, val_options=val_options, batches=batches, sampler=sampler, source=source,
+               rng=rng, optimizer=optimizer, scheduler=scheduler, checkpointer=checkpointer,
+               shown=Progress(progress and info.is_main, config.epochs), history=resumed.history)
+    return run, resumed
 
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        began = time.perf_counter()
-        first = state.step if epoch == state.epoch + 1 else 0  # steps already done (mid-epoch resume)
-        net.train()
-        sampler.set_epoch(epoch, rng.epoch_order(len(train)), first)
-        # this rank's loss sum, samples, correct predictions and targets of the epoch; the counts
-        # the host knows stay Python numbers (no device op per step)
-        totals = torch.zeros(2, dtype=torch.float64, device=dev)
-        samples = targets = 0
-        if first:
-            totals.copy_(state.totals[[0, 2]])
-            samples, targets = int(state.totals[1]), int(state.totals[3])
-        samples_before = batches[first - 1][1] if first else 0
-        shown.start_epoch(epoch, steps, first)
-        for step, (x, y) in enumerate(source.epoch(), first + 1):
-            lo, hi = batches[step - 1]
-            where = StepInfo(epoch, (epoch - 1) * steps + step - 1, steps, config.epochs * steps)
-            for callback in callbacks:
-                callback.on_step_begin(model, where)
-            if config.augment:
-                if x.dim() != 4:
-                    raise ConfigError(f"augment crops and flips image batches (B, C, H, W); these batches "
-                                      f"have shape {tuple(x.shape)}; train without augment")
-                x = random_crop_flip(x, rng.augment)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            logits = net(x)
-            loss = loss_fn(logits, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks; weighting each rank's mean by its share of the
-            # global batch makes that average the gradient of the global-batch mean
-            (loss * (len(y) * info.world_size / (hi - lo)) if info.world_size > 1 else loss).backward()
-            optimizer.step()
-            scheduler.step()
-            for callback in callbacks:
-                callback.on_step_end(model, where)
-            totals[0] += loss.detach().double() * len(y)
-            totals[1] += (logits.detach().argmax(-1) == y).sum()
-            samples, targets = samples + len(y), targets + y.numel()
-            if step % _STATUS_EVERY == 0 or step == steps:
-                # summed over ranks, so every rank sees a divergence on any rank and stops together
-                loss_sum, n, correct, m = distributed.all_reduce_sum(_running(totals, samples, targets), info).tolist()
-                if not math.isfinite(loss_sum):
-                    raise NetshrinkError(f"training diverged (loss is {loss_sum} in epoch {epoch}); "
-                                         "lower lr or check the data")
-                shown.step(step, loss_sum / n, correct / m, (hi - samples_before) / (time.perf_counter() - began))
-            if (checkpointer is not None and config.checkpoint_every_steps and step < steps
-                    and (where.step + 1) % config.checkpoint_every_steps == 0):
-                checkpointer.save(epoch - 1, step, history, _running(totals, samples, targets))
-        for callback in callbacks:
-            callback.on_epoch_end(model, StepInfo(epoch, epoch * steps, steps, config.epochs * steps))
-        distributed.broadcast_buffers(model, info)
-        train_seconds = time.perf_counter() - began
-        loss_sum, samples, correct, targets = distributed.all_reduce_sum(_running(totals, samples, targets),
-                                                                         info).tolist()
-        evaluated = (val is not None and len(val) > 0
-                     and (epoch % config.eval_every == 0 or epoch == config.epochs))
-        val_acc = _evaluate(model, val, val_options, config.batch_size, info, dev) if evaluated else None
-        history.append({"epoch": epoch, "train_loss": loss_sum / samples, "train_acc": correct / targets,
-                        "val_acc": val_acc, "lr": scheduler.get_last_lr()[0],
+
+def _batch_source(train: Any, options: dict[str, Any], sampler: ShardedBatches, config: FitConfig,
+                  dev: torch.device) -> TensorBatches | LoaderBatches:
+    """Batches cut from in-memory tensors (on the CPU when augmentation draws there), or read by a
+    DataLoader from a Dataset of pairs."""
+    if isinstance(train, Split):
+        return TensorBatches(train, sampler, torch.device("cpu") if config.augment else dev)
+    return LoaderBatches(train, options, sampler, config.seed)
+
+
+def _train_epoch(run: _Run, epoch: int, first: int, resumed_totals: torch.Tensor | None) -> None:
+    """Train epoch ``epoch`` from step ``first + 1`` on, then end it (evaluation, history row,
+    checkpoint)."""
+    began = time.perf_counter()
+    run.net.train()
+    run.sampler.set_epoch(epoch, run.rng.epoch_order(len(run.train)), first)
+    totals = _EpochTotals(run.dev, resumed_totals)
+    samples_before = run.batches[first - 1][1] if first else 0
+    run.shown.start_epoch(epoch, run.steps, first)
+    for step, (x, y) in enumerate(run.source.epoch(), first + 1):
+        lo, hi = run.batches[step - 1]
+        where = run.step_info(epoch, step)
+        _train_step(run, x, y, where, hi - lo, totals)
+        if step % _STATUS_EVERY == 0 or step == run.steps:
+            _show_status(run, epoch, step, totals, hi - samples_before, began)
+        every = run.config.checkpoint_every_steps
+        if run.checkpointer is not None and every and step < run.steps and (where.step + 1) % every == 0:
+            run.checkpointer.save(epoch - 1, step, run.history, totals.running())
+    _end_epoch(run, epoch, totals, began, samples_before)
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, where: StepInfo, global_batch: int,
+                totals: _EpochTotals) -> None:
+    """One optimizer step on this rank's share ``(x, y)`` of a global batch of ``global_batch`` samples."""
+    for callback in run.callbacks:
+        callback.on_step_begin(run.model, where)
+    if run.config.augment:
+        if x.dim() != 4:
+            raise ConfigError(f"augment crops and flips image batches (B, C, H, W); these batches "
+                              f"have shape {tuple(x.shape)}; train without augment")
+        x = random_crop_flip(x, run.rng.augment)
+    x, y = x.to(run.dev, non_blocking=True), y.to(run.dev, non_blocking=True)
+    logits = run.net(x)
+    loss = run.loss_fn(logits, x, y)
+    run.optimizer.zero_grad(set_to_none=True)
+    # DDP averages gradients over ranks; weighting each rank's mean by its share of the
+    # global batch makes that average the gradient of the global-batch mean
+    world = run.info.world_size
+    (loss * (len(y) * world / global_batch) if world > 1 else loss).backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    for callback in run.callbacks:
+        callback.on_step_end(run.model, where)
+    totals.add(loss, logits, y)
+
+
+def _show_status(run: _Run, epoch: int, step: int, totals: _EpochTotals, samples_done: int, began: float) -> None:
+    """Stop on a diverged loss and update the progress display (a collective call: the totals are
+    summed over ranks, so every rank sees a divergence on any rank and stops together)."""
+    loss_sum, n, correct, m = totals.summed(run.info)
+    if not math.isfinite(loss_sum):
+        raise NetshrinkError(f"training diverged (loss is {loss_sum} in epoch {epoch}); "
+                             "lower lr or check the data")
+    run.shown.step(step, loss_sum / n, correct / m, samples_done / (time.perf_counter() - began))
+
+
+def _end_epoch(run: _Run, epoch: int, totals: _EpochTotals, began: float, samples_before: int) -> None:
+    """Epoch-end callbacks, buffers in step across ranks, evaluation, the history row, the checkpoint."""
+    for callback in run.callbacks:
+        callback.on_epoch_end(run.model, StepInfo(epoch, epoch * run.steps, run.steps, run.config.epochs * run.steps))
+    distributed.broadcast_buffers(run.model, run.info)
+    train_seconds = time.perf_counter() - began
+    loss_sum, samples, correct, targets = totals.summed(run.info)
+    val_acc = _validate(run, epoch)
+    run.history.append({"epoch": epoch, "train_loss": loss_sum / samples, "train_acc": correct / targets,
+                        "val_acc": val_acc, "lr": run.scheduler.get_last_lr()[0],
                         "seconds": time.perf_counter() - began,
-                        "samples_per_s": (batches[-1][1] - samples_before) / train_seconds})
-        shown.end_epoch(history[-1])
-        if checkpointer is not None:
-            checkpointer.save(epoch, 0, history, None)
-    if out_dir is not None and info.is_main:
-        save_model(out_dir / MODEL_NAME, model)
-    if info.enabled:
-        torch.distributed.barrier()
-    return FitResult(history=history, val_acc=history[-1]["val_acc"] if history else None, model=model)
+                        "samples_per_s": (run.batches[-1][1] - samples_before) / train_seconds})
+    run.shown.end_epoch(run.history[-1])
+    if run.checkpointer is not None:
+        run.checkpointer.save(epoch, 0, run.history, None)
+
+
+def _validate(run: _Run, epoch: int) -> float | None:
+    """Validation accuracy every ``eval_every`` epochs and after the last (None when not evaluated)."""
+    config, val = run.config, run.val
+    if val is None or len(val) == 0 or not (epoch % config.eval_every == 0 or epoch == config.epochs):
+        return None
+    if isinstance(val, Split):
+        return evaluate(run.model, val, device=run.dev)
+    return evaluate_pairs(run.model, val, run.val_options, config.batch_size, run.info, run.dev)

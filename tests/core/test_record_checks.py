@@ -49,7 +49,7 @@ def test_structured_sizes_never_grow_a_layer(tmp_path):
     _first(unknown, "structured_prune")["shapes"]["fc9"] = {"out": 3}
     _refused(tmp_path, unknown, tensors, "'fc9', which the model does not have")
     role = copy.deepcopy(doc)
-    _first(role, "structured_prune")["shapes"]["fc1"]["channel"] = 3
+    _first(role, "structured_prune")["shapes"]["fc1"]["width"] = 3
     _refused(tmp_path, role, tensors, "role of 'fc1' must be one of")
 
 
