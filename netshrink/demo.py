@@ -17,7 +17,6 @@ baseline, MACs, batch-1 latency) and the path of the HTML report. Every figure i
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,12 @@ def comparison_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(out: str | Path, data: str = "fashion-mnist", data_dir: str | None = None, epochs: int = 10) -> int:
+    """Run the tour into ``out`` (resuming an interrupted one there) and print its table; returns 0."""
     from netshrink.pipeline import parse_recipe, run_recipe
 
-    recipe = parse_recipe(demo_recipe(args.data, args.data_dir, args.epochs), where="the demo recipe")
-    out = Path(args.out)
+    recipe = parse_recipe(demo_recipe(data, data_dir, epochs), where="the demo recipe")
+    out = Path(out)
     report = run_recipe(recipe, out)
     print()
     print(comparison_table(report))

@@ -1,5 +1,6 @@
-"""Lazy package exports: ``import netshrink`` (and each family package) stays light, so the CLI can
-declare its commands without importing torch; a name's module is imported on first access."""
+"""Lazy package exports: ``import netshrink`` (and each family package) stays light, so the CLI
+(``netshrink.cli``) builds its parser without importing torch; a name's module is imported on
+first access."""
 
 from __future__ import annotations
 

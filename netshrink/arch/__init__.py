@@ -4,7 +4,7 @@
 param_ratio=))`` replace trained layers by SVD-initialised factorizations (logged, so ``save`` /
 ``load`` restore the new structure); ``blocks`` holds the MobileNet v1, ShuffleNet and Ghost blocks
 that the zoo students ``mobilenet_tiny``, ``shufflenet_tiny`` and ``ghostnet_tiny`` stack.
-Names are imported lazily, so the CLI can declare ``netshrink convert`` without importing torch.
+Names are imported lazily, so importing the package does not import torch.
 """
 
 from __future__ import annotations

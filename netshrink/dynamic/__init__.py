@@ -4,7 +4,7 @@ Early exits (BranchyNet, Teerapittayanon et al. 2016) leave easy samples at an e
 and really drop them from the batch; slimmable widths (Yu et al. 2019) run the same weights
 narrower; a profile table saved in the model's file lets a MACs or latency budget pick the point.
 
-Names are imported lazily, so the CLI can declare ``netshrink dynamic`` without importing torch.
+Names are imported lazily, so importing the package does not import torch.
 """
 
 from __future__ import annotations

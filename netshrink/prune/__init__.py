@@ -1,7 +1,7 @@
 """Pruning: magnitude masks (layer / global, one-shot, gradual, iterative, lottery ticket),
 sensitivity analysis, and structured removal of neurons and channels that really shrinks a model.
 
-Names are imported lazily, so the CLI can declare ``netshrink prune`` without importing torch.
+Names are imported lazily, so importing the package does not import torch.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def test_convert_to_separable_writes_a_loadable_file(checkpoint, tmp_path, capsy
 @pytest.mark.slow
 def test_convert_to_low_rank_fine_tunes_from_the_original(checkpoint, tmp_path, capsys):
     code, out, _ = run(["convert", checkpoint, "--to", "low-rank", "--param-ratio", "0.5", "--conv", "spatial",
-                        "--finetune-epochs", "1", "--data", "digits", "--out", tmp_path / "r"], capsys)
+                        "--epochs", "1", "--data", "digits", "--out", tmp_path / "r"], capsys)
     assert code == 0 and "after distill" in out
     model = netshrink.load(tmp_path / "r" / "model.nsk")
     assert model.features[3][0].vertical.kernel_size == (3, 1)
@@ -53,7 +53,7 @@ def test_convert_to_low_rank_fine_tunes_from_the_original(checkpoint, tmp_path, 
     (["--to", "separable", "--rank", "9", "--layers", "features.1.0"], "multiplier 9 is larger than this layer allows"),
     (["--to", "separable", "--energy", "0.5"], "--energy and --param-ratio apply to --to low-rank"),
     (["--to", "low-rank"], "--to low-rank needs exactly one of --rank, --energy, --param-ratio"),
-    (["--to", "low-rank", "--rank", "2", "--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
+    (["--to", "low-rank", "--rank", "2", "--epochs", "-1"], "--epochs must be 0 (no fine-tuning) or more, got -1"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, options, message):
     code, _, err = run(["convert", checkpoint, *options, "--data", "digits", "--out", tmp_path / "bad"], capsys)

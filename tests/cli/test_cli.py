@@ -40,8 +40,9 @@ def test_models_lists_the_zoo(capsys):
     (["train", "--model", "lenet5", "--model-kwargs", "{bad", "--data", "digits", "--out", "x"],
      "not valid JSON"),
     (["train", "--model", "lenet300_100", "--data", "digits", "--epochs", "2", "--warmup-epochs", "3",
-      "--out", "x"], "warmup_epochs"),
-    (["train", "--model", "lenet300_100", "--data", "digits", "--epochs", "0", "--out", "x"], "epochs"),
+      "--out", "x"], "--warmup-epochs must be in [0, --epochs 2], got 3"),
+    (["train", "--model", "lenet300_100", "--data", "digits", "--epochs", "0", "--out", "x"],
+     "--epochs must be at least 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv, message, capsys):
     assert main(argv) == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from netshrink.cli import DESCRIPTION, EPILOG, build_parser, main
+from netshrink.cli.help_format import HelpFormatter
 from netshrink.train import FitConfig
 
 
@@ -44,7 +45,7 @@ def test_every_option_with_a_default_shows_it(command, capsys):
     options = [a for a in _subparsers()[command]._actions if a.option_strings and a.help != argparse.SUPPRESS]
     assert all(a.help for a in options), [a.dest for a in options if not a.help]
     for action in options:
-        if action.default is not None and action.default is not False and action.dest != "help":
+        if HelpFormatter.has_default(action) and action.dest != "help":
             assert f"(default: {action.default})" in text, action.dest
 
 

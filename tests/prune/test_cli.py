@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from netshrink.cli import main
+from netshrink.cli.args import OUTPUT_NAME
 from netshrink.codec.container import load
 from netshrink.models import create
-from netshrink.prune.cli import OUTPUT_NAME
 from netshrink.train import FitConfig, fit, save_model
 
 
@@ -19,7 +19,7 @@ def checkpoint(tmp_path_factory, digits):
 
 
 def _prune(checkpoint, out, *options):
-    return main(["prune", str(checkpoint), "--data", "digits", "--finetune-epochs", "1", "--out", str(out),
+    return main(["prune", str(checkpoint), "--data", "digits", "--epochs", "1", "--out", str(out),
                  *options])
 
 
@@ -52,7 +52,7 @@ def test_structured_prune_writes_a_smaller_model(checkpoint, tmp_path, capsys):
     (["--sparsity", "-0.1"], "--sparsity must be a number in [0, 1)"),
     (["--structured", "--amount", "1"], "--amount must be a number in [0, 1)"),
     ([], "say what to prune"),
-    (["--sparsity", "0.5", "--schedule", "gradual", "--finetune-epochs", "0"], "give --finetune-epochs 1 or more"),
+    (["--sparsity", "0.5", "--schedule", "gradual", "--epochs", "0"], "give --epochs 1 or more"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, options, message):
     out = tmp_path / "out"

@@ -40,7 +40,7 @@ def test_quantize_writes_a_smaller_file_of_quantized_weights(checkpoint, tmp_pat
 
 @pytest.mark.slow
 def test_quantize_with_training_epochs_reports_accuracy(checkpoint, tmp_path, capsys):
-    code, out, _ = run(["quantize", checkpoint, "--method", "cluster", "--bits", "2", "--qat-epochs", "1",
+    code, out, _ = run(["quantize", checkpoint, "--method", "cluster", "--bits", "2", "--epochs", "1",
                         "--data", "digits", "--out", tmp_path / "q"], capsys)
     assert code == 0 and "test accuracy" in out and "(before" in out
 
@@ -49,7 +49,7 @@ def test_quantize_with_training_epochs_reports_accuracy(checkpoint, tmp_path, ca
     (["--method", "uniform", "--bits", "9"], "bits must be an integer from 2 to 8"),
     (["--method", "cluster", "--bits", "0"], "bits must be an integer from 1 to 8"),
     (["--method", "binary", "--bits", "4"], "binary weights have 1 bit"),
-    (["--method", "cluster", "--qat-epochs", "2"], "--qat-epochs needs training data"),
+    (["--method", "cluster", "--epochs", "2"], "--epochs needs training data"),
 ])
 def test_quantize_bad_input_is_one_line(checkpoint, tmp_path, capsys, options, message):
     code, _, err = run(["quantize", checkpoint, *options, "--out", tmp_path / "q"], capsys)

@@ -1,7 +1,7 @@
 """``netshrink quantize`` and ``netshrink export``.
 
     netshrink quantize CHECKPOINT --method uniform|cluster|binary --bits 4 [--per-channel] \\
-        [--qat-epochs N --data fashion-mnist] --out DIR          # writes DIR/model.nsk
+        [--epochs N --data fashion-mnist] --out DIR          # writes DIR/model.nsk
     netshrink export FILE --onnx OUT.onnx [--int8] --data fashion-mnist
 
 Every input (bits, method, data shape) is checked before anything is written.
@@ -10,19 +10,37 @@ Every input (bits, method, data shape) is checked before anything is written.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
+
+from netshrink.cli.args import (
+    FINE_TUNING,
+    OUTPUT_NAME,
+    add_command,
+    checkpoint_args,
+    data_args,
+    fit_args,
+    fit_config,
+    load_data,
+    out_args,
+    out_folder,
+)
+from netshrink.cli.loading import check_fits, load_any_model
 
 METHODS = ("uniform", "cluster", "binary")
 DEFAULT_BITS = {"uniform": "8", "cluster": "4", "binary": "1"}
+CALIBRATION_IMAGES = 512
+TRAINING_FOLDER = "training"
 
 
 def add_quantize_parser(commands: argparse._SubParsersAction) -> None:
     """Declare ``netshrink quantize`` (``run_quantize`` does the work)."""
-    from netshrink.cli import _add_data_args, add_command
-
     p = add_command(commands, "quantize", "quantize a checkpoint or .nsk file: uniform int2..int8 / fp16 / bf16, "
                     "weight clustering (k-means shared weights) or binary weights; optional quantization-aware "
-                    "training or centroid fine-tuning; writes OUT/model.nsk", run_quantize)
+                    "training or centroid fine-tuning; writes OUT/model.nsk", run_quantize,
+                    parents=[data_args(default=None, when_absent=" (none: no training, no accuracy)"),
+                             fit_args(FINE_TUNING, "epochs of quantization-aware training / centroid fine-tuning "
+                                      "on --data (0 = post-training only)"), checkpoint_args(),
+                             out_args(f"{OUTPUT_NAME} (and the training's checkpoint in {TRAINING_FOLDER}/)")])
     p.add_argument("checkpoint", help="model.safetensors / checkpoint.safetensors / file.nsk")
     p.add_argument("--method", default="uniform", choices=METHODS, help="uniform grid, clustering or binary")
     p.add_argument("--bits", default=None, help="bits per weight: 2..8, fp16 or bf16 (uniform; default 8), "
@@ -32,23 +50,14 @@ def add_quantize_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "mse"],
                    help="uniform: how the clipping range is chosen")
     p.add_argument("--activation-bits", type=int, default=None, help="uniform: also quantize layer inputs to this "
-                   "many bits, calibrated on 512 validation images of --data")
+                   f"many bits, calibrated on {CALIBRATION_IMAGES} validation images of --data")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random", "optimal"],
                    help="cluster: centroid initialisation (Deep Compression 3.2; optimal = Ckmeans.1d.dp)")
     p.add_argument("--binary-method", default="bwn", choices=["bwn", "binaryconnect"],
                    help="binary: scaled signs (XNOR-Net BWN) or plain signs (BinaryConnect)")
-    p.add_argument("--qat-epochs", type=int, default=0, help="epochs of quantization-aware training / centroid "
-                   "fine-tuning on --data (0: post-training only)")
-    _add_data_args(p, default=None)
-    p.add_argument("--lr", type=float, default=0.005, help="learning rate of the training epochs")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size of the training epochs")
-    p.add_argument("--out", required=True, help="output folder (model.nsk)")
 
 
-CALIBRATION_IMAGES = 512
-
-
-def _config(args: argparse.Namespace, data):
+def _config(args: argparse.Namespace, data: Any) -> Any:
     from netshrink.core.errors import ConfigError
     from netshrink.quant import Binarize, Cluster, Quantize
 
@@ -69,32 +78,31 @@ def _config(args: argparse.Namespace, data):
 
 def run_quantize(args: argparse.Namespace) -> int:
     import netshrink
-    from netshrink.cli import _check_fits, _load_any_model
     from netshrink.core.errors import ConfigError
     from netshrink.measure import dense_fp32_bytes, evaluate
 
-    if args.qat_epochs < 0:
-        raise ConfigError(f"--qat-epochs must be 0 or more, got {args.qat_epochs}")
-    if args.qat_epochs and args.data is None:
-        raise ConfigError("--qat-epochs needs training data; add --data (e.g. --data fashion-mnist)")
+    training = fit_config(args, none_at_zero=True)
+    if training is not None and args.data is None:
+        raise ConfigError("--epochs needs training data; add --data (e.g. --data fashion-mnist)")
     if args.activation_bits is not None and (args.method != "uniform" or args.data is None):
         raise ConfigError("--activation-bits needs --method uniform and --data (its validation images calibrate "
                           "the activation grids)")
-    model = _load_any_model(args.checkpoint)
+    out = out_folder(args)
+    model = load_any_model(args.checkpoint)
     data = None
     if args.data is not None:
-        data = netshrink.load_dataset(args.data, data_dir=args.data_dir)
-        _check_fits(model, data, args.checkpoint)
+        data = load_data(args)
+        check_fits(model, data, args.checkpoint)
         before = evaluate(model, data.test)
     config = _config(args, data)
     netshrink.apply_(model, config)
-    out = Path(args.out)
-    if args.qat_epochs:
-        netshrink.fit(model, data, netshrink.FitConfig(epochs=args.qat_epochs, lr=args.lr, batch_size=args.batch_size,
-                                                       weight_decay=0.0), out_dir=out / "training", progress=False)
+    if training is not None:
+        netshrink.fit(model, data, training, out_dir=out / TRAINING_FOLDER, resume=args.resume,
+                      progress=not args.no_progress, device=args.device)
+        model.cpu()  # finalized, saved and measured on the CPU, wherever it trained
     netshrink.finalize_(model)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "model.nsk"
+    path = out / OUTPUT_NAME
     netshrink.save(model, path)
     size, dense = path.stat().st_size, dense_fp32_bytes(model)
     line = f"{path}: {size:,} B (dense fp32 {dense:,} B, {dense / size:.1f}x smaller)"
@@ -106,32 +114,30 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
     """Declare ``netshrink export`` (``run_export`` does the work)."""
-    from netshrink.cli import _add_data_args, add_command
-
     p = add_command(commands, "export", "export a checkpoint or .nsk file to ONNX, checked by running ONNX Runtime "
-                    "against PyTorch; --int8 also writes ONNX Runtime's static int8 model", run_export)
+                    "against PyTorch; --int8 also writes ONNX Runtime's static int8 model", run_export,
+                    parents=[data_args()])
     p.add_argument("file", help="model.safetensors / checkpoint.safetensors / file.nsk")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx, calibrated on validation batches")
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"],
                    help="int8: ONNX Runtime's activation-range calibration")
     p.add_argument("--calibration-samples", type=int, default=512, help="int8: validation images to calibrate on")
-    _add_data_args(p)
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
-    import netshrink
-    from netshrink.cli import _check_fits, _load_any_model
     from netshrink.core.errors import ConfigError
     from netshrink.quant.onnx_export import export_onnx, onnx_accuracy, quantize_onnx_int8, run_onnx
 
     if args.calibration_samples < 1:
         raise ConfigError(f"--calibration-samples must be at least 1, got {args.calibration_samples}")
-    model = _load_any_model(args.file)
-    data = netshrink.load_dataset(args.data, data_dir=args.data_dir)
-    _check_fits(model, data, args.file)
+    model = load_any_model(args.file)
+    data = load_data(args)
+    check_fits(model, data, args.file)
     onnx_path = Path(args.onnx)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     check = data.test.x[:256]

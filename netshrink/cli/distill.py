@@ -12,19 +12,32 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
+
+from netshrink.cli.args import (
+    TRAINING,
+    TRAINING_EPOCHS_HELP,
+    add_command,
+    checkpoint_args,
+    data_args,
+    fit_args,
+    fit_config,
+    load_data,
+    out_args,
+    out_folder,
+)
 
 
 def add_distill_parser(commands: argparse._SubParsersAction) -> None:
     """Declare ``netshrink distill`` and its options (``run_distill`` does the work)."""
-    from netshrink.cli import _add_data_args, add_command
-
     p = add_command(commands, "distill", "knowledge distillation: train a student on one or more teacher "
-                    "checkpoints (Hinton et al. 2015)", run_distill)
+                    "checkpoints (Hinton et al. 2015)", run_distill,
+                    parents=[data_args(), fit_args(TRAINING, TRAINING_EPOCHS_HELP), checkpoint_args(),
+                             out_args("checkpoint.safetensors, model.safetensors and the teacher-logit cache")])
     p.add_argument("--teacher", action="append", required=True, metavar="CKPT",
                    help="teacher checkpoint (.safetensors); repeat for an ensemble")
     p.add_argument("--student", required=True, metavar="MODEL|CKPT",
                    help="zoo model name (see `netshrink models`) or a checkpoint")
-    _add_data_args(p)
     p.add_argument("--T", type=float, default=4.0, help="softmax temperature")
     p.add_argument("--alpha", type=float, default=0.9,
                    help="weight of the soft-target loss in [0, 1]; 1 = soft labels only")
@@ -37,20 +50,9 @@ def add_distill_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--hint", default=None, metavar="STUDENT_LAYER:TEACHER_LAYER",
                    help="FitNets hint between two layers named by module path")
     p.add_argument("--hint-weight", type=float, default=1.0, help="weight of the hint loss")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the transfer set")
-    p.add_argument("--batch-size", type=int, default=128, help="global batch size")
-    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "adamw"], help="optimizer")
-    p.add_argument("--augment", action="store_true", help="random crop and horizontal flip")
-    p.add_argument("--seed", type=int, default=0, help="seed of the student's initial weights, batch order and split")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--out", required=True, help="run folder (checkpoint, model.safetensors, teacher-logit cache)")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _student(spec: str, data):
+def _student(spec: str, data: Any) -> Any:
     """A fresh zoo model sized for ``data``, or the model in a checkpoint file."""
     from netshrink.core.errors import ConfigError
     from netshrink.models import create_for_data, list_models
@@ -78,23 +80,24 @@ def run_distill(args: argparse.Namespace) -> int:
     import torch
 
     from netshrink.core.errors import ConfigError
-    from netshrink.data import load_dataset
     from netshrink.distillation import Distill, choose_class_bias, distill, raise_class_bias_
     from netshrink.measure import evaluate
-    from netshrink.train import FitConfig, load_model, save_model
+    from netshrink.train import load_model, save_model
     from netshrink.train.fit import MODEL_NAME
 
     config = Distill(T=args.T, alpha=args.alpha, cache_teacher=args.cache_teacher,
                      omit_classes=tuple(args.omit_class), hint=_hint(args.hint), hint_weight=args.hint_weight)
     if args.adjust_bias and not args.omit_class:
         raise ConfigError("--adjust-bias raises the omitted classes' bias; give them with --omit-class")
-    fit_config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                           weight_decay=args.weight_decay, augment=args.augment, seed=args.seed)
-    data = load_dataset(args.data, data_dir=args.data_dir, seed=args.seed)
+    if args.adjust_bias and args.val_fraction == 0:
+        raise ConfigError("--adjust-bias chooses the bias on the validation split; give --val-fraction above 0")
+    fit = fit_config(args)
+    out_folder(args)
+    data = load_data(args)
     teachers = [load_model(path) for path in args.teacher]
     torch.manual_seed(args.seed)
     student = _student(args.student, data)
-    result = distill(student, teachers, data, config, fit_config, out_dir=args.out, resume=args.resume,
+    result = distill(student, teachers, data, config, fit, out_dir=args.out, resume=args.resume,
                      progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone reports
         return 0

@@ -1,32 +1,43 @@
 """``netshrink convert``: convert a trained checkpoint's layers, fine-tune it, write the .nsk.
 
     netshrink convert CHECKPOINT --to separable|low-rank [--rank R | --energy E | --param-ratio P]
-        [--conv channel|spatial] [--layers a,b] [--finetune-epochs N] --out DIR
+        [--conv channel|spatial] [--layers a,b] [--epochs N] --out DIR
 
 ``--rank`` is the depth multiplier for ``--to separable`` and the rank for ``--to low-rank``.
 BatchNorm statistics are re-estimated right after the conversion; fine-tuning distils from the
-original model (``netshrink.distillation``). Every value is checked, and the
-conversion is planned, before any work is written; the only file written is ``DIR/model.nsk``,
-atomically, at the end, so a failure leaves nothing half-written.
+original model (``netshrink.distillation``). Every value is checked, and the conversion is planned,
+before any work is written; the only file written is ``DIR/model.nsk``, atomically, at the end, so
+a failure leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
-OUTPUT_NAME = "model.nsk"
+from netshrink.cli.args import (
+    FINE_TUNING,
+    FINE_TUNING_EPOCHS_HELP,
+    OUTPUT_NAME,
+    add_command,
+    data_args,
+    fit_args,
+    fit_config,
+    load_data,
+    out_args,
+    out_folder,
+)
+from netshrink.cli.loading import check_fits, load_any_model
+
 TARGETS = ("separable", "low-rank")
 
 
 def add_convert_parser(commands: argparse._SubParsersAction) -> None:
     """Declare ``netshrink convert`` and its options (``run_convert`` does the work)."""
-    from netshrink.cli import _add_data_args, add_command
-
     p = add_command(commands, "convert", "convert a checkpoint's convolutions to depthwise separable ones or "
-                    "factorize its layers to low rank (SVD-initialised), fine-tune and write a .nsk", run_convert)
+                    "factorize its layers to low rank (SVD-initialised), fine-tune and write a .nsk", run_convert,
+                    parents=[data_args(), fit_args(FINE_TUNING, FINE_TUNING_EPOCHS_HELP), out_args(OUTPUT_NAME)])
     p.add_argument("checkpoint", help="model.safetensors / checkpoint.safetensors / file.nsk")
-    _add_data_args(p)
     p.add_argument("--to", required=True, choices=TARGETS, help="the conversion")
     p.add_argument("--rank", type=int, default=None,
                    help="separable: depth multiplier (default 1); low-rank: the rank of every layer")
@@ -37,14 +48,9 @@ def add_convert_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--conv", choices=["channel", "spatial"], default="channel",
                    help="low-rank factorization of Conv2d: k x k to r then 1 x 1, or k x 1 then 1 x k")
     p.add_argument("--layers", default=None, help="comma-separated layer names to convert (default: all that can be)")
-    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="fine-tuning epochs (0 = none)")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate (cosine decay)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help=f"output folder; receives {OUTPUT_NAME}")
 
 
-def conversion_config(args: argparse.Namespace):
+def conversion_config(args: argparse.Namespace) -> Any:
     """The ``Separable`` or ``LowRank`` config the options ask for (one-line ConfigErrors)."""
     from netshrink.arch.low_rank import LowRank
     from netshrink.arch.separable import Separable
@@ -71,23 +77,16 @@ def run_convert(args: argparse.Namespace) -> int:
     import torch
 
     from netshrink.arch.finetune import finetune, reestimate_batchnorm_
-    from netshrink.cli import _check_fits, _load_any_model
     from netshrink.codec.container import save
     from netshrink.core import apply_, get_log
-    from netshrink.core.errors import ConfigError
-    from netshrink.data import load_dataset
     from netshrink.measure import count_macs, count_parameters, evaluate
-    from netshrink.train import FitConfig
 
     config = conversion_config(args)
-    if args.finetune_epochs < 0:
-        raise ConfigError(f"--finetune-epochs must be >= 0, got {args.finetune_epochs}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder")
-    model = _load_any_model(args.checkpoint)
-    data = load_dataset(args.data, data_dir=args.data_dir, seed=args.seed)
-    _check_fits(model, data, args.checkpoint)
+    fine_tuning = fit_config(args, none_at_zero=True)
+    out = out_folder(args)
+    model = load_any_model(args.checkpoint)
+    data = load_data(args)
+    check_fits(model, data, args.checkpoint)
     original = copy.deepcopy(model).eval()
     before = {"test": evaluate(model, data.test), "params": count_parameters(model),
               "macs": count_macs(model, data.input_shape)}
@@ -95,10 +94,10 @@ def run_convert(args: argparse.Namespace) -> int:
     reestimate_batchnorm_(model, data.train.x, seed=args.seed)
     converted_test = evaluate(model, data.test)
     how = "no fine-tuning"
-    if args.finetune_epochs > 0:
+    if fine_tuning is not None:
         torch.manual_seed(args.seed)
-        fit_config = FitConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-        how = finetune(model, original, data, fit_config)[1]
+        how = finetune(model, original, data, fine_tuning, device=args.device)[1]
+        model.cpu()  # measured and saved on the CPU, wherever it was fine-tuned
     path = out / OUTPUT_NAME
     save(model, path)
     record = get_log(model)[-1]
