@@ -36,6 +36,7 @@ caller's model, and checks that the state dict matches; every failure is one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -67,14 +68,17 @@ from netshrink.codec.validate import (
     FORMAT_VERSION,
     METADATA_KEY,
     STREAMS_KEY,
+    Limits,
     TensorSpec,
+    bytes_limit,
+    check_counts,
     params_limit,
     parse_metadata,
     validate_document,
 )
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
 from netshrink.core.files import write_atomically
-from netshrink.core.rebuild import check_log, replay
+from netshrink.core.rebuild import Budget, check_log, meta_shadow, replay
 from netshrink.core.transform_log import get_arch, get_log, get_sections, set_arch, set_log, set_section
 
 MAX_FILE_BYTES = 2 ** 40
@@ -214,33 +218,52 @@ def _check_outer(path: str | os.PathLike) -> int:
     return size
 
 
-def _open(path: str | os.PathLike, max_params: int | None = None,
-          ) -> tuple[dict[str, Any], dict[str, TensorSpec], Any]:
+@dataclasses.dataclass
+class _Opened:
+    """A validated file: its document, tensor specs, open safetensors handle and the limits its
+    counted bytes (document and stream data, ``validate.Limits``) allow."""
+
+    doc: dict[str, Any]
+    specs: dict[str, TensorSpec]
+    handle: Any
+    limits: Limits
+
+    def budget(self, max_params: int | None) -> Budget:
+        """What a load may allocate and register: ``bytes_limit`` of the counted bytes, or for a
+        caller's own ``max_params`` that many elements of the widest dtype."""
+        allowed = bytes_limit(self.limits.counted_bytes) if max_params is None else 8 * max_params
+        return Budget(allowed, self.limits.registrations)
+
+
+def _open(path: str | os.PathLike, max_params: int | None = None) -> _Opened:
     """Check the outer file, parse and validate the document (elements bounded by ``max_params``,
-    None: ``params_limit`` of the file size); returns the open safetensors handle."""
-    size = _check_outer(path)
+    None: ``params_limit`` of the counted bytes); returns it with the open safetensors handle."""
+    _check_outer(path)
     try:
         handle = safe_open(os.fspath(path), framework="numpy")
         metadata = handle.metadata()
     except Exception as error:  # noqa: BLE001 (the library's own header errors)
         raise NetshrinkFormatError(f"not a valid safetensors file ({one_line(error)})") from None
     try:
-        doc = parse_metadata(metadata)
+        doc, document_bytes = parse_metadata(metadata)
         keys = list(handle.keys())
         if keys != [STREAMS_KEY]:
             raise NetshrinkFormatError(f"the file must hold exactly one tensor {STREAMS_KEY!r}, "
-                                       f"it holds {sorted(keys)[:4]}")
+                                       f"it holds {[key[:40] for key in sorted(keys)[:4]]}")
         view = handle.get_slice(STREAMS_KEY)
         shape = view.get_shape()
         if view.get_dtype() != "U8" or len(shape) != 1:
             raise NetshrinkFormatError(f"tensor {STREAMS_KEY!r} is not a 1-D uint8 tensor")
-        specs = validate_document(doc, int(shape[0]), params_limit(size) if max_params is None else max_params)
+        limits = Limits.of(document_bytes + int(shape[0]))
+        check_counts(doc, limits)
+        specs = validate_document(doc, int(shape[0]),
+                                  params_limit(limits.counted_bytes) if max_params is None else max_params)
         check_log(doc["transform_log"])
     except NetshrinkFormatError:
         raise
     except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
         raise NetshrinkFormatError(f"malformed file ({one_line(error)})") from None
-    return doc, specs, handle
+    return _Opened(doc, specs, handle, limits)
 
 
 def _stream_bytes(doc: dict[str, Any], handle: Any) -> bytes:
@@ -287,10 +310,10 @@ def _decode(doc: dict[str, Any], specs: dict[str, TensorSpec], handle: Any) -> d
     return tensors
 
 
-def _refuse_above(what: str, nbytes: int, cap: int | None) -> None:
+def _refuse_above(what: str, nbytes: int, cap: int | None, knob: str = "max_decoded_bytes") -> None:
     if cap is not None and nbytes > cap:
         raise NetshrinkFormatError(f"{what} would decode to {nbytes} bytes, more than the "
-                                   f"max_decoded_bytes={cap} cap (raise it to read this file)")
+                                   f"{cap} bytes {knob} allows (raise it to read this file)")
 
 
 def read_tensors(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
@@ -303,9 +326,9 @@ def read_tensors(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DE
     intermediates) is refused before anything is decoded (None: only the format's own 64 GiB
     bound), as is one declaring more than ``max_params`` elements (None: ``params_limit`` of the
     file size, see ``validate``)."""
-    doc, specs, handle = _open(path, max_params)
-    _refuse_above("the file's tensors", _decoded_bytes(specs), max_decoded_bytes)
-    return doc, specs, _decode(doc, specs, handle)
+    opened = _open(path, max_params)
+    _refuse_above("the file's tensors", _decoded_bytes(opened.specs), max_decoded_bytes)
+    return opened.doc, opened.specs, _decode(opened.doc, opened.specs, opened.handle)
 
 
 def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
@@ -317,8 +340,9 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
     are counted and its checksum is computed a slice at a time), so memory is bounded by the
     largest non-sparse tensor or sparse entry list, each refused above ``max_decoded_bytes``;
     ``max_params`` as in ``read_tensors``."""
-    doc, specs, handle = _open(path, max_params)
-    blob = _stream_bytes(doc, handle)
+    opened = _open(path, max_params)
+    doc, specs = opened.doc, opened.specs
+    blob = _stream_bytes(doc, opened.handle)
     kept = {}
     for name, spec in specs.items():
         size = itemsize(spec.dtype)
@@ -339,9 +363,10 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
     return doc, specs, kept
 
 
-def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int) -> nn.Module:
+def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int, budget: Budget) -> nn.Module:
     """The zoo model the file names, with its logged structural changes replayed; checked against
-    the file's tensors on the ``meta`` device before anything is allocated (``create_matching``)."""
+    the file's tensors and ``budget`` on the ``meta`` device before anything is allocated
+    (``create_matching``)."""
     arch = doc["architecture"]
     if arch is None:
         raise NetshrinkFormatError("this file holds a user-defined model; build it yourself and "
@@ -351,14 +376,19 @@ def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int)
     try:
         return create_matching(arch["name"], arch["kwargs"],
                                {name: tuple(spec.shape) for name, spec in specs.items()},
-                               doc["transform_log"], max_elements)
+                               doc["transform_log"], max_elements, budget)
     except ConfigError as error:
-        raise NetshrinkFormatError(f"the file does not fit its architecture: {error}") from None
+        raise NetshrinkFormatError(f"the file does not fit its architecture: {one_line(error)}") from None
 
 
-def _replayed(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:
+def _replayed(model: nn.Module, log: list[dict[str, Any]], budget: Budget) -> nn.Module:
+    """``log`` replayed on a caller's model: first on a ``meta`` copy of it (no memory), so a log
+    passing ``budget`` is refused before the real replay allocates anything; then for real."""
     try:
-        return replay(model, log)
+        shadow = meta_shadow(model)
+        if shadow is not None:
+            replay(shadow, log, budget)
+        return replay(model, log, budget)
     except NetshrinkFormatError:
         raise
     except Exception as error:  # noqa: BLE001 (records come from the file)
@@ -367,18 +397,48 @@ def _replayed(model: nn.Module, log: list[dict[str, Any]]) -> nn.Module:
 
 def _mismatch(model: nn.Module, specs: dict[str, TensorSpec]) -> str | None:
     """Why the model's state dict does not match the file (None if it does)."""
-    state = model.state_dict()
+    state = model.state_dict(keep_vars=True)
     missing, extra = sorted(set(specs) - set(state)), sorted(set(state) - set(specs))
     if missing or extra:
-        return f"state dict keys differ: file-only {missing[:3]}, model-only {extra[:3]}"
+        return (f"state dict keys differ: file-only {[name[:80] for name in missing[:3]]}, "
+                f"model-only {[name[:80] for name in extra[:3]]}")
     for name, spec in specs.items():
         tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            return f"state dict entry {name[:80]!r} of the model is not a tensor"
         same_kind = dtype_name(tensor.dtype) == spec.dtype or (
             tensor.is_floating_point() and spec.dtype in FLOAT_DTYPES)  # a cast model loads as saved
         if list(tensor.shape) != spec.shape or not same_kind:
-            return (f"tensor {name!r} is {spec.dtype}{spec.shape} in the file but "
+            return (f"tensor {name[:80]!r} is {spec.dtype}{spec.shape} in the file but "
                     f"{tensor.dtype}{list(tensor.shape)} in the model")
     return None
+
+
+def _targets(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by its state-dict name, tied ones under each name: one pass over
+    the modules (``nn.Module.load_state_dict`` scans every key once per module: quadratic)."""
+    return {name: tensor for name, tensor in [*model.named_parameters(remove_duplicate=False),
+                                               *model.named_buffers(remove_duplicate=False)]
+            if tensor is not None}
+
+
+def _cast_bytes(model: nn.Module, specs: dict[str, TensorSpec]) -> int:
+    """Bytes of the copies ``_cast_to`` makes: each tensor (tied ones once) whose dtype the file's
+    differs from, in the file's dtype."""
+    seen: dict[int, int] = {}
+    for name, tensor in _targets(model).items():
+        spec = specs.get(name)
+        if spec is not None and dtype_name(tensor.dtype) != spec.dtype:
+            seen[id(tensor)] = tensor.numel() * itemsize(spec.dtype)
+    return sum(seen.values())
+
+
+def _fill(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy each decoded tensor into the parameter or buffer of its name (tied ones share it)."""
+    targets = _targets(model)
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            targets[name].copy_(tensor)
 
 
 def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: int | None = None) -> nn.Module:
@@ -390,27 +450,44 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
             replayed on it), or the transformed model itself carrying the same log (used as it
             is); zoo models are rebuilt from the file when omitted.
         max_params: refuse a file declaring more elements than this, before any model is built.
-            None: ``validate.params_limit`` of the file size (1024 elements per byte, at least
-            2**24), which only a file of huge constant or all-zero tensors exceeds; raise it to
-            load such a file you trust.
+            None: ``validate.params_limit`` of the file's counted bytes (1024 elements per byte, at
+            least 2**24), which only a file of huge constant or all-zero tensors exceeds; raise it
+            to load such a file you trust. It also sets what the load may allocate: the model
+            built and its log replayed (summed over every step), the decoded tensors and any cast
+            copies, within ``validate.bytes_limit`` of the counted bytes by default, else
+            ``8 * max_params`` bytes.
 
     Raises:
         NetshrinkFormatError: with a one-line reason for any invalid, corrupted or mismatching file.
     """
-    doc, specs, handle = _open(path, max_params)
+    opened = _open(path, max_params)
+    try:
+        return _load_opened(opened, model, max_params)
+    except NetshrinkFormatError:
+        raise
+    except Exception as error:  # noqa: BLE001 (everything after opening: a bad file is one format error)
+        raise NetshrinkFormatError(f"cannot load the file ({one_line(error)})") from None
+
+
+def _load_opened(opened: _Opened, model: nn.Module | None, max_params: int | None) -> nn.Module:
+    doc, specs = opened.doc, opened.specs
+    budget = opened.budget(max_params)
     if model is None:
-        model = _build(doc, specs, params_limit(os.path.getsize(path)) if max_params is None else max_params)
+        model = _build(doc, specs, params_limit(opened.limits.counted_bytes) if max_params is None else max_params,
+                       budget)
     elif get_log(model) != doc["transform_log"]:
         # a fresh instance: redo the logged changes, structural ones and those that live outside
         # the weights (activation hooks), even where the shapes already fit
-        model = _replayed(model, doc["transform_log"])
+        model = _replayed(model, doc["transform_log"], budget)
     reason = _mismatch(model, specs)
     if reason is not None:
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
-    # the model holds every declared element, so what is decoded is bounded by the model itself
-    tensors = _decode(doc, specs, handle)
+    # the model holds every declared element; what decoding and casting add is within the budget
+    _refuse_above("the file's tensors with their cast copies", _decoded_bytes(specs) + _cast_bytes(model, specs),
+                  budget.bytes, "max_params")
+    tensors = _decode(doc, specs, opened.handle)
     _cast_to(model, {name: tensor.dtype for name, tensor in tensors.items()})
-    model.load_state_dict(tensors, strict=True)  # copying keeps tied parameters tied
+    _fill(model, tensors)
     set_log(model, doc["transform_log"])
     for name, value in doc["sections"].items():
         set_section(model, name, value)

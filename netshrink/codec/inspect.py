@@ -14,6 +14,7 @@ from typing import Any
 
 from netshrink.codec.container import read_kept
 from netshrink.codec.tensor_encodings import DTYPES, FLOAT_DTYPES, itemsize
+from netshrink.core.errors import NetshrinkFormatError, one_line
 from netshrink.measure.size import fp32_safetensors_bytes
 
 
@@ -44,15 +45,29 @@ def inspect_file(path: str | os.PathLike, max_params: int | None = None) -> list
     return rows
 
 
+def printable(name: str) -> str:
+    """``name`` as it may be printed: control and other unprintable characters escaped, so a name
+    from a file cannot rewrite the terminal."""
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
+
+
 def inspect_report(path: str | os.PathLike) -> str:
-    """A text table of ``inspect_file`` plus totals: payload, real file and dense fp32 sizes."""
+    """A text table of ``inspect_file`` plus totals: payload, real file and dense fp32 sizes.
+    Whatever fails after the file is opened is one ``NetshrinkFormatError``."""
     rows = inspect_file(path)
+    try:
+        return _report(path, rows)
+    except Exception as error:  # noqa: BLE001 (the rows come from an untrusted file)
+        raise NetshrinkFormatError(f"cannot report on the file ({one_line(error)})") from None
+
+
+def _report(path: str | os.PathLike, rows: list[dict[str, Any]]) -> str:
     header = (f"{'layer':<32} {'encoding':<20} {'#weights':>10} {'kept %':>7} {'bits/w':>7} "
               f"{'bits/idx':>8} {'bytes':>10} {'rate':>7}")
     lines = [header, "-" * len(header)]
     for row in rows:
         index = "-" if row["bits_per_index"] is None else f"{row['bits_per_index']:.2f}"
-        lines.append(f"{row['name'][:32]:<32} {row['encoding']:<20} {row['weights']:>10} "
+        lines.append(f"{printable(row['name'])[:32]:<32} {row['encoding']:<20} {row['weights']:>10} "
                      f"{row['kept_pct']:>7.1f} {row['bits_per_weight']:>7.2f} {index:>8} "
                      f"{row['bytes']:>10} {row['rate']:>6.1f}x")
     weights = sum(r["weights"] for r in rows)

@@ -12,6 +12,14 @@ must be able to hold its symbols in its bytes (``entropy.max_symbols``). Finally
 elements are bounded by ``max_params`` (by default ``params_limit`` of the file size: what a file
 can make a reader allocate grows with its real bytes, not with its own claims) and the decoded
 total by ``MAX_TOTAL_BYTES``. Each failure is one ``NetshrinkFormatError`` with a one-line reason.
+
+What a file may make a reader do grows with its *counted bytes* only: its document (as counted by
+``document.read_counted_document``) and its stream data, never padding in the safetensors header or
+metadata, which holds the one ``"netshrink"`` key and nothing else. From them: the elements it may
+declare (``params_limit``), the bytes a load may allocate, the replay of its log included
+(``bytes_limit``), and how many tensors, log records and module registrations it may ask for
+(``Limits``). Unknown keys in the document, a tensor entry or a stream entry are refused, so no
+field is ignored.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import math
 from typing import Any
 
 from netshrink.codec.checks import checked_int
-from netshrink.codec.document import read_document
+from netshrink.codec.document import read_counted_document
 from netshrink.codec.entropy import METHODS, max_symbols
 from netshrink.codec.tensor_encodings import (
     DTYPES,
@@ -50,11 +58,55 @@ MAX_TOTAL_BYTES = 2 ** 36  # 64 GiB of decoded tensors
 #: passes a larger ``max_params``
 PARAMS_PER_FILE_BYTE = 1024
 PARAMS_FLOOR = 2 ** 24
+#: bytes a load may allocate per counted byte (``PARAMS_PER_FILE_BYTE`` fp32 elements), and never
+#: less than ``BYTES_FLOOR``: the decoded tensors with any cast copies, and everything the zoo build
+#: and the log replay allocate, summed over their steps
+BYTES_PER_FILE_BYTE = 4 * PARAMS_PER_FILE_BYTE
+BYTES_FLOOR = 4 * PARAMS_FLOOR
+#: a tensor costs its document entry at least this many counted bytes (its CRC-32 alone is four
+#: bytes of entropy that deflate cannot remove)
+BYTES_PER_TENSOR = 4
+TENSORS_FLOOR = 1 << 10
+#: the log's JSON values (every number, string, list and object in its records) and the module,
+#: parameter and buffer registrations of its replay, per counted byte and at least: replaying a
+#: value costs up to tens of microseconds (a layer named is looked up, checked and resized, on the
+#: meta device and then for real), and a real log has a few hundred values
+BYTES_PER_LOG_VALUE = 8
+LOG_VALUES_FLOOR = 1 << 13
+BYTES_PER_REGISTRATION = 8
+REGISTRATIONS_FLOOR = 1 << 12
+#: longest tensor name (a state-dict key; real ones are well under 200 characters)
+MAX_NAME_CHARS = 1024
+METADATA_KEYS = (METADATA_KEY,)
+DOCUMENT_KEYS = ("format_version", "architecture", "transform_log", "sections", "tensors", "stream_crc")
+TENSOR_KEYS = ("dtype", "shape", "chain", "params", "streams", "crc")
+STREAM_KEYS = ("n", "method", "params")
 
 
 def params_limit(file_bytes: int) -> int:
-    """The default ``max_params`` of a file of ``file_bytes`` bytes."""
+    """The default ``max_params`` of a file of ``file_bytes`` counted bytes."""
     return max(PARAMS_FLOOR, PARAMS_PER_FILE_BYTE * file_bytes)
+
+
+def bytes_limit(file_bytes: int) -> int:
+    """The default allocation budget of a load of a file of ``file_bytes`` counted bytes."""
+    return max(BYTES_FLOOR, BYTES_PER_FILE_BYTE * file_bytes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one file may make a reader do, from its counted bytes (see the module docstring)."""
+
+    counted_bytes: int
+    tensors: int
+    log_values: int
+    registrations: int
+
+    @classmethod
+    def of(cls, counted_bytes: int) -> Limits:
+        return cls(counted_bytes, max(TENSORS_FLOOR, counted_bytes // BYTES_PER_TENSOR),
+                   max(LOG_VALUES_FLOOR, counted_bytes // BYTES_PER_LOG_VALUE),
+                   max(REGISTRATIONS_FLOOR, counted_bytes // BYTES_PER_REGISTRATION))
 
 
 @dataclasses.dataclass
@@ -91,16 +143,22 @@ def _dict(value: Any, what: str) -> dict:
     return value
 
 
-def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
+def _known_keys(entry: dict[str, Any], known: tuple[str, ...], what: str) -> None:
+    unknown = sorted(key for key in entry if key not in known)
+    if unknown:
+        _fail(f"{what} has unknown keys {[key[:40] for key in unknown[:4]]}; it may hold {list(known)}")
+
+
+def parse_metadata(metadata: dict[str, str] | None) -> tuple[dict[str, Any], int]:
     """The JSON document from the safetensors string metadata, with the fields the writer leaves
-    out when empty filled in (``architecture``: None, ``transform_log``: [])."""
+    out when empty filled in (``architecture``: None, ``transform_log``: []), and the document's
+    counted bytes."""
     if not metadata or METADATA_KEY not in metadata:
         _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
-    try:
-        doc = read_document(metadata[METADATA_KEY])
-    except (ValueError, RecursionError) as error:
-        raise NetshrinkFormatError(f"metadata is not valid JSON ({error})") from None
+    _known_keys(metadata, METADATA_KEYS, "the safetensors metadata")
+    doc, document_bytes = read_counted_document(metadata[METADATA_KEY])
     doc = _dict(doc, "metadata document")
+    _known_keys(doc, DOCUMENT_KEYS, "the metadata document")
     version = doc.get("format_version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         _fail(f"unknown format_version {str(version)[:40]!r}; this netshrink reads versions "
@@ -119,7 +177,29 @@ def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
         _fail("sections must map names to JSON objects")
     _dict(doc.get("tensors"), "tensors")
     checked_int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
-    return doc
+    return doc, document_bytes
+
+
+def json_values(value: Any) -> int:
+    """How many JSON values (numbers, strings, lists, objects; keys not counted) ``value`` holds."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def check_counts(doc: dict[str, Any], limits: Limits) -> None:
+    """The document's tensors and the values of its log are within what its counted bytes allow."""
+    for what, count, limit in (("tensors", len(doc["tensors"]), limits.tensors),
+                               ("transform log values", json_values(doc["transform_log"]), limits.log_values)):
+        if count > limit:
+            _fail(f"the file declares {count} {what}, more than its {limits.counted_bytes} bytes of document "
+                  f"and streams allow ({limit})")
 
 
 #: log records that files of versions 2 to 4 may hold and that are not transforms: ``encode`` asked
@@ -146,6 +226,7 @@ def _upgrade_legacy_log(doc: dict[str, Any]) -> None:
 def validate_tensor(name: str, entry: Any, offset: int, data_bytes: int) -> TensorSpec:
     """One tensor's entry; its streams start at ``offset`` of the ``data_bytes`` of stream data."""
     entry = _dict(entry, f"tensor {name!r}")
+    _known_keys(entry, TENSOR_KEYS, f"tensor {name!r}")
     dtype = entry.get("dtype", "float32")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         _fail(f"tensor {name!r} has unknown dtype {str(dtype)[:40]!r}")
@@ -176,6 +257,7 @@ def validate_tensor(name: str, entry: Any, offset: int, data_bytes: int) -> Tens
             nbytes, method, stream_params = raw_stream_bytes(chain, role, params, dtype, shape), None, None
         else:
             info = _dict(declared[role], what)
+            _known_keys(info, STREAM_KEYS, what)
             nbytes = checked_int(info.get("n"), 0, 2 ** 63, f"{what} length")
             method = info.get("method")
             if kind == "symbols" and method not in METHODS:
@@ -203,6 +285,8 @@ def validate_document(doc: dict[str, Any], data_bytes: int, max_params: int | No
     specs: dict[str, TensorSpec] = {}
     offset = 0
     for name, entry in doc["tensors"].items():
+        if not 0 < len(name) <= MAX_NAME_CHARS:
+            _fail(f"tensor name {name[:40]!r}... must have 1 to {MAX_NAME_CHARS} characters")
         spec = specs[name] = validate_tensor(name, entry, offset, data_bytes)
         offset += sum(s.nbytes for s in spec.streams.values())
     if offset != data_bytes:

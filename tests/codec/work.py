@@ -1,7 +1,12 @@
-"""Work measured the same on a busy machine as on an idle one: calls made and memory allocated."""
+"""Work measured the same on a busy machine as on an idle one: calls made and memory allocated
+(Python and numpy heap through tracemalloc, torch tensors through a dispatch mode)."""
 
 import sys
 import tracemalloc
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 def operations(call) -> int:
@@ -34,3 +39,31 @@ def bounded(call, limit_bytes=64 * 2 ** 20):
         tracemalloc.stop()
     assert peak < limit_bytes, f"peak {peak} bytes"
     return result
+
+
+class _TorchAllocations(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not any(ret.alias_info is not None for ret in func._schema.returns):
+            self.total += sum(t.numel() * t.element_size() for t in tree_leaves(out)
+                              if isinstance(t, torch.Tensor) and t.device.type != "meta")
+        return out
+
+
+def torch_allocated(call) -> int:
+    """Bytes of the CPU tensors torch ops make while ``call()`` runs (summed, freed ones included;
+    tensors on the meta device cost nothing)."""
+    counter = _TorchAllocations()
+    with counter:
+        call()
+    return counter.total
+
+
+# imports are in no measurement: entering the first dispatch mode imports torch._dynamo, and the
+# first meta-device decomposition (``arange`` in a rebuilder) imports sympy
+with _TorchAllocations(), torch.device("meta"):
+    torch.arange(3)
