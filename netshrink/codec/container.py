@@ -3,10 +3,10 @@
 Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one 1-D
 uint8 tensor ``"streams"`` holding every encoded stream end to end (zero-length for a model
 without any stream bytes), and one string metadata entry ``"netshrink"`` holding a compact JSON
-document, deflated when that is shorter (``document``; format version 4; versions 2 and 3 are read
+document, deflated when that is shorter (``document``; format version 5; versions 2 to 4 are read
 too)::
 
-    {"format_version": 4,
+    {"format_version": 5,
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
      "sections": {name: {...}},        (measurements such as a dynamic profile; left out when empty)
@@ -15,20 +15,37 @@ too)::
                         "chain": "sparse+codebook",            (left out for dense)
                         "params": {coder: {...}},              (left out when empty)
                         "streams": {role: {"n": bytes, "method": entropy coder, "params": {...}}},
-                        "crc": CRC-32 of the decoded tensor}},
-     "stream_crc": CRC-32 of all the stream bytes}
+                        "crc": CRC-32 of the decoded tensor}}}
 
 Streams follow one another in document order of the tensors, and within a tensor in the role order
 of its chain (``encodings.chain_roles``), so offsets are implied by the lengths. Only coded streams
 (entropy-coded symbols, float planes) are declared; a raw byte stream (``raw``, ``codebook``,
 ``row_values``) has the one length its shape and params allow. ``chain`` is the encoding (each
-a unit of ``netshrink.codec.encodings``); ``crc`` is over the decoded tensor's raw little-endian bytes. This costs
-about as many bytes per tensor as a plain safetensors header entry, so a small model with many
-small tensors still gets a smaller file than its dense fp32 safetensors.
+a unit of ``netshrink.codec.encodings``); ``crc`` is over the decoded tensor's raw little-endian
+bytes. Versions 2 to 4 also carry ``"stream_crc"``, a CRC-32 of all the stream bytes; version 5
+drops it (it cost a second pass over the file, and each tensor's CRC covers its bytes) and is
+written a tensor at a time (``stream_file``).
+
+Streaming: ``save`` encodes one tensor, writes its streams and drops them before the next, and
+``load`` decodes one tensor at a time straight into the model's parameter or buffer (a dense
+tensor is read from the file into the parameter's memory: one copy), so neither holds more than
+one tensor's encoding beside the model, whatever the file's size. bf16 and fp16 tensors are
+encoded, written and read in their own dtype.
+
+Effort: ``save(..., effort="default")`` decides each large tensor's encoding on a sample of it
+and keeps a compressed encoding only where the sample shows it saving at least a quarter of the
+raw bytes (``tensor_encodings.MIN_SAVING``): so a dense fp32 tensor is stored raw (its exponent
+plane would save about 16% but decode at tens of megabytes a second), while bf16/fp16 float
+planes, pruned, clustered, quantized and binary tensors are coded as before. ``effort="max"``
+tries every encoding on every whole tensor, as versions up to 4 did: the smallest file.
+
+Durability: ``save`` fsyncs the file before renaming it into place (``core.files``); ``load``
+reads through the page cache.
 
 The loader validates everything (``validate``), bounds the declared elements by ``max_params``
-(by default by the file's size, so a small file cannot make it build or fill a huge model), and
-checks ``stream_crc`` before decoding, rebuilds
+(by default by the file's counted bytes, so a small file cannot make it build or fill a huge
+model) and what it allocates by the budget they give (``reading.OpenedFile.budget``: the model
+built and its log replayed, summed over every step; the decoding and any cast copies), rebuilds
 the architecture from the zoo and the transform log (``netshrink.core.rebuild``) or takes the
 caller's model, and checks that the state dict matches; every failure is one
 ``NetshrinkFormatError``.
@@ -36,82 +53,83 @@ caller's model, and checks that the state dict matches; every failure is one
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import sys
 import zlib
 from typing import Any
 
 import numpy as np
-import safetensors.numpy
 import torch
-from safetensors import safe_open
 from torch import nn
 from torch.nn.utils import parametrize
 
 from netshrink.codec.document import pack_document
 from netshrink.codec.entropy import METHODS
+from netshrink.codec.reading import (
+    MAX_DECODED_BYTES,
+    OpenedFile,
+    check_crc,
+    decode_peak,
+    decode_tensor,
+    open_file,
+    read_kept,
+    read_tensors,
+    refuse_above,
+)
+from netshrink.codec.stream_file import StreamWriter
 from netshrink.codec.tensor_encodings import (
+    DTYPES,
+    EFFORTS,
     FLOAT_DTYPES,
     Encoded,
-    Stream,
     chain_roles,
-    decode_streams,
     dtype_name,
     encode_tensor,
     itemsize,
-    sparse_kept_and_crc,
     tensor_bits,
-    work_bytes,
 )
-from netshrink.codec.validate import (
-    FORMAT_VERSION,
-    METADATA_KEY,
-    STREAMS_KEY,
-    Limits,
-    TensorSpec,
-    bytes_limit,
-    check_counts,
-    params_limit,
-    parse_metadata,
-    validate_document,
-)
+from netshrink.codec.validate import FORMAT_VERSION, METADATA_KEY, STREAMS_KEY, TensorSpec, params_limit
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
-from netshrink.core.files import write_atomically
 from netshrink.core.rebuild import Budget, check_log, meta_shadow, replay
 from netshrink.core.transform_log import get_arch, get_log, get_sections, set_arch, set_log, set_section
 
-MAX_FILE_BYTES = 2 ** 40
-#: ``read_tensors`` refuses a file whose decoding would allocate more than this by default, the
-#: decoders' intermediates included (a file of a few hundred bytes can declare a huge all-zero
-#: sparse tensor); ``load`` is bounded by ``max_params`` and the model it fills instead
-MAX_DECODED_BYTES = 2 ** 30
-#: the first bytes of a safetensors file: a little-endian u64 header length, then a JSON object
-_SAFETENSORS_PREFIX = 9
+__all__ = ["MAX_DECODED_BYTES", "check_loadable", "load", "read_kept", "read_tensors", "save"]
+
+#: header bytes reserved per tensor before the streams are written (a dense tensor's entry is
+#: about 60; a larger header moves the streams up once, ``stream_file``)
+HEADER_BYTES_PER_TENSOR = 160
 
 
-def _crc(data: bytes | memoryview | list[bytes]) -> int:
-    crc = 0
-    for chunk in data if isinstance(data, list) else [data]:
-        crc = zlib.crc32(chunk, crc)
-    return crc
-
-
-def _tensor_entry(tensor: torch.Tensor, encoded: Encoded, dtype: str) -> dict[str, Any]:
-    entry = {"dtype": dtype} if dtype != "float32" else {}
-    entry.update(shape=list(tensor.shape), **encoded.describe(), crc=_crc(tensor_bits(tensor).tobytes()))
-    return entry
-
-
-def _ordered_streams(encoded: Encoded) -> list[bytes]:
+def _ordered_streams(encoded: Encoded) -> list[Any]:
     """The encoding's stream bytes in the order the file lays them out (its chain's roles)."""
     by_role = {stream.role: stream.data for stream in encoded.streams}
     return [by_role[role] for role in chain_roles(encoded.chain)]
 
 
+def _stored(tensor: torch.Tensor, keep_zero_sign: bool) -> torch.Tensor:
+    """The tensor as it is stored: on the CPU, contiguous, each ``-0.0`` made ``+0.0`` unless kept
+    (a copy only when the tensor holds one)."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.is_floating_point() and not keep_zero_sign:
+        bits = tensor_bits(tensor)
+        if bool(np.any(bits == np.iinfo(bits.dtype).min)):  # the sign bit alone: -0.0
+            tensor = torch.where(tensor == 0, torch.zeros((), dtype=tensor.dtype), tensor)
+    return tensor
+
+
+def _document_text(document: dict[str, Any]) -> str:
+    document = {key: value for key, value in document.items()
+                if value not in (None, []) and (key != "sections" or value)}
+    try:
+        return json.dumps(document, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise NetshrinkError(f"the transform log or architecture is not JSON-serialisable ({error})") from None
+
+
 def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
-         keep_zero_sign: bool = False, encodings: dict[str, str] | None = None) -> None:
-    """Write ``model`` as a .nsk file, each tensor in its cheapest exact encoding.
+         keep_zero_sign: bool = False, encodings: dict[str, str] | None = None, effort: str = "default") -> None:
+    """Write ``model`` as a .nsk file, each tensor in an exact encoding, a tensor at a time.
 
     Pruning by masking (``w * mask``, as ``torch.nn.utils.prune`` and every mask parametrization
     do) leaves ``-0.0`` wherever a negative weight was removed. ``-0.0 == +0.0``, and the sign of a
@@ -123,7 +141,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
     Args:
         model: a finalized model (no parametrizations left); zoo models are rebuilt by name at
             load time, a user's own class needs ``load(path, model=MyNet())``.
-        path: where to write; written atomically.
+        path: where to write; written atomically and fsync-ed (see the module docstring).
         entropy: coder of every integer stream: ``"none"``, ``"huffman"``, ``"ans"`` or
             ``"auto"`` (the smallest).
         keep_zero_sign: store ``-0.0`` as it is instead of as ``+0.0``.
@@ -131,40 +149,38 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             ``"int"``, ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``,
             ``"sparse+codebook"``...); an encoding that cannot hold the tensor exactly is ignored
             and detection decides. A name the model does not have is a ConfigError.
+        effort: ``"default"`` (each large tensor's encoding decided on a sample; dense fp32 is
+            stored raw, fast to write and read) or ``"max"`` (every encoding tried on every
+            tensor: the smallest file, as before format 5). See the module docstring.
 
     Example:
         >>> save(model, "lenet.nsk"); model2 = load("lenet.nsk")
     """
     if entropy != "auto" and entropy not in METHODS:
         raise ConfigError(f"unknown entropy coder {entropy!r}; choose 'auto' or one of {list(METHODS)}")
+    if effort not in EFFORTS:
+        raise ConfigError(f"unknown effort {effort!r}; choose one of {list(EFFORTS)}")
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise NetshrinkError("the model still has parametrizations; bake them in with finalize_(model) "
                              "before saving")
     log = get_log(model)
     check_loadable(model, log)
     requested = _checked_encodings(model, encodings)
-    entries: dict[str, Any] = {}
-    streams: list[bytes] = []
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        if tensor.is_floating_point() and not keep_zero_sign:
-            tensor = torch.where(tensor == 0, torch.zeros_like(tensor), tensor)  # -0.0 -> +0.0
-        dtype = dtype_name(tensor.dtype)
-        encoded = encode_tensor(tensor, entropy, requested.get(name))
-        entries[name] = _tensor_entry(tensor, encoded, dtype)
-        streams += _ordered_streams(encoded)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
-                "transform_log": log, "sections": get_sections(model), "tensors": entries,
-                "stream_crc": _crc(streams)}
-    document = {key: value for key, value in document.items()
-                if value not in (None, []) and (key != "sections" or value)}
-    try:
-        text = json.dumps(document, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise NetshrinkError(f"the transform log or architecture is not JSON-serialisable ({error})") from None
-    blob = np.frombuffer(b"".join(streams), dtype=np.uint8)
-    data = safetensors.numpy.save({STREAMS_KEY: blob}, metadata={METADATA_KEY: pack_document(text)})
-    write_atomically(path, data)
+                "transform_log": log, "sections": get_sections(model)}
+    known = _document_text(document)  # refuses a log that is not JSON before anything is written
+    state = model.state_dict()
+    entries: dict[str, Any] = {}
+    with StreamWriter(path, STREAMS_KEY, reserve=len(known) + HEADER_BYTES_PER_TENSOR * len(state)) as writer:
+        for name, tensor in state.items():
+            tensor = _stored(tensor, keep_zero_sign)
+            encoded = encode_tensor(tensor, entropy, requested.get(name), effort)
+            crcs = [writer.write(data) for data in _ordered_streams(encoded)]
+            entry = {"dtype": dtype_name(tensor.dtype)} if tensor.dtype != torch.float32 else {}
+            crc = crcs[0] if encoded.chain == ["dense"] else zlib.crc32(tensor_bits(tensor).data)
+            entries[name] = {**entry, "shape": list(tensor.shape), **encoded.describe(), "crc": crc}
+            del encoded, tensor
+        writer.finish({METADATA_KEY: pack_document(_document_text({**document, "tensors": entries}))})
 
 
 def _checked_encodings(model: nn.Module, encodings: dict[str, str] | None) -> dict[str, str]:
@@ -196,171 +212,6 @@ def check_loadable(model: nn.Module, log: list[dict[str, Any]]) -> None:
         except (ConfigError, NetshrinkFormatError) as error:
             raise NetshrinkError(f"cannot save: load could not rebuild this model ({error}); register "
                                  "a rebuilder for every structural change") from None
-
-
-def _check_outer(path: str | os.PathLike) -> int:
-    """The file's size, after checking that it can be a safetensors file at all; otherwise a
-    one-line "not a netshrink file" that says what the file is not."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as handle:
-            head = handle.read(_SAFETENSORS_PREFIX)
-    except OSError as error:
-        raise NetshrinkFormatError(f"cannot read {os.fspath(path)!r}: {error.strerror}") from None
-    if size < _SAFETENSORS_PREFIX + 1:
-        raise NetshrinkFormatError(f"not a netshrink file: {size} bytes is too short for any .nsk file")
-    if size > MAX_FILE_BYTES:
-        raise NetshrinkFormatError(f"not a netshrink file: {size} bytes is more than any .nsk file ({MAX_FILE_BYTES})")
-    header_bytes = int.from_bytes(head[:8], "little")
-    if header_bytes > size - 8 or head[8:9] != b"{":
-        raise NetshrinkFormatError("not a netshrink file: not safetensors (a .nsk file starts with an 8-byte "
-                                   "header length and a JSON header; this one does not)")
-    return size
-
-
-@dataclasses.dataclass
-class _Opened:
-    """A validated file: its document, tensor specs, open safetensors handle and the limits its
-    counted bytes (document and stream data, ``validate.Limits``) allow."""
-
-    doc: dict[str, Any]
-    specs: dict[str, TensorSpec]
-    handle: Any
-    limits: Limits
-
-    def budget(self, max_params: int | None) -> Budget:
-        """What a load may allocate and register: ``bytes_limit`` of the counted bytes, or for a
-        caller's own ``max_params`` that many elements of the widest dtype."""
-        allowed = bytes_limit(self.limits.counted_bytes) if max_params is None else 8 * max_params
-        return Budget(allowed, self.limits.registrations)
-
-
-def _open(path: str | os.PathLike, max_params: int | None = None) -> _Opened:
-    """Check the outer file, parse and validate the document (elements bounded by ``max_params``,
-    None: ``params_limit`` of the counted bytes); returns it with the open safetensors handle."""
-    _check_outer(path)
-    try:
-        handle = safe_open(os.fspath(path), framework="numpy")
-        metadata = handle.metadata()
-    except Exception as error:  # noqa: BLE001 (the library's own header errors)
-        raise NetshrinkFormatError(f"not a valid safetensors file ({one_line(error)})") from None
-    try:
-        doc, document_bytes = parse_metadata(metadata)
-        keys = list(handle.keys())
-        if keys != [STREAMS_KEY]:
-            raise NetshrinkFormatError(f"the file must hold exactly one tensor {STREAMS_KEY!r}, "
-                                       f"it holds {[key[:40] for key in sorted(keys)[:4]]}")
-        view = handle.get_slice(STREAMS_KEY)
-        shape = view.get_shape()
-        if view.get_dtype() != "U8" or len(shape) != 1:
-            raise NetshrinkFormatError(f"tensor {STREAMS_KEY!r} is not a 1-D uint8 tensor")
-        limits = Limits.of(document_bytes + int(shape[0]))
-        check_counts(doc, limits)
-        specs = validate_document(doc, int(shape[0]),
-                                  params_limit(limits.counted_bytes) if max_params is None else max_params)
-        check_log(doc["transform_log"])
-    except NetshrinkFormatError:
-        raise
-    except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
-        raise NetshrinkFormatError(f"malformed file ({one_line(error)})") from None
-    return _Opened(doc, specs, handle, limits)
-
-
-def _stream_bytes(doc: dict[str, Any], handle: Any) -> bytes:
-    blob = handle.get_tensor(STREAMS_KEY).tobytes()
-    if _crc(blob) != doc["stream_crc"]:
-        raise NetshrinkFormatError("stream checksum mismatch (file corrupted)")
-    return blob
-
-
-def _streams(spec: TensorSpec, blob: bytes) -> dict[str, Stream]:
-    return {role: Stream(role, blob[s.offset : s.offset + s.nbytes], s.method, s.params)
-            for role, s in spec.streams.items()}
-
-
-def _decoding(name: str, work):
-    """Run ``work()`` on one tensor's untrusted streams; nothing but NetshrinkFormatError escapes."""
-    try:
-        return work()
-    except NetshrinkFormatError as error:
-        raise NetshrinkFormatError(f"tensor {name!r}: {one_line(error)}") from None
-    except Exception as error:  # noqa: BLE001 (untrusted input: any failure is a format error)
-        raise NetshrinkFormatError(f"tensor {name!r} cannot be decoded ({one_line(error)})") from None
-
-
-def _decoded_bytes(specs: dict[str, TensorSpec]) -> int:
-    """Peak bytes of decoding every tensor: all outputs, plus the largest one tensor's
-    intermediates (they are freed before the next tensor)."""
-    outputs = {name: spec.numel * itemsize(spec.dtype) for name, spec in specs.items()}
-    extra = max((work_bytes(spec.chain, spec.params, spec.dtype, spec.shape) - outputs[name]
-                 for name, spec in specs.items()), default=0)
-    return sum(outputs.values()) + max(0, extra)
-
-
-def _decode(doc: dict[str, Any], specs: dict[str, TensorSpec], handle: Any) -> dict[str, torch.Tensor]:
-    """Checksum the stream bytes, then decode every tensor; nothing but NetshrinkFormatError escapes."""
-    blob = _stream_bytes(doc, handle)
-    tensors = {}
-    for name, spec in specs.items():
-        tensor = _decoding(name, lambda spec=spec: decode_streams(
-            spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.shape))
-        if _crc(tensor_bits(tensor).data) != spec.crc:
-            raise NetshrinkFormatError(f"tensor {name!r}: checksum of the decoded tensor does not match")
-        tensors[name] = tensor
-    return tensors
-
-
-def _refuse_above(what: str, nbytes: int, cap: int | None, knob: str = "max_decoded_bytes") -> None:
-    if cap is not None and nbytes > cap:
-        raise NetshrinkFormatError(f"{what} would decode to {nbytes} bytes, more than the "
-                                   f"{cap} bytes {knob} allows (raise it to read this file)")
-
-
-def read_tensors(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
-                 max_params: int | None = None,
-                 ) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, torch.Tensor]]:
-    """Validate and decode a file without building a model: ``(document, specs, tensors)``.
-
-    A file of a few hundred bytes can declare gigabytes of all-zero tensors, so a file whose
-    decoding would allocate more than ``max_decoded_bytes`` (outputs and the decoders'
-    intermediates) is refused before anything is decoded (None: only the format's own 64 GiB
-    bound), as is one declaring more than ``max_params`` elements (None: ``params_limit`` of the
-    file size, see ``validate``)."""
-    opened = _open(path, max_params)
-    _refuse_above("the file's tensors", _decoded_bytes(opened.specs), max_decoded_bytes)
-    return opened.doc, opened.specs, _decode(opened.doc, opened.specs, opened.handle)
-
-
-def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
-              max_params: int | None = None,
-              ) -> tuple[dict[str, Any], dict[str, TensorSpec], dict[str, int]]:
-    """Validate a file and count each tensor's nonzero elements: ``(document, specs, kept)``.
-
-    Tensors are decoded one at a time and dropped; a sparse tensor is never expanded (its entries
-    are counted and its checksum is computed a slice at a time), so memory is bounded by the
-    largest non-sparse tensor or sparse entry list, each refused above ``max_decoded_bytes``;
-    ``max_params`` as in ``read_tensors``."""
-    opened = _open(path, max_params)
-    doc, specs = opened.doc, opened.specs
-    blob = _stream_bytes(doc, opened.handle)
-    kept = {}
-    for name, spec in specs.items():
-        size = itemsize(spec.dtype)
-        if spec.chain[0] == "sparse":
-            _refuse_above(f"tensor {name!r}'s entries", spec.params["sparse"]["entries"] * size,
-                          max_decoded_bytes)
-            kept[name], crc = _decoding(name, lambda spec=spec: sparse_kept_and_crc(
-                spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.numel))
-        else:
-            _refuse_above(f"tensor {name!r}", work_bytes(spec.chain, spec.params, spec.dtype, spec.shape),
-                          max_decoded_bytes)
-            bits = tensor_bits(_decoding(name, lambda spec=spec: decode_streams(
-                spec.chain, spec.params, _streams(spec, blob), spec.dtype, spec.shape)))
-            kept[name], crc = int(np.count_nonzero(bits)), _crc(bits.data)
-            del bits
-        if crc != spec.crc:
-            raise NetshrinkFormatError(f"tensor {name!r}: checksum of the decoded tensor does not match")
-    return doc, specs, kept
 
 
 def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int, budget: Budget) -> nn.Module:
@@ -422,27 +273,65 @@ def _targets(model: nn.Module) -> dict[str, torch.Tensor]:
             if tensor is not None}
 
 
-def _cast_bytes(model: nn.Module, specs: dict[str, TensorSpec]) -> int:
-    """Bytes of the copies ``_cast_to`` makes: each tensor (tied ones once) whose dtype the file's
-    differs from, in the file's dtype."""
+def _cast_bytes(targets: dict[str, torch.Tensor], specs: dict[str, TensorSpec]) -> int:
+    """Bytes of the new tensors ``_retype`` makes: each tensor (tied ones once) whose dtype the
+    file's differs from, in the file's dtype."""
     seen: dict[int, int] = {}
-    for name, tensor in _targets(model).items():
-        spec = specs.get(name)
-        if spec is not None and dtype_name(tensor.dtype) != spec.dtype:
+    for name, tensor in targets.items():
+        spec = specs[name]
+        if dtype_name(tensor.dtype) != spec.dtype:
             seen[id(tensor)] = tensor.numel() * itemsize(spec.dtype)
     return sum(seen.values())
 
 
-def _fill(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy each decoded tensor into the parameter or buffer of its name (tied ones share it)."""
-    targets = _targets(model)
-    with torch.no_grad():
-        for name, tensor in tensors.items():
-            targets[name].copy_(tensor)
+def _retype(model: nn.Module, specs: dict[str, TensorSpec]) -> None:
+    """Give every parameter and buffer the dtype the file stores it in (a model saved in fp16 loads
+    as fp16 into a fresh fp32 instance), as new empty tensors (the file fills them). A parameter
+    keeps its identity (its ``.data`` is replaced) and a buffer is replaced by one new tensor
+    wherever it is registered, each once, so tied weights stay tied."""
+    replaced: dict[int, torch.Tensor] = {}
+    for name, tensor in _targets(model).items():
+        dtype = DTYPES[specs[name].dtype]
+        if tensor.dtype == dtype or id(tensor) in replaced:
+            continue
+        replaced[id(tensor)] = fresh = torch.empty(tensor.shape, dtype=dtype, device=tensor.device)
+        if isinstance(tensor, nn.Parameter):
+            tensor.data = fresh
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and id(buffer) in replaced:
+                module._buffers[name] = replaced[id(buffer)]
+
+
+def _byte_view(tensor: torch.Tensor) -> memoryview | None:
+    """The tensor's memory as bytes to read a dense stream into, or None where it cannot be (not
+    on the CPU, not contiguous, or a big-endian machine)."""
+    if tensor.device.type != "cpu" or not tensor.is_contiguous() or sys.byteorder != "little":
+        return None
+    return memoryview(tensor.detach().reshape(-1).view(torch.uint8).numpy())
+
+
+def _fill(opened: OpenedFile, targets: dict[str, torch.Tensor]) -> None:
+    """Decode each tensor straight into the parameter or buffer of its name, one at a time: a
+    dense stream is read into its memory, any other decoded and copied in, then dropped."""
+    for name, spec in opened.specs.items():
+        target = targets[name]
+        view = _byte_view(target) if spec.chain == ["dense"] else None
+        if view is not None:
+            check_crc(spec, opened.reader.read_into(spec.streams["raw"].offset, view))
+            continue
+        decoded = decode_tensor(opened, spec)
+        with torch.no_grad():
+            target.copy_(decoded)
+        del decoded
 
 
 def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: int | None = None) -> nn.Module:
     """Read a .nsk file into a model in eval mode whose outputs equal the saved model's bit for bit.
+
+    Tensors are decoded one at a time straight into the model's parameters and buffers (see the
+    module docstring); if the file turns out corrupt part way, a ``model`` passed in may be
+    partly filled.
 
     Args:
         path: the file.
@@ -453,23 +342,23 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
             None: ``validate.params_limit`` of the file's counted bytes (1024 elements per byte, at
             least 2**24), which only a file of huge constant or all-zero tensors exceeds; raise it
             to load such a file you trust. It also sets what the load may allocate: the model
-            built and its log replayed (summed over every step), the decoded tensors and any cast
+            built and its log replayed (summed over every step), the decoding and any cast
             copies, within ``validate.bytes_limit`` of the counted bytes by default, else
             ``8 * max_params`` bytes.
 
     Raises:
         NetshrinkFormatError: with a one-line reason for any invalid, corrupted or mismatching file.
     """
-    opened = _open(path, max_params)
-    try:
-        return _load_opened(opened, model, max_params)
-    except NetshrinkFormatError:
-        raise
-    except Exception as error:  # noqa: BLE001 (everything after opening: a bad file is one format error)
-        raise NetshrinkFormatError(f"cannot load the file ({one_line(error)})") from None
+    with open_file(path, max_params) as opened:
+        try:
+            return _load_opened(opened, model, max_params)
+        except NetshrinkFormatError:
+            raise
+        except Exception as error:  # noqa: BLE001 (everything after opening: a bad file is one format error)
+            raise NetshrinkFormatError(f"cannot load the file ({one_line(error)})") from None
 
 
-def _load_opened(opened: _Opened, model: nn.Module | None, max_params: int | None) -> nn.Module:
+def _load_opened(opened: OpenedFile, model: nn.Module | None, max_params: int | None) -> nn.Module:
     doc, specs = opened.doc, opened.specs
     budget = opened.budget(max_params)
     if model is None:
@@ -482,12 +371,12 @@ def _load_opened(opened: _Opened, model: nn.Module | None, max_params: int | Non
     reason = _mismatch(model, specs)
     if reason is not None:
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
-    # the model holds every declared element; what decoding and casting add is within the budget
-    _refuse_above("the file's tensors with their cast copies", _decoded_bytes(specs) + _cast_bytes(model, specs),
-                  budget.bytes, "max_params")
-    tensors = _decode(doc, specs, opened.handle)
-    _cast_to(model, {name: tensor.dtype for name, tensor in tensors.items()})
-    _fill(model, tensors)
+    # the model holds every declared element; decoding one tensor at a time and retyping add this
+    refuse_above("one tensor's decoding with the retyped copies", decode_peak(specs) + _cast_bytes(
+        _targets(model), specs), budget.bytes, "max_params")
+    opened.check_stream_crc()
+    _retype(model, specs)
+    _fill(opened, _targets(model))
     set_log(model, doc["transform_log"])
     for name, value in doc["sections"].items():
         set_section(model, name, value)
@@ -495,32 +384,3 @@ def _load_opened(opened: _Opened, model: nn.Module | None, max_params: int | Non
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])
     return model.eval()
-
-
-def _cast_to(model: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
-    """Give every parameter and buffer the dtype the file stores it in (a model saved in fp16 loads
-    as fp16 into a fresh fp32 instance). A parameter keeps its identity (its ``.data`` is
-    replaced) and a buffer is replaced by one new tensor wherever it is registered, each once, so
-    tied weights stay tied."""
-    targets: dict[int, torch.dtype] = {}
-    tensors: dict[int, torch.Tensor] = {}
-    for name, tensor in [*model.named_parameters(remove_duplicate=False),
-                         *model.named_buffers(remove_duplicate=False)]:
-        dtype = dtypes.get(name)
-        if tensor is not None and dtype is not None and tensor.dtype != dtype:
-            targets.setdefault(id(tensor), dtype)
-            tensors[id(tensor)] = tensor
-    if not targets:
-        return
-    replaced: dict[int, torch.Tensor] = {}
-    for key, tensor in tensors.items():
-        with torch.no_grad():
-            cast = tensor.detach().to(targets[key])
-        if isinstance(tensor, nn.Parameter):
-            tensor.data = cast
-        else:
-            replaced[key] = cast
-    for module in model.modules():
-        for name, buffer in module._buffers.items():
-            if buffer is not None and id(buffer) in replaced:
-                module._buffers[name] = replaced[id(buffer)]

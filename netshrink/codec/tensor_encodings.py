@@ -42,7 +42,7 @@ from netshrink.codec.encodings.base import (
 from netshrink.codec.encodings.sparse import PREFIX
 from netshrink.core.errors import NetshrinkFormatError
 
-__all__ = ["DTYPES", "FLOAT_DTYPES", "Encoded", "Stream", "bits_to_tensor", "chain_roles", "chains",
+__all__ = ["DTYPES", "EFFORTS", "FLOAT_DTYPES", "Encoded", "Stream", "bits_to_tensor", "chain_roles", "chains",
            "check_params", "decode_streams", "dtype_name", "encode_tensor", "itemsize", "json_bytes",
            "parse_chain", "raw_stream_bytes", "sparse_kept_and_crc", "symbol_streams", "tensor_bits",
            "work_bytes"]
@@ -59,8 +59,21 @@ def _value_count(head: Encoding, params: dict[str, Any]) -> int:
 
 # --- encoding ------------------------------------------------------------------------------------
 
-def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | None = None) -> Encoded:
-    """The cheapest exact encoding of ``tensor``, or the one ``prefer`` names if it is exact.
+#: ``"default"``: a tensor of more than ``SAMPLE_ELEMENTS`` is encoded as its sample says, a
+#: compressed encoding kept only where it saves at least ``MIN_SAVING`` of the raw bytes;
+#: ``"max"``: every encoding tried on the whole tensor, the cheapest kept
+EFFORTS = ("default", "max")
+SAMPLE_ELEMENTS = 1 << 16
+#: a quarter: more than a dense fp32 tensor's exponent plane gives (about 16%, decoded at tens of
+#: megabytes a second against the gigabytes a second of reading raw bytes), less than what bf16
+#: and fp16 planes (about 30%) and every pruned, shared, quantized or binary tensor give
+MIN_SAVING = 0.25
+
+
+def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | None = None,
+                  effort: str = "max") -> Encoded:
+    """The cheapest exact encoding of ``tensor`` (``effort="max"``), or the one its sample points to
+    (``effort="default"``, see ``EFFORTS``), or the one ``prefer`` names if it is exact.
 
     ``prefer`` is a chain name such as ``"codebook"``, ``"int"``, ``"binary"``, ``"sparse"`` or
     ``"sparse+codebook"``; if that encoding cannot represent the tensor exactly (or is unknown),
@@ -75,6 +88,12 @@ def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | Non
         chosen = _encode_named(bits, dtype, shape, entropy, prefer)
         if chosen is not None and _exact(chosen, bits, dtype, shape):
             return chosen
+    if effort == "default" and bits.size > SAMPLE_ELEMENTS:
+        return _encode_as_sampled(bits, dtype, shape, entropy)
+    return _cheapest_exact(bits, dtype, shape, entropy)
+
+
+def _cheapest_exact(bits: np.ndarray, dtype: str, shape: list[int], entropy: str) -> Encoded:
     values = [e for e in encodings.ENCODINGS if e.values]
     candidates = [e.encode_with(bits, dtype, entropy, values) if e.wraps else e.encode(bits, dtype, shape, entropy)
                   for e in encodings.ENCODINGS]
@@ -82,6 +101,32 @@ def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | Non
         if _exact(candidate, bits, dtype, shape):
             return candidate
     raise AssertionError("dense encoding is always exact")  # unreachable: dense round-trips
+
+
+def _sample(bits: np.ndarray, shape: list[int]) -> tuple[np.ndarray, list[int]]:
+    """About ``SAMPLE_ELEMENTS`` of the tensor: whole rows evenly spaced (a binary tensor's rows
+    keep their two values), else evenly spaced runs of the flat tensor."""
+    if len(shape) >= 2 and shape[0] > 1 and bits.size // shape[0] <= SAMPLE_ELEMENTS // 4:
+        row = bits.size // shape[0]
+        rows = np.linspace(0, shape[0] - 1, min(shape[0], SAMPLE_ELEMENTS // row)).astype(np.int64)
+        return bits.reshape(shape[0], row)[rows].reshape(-1), [rows.size, *shape[1:]]
+    run = 256
+    starts = np.linspace(0, bits.size - run, SAMPLE_ELEMENTS // run).astype(np.int64)
+    picked = bits[(starts[:, None] + np.arange(run)).reshape(-1)]
+    return picked, [picked.size]
+
+
+def _encode_as_sampled(bits: np.ndarray, dtype: str, shape: list[int], entropy: str) -> Encoded:
+    """The whole tensor in the encoding that is cheapest on its sample, when that saves at least
+    ``MIN_SAVING`` of the raw bytes there and holds the whole tensor exactly; else dense."""
+    dense = encoding("dense")
+    sample, sample_shape = _sample(bits, shape)
+    best = _cheapest_exact(sample, dtype, sample_shape, entropy)
+    if best.chain != ["dense"] and best.cost() <= (1 - MIN_SAVING) * sample.nbytes:
+        chosen = _encode_named(bits, dtype, shape, entropy, "+".join(best.chain))
+        if chosen is not None and _exact(chosen, bits, dtype, shape):
+            return chosen
+    return dense.encode(bits, dtype, shape, entropy)
 
 
 def _encode_named(bits: np.ndarray, dtype: str, shape: list[int], entropy: str, name: str) -> Encoded | None:

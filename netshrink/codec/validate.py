@@ -43,9 +43,12 @@ from netshrink.codec.tensor_encodings import (
 from netshrink.core.errors import NetshrinkFormatError
 
 #: version 3 leaves Huffman params at their defaults out (``max_length`` 16, one block); version 4
-#: may store the document deflated (``document``); every version is read as it is
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)
+#: may store the document deflated (``document``); version 5 is written a stream at a time and
+#: drops the all-streams checksum; every version is read as it is
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)
+#: versions 2 to 4 carry a CRC-32 of all the stream bytes, ``stream_crc``; version 5 does not
+STREAM_CRC_VERSIONS = (2, 3, 4)
 METADATA_KEY = "netshrink"
 #: the file's one uint8 tensor: every stream, end to end
 STREAMS_KEY = "streams"
@@ -176,7 +179,10 @@ def parse_metadata(metadata: dict[str, str] | None) -> tuple[dict[str, Any], int
     if not all(isinstance(name, str) and isinstance(value, dict) for name, value in sections.items()):
         _fail("sections must map names to JSON objects")
     _dict(doc.get("tensors"), "tensors")
-    checked_int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
+    if version in STREAM_CRC_VERSIONS:
+        checked_int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
+    elif "stream_crc" in doc:
+        _fail(f"format version {version} has no stream_crc (each tensor's crc covers its bytes)")
     return doc, document_bytes
 
 

@@ -37,7 +37,7 @@ def write(path, shapes, log=(), arch=None, extra_metadata=None, deflate=True, **
     given transform log and architecture; returns its size in bytes."""
     tensors = {name: zeros_entry(*value) if isinstance(value, tuple) else zeros_entry(value)
                for name, value in shapes.items()}
-    doc = {"format_version": FORMAT_VERSION, "tensors": tensors, "stream_crc": 0, **fields}
+    doc = {"format_version": FORMAT_VERSION, "tensors": tensors, **fields}
     if arch is not None:
         doc["architecture"] = arch
     if log:

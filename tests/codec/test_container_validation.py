@@ -61,7 +61,15 @@ def span(doc, tensors, name, role):
 
 
 def restamp(doc, tensors):
-    """Recompute the stream checksum after the stream bytes were edited on purpose."""
+    """Recompute the stream checksum (format versions 2 to 4) after the stream bytes were edited on
+    purpose; version 5 has none."""
+    if "stream_crc" in doc:
+        doc["stream_crc"] = zlib.crc32(tensors["streams"].tobytes())
+
+
+def as_version_4(doc, tensors):
+    """The document as format version 4 wrote it: with the checksum of all the stream bytes."""
+    doc["format_version"] = 4
     doc["stream_crc"] = zlib.crc32(tensors["streams"].tobytes())
 
 
@@ -119,7 +127,7 @@ def test_unknown_format_version(tmp_path):
 
 
 def test_format_version_1_is_refused(tmp_path):
-    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads versions 2, 3, 4 only")
+    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads versions 2, 3, 4, 5 only")
 
 
 def test_unknown_encoding(tmp_path):
@@ -269,6 +277,7 @@ def test_index_beyond_codebook(tmp_path):
 
 def test_stream_checksum_mismatch(tmp_path):
     def edit(doc, tensors):
+        as_version_4(doc, tensors)
         data = tensors["streams"].copy()
         data[span(doc, tensors, "fc1.bias", "raw").start] ^= 1
         tensors["streams"] = data
@@ -316,7 +325,20 @@ def test_missing_checksum(tmp_path):
 
 
 def test_missing_stream_checksum(tmp_path):
-    refused(edited(tmp_path, lambda d, s: d.pop("stream_crc")), "stream_crc")
+    refused(edited(tmp_path, lambda d, s: (as_version_4(d, s), d.pop("stream_crc"))), "stream_crc")
+
+
+def test_version_5_has_no_stream_checksum(tmp_path):
+    refused(edited(tmp_path, lambda d, s: d.update(stream_crc=0)), "has no stream_crc")
+
+
+def test_version_4_files_are_still_read(tmp_path):
+    path = valid_file(tmp_path)
+    current = load(path).state_dict()
+    doc, tensors = read(path)
+    as_version_4(doc, tensors)
+    older = load(write(tmp_path / "v4.nsk", doc, tensors)).state_dict()
+    assert current.keys() == older.keys() and all(older[name].equal(value) for name, value in current.items())
 
 
 def test_bad_entropy_params_are_a_format_error(tmp_path):

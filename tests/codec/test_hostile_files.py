@@ -21,7 +21,7 @@ REFUSAL_OPERATIONS = 20_000
 
 
 def write(path, tensors, body=b"", arch=None):
-    doc = {"format_version": FORMAT_VERSION, "tensors": tensors, "stream_crc": zlib.crc32(body)}
+    doc = {"format_version": FORMAT_VERSION, "tensors": tensors}
     if arch is not None:
         doc["architecture"] = arch
     data = safetensors.numpy.save({"streams": np.frombuffer(body, dtype=np.uint8)},

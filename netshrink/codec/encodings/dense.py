@@ -20,7 +20,8 @@ class Dense(Encoding):
     roles = {"raw": BYTES}
 
     def encode(self, bits, dtype, shape, entropy) -> Encoded:
-        return Encoded(["dense"], {}, [Stream("raw", bits.tobytes())])
+        """The tensor's own bytes, not copied (the writer streams them to the file)."""
+        return Encoded(["dense"], {}, [Stream("raw", memoryview(np.ascontiguousarray(bits)).cast("B"))])
 
     def raw_bytes(self, role, params, dtype, count) -> int:
         return count * itemsize(dtype)
