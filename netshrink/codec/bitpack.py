@@ -19,6 +19,8 @@ _CHUNK = 1 << 20  # values per chunk of the bit matrix: bounds temporary memory 
 #: most bytes ``unpack_bits`` allocates besides its output, whatever the count: one chunk's bit
 #: stream, bit matrix and packed words (measured at about 44 bytes per value of a chunk)
 UNPACK_WORK_BYTES = 48 * _CHUNK
+#: widths whose values are whole bytes: packed as they are, without the bit matrix
+_WHOLE_BYTES = {8: np.dtype("<u1"), 16: np.dtype("<u2")}
 
 
 def symbol_dtype(alphabet_size: int) -> np.dtype:
@@ -73,6 +75,8 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
     """Pack unsigned integers, each ``< 2**bits`` (bits 1..16), into ``ceil(n*bits/8)`` bytes."""
     _check_bits(bits)
     values = _as_unsigned(values, 1 << bits, "values")
+    if bits in _WHOLE_BYTES:  # whole bytes: the values' own little-endian bytes
+        return values.astype(_WHOLE_BYTES[bits], copy=False).tobytes()
     return pack_variable_bits(values, np.full(values.size, bits, dtype=np.uint8))
 
 
@@ -90,6 +94,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> np.ndarray:
         raise NetshrinkFormatError(
             f"packed data has {len(data)} bytes but {count} values of {bits} bits need {expected}"
         )
+    if bits in _WHOLE_BYTES:
+        return np.frombuffer(data, dtype=_WHOLE_BYTES[bits]).astype(symbol_dtype(1 << bits))
     out = np.empty(count, dtype=symbol_dtype(1 << bits))
     raw = np.frombuffer(data, dtype=np.uint8)
     for start in range(0, count, _CHUNK):

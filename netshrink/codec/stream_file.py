@@ -16,18 +16,17 @@ tensor's memory. The header is parsed and checked by safetensors itself (``safe_
 
 from __future__ import annotations
 
-import functools
 import json
 import mmap
 import os
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from safetensors import safe_open
 
 from netshrink.codec.crc import crc32_combine
+from netshrink.codec.threads import pool, threads
 from netshrink.core.errors import NetshrinkFormatError, one_line
 from netshrink.core.files import open_atomically
 
@@ -38,16 +37,6 @@ _HEADER_LENGTH = 8
 _ALIGN = 8
 #: header padding above this share of the file is removed by moving the streams down
 _SPARE_SHARE = 1000
-
-
-def _threads() -> int:
-    """Threads for work that releases the GIL: the CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_threads(), thread_name_prefix="netshrink-io")
 
 
 def _header(metadata: dict[str, str], tensor: str, nbytes: int) -> bytes:
@@ -157,11 +146,11 @@ class StreamReader:
         ``zlib.crc32`` release the GIL), each read and checksummed a chunk at a time while the
         chunk is in cache, and the pieces' CRCs combined (``crc.crc32_combine``)."""
         target = target.cast("B")
-        pieces = min(_threads(), max(1, len(target) // (2 * CHUNK_BYTES)))
+        pieces = min(threads(), max(1, len(target) // (2 * CHUNK_BYTES)))
         if pieces == 1:
             return self._read_piece(offset, target)
         bounds = [len(target) * k // pieces for k in range(pieces + 1)]
-        futures = [_pool().submit(self._read_piece, offset + bounds[k], target[bounds[k]:bounds[k + 1]])
+        futures = [pool().submit(self._read_piece, offset + bounds[k], target[bounds[k]:bounds[k + 1]])
                    for k in range(pieces)]
         crc = 0
         for k, future in enumerate(futures):

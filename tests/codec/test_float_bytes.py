@@ -63,3 +63,37 @@ def test_malformed_input_raises_only_format_errors():
     for dtype in ("float16", "int8", None):
         with pytest.raises(NetshrinkFormatError):
             decode_float_bytes(payload, params, array.size, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_tensors_are_coded_in_chunks_each_decoded_alone(dtype, monkeypatch):
+    """Chunks bound the memory of coding one tensor and let threads share the work; the round
+    trip is the same, and the chunked params are checked like the planes."""
+    import netshrink.codec.float_bytes as float_bytes
+
+    monkeypatch.setattr(float_bytes, "CHUNK", 4096)
+    monkeypatch.setattr(float_bytes, "LONG_PLANE", 1024)
+    array = weights(dtype, 3 * 4096 + 5)
+    payload, params = encode_float_bytes(array)
+    assert params["chunk"] == 4096 and len(params["chunks"]) == 4
+    assert decode_float_bytes(payload, params, array.size, dtype).tobytes() == array.tobytes()
+    assert len(payload) < array.nbytes
+    chunks = params["chunks"]
+    for bad in [dict(params, chunks=chunks[:-1]), dict(params, chunk=0), dict(params, chunk=4095),
+                dict(params, chunks=[chunks[0]] * 4), dict(params, planes=chunks[0]),
+                dict(params, chunks=[[dict(p, size=p["size"] + 1) for p in c] for c in chunks])]:
+        with pytest.raises(NetshrinkFormatError):
+            decode_float_bytes(payload, bad, array.size, dtype)
+    for bad in bit_flips(payload, 20):
+        decodes_or_refuses(decode_float_bytes, bad, params, array.size, dtype)
+
+
+def test_a_long_uniform_plane_is_stored_raw_without_running_a_coder(monkeypatch):
+    import netshrink.codec.float_bytes as float_bytes
+
+    calls = []
+    real = float_bytes.encode_symbols
+    monkeypatch.setattr(float_bytes, "encode_symbols", lambda s, a, m: calls.append(m) or real(s, a, m))
+    bits = np.random.default_rng(0).integers(0, 2 ** 16, 1 << 17, dtype=np.uint16)  # every field uniform
+    payload, params = encode_float_bytes(bits, "bfloat16")
+    assert [p["method"] for p in params["planes"]] == ["none", "none"] and calls == ["none", "none"]

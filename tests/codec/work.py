@@ -67,3 +67,18 @@ def torch_allocated(call) -> int:
 # first meta-device decomposition (``arange`` in a rebuilder) imports sympy
 with _TorchAllocations(), torch.device("meta"):
     torch.arange(3)
+
+
+class TorchOps(TorchDispatchMode):
+    """Records ``(op, dtype, numel)`` of every new tensor the torch ops in the block make (views
+    and in-place results are not new)."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not any(ret.alias_info is not None for ret in func._schema.returns):
+            self.outputs += [(str(func), t.dtype, t.numel()) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        return out
