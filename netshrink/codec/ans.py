@@ -103,8 +103,13 @@ def ans_decode(payload: bytes, params: dict, count: int, alphabet_size: int) -> 
     decoded = np.asarray(decoded)
     if not exhausted or decoded.size != count:
         raise NetshrinkFormatError("ans payload is corrupt: it does not decode to exactly the declared symbols")
-    if decoded.min() < 0 or decoded.max() >= alphabet_size:
+    # one pass: a negative symbol makes bincount raise, one past the alphabet lengthens its result
+    try:
+        histogram = np.bincount(decoded, minlength=alphabet_size)
+    except ValueError:
+        histogram = None
+    if histogram is None or histogram.size != alphabet_size:
         raise NetshrinkFormatError("ans payload is corrupt: it decodes to a symbol outside the alphabet")
-    if not np.array_equal(np.bincount(decoded, minlength=alphabet_size), counts):
+    if not np.array_equal(histogram, counts):
         raise NetshrinkFormatError("ans payload is corrupt: decoded symbol counts differ from the stored counts")
     return decoded.astype(out_dtype)

@@ -60,7 +60,8 @@ def _value_count(head: Encoding, params: dict[str, Any]) -> int:
 # --- encoding ------------------------------------------------------------------------------------
 
 #: ``"default"``: a tensor of more than ``SAMPLE_ELEMENTS`` is encoded as its sample says, a
-#: compressed encoding kept only where it saves at least ``MIN_SAVING`` of the raw bytes;
+#: compressed encoding kept only where it saves at least ``MIN_SAVING`` of the raw bytes, its long
+#: symbol streams coded for fast decoding (``entropy.FAST_SLACK``);
 #: ``"max"``: every encoding tried on the whole tensor, the cheapest kept
 EFFORTS = ("default", "max")
 SAMPLE_ELEMENTS = 1 << 16
@@ -89,7 +90,7 @@ def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | Non
         if chosen is not None and _exact(chosen, bits, dtype, shape):
             return chosen
     if effort == "default" and bits.size > SAMPLE_ELEMENTS:
-        return _encode_as_sampled(bits, dtype, shape, entropy)
+        return _encode_as_sampled(bits, dtype, shape, "fast" if entropy == "auto" else entropy)
     return _cheapest_exact(bits, dtype, shape, entropy)
 
 
