@@ -109,7 +109,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     from netshrink.cli import _add_data_args, add_command
 
     p = add_command(commands, "export", "export a checkpoint or .nsk file to ONNX, checked by running ONNX Runtime "
-                    "against PyTorch; --int8 also writes ONNX Runtime's static int8 model", run_export)
+                    "against PyTorch; early exits leave by confidence inside the graph (ONNX If), a slimmable "
+                    "model writes OUT.onnx at its current width and OUT.width-W.onnx per other width; --int8 also "
+                    "writes ONNX Runtime's static int8 model", run_export)
     p.add_argument("file", help="model.safetensors / checkpoint.safetensors / file.nsk")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx, calibrated on validation batches")
@@ -125,7 +127,7 @@ def run_export(args: argparse.Namespace) -> int:
     import netshrink
     from netshrink.cli import _check_fits, _load_any_model
     from netshrink.core.errors import ConfigError
-    from netshrink.quant.onnx_export import export_onnx, onnx_accuracy, quantize_onnx_int8, run_onnx
+    from netshrink.quant.onnx_export import export_onnx_graphs, onnx_accuracy, quantize_onnx_int8, run_onnx
 
     if args.calibration_samples < 1:
         raise ConfigError(f"--calibration-samples must be at least 1, got {args.calibration_samples}")
@@ -135,8 +137,9 @@ def run_export(args: argparse.Namespace) -> int:
     onnx_path = Path(args.onnx)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     check = data.test.x[:256]
-    difference = export_onnx(model, onnx_path, check)
-    print(f"{onnx_path}: ONNX Runtime vs PyTorch max abs difference {difference:.2e} on {len(check)} test images")
+    for path, point, difference in export_onnx_graphs(model, onnx_path, check):
+        print(f"{path}: {point}; ONNX Runtime vs PyTorch max abs difference {difference:.2e} on {len(check)} "
+              "test images")
     if args.int8:
         int8_path = onnx_path.with_suffix(".int8.onnx")
         calibration = (data.val if len(data.val) else data.train).x[:args.calibration_samples]
