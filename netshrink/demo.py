@@ -55,9 +55,11 @@ def comparison_table(report: dict[str, Any]) -> str:
         lines.append(f"{row['stage']}:{row['verb']:<14}{100 * row['val_accuracy']:>8.2f}%{row['file_bytes']:>12,}"
                      f"{row['rate']:>7.1f}x{row['macs']:>12,}{row['latency_ms']:>12.3f}")
     final = report["final"]
+    lines.append(f"rate: against the original model as dense fp32 ({final['baseline_dense_fp32_bytes']:,} bytes, the "
+                 "baseline row)")
     lines.append(f"test accuracy: baseline {100 * final['baseline_test_accuracy']:.2f}%, final "
                  f"{100 * final['test_accuracy']:.2f}% ({final['file_bytes']:,} bytes, {final['rate']:.1f}x smaller "
-                 "than the dense fp32 baseline)")
+                 "than the original dense fp32 model)")
     return "\n".join(lines)
 
 

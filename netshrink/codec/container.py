@@ -9,6 +9,8 @@ too)::
     {"format_version": 4,
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
+     "original_fp32_bytes": dense fp32 bytes of the original model (the rates' baseline; left out
+                            when unknown, as in files written before it was recorded)
      "tensors": {name: {"dtype": "float16",                    (left out for float32)
                         "shape": [...],
                         "chain": "sparse+codebook",            (left out for dense)
@@ -66,6 +68,7 @@ from netshrink.codec.tensor_encodings import (
 from netshrink.codec.validate import (
     FORMAT_VERSION,
     METADATA_KEY,
+    ORIGINAL_BYTES_KEY,
     STREAMS_KEY,
     TensorSpec,
     params_limit,
@@ -78,6 +81,7 @@ from netshrink.core.files import write_atomically
 from netshrink.core.rebuild import check_log, replay
 from netshrink.core.registry import apply_, register
 from netshrink.core.transform_log import get_arch, get_log, set_arch, set_log
+from netshrink.measure.size import original_size, remember_original_size, set_original_size
 
 MAX_FILE_BYTES = 2 ** 40
 #: ``read_tensors`` refuses a file whose decoding would allocate more than this by default, the
@@ -183,8 +187,10 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
         encoded = encode_tensor(tensor, entropy, requested.get(name))
         entries[name] = _tensor_entry(tensor, encoded, dtype)
         streams += _ordered_streams(encoded)
+    remember_original_size(model)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
-                "transform_log": log, "tensors": entries, "stream_crc": _crc(streams)}
+                "transform_log": log, ORIGINAL_BYTES_KEY: original_size(model), "tensors": entries,
+                "stream_crc": _crc(streams)}
     document = {key: value for key, value in document.items() if value not in (None, [])}
     try:
         text = json.dumps(document, separators=(",", ":"), allow_nan=False)
@@ -432,6 +438,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
     _cast_to(model, {name: tensor.dtype for name, tensor in tensors.items()})
     model.load_state_dict(tensors, strict=True)  # copying keeps tied parameters tied
     set_log(model, doc["transform_log"])
+    set_original_size(model, doc[ORIGINAL_BYTES_KEY])
     arch = doc["architecture"]
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])

@@ -113,6 +113,9 @@ def apply_(model: nn.Module, config: Config) -> nn.Module:
             f"no transform is registered for {type(config).__name__}; "
             f"registered: {sorted(c.__name__ for c in _BY_CONFIG)}"
         )
+    from netshrink.measure.size import remember_original_size  # measure imports core
+
+    remember_original_size(model)  # the compression-rate baseline, before anything changes
     details = technique.handler(model, config) or {}
     append_record(model, technique.verb, config, **details)
     return model

@@ -184,7 +184,8 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
     from netshrink.codec.container import save
     from netshrink.core import finalize_
     from netshrink.data import load_dataset
-    from netshrink.measure import dense_fp32_bytes, evaluate
+    from netshrink.measure import evaluate
+    from netshrink.measure.size import fp32_baseline
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,12 +205,16 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         model = load_stage(base_nsk, recipe)
         log(f"[0/{total}] baseline: done before (resumed)")
     else:
+        log(f"[0/{total}] baseline: the starting model as dense fp32 (what every rate is against)")
         model = build_model(recipe, data)
         finalize_(model)
         save(model, base_nsk)
         model = load_stage(base_nsk, recipe)
-        row = {"stage": 0, "verb": "baseline", "dense_fp32_bytes": dense_fp32_bytes(model), "seconds": 0.0,
-               **measure_stage(model, base_nsk, data, dense_fp32_bytes(model))}
+        reference = fp32_baseline(model).nbytes
+        row = {"stage": 0, "verb": "baseline", "dense_fp32_bytes": reference, "seconds": 0.0,
+               **measure_stage(model, base_nsk, data, reference)}
+        # the baseline row is the reference itself (dense fp32, 1.0x); its lossless .nsk is kept aside
+        row.update(nsk_bytes=row["file_bytes"], file_bytes=reference, rate=1.0)
         write_atomically(base_json, json.dumps(row, indent=1).encode())
         rows.append(row)
     baseline_bytes = rows[0]["dense_fp32_bytes"]

@@ -71,7 +71,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     import netshrink
     from netshrink.cli import _check_fits, _load_any_model
     from netshrink.core.errors import ConfigError
-    from netshrink.measure import dense_fp32_bytes, evaluate
+    from netshrink.measure import evaluate
+    from netshrink.measure.size import fp32_baseline
 
     if args.qat_epochs < 0:
         raise ConfigError(f"--qat-epochs must be 0 or more, got {args.qat_epochs}")
@@ -96,8 +97,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.nsk"
     netshrink.save(model, path)
-    size, dense = path.stat().st_size, dense_fp32_bytes(model)
-    line = f"{path}: {size:,} B (dense fp32 {dense:,} B, {dense / size:.1f}x smaller)"
+    line = f"{path}: {fp32_baseline(model).versus(path.stat().st_size)}"
     if data is not None:
         line += f" | test accuracy {evaluate(model, data.test):.4f} (before {before:.4f})"
     print(line)

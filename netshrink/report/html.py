@@ -37,7 +37,8 @@ def render_html(report: dict[str, Any]) -> str:
         f"<h1>netshrink run: {html.escape(report['recipe'])}</h1>",
         f"<p>data {html.escape(report['data'])}; torch {html.escape(report['torch'])} on {report['device']}. "
         f"Test accuracy {final['test_accuracy']:.4f} (baseline {final['baseline_test_accuracy']:.4f}); "
-        f"file {final['file_bytes']:,} bytes against {final['baseline_dense_fp32_bytes']:,} dense fp32 bytes: "
+        f"file {final['file_bytes']:,} bytes against the original model's {final['baseline_dense_fp32_bytes']:,} "
+        "dense fp32 bytes (the baseline row; every rate is against it): "
         f"<b>{final['rate']:.1f}x</b>. Accuracies per stage are on validation; test only here.</p>",
         "<h2>Stages</h2>", _table(stages, STAGE_COLUMNS),
         _image(plots.accuracy_vs_size(stages), "accuracy against file size"),
