@@ -196,6 +196,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from netshrink.data import load_dataset
     from netshrink.measure import format_layer_table, layer_table, measure_model
+    from netshrink.measure.macs import counted_path
     from netshrink.measure.size import fp32_baseline
 
     model = _load_any_model(args.checkpoint)
@@ -214,7 +215,8 @@ def run_eval(args: argparse.Namespace) -> int:
     print(format_layer_table(layer_table(model, data.input_shape)))
     lat = report["latency"]
     print(f"\ntest accuracy {report['accuracy']:.4f} | params {report['params']:,} "
-          f"(nonzero {report['nonzero_params']:,}) | MACs {report['macs']:,} | file "
+          f"(nonzero {report['nonzero_params']:,}) | MACs {report['macs']:,}"
+          f"{'' if counted_path(model) is None else f' ({counted_path(model)})'} | file "
           f"{fp32_baseline(model).versus(report['file_bytes'])}\n"
           f"latency ({args.threads} thread(s)): batch 1 {lat['batch_1']['median_ms']:.3f} ms, "
           f"batch 256 {lat['batch_256']['median_ms']:.2f} ms (median)")

@@ -205,7 +205,7 @@ def _dispatching_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     fixed = int(model.exit_fixed)
     if 0 <= fixed < len(model.exit_heads):
         return _fixed(model, x, fixed)
-    if fixed >= 0 or bool((model.exit_thresholds >= 1.0).all()):
+    if not leaves_by_confidence(model):
         return type(model).forward(model, x)
     return _by_difficulty(model, x)
 
@@ -283,6 +283,11 @@ def _early_exit(model: nn.Module, config: EarlyExit) -> dict[str, Any]:
 def early_exit_(model: nn.Module, config: EarlyExit) -> nn.Module:
     """Add exits after ``config.after``'s blocks, in place (logged); returns the model."""
     return apply_(model, config)
+
+
+def leaves_by_confidence(model: nn.Module) -> bool:
+    """Whether the model's cost depends on its input: no fixed exit and a threshold below 1."""
+    return int(model.exit_fixed) < 0 and not bool((model.exit_thresholds >= 1.0).all())
 
 
 def set_exit(model: nn.Module, k: int | None) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from netshrink.dynamic.early_exit import SPEC_ATTR, confidence, exit_spec
+from netshrink.dynamic.early_exit import SPEC_ATTR, confidence, exit_spec, leaves_by_confidence
 from netshrink.dynamic.slimmable import WIDTHS_ATTR, get_width, set_width
 from netshrink.dynamic.stages import cached_stages
 
@@ -46,7 +46,7 @@ class ExitGraph(nn.Module):
         self.criterion = spec.criterion
         self.register_buffer("thresholds", model.exit_thresholds.detach().clone())
         fixed = int(model.exit_fixed)
-        if fixed < 0 and bool((self.thresholds >= 1.0).all()):
+        if fixed < 0 and not leaves_by_confidence(model):
             fixed = len(self.heads)  # nobody leaves early: the whole network
         self.fixed = fixed  # -1: leave by confidence
 

@@ -78,6 +78,7 @@ def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -
     from netshrink.codec.inspect import inspect_file
     from netshrink.measure import count_macs, evaluate
     from netshrink.measure.latency import measure_latency
+    from netshrink.measure.macs import counted_path
     from netshrink.measure.size import count_nonzero, count_parameters
 
     model.eval()
@@ -89,6 +90,7 @@ def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -
         "params": count_parameters(model),
         "nonzero_params": count_nonzero(model),
         "macs": count_macs(model, data.input_shape),
+        "macs_counted": counted_path(model),  # None: the one path the model runs
         "latency_ms": measure_latency(model, data.input_shape, batch_size=1, threads=1, repeats=10)["median_ms"],
         "layers": [{k: r[k] for k in ("name", "encoding", "weights", "kept_pct", "bits_per_weight",
                                       "bits_per_index", "bytes", "rate")} for r in inspect_file(nsk)],
