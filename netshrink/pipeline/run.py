@@ -73,8 +73,8 @@ def load_stage(path: Path, recipe: Recipe) -> nn.Module:
 
 def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -> dict[str, Any]:
     """Validation accuracy, file bytes and rate against the baseline's dense fp32 file, parameters,
-    nonzeros, MACs, batch-1 latency (1 thread), per-layer rows of the file, and the dynamic
-    profile table where the model has one."""
+    nonzeros, MACs, batch-1 latency (1 thread, on validation inputs), per-layer rows of the file,
+    and the dynamic profile table where the model has one."""
     from netshrink.codec.inspect import inspect_file
     from netshrink.measure import count_macs, evaluate
     from netshrink.measure.latency import measure_latency
@@ -91,8 +91,9 @@ def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -
         "nonzero_params": count_nonzero(model),
         "macs": count_macs(model, data.input_shape),
         "macs_counted": counted_path(model),  # None: the one path the model runs
-        "latency_ms": measure_latency(model, data.input_shape, batch_size=1, threads=1, repeats=10)["median_ms"],
-        "layers": [{k: r[k] for k in ("name", "encoding", "weights", "kept_pct", "bits_per_weight",
+        "latency_ms": measure_latency(model, data.input_shape, batch_size=1, threads=1, repeats=10,
+                                      inputs=data.val.x if len(data.val.x) else data.train.x)["median_ms"],
+        "layers": [{k: r[k] for k in ("name", "shape", "encoding", "weights", "kept_pct", "bits_per_weight",
                                       "bits_per_index", "bytes", "rate")} for r in inspect_file(nsk)],
     }
     profile = _profile_points(model)

@@ -12,6 +12,7 @@ from netshrink.core.errors import ConfigError
 from netshrink.measure.size import dense_fp32_bytes
 from netshrink.models import create
 from netshrink.pipeline import parse_recipe, run_recipe
+from netshrink.report.plots import weight_rows
 
 FIT = {"lr": 0.05, "deterministic": True, "batch_size": 256}
 PRUNE_CLUSTER = {
@@ -80,6 +81,8 @@ def test_html_report_is_self_contained(finished):
     assert page.count('src="data:image/png;base64,') >= 2
     assert "http" not in page and "<script" not in page
     assert "cluster" in page and "fc1.weight" in page
+    plotted = weight_rows(json.loads((out / "report.json").read_text())["stages"][-1]["layers"])
+    assert [r["name"] for r in plotted] == ["fc1.weight", "fc2.weight", "fc3.weight"]  # no biases in the line
 
 
 def test_resume_redoes_only_unfinished_stages(finished, tmp_path):
