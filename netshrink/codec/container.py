@@ -10,6 +10,8 @@ too)::
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
      "sections": {name: {...}},        (measurements such as a dynamic profile; left out when empty)
+     "original_fp32_bytes": dense fp32 bytes of the original model (the rates' baseline; left out
+                            when unknown, as in files written before it was recorded)
      "tensors": {name: {"dtype": "float16",                    (left out for float32)
                         "shape": [...],
                         "chain": "sparse+codebook",            (left out for dense)
@@ -66,6 +68,7 @@ from netshrink.codec.tensor_encodings import (
 from netshrink.codec.validate import (
     FORMAT_VERSION,
     METADATA_KEY,
+    ORIGINAL_BYTES_KEY,
     STREAMS_KEY,
     TensorSpec,
     params_limit,
@@ -76,6 +79,7 @@ from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatEr
 from netshrink.core.files import write_atomically
 from netshrink.core.rebuild import check_log, replay
 from netshrink.core.transform_log import get_arch, get_log, get_sections, set_arch, set_log, set_section
+from netshrink.measure.size import original_size, remember_original_size, set_original_size
 
 MAX_FILE_BYTES = 2 ** 40
 #: ``read_tensors`` refuses a file whose decoding would allocate more than this by default, the
@@ -149,9 +153,10 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
         encoded = encode_tensor(tensor, entropy, requested.get(name))
         entries[name] = _tensor_entry(tensor, encoded, dtype)
         streams += _ordered_streams(encoded)
+    remember_original_size(model)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
-                "transform_log": log, "sections": get_sections(model), "tensors": entries,
-                "stream_crc": _crc(streams)}
+                "transform_log": log, "sections": get_sections(model), ORIGINAL_BYTES_KEY: original_size(model),
+                "tensors": entries, "stream_crc": _crc(streams)}
     document = {key: value for key, value in document.items()
                 if value not in (None, []) and (key != "sections" or value)}
     try:
@@ -414,6 +419,7 @@ def load(path: str | os.PathLike, model: nn.Module | None = None, max_params: in
     set_log(model, doc["transform_log"])
     for name, value in doc["sections"].items():
         set_section(model, name, value)
+    set_original_size(model, doc[ORIGINAL_BYTES_KEY])
     arch = doc["architecture"]
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])

@@ -50,6 +50,11 @@ MAX_TOTAL_BYTES = 2 ** 36  # 64 GiB of decoded tensors
 #: passes a larger ``max_params``
 PARAMS_PER_FILE_BYTE = 1024
 PARAMS_FLOOR = 2 ** 24
+#: the document's record of the original model's dense fp32 bytes (the baseline of compression
+#: rates, ``measure.size.fp32_baseline``); absent in files written before it was recorded
+ORIGINAL_BYTES_KEY = "original_fp32_bytes"
+#: a pebibyte: more than any model's fp32 state dict, so a larger number is a corrupt field
+MAX_ORIGINAL_BYTES = 2 ** 50
 
 
 def params_limit(file_bytes: int) -> int:
@@ -93,7 +98,8 @@ def _dict(value: Any, what: str) -> dict:
 
 def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
     """The JSON document from the safetensors string metadata, with the fields the writer leaves
-    out when empty filled in (``architecture``: None, ``transform_log``: [])."""
+    out when empty filled in (``architecture``: None, ``transform_log``: [], ``original_fp32_bytes``:
+    None)."""
     if not metadata or METADATA_KEY not in metadata:
         _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
     try:
@@ -119,6 +125,8 @@ def parse_metadata(metadata: dict[str, str] | None) -> dict[str, Any]:
         _fail("sections must map names to JSON objects")
     _dict(doc.get("tensors"), "tensors")
     checked_int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
+    if doc.setdefault(ORIGINAL_BYTES_KEY, None) is not None:
+        checked_int(doc[ORIGINAL_BYTES_KEY], 0, MAX_ORIGINAL_BYTES, ORIGINAL_BYTES_KEY)
     return doc
 
 
