@@ -39,7 +39,7 @@ import numpy as np
 from safetensors.numpy import load_file
 from sklearn.cluster import KMeans
 
-from benchmarks.common import CHECKPOINTS, target, targets_markdown, update_benchmarks_md, write_results
+from benchmarks.common import CHECKPOINTS, publish, results_doc, target, targets_markdown
 from netshrink.codec.ans import ans_decode, ans_encode
 from netshrink.codec.bitpack import pack_bits, unpack_bits
 from netshrink.codec.entropy import packed_bits_per_symbol, shannon_bits, stored_size
@@ -196,7 +196,10 @@ def gap_stream() -> tuple[np.ndarray, int, dict]:
     return gaps.astype(np.int64), 2**index_bits, info
 
 
-def markdown(measurements: dict, targets: list[dict], source: str, load: list[float]) -> str:
+def markdown(doc: dict) -> str:
+    """The codec section of BENCHMARKS.md, from the results file alone."""
+    measurements, targets = doc["measurements"], doc["targets"]
+    source, load = doc["source"], doc["load_average_start_end"]
     lines = ["## Codec (entropy stages)", "",
              (f"`python benchmarks/codec.py` (weights: {source}). Bits/symbol include each "
               "coder's stored tables; throughput in symbols/s is the best of 5 to 25 timings (up to 2 s), each of "
@@ -253,15 +256,12 @@ def main() -> None:
     sources = set(cluster_info["model_sources"].values())
     source = "trained" if sources == {"trained"} else "untrained-fallback"
     load = [load_at_start, os.getloadavg()[0]]
-    write_results("codec", measurements, targets, source=source, load_average_start_end=load,
-                  notes=f"dahuffman (pure Python) timed on the whole stream up to {DAHUFFMAN_PREFIX} symbols, "
-                        "on an evenly strided sample of that many above; zlib/lzma compress the pack_bits "
-                        "bytes, packing time included; the 10M cluster stream tiles the real weights' "
-                        "indices (1.13M), which LZ matching exploits, so zlib/lzma also run on the untiled "
-                        "base stream there")
-    table = markdown(measurements, targets, source, load)
-    update_benchmarks_md("codec", table)
-    print(table)
+    notes = (f"dahuffman (pure Python) timed on the whole stream up to {DAHUFFMAN_PREFIX} symbols, on an evenly "
+             "strided sample of that many above; zlib/lzma compress the pack_bits bytes, packing time included; the "
+             "10M cluster stream tiles the real weights' indices (1.13M), which LZ matching exploits, so zlib/lzma "
+             "also run on the untiled base stream there")
+    publish("codec", results_doc("codec", measurements, targets, source=source, load_average_start_end=load,
+                                 notes=notes), markdown)
     print(json.dumps([t for t in targets if not t["met"]], indent=2) if not all(t["met"] for t in targets) else
           "all targets met")
 

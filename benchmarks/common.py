@@ -41,12 +41,13 @@ def target(name: str, value: float, goal: float, op: str) -> dict:
     return {"name": name, "value": value, "target": goal, "op": op, "met": bool(met)}
 
 
-def results_doc(name: str, measurements: dict, targets: list[dict], **extra) -> dict:
-    """A results file's content: the benchmark, the date and machine, its targets, ``extra`` facts
+def results_doc(name: str, measurements: dict, targets: list[dict], date: str | None = None, **extra) -> dict:
+    """A results file's content: the benchmark, the date (now, or the ``date`` a run began when it
+    publishes more than once as its stages finish) and machine, its targets, ``extra`` facts
     (whatever its BENCHMARKS.md section reads besides the measurements) and the raw measurements."""
     return {
         "benchmark": name,
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "date": date or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "targets": targets,
         **extra,
@@ -75,7 +76,8 @@ def with_history(doc: dict, previous: dict | None, path: Path) -> dict:
     """``doc`` with its ``history``: the previous file's runs, never dropped, and this one appended.
 
     A previous file written before histories were kept counts as one run, published at the last
-    commit that touched ``path``. Republishing the same run (same date and targets) adds nothing."""
+    commit that touched ``path``. A run is known by its date: republishing it unchanged adds
+    nothing, and a run that publishes again as more of its stages finish replaces its own entry."""
     if previous is None:
         runs = list(doc.get("history", []))
     elif "history" in previous:
@@ -83,8 +85,11 @@ def with_history(doc: dict, previous: dict | None, path: Path) -> dict:
     else:
         runs = [history_entry(previous, _git("log", "-1", "--format=%h", "--", str(path)))]
     entry = json.loads(json.dumps(history_entry(doc, _git("rev-parse", "--short", "HEAD"))))  # as read back
-    if not any(run["date"] == entry["date"] and run["targets"] == entry["targets"] for run in runs):
+    same_run = [i for i, run in enumerate(runs) if run["date"] == entry["date"]]
+    if not same_run:
         runs.append(entry)
+    elif runs[same_run[-1]]["targets"] != entry["targets"]:
+        runs[same_run[-1]] = entry
     return {**{key: value for key, value in doc.items() if key != "history"}, "history": runs}
 
 
@@ -119,6 +124,12 @@ def clear_by_three_std(value: float, goal: float, std: float | None) -> bool:
     decides the target; otherwise it is judged on the mean of several (:func:`seeded_target`).
     An unmeasured std (None: one seed) never makes a target clear."""
     return std is not None and abs(value - goal) > 3 * std
+
+
+def repo_path(path: Path) -> str:
+    """``path`` as a section names it: relative to the repository root when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def targets_markdown(targets: list[dict]) -> str:

@@ -67,12 +67,17 @@ def test_history_keeps_every_published_run_and_its_misses(monkeypatch, tmp_path)
     assert json.loads((tmp_path / "results" / "toy.json").read_text()) == written
 
 
-def test_republishing_the_same_run_adds_no_history(monkeypatch, tmp_path):
+def test_republishing_a_run_adds_no_history(monkeypatch, tmp_path):
     _isolated(monkeypatch, tmp_path)
+    common.write_results("toy", _run("2025-12-31T00:00:00+00:00", 0.8))
     run = _run("2026-01-01T00:00:00+00:00", 0.85)
     common.write_results("toy", run)
     again = common.write_results("toy", json.loads((tmp_path / "results" / "toy.json").read_text()))
-    assert len(again["history"]) == 1
+    assert [r["date"] for r in again["history"]] == ["2025-12-31T00:00:00+00:00", "2026-01-01T00:00:00+00:00"]
+    more = {**run, "targets": run["targets"] + [common.target("size", 2.0, 1.0, "<=")]}  # a later stage finished
+    history = common.write_results("toy", more)["history"]
+    assert [len(r["targets"]) for r in history] == [1, 2]
+    assert not history[-1]["targets"][-1]["met"]
 
 
 def test_a_file_from_before_histories_is_its_first_run(monkeypatch, tmp_path):
