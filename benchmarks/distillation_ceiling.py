@@ -456,7 +456,7 @@ def publish(doc: dict) -> None:
     """Write ``doc`` to ``benchmarks/results`` and its section of BENCHMARKS.md."""
     if doc.get("quick"):
         raise SystemExit("a --quick result is a smoke test; it is not published")
-    publish_results("distillation_ceiling", doc, markdown(doc))
+    publish_results("distillation_ceiling", doc, markdown)
 
 
 if __name__ == "__main__":

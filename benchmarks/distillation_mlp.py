@@ -402,7 +402,7 @@ def main() -> None:
         write_atomically(out / "distillation_mlp.json", (json.dumps(doc, indent=2) + "\n").encode())
         print(markdown(doc))
         return
-    publish("distillation_mlp", doc, markdown(doc))
+    publish("distillation_mlp", doc, markdown)
 
 
 if __name__ == "__main__":
