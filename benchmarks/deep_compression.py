@@ -65,13 +65,26 @@ def uncoded_rate(out: Path, report: dict) -> float:
     return report["final"]["baseline_dense_fp32_bytes"] / plain.stat().st_size
 
 
-def layer_table(rows: list[dict]) -> str:
-    """Deep Compression's Tables 2 and 3: weights, kept %, bits per kept weight, index bits, rate."""
-    lines = ["| layer | weights | weights kept % | bits / weight | index bits | rate |", "|---|---|---|---|---|---|"]
+def layer_table(rows: list[dict], file_bytes: int) -> str:
+    """Deep Compression's Tables 2 and 3 in the paper's definitions (Han et al. 2016, sec. 6):
+    weights, weights kept, bits per kept weight (the value stream's bits over the kept weights) and
+    index bits per kept weight (the relative-index stream, sec. 3) where the positions are a stream of
+    their own; a tensor whose zeros are coded among its values (one stream) has its whole stream as
+    bits per kept weight and no index column. The bytes column adds up to the file: the last row is
+    the container's header and document."""
+    lines = ["| layer | weights | weights kept % | bits / kept weight | index bits | bytes | rate |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        index = "-" if r["bits_per_index"] is None else f"{r['bits_per_index']:.2f}"
-        lines.append(f"| {r['name']} | {r['weights']:,} | {r['kept_pct']:.1f} | {r['bits_per_weight']:.2f} | {index} | "
-                     f"{r['rate']:.1f}x |")
+        kept = max(1.0, r["weights"] * r["kept_pct"] / 100)
+        index_bits = r["bits_per_index"]
+        per = r["weights"] if index_bits is None else kept  # inspect's bits are per weight unless sparse
+        value_bits = r["bits_per_weight"] * per / kept
+        index = "-" if index_bits is None else f"{index_bits:.2f}"
+        lines.append(f"| {r['name']} | {r['weights']:,} | {r['kept_pct']:.1f} | {value_bits:.2f} | {index} | "
+                     f"{r['bytes']:,} | {r['rate']:.1f}x |")
+    overhead = file_bytes - sum(r["bytes"] for r in rows)
+    lines.append(f"| header and document | | | | | {overhead:,} | |")
+    lines.append(f"| **file** | {sum(r['weights'] for r in rows):,} | | | | **{file_bytes:,}** | |")
     return "\n".join(lines)
 
 
@@ -87,7 +100,7 @@ def recipe_section(name: str, m: dict) -> str:
             f"test accuracy {100 * m['test_accuracy']:.2f}% (baseline "
             f"{100 * m['baseline_test_accuracy']:.2f}%, {m['drop_points']:+.2f} points below). Rate after each "
             "stage: " + ", ".join(f"{k} {v:.1f}x" for k, v in m["rate_after_stage"].items()) + ".\n\n"
-            + layer_table(m["layers"]))
+            + layer_table(m["layers"], m["file_bytes"]))
 
 
 def markdown(doc: dict) -> str:
