@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from netshrink.core.errors import ConfigError
 from netshrink.core.selection import LayerFilter, select
@@ -31,16 +32,29 @@ LAYER_KINDS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 def solvable_layers(model: nn.Module, layers: Sequence[str] | None = None,
                     filter_fn: LayerFilter | None = None) -> dict[str, nn.Module]:
-    """``core.select`` among the ``LAYER_KINDS`` whose inputs a hook sees: the output projection of
-    an ``nn.MultiheadAttention`` is left out (the attention uses its weight without calling it), and
-    naming one is a one-line ConfigError."""
+    """``core.select`` among the ``LAYER_KINDS``, less two kinds of layer a solver cannot change on
+    its own: the output projection of an ``nn.MultiheadAttention`` (the attention uses its weight
+    without calling it, so no hook sees its inputs) and a layer whose weight is tied to another
+    module's (a language model's output layer and token embedding: a solver writing it would change
+    the other module too). Naming one of them is a one-line ConfigError."""
     hidden = {f"{name}.out_proj" if name else "out_proj" for name, m in model.named_modules()
               if isinstance(m, nn.MultiheadAttention)}
-    named = [name for name in layers or () if name in hidden]
-    if named:
-        raise ConfigError(f"layer {named[0]!r} is the output projection of an nn.MultiheadAttention, whose inputs "
-                          "calibration cannot see; leave it out")
-    return {name: m for name, m in select(model, layers, filter_fn, kinds=LAYER_KINDS).items() if name not in hidden}
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
+    chosen = select(model, layers, filter_fn, kinds=LAYER_KINDS)
+    kept = {}
+    for name, module in chosen.items():
+        stored = module.parametrizations["weight"].original if parametrize.is_parametrized(module, "weight") \
+            else module.weight
+        others = [owner for owner in owners.get(id(stored), []) if not owner.startswith(f"{name}.")]
+        why = "is the output projection of an nn.MultiheadAttention, whose inputs calibration cannot see" \
+            if name in hidden else f"shares its weight with {others[0]!r}" if others else None
+        if why is None:
+            kept[name] = module
+        elif layers is not None:
+            raise ConfigError(f"layer {name!r} {why}; leave it out")
+    return kept
 
 
 def groups_of(layer: nn.Module) -> int:

@@ -7,6 +7,7 @@ from torch import nn
 
 from netshrink.calibration.hessian import LayerInputs, input_rows, solvable_layers
 from netshrink.core.errors import ConfigError
+from netshrink.prune import MagnitudePrune, prune_
 from tests.models import UserTransformer
 
 LAYERS = {
@@ -60,8 +61,18 @@ def test_the_running_hessian_is_twice_the_mean_outer_product(kind):
 
 def test_the_attention_output_projection_is_left_out_and_naming_it_is_one_line():
     model = UserTransformer()
-    assert "encoder.self_attn.out_proj" not in solvable_layers(model)
     assert {"embed", "encoder.linear1", "encoder.linear2", "head"} == set(solvable_layers(model))
     with pytest.raises(ConfigError, match="output projection of an nn.MultiheadAttention") as info:
         solvable_layers(model, ("encoder.self_attn.out_proj",))
+    assert "\n" not in str(info.value)
+
+
+def test_a_layer_tied_to_another_module_is_left_out_and_naming_it_is_one_line():
+    model = nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 4), nn.Linear(4, 5, bias=False))
+    model[2].weight = model[0].weight
+    assert set(solvable_layers(model)) == {"1"}
+    prune_(model, MagnitudePrune(sparsity=0.5))  # the same under a mask
+    assert set(solvable_layers(model)) == {"1"}
+    with pytest.raises(ConfigError, match="layer '2' shares its weight with '0.weight'") as info:
+        solvable_layers(model, ("1", "2"))
     assert "\n" not in str(info.value)

@@ -18,6 +18,7 @@ CONFIGS = {
     "magnitude_prune": netshrink.MagnitudePrune(sparsity=0.5),
     "structured_prune": netshrink.StructuredPrune(amount=0.5),
     "quantize": netshrink.Quantize(bits=4, granularity="channel"),
+    "gptq": netshrink.GPTQ(bits=4, group_size=8, act_order=True, calibration_data=token_inputs(8, seed=1)),
     "cluster": netshrink.Cluster(bits=3),
     "binarize": netshrink.Binarize(method="bwn"),
     "low_rank": netshrink.LowRank(rank=2),
