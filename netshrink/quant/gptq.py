@@ -28,21 +28,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.calibration.batches import BATCH_SIZE, calibration_batches
-from netshrink.calibration.hessian import LayerInputs, groups_of, solvable_layers
-from netshrink.calibration.layerwise import layerwise
+from netshrink.calibration.batches import BATCH_SIZE
+from netshrink.calibration.hessian import LAYER_KINDS, LayerInputs, groups_of
 from netshrink.calibration.obs import BLOCK_SIZE, inverse_hessian_factor, sweep
+from netshrink.calibration.solve import refuse_other_parametrizations, row_groups, solve_layers, write_weight
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
 from netshrink.core.selection import LayerFilter, check_layer_names
-from netshrink.prune.masks import Mask, current_mask
+from netshrink.prune.masks import current_mask
 from netshrink.quant.calibration import SCHEMES, Grid, calibrate
 from netshrink.quant.layers import check_bits, check_finite
 from netshrink.quant.uniform import MAX_BITS, MIN_BITS, FakeQuantize, quantize_
@@ -168,76 +169,36 @@ def gptq_weight(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQ, mask:
 
 def _check_layer(name: str, module: nn.Module, config: GPTQ) -> None:
     check_finite(module.weight, name)
-    if parametrize.is_parametrized(module, "weight"):
-        other = [type(p).__name__ for p in module.parametrizations["weight"] if not isinstance(p, Mask)]
-        if other:
-            raise ConfigError(f"layer {name!r} already carries {other[0]}; call finalize_(model) before GPTQ")
+    refuse_other_parametrizations(name, module, "GPTQ")
     columns = module.weight[0].numel() // groups_of(module)
     if config.group_size is not None and columns % config.group_size:
         raise ConfigError(f"group_size {config.group_size} does not divide the {columns} input columns of layer "
                           f"{name!r}; choose a divisor of it, or leave that layer out")
 
 
-def _quantize_layer(module: nn.Module, stats: LayerInputs, config: GPTQ, name: str) -> tuple[Grid, dict]:
-    """GPTQ of one layer (each group of a grouped convolution on its own Hessian); the quantized
-    weight is written into the layer's weight (the original under a mask)."""
+def _quantize_layer(name: str, module: nn.Module, inputs: LayerInputs, config: GPTQ) -> tuple[dict, Callable]:
+    """GPTQ of one layer (each group of a grouped convolution on its own Hessian), written into the
+    layer's stored weight; installing puts the grid on as a parametrization."""
     weight = module.weight.detach().flatten(1)
     mask = current_mask(module, "weight")
-    mask = mask.flatten(1) if mask is not None else None
-    groups = groups_of(module)
-    per_group = weight.shape[0] // groups
     parts, loss = [], 0.0
-    for g in range(groups):
-        rows = slice(g * per_group, (g + 1) * per_group)
-        quantized, grid, part_loss = gptq_weight(weight[rows], stats.hessian[g], config,
-                                                 None if mask is None else mask[rows], name)
+    for g, rows in enumerate(row_groups(module)):
+        quantized, grid, part_loss = gptq_weight(weight[rows], inputs.hessian[g], config,
+                                                 None if mask is None else mask.flatten(1)[rows], name)
         parts.append((quantized, grid))
         loss += part_loss
-    quantized = torch.cat([q for q, _ in parts]).reshape(module.weight.shape)
+    write_weight(module, torch.cat([q for q, _ in parts]))
     grid = Grid(torch.cat([g.scale for _, g in parts]), torch.cat([g.zero_point for _, g in parts]),
                 parts[0][1].qmin, parts[0][1].qmax, parts[0][1].group_size)
-    with torch.no_grad():
-        _stored(module).copy_(quantized.to(module.weight.dtype))
-    return grid, {"bits": config.bits, "group_size": config.group_size, "loss": loss}
-
-
-def _stored(module: nn.Module) -> torch.Tensor:
-    """The tensor holding the layer's weight: the original under a mask, else the weight."""
-    return module.parametrizations["weight"].original if parametrize.is_parametrized(module, "weight") \
-        else module.weight
+    return ({"bits": config.bits, "group_size": config.group_size, "loss": loss},
+            lambda: parametrize.register_parametrization(module, "weight", FakeQuantize(grid)))
 
 
 def _check(model: nn.Module, record: dict) -> None:
-    record_checks.layers(model, record.get("layers"), (nn.Linear, nn.Conv1d, nn.Conv2d))
+    record_checks.layers(model, record.get("layers"), LAYER_KINDS)
 
 
 @register(GPTQ, "gptq", rebuild=None, check=_check, verb=quantize_)
 def _gptq(model: nn.Module, config: GPTQ) -> dict:
-    # checked here, not in the config: a config read back from a log never has its unlogged data
-    if config.calibration_data is None:
-        raise ConfigError("GPTQ needs calibration_data: a few batches of the model's inputs (e.g. 128 token "
-                          "sequences, or data.val.x[:512])")
-    layers = solvable_layers(model, config.layers, config.filter_fn)
-    if not layers:
-        raise ConfigError(f"nothing to quantize in {type(model).__name__}: no Linear or Conv layer passes the "
-                          "filter; check filter_fn or layers")
-    for name, module in layers.items():
-        _check_layer(name, module, config)
-    batches = calibration_batches(config.calibration_data, config.batch_size)
-    saved = {name: _stored(module).detach().clone() for name, module in layers.items()}
-    grids, details = {}, {}
-
-    def solve(stats: dict[str, LayerInputs]) -> None:
-        for name, layer_stats in stats.items():
-            grids[name], details[name] = _quantize_layer(layers[name], layer_stats, config, name)
-
-    try:
-        blocks = layerwise(model, layers, batches, solve)
-    except BaseException:
-        with torch.no_grad():  # nothing half-quantized: every layer back as it was
-            for name, module in layers.items():
-                _stored(module).copy_(saved[name])
-        raise
-    for name, module in layers.items():
-        parametrize.register_parametrization(module, "weight", FakeQuantize(grids[name]))
-    return {"layers": details, "blocks": blocks}
+    return solve_layers(model, config, lambda name, module, inputs: _quantize_layer(name, module, inputs, config),
+                        lambda name, module: _check_layer(name, module, config))
