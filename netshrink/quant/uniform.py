@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
-from netshrink.core.registry import apply_, register, technique_for
+from netshrink.core.registry import apply_, register, technique_for, techniques
 from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
 from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
@@ -132,8 +132,9 @@ def quantize_(model: nn.Module, config: Config) -> nn.Module:
     calibration data); logged. Returns the model."""
     technique = technique_for(config)
     if technique is None or technique.verb is not quantize_:
-        raise ConfigError(f"quantize_ takes a quantization config (Quantize, GPTQ), got {type(config).__name__}; "
-                          "use apply_ for other techniques")
+        known = ", ".join(t.config_type.__name__ for t in techniques() if t.verb is quantize_)
+        raise ConfigError(f"quantize_ takes a quantization config ({known}), got {type(config).__name__}; use "
+                          "apply_ for other techniques")
     return apply_(model, config)
 
 

@@ -17,6 +17,8 @@ pytest.importorskip("transformers")
 CONFIGS = {
     "magnitude_prune": netshrink.MagnitudePrune(sparsity=0.5),
     "structured_prune": netshrink.StructuredPrune(amount=0.5),
+    "sparsegpt": netshrink.SparseGPT(sparsity=0.5, calibration_data=token_inputs(8, seed=1)),
+    "wanda": netshrink.Wanda(pattern="2:4", calibration_data=token_inputs(8, seed=1)),
     "quantize": netshrink.Quantize(bits=4, granularity="channel"),
     "gptq": netshrink.GPTQ(bits=4, group_size=8, act_order=True, calibration_data=token_inputs(8, seed=1)),
     "cluster": netshrink.Cluster(bits=3),
