@@ -67,7 +67,7 @@ class _MaskTarget:
     def __init__(self, pivots: torch.Tensor, config: SparseGPT, prior: torch.Tensor | None, rows: int) -> None:
         self.pivots, self.prior, self.sparsity = pivots, prior, config.fraction
         self.n_m = parse_pattern(config.pattern)
-        self.mask = torch.ones(rows, len(pivots))
+        self.mask = torch.ones(rows, len(pivots), device=pivots.device)
 
     def column(self, j: int, block: torch.Tensor, offset: int) -> torch.Tensor:
         if self.n_m is None and offset == 0:

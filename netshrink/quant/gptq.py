@@ -120,8 +120,8 @@ class _GridTarget:
         self.config, self.order, self.mask = config, order, mask
         self.group = config.group_size or columns
         groups = columns // self.group
-        self.scale = torch.ones(rows, groups)
-        self.zero_point = torch.zeros(rows, groups, dtype=torch.int32)
+        self.scale = torch.ones(rows, groups, device=weight.device)
+        self.zero_point = torch.zeros(rows, groups, dtype=torch.int32, device=weight.device)
         self.qmin = self.qmax = 0
         self.lazy = config.group_size is not None and not config.act_order
         if not self.lazy:  # one grid per channel, or static groups: from the weights before the sweep
@@ -157,7 +157,7 @@ def gptq_weight(weight: torch.Tensor, hessian: torch.Tensor, config: GPTQ, mask:
     dead = torch.diagonal(hessian) == 0
     weight[:, dead] = 0  # inputs that never varied: their weights cannot matter on this data
     order = torch.argsort(torch.diagonal(hessian), descending=True, stable=True) if config.act_order \
-        else torch.arange(weight.shape[1])
+        else torch.arange(weight.shape[1], device=weight.device)
     factor, _ = inverse_hessian_factor(hessian[order][:, order], config.damp, layer)
     target = _GridTarget(weight, config, order, mask)
     block = math.ceil(config.block_size / target.group) * target.group if config.group_size else config.block_size
