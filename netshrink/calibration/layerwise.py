@@ -59,14 +59,14 @@ class _Call:
         return self.args[self.hidden] if isinstance(self.hidden, int) else self.kwargs[self.hidden]
 
 
-def _call_of(args: tuple, kwargs: dict) -> _Call:
+def _call_of(args: tuple, kwargs: dict) -> _Call | None:
+    """The call with its hidden state: the first positional input, else the keyword
+    ``hidden_states``, else the first tensor keyword; None when no input is a tensor."""
     if args and isinstance(args[0], torch.Tensor):
         return _Call(args, kwargs, 0)
     key = "hidden_states" if "hidden_states" in kwargs else next(
         (k for k, v in kwargs.items() if isinstance(v, torch.Tensor)), None)
-    if key is None:
-        raise ConfigError("the model's first block takes no tensor input; calibrate it as one block")
-    return _Call(args, kwargs, key)
+    return None if key is None else _Call(args, kwargs, key)
 
 
 def _main(output: Any) -> Any:
@@ -92,13 +92,14 @@ def find_blocks(model: nn.Module, layers: Mapping[str, nn.Module], first_batch: 
 
 def _chained(model: nn.Module, blocks: list[nn.Module], batch: Inputs) -> bool:
     """Whether on ``batch`` each block runs once, in order, the next one on the previous one's output."""
-    seen: list[tuple[int, Any, Any]] = []
+    seen: list[list[Any]] = []  # [block index, hidden input, hidden output] per call
 
     def before(index, module, args, kwargs):
-        seen.append((index, _call_of(args, kwargs).hidden_value() if (args or kwargs) else None, None))
+        call = _call_of(args, kwargs)
+        seen.append([index, None if call is None else call.hidden_value(), None])
 
     def after(index, module, args, kwargs, output):
-        seen[-1] = (*seen[-1][:2], _main(output))
+        seen[-1][2] = _main(output)
 
     handles = [b.register_forward_pre_hook(lambda m, a, k, i=i: before(i, m, a, k), with_kwargs=True)
                for i, b in enumerate(blocks)]
@@ -106,14 +107,10 @@ def _chained(model: nn.Module, blocks: list[nn.Module], batch: Inputs) -> bool:
                 for i, b in enumerate(blocks)]
     try:
         run_calibration(model, batch, 0)
-    except ConfigError as error:
-        if "takes no tensor input" in str(error):
-            return False
-        raise
     finally:
         for handle in handles:
             handle.remove()
-    return [i for i, _, _ in seen] == list(range(len(blocks))) and all(
+    return [i for i, _, _ in seen] == list(range(len(blocks))) and seen[0][1] is not None and all(
         seen[i + 1][1] is seen[i][2] for i in range(len(seen) - 1))
 
 
@@ -161,7 +158,11 @@ def _record_first_block(model: nn.Module, first: nn.Module, batches: list[Inputs
     calls: list[_Call] = []
 
     def stop(module, args, kwargs):
-        calls.append(_call_of(args, kwargs))
+        call = _call_of(args, kwargs)
+        if call is None:
+            raise ConfigError(f"calibration batch {len(calls)} reaches the first block of {type(model).__name__} "
+                              "without a tensor input, unlike batch 0; give batches of one kind")
+        calls.append(call)
         raise _Stop
 
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
