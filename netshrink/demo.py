@@ -50,13 +50,23 @@ def comparison_table(report: dict[str, Any]) -> str:
     """One row per stage: what each family's stage costs and buys."""
     header = f"{'stage':<16}{'val acc':>9}{'file bytes':>12}{'rate':>8}{'MACs':>12}{'latency ms':>12}"
     lines = [header, "-" * len(header)]
+    notes = []
     for row in report["stages"]:
+        counted = row.get("macs_counted")
+        if counted is not None and counted not in notes:
+            notes.append(counted)
+        macs = f"{row['macs']:,}" + ("*" * (notes.index(counted) + 1) if counted is not None else "")
         lines.append(f"{row['stage']}:{row['verb']:<14}{100 * row['val_accuracy']:>8.2f}%{row['file_bytes']:>12,}"
-                     f"{row['rate']:>7.1f}x{row['macs']:>12,}{row['latency_ms']:>12.3f}")
+                     f"{row['rate']:>7.1f}x{macs:>12}{row['latency_ms']:>12.3f}")
     final = report["final"]
+    lines.append("MACs: dense multiply-accumulates of one sample"
+                 + "".join(f"; {'*' * (i + 1)} {note} (the report's operating points give the average)"
+                           for i, note in enumerate(notes)))
+    lines.append(f"rate: against the original model as dense fp32 ({final['baseline_dense_fp32_bytes']:,} bytes, the "
+                 "baseline row)")
     lines.append(f"test accuracy: baseline {100 * final['baseline_test_accuracy']:.2f}%, final "
                  f"{100 * final['test_accuracy']:.2f}% ({final['file_bytes']:,} bytes, {final['rate']:.1f}x smaller "
-                 "than the dense fp32 baseline)")
+                 "than the original dense fp32 model)")
     return "\n".join(lines)
 
 

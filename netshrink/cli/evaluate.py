@@ -26,6 +26,8 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from netshrink.measure import format_layer_table, layer_table, measure_model
+    from netshrink.measure.macs import counted_path
+    from netshrink.measure.size import fp32_baseline
 
     model = load_any_model(args.checkpoint)
     data = load_data(args)
@@ -41,8 +43,9 @@ def run_eval(args: argparse.Namespace) -> int:
     print(format_layer_table(layer_table(model, data.input_shape)))
     lat = report["latency"]
     print(f"\ntest accuracy {report['accuracy']:.4f} | params {report['params']:,} "
-          f"(nonzero {report['nonzero_params']:,}) | MACs {report['macs']:,} | file "
-          f"{report['file_bytes']:,} B (dense fp32 {report['dense_fp32_bytes']:,} B)\n"
+          f"(nonzero {report['nonzero_params']:,}) | MACs {report['macs']:,}"
+          f"{'' if counted_path(model) is None else f' ({counted_path(model)})'} | file "
+          f"{fp32_baseline(model).versus(report['file_bytes'])}\n"
           f"latency ({args.threads} thread(s)): batch 1 {lat['batch_1']['median_ms']:.3f} ms, "
           f"batch 256 {lat['batch_256']['median_ms']:.2f} ms (median)")
     if point is not None:

@@ -72,7 +72,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
     from netshrink.codec.container import save
     from netshrink.core import finalize_
-    from netshrink.measure import count_nonzero, count_parameters, dense_fp32_bytes, evaluate
+    from netshrink.measure import count_nonzero, count_parameters, evaluate
     from netshrink.prune import GradualPrune, MagnitudePrune, StructuredPrune, iterative_prune, prune_
     from netshrink.train import fit
 
@@ -81,7 +81,7 @@ def run_prune(args: argparse.Namespace) -> int:
     data = load_data(args)
     check_fits(model, data, args.checkpoint)
     before = {"test": evaluate(model, data.test), "params": count_parameters(model),
-              "nonzero": count_nonzero(model), "dense_fp32_bytes": dense_fp32_bytes(model)}
+              "nonzero": count_nonzero(model)}
     torch.manual_seed(args.seed)
     model.train()
     if args.structured:
@@ -109,11 +109,11 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def _report(model: Any, data: Any, before: dict, path: Path) -> None:
     from netshrink.measure import count_nonzero, count_parameters, evaluate, format_layer_table, layer_table
+    from netshrink.measure.size import fp32_baseline
 
     print(format_layer_table(layer_table(model, data.input_shape)))
     test, params, nonzero = evaluate(model, data.test), count_parameters(model), count_nonzero(model)
     print(f"\ntest accuracy {test:.4f} (before {before['test']:.4f}) | params {params:,} (before "
           f"{before['params']:,}) | nonzero {nonzero:,} (before {before['nonzero']:,}; "
-          f"{before['nonzero'] / max(1, nonzero):.1f}x fewer) | {path} {path.stat().st_size:,} B "
-          f"(dense fp32 before {before['dense_fp32_bytes']:,} B)")
-
+          f"{before['nonzero'] / max(1, nonzero):.1f}x fewer) | {path} "
+          f"{fp32_baseline(model).versus(path.stat().st_size)}")

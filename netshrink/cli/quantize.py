@@ -79,7 +79,8 @@ def _config(args: argparse.Namespace, data: Any) -> Any:
 def run_quantize(args: argparse.Namespace) -> int:
     import netshrink
     from netshrink.core.errors import ConfigError
-    from netshrink.measure import dense_fp32_bytes, evaluate
+    from netshrink.measure import evaluate
+    from netshrink.measure.size import fp32_baseline
 
     training = fit_config(args, none_at_zero=True)
     if training is not None and args.data is None:
@@ -104,8 +105,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     path = out / OUTPUT_NAME
     netshrink.save(model, path)
-    size, dense = path.stat().st_size, dense_fp32_bytes(model)
-    line = f"{path}: {size:,} B (dense fp32 {dense:,} B, {dense / size:.1f}x smaller)"
+    line = f"{path}: {fp32_baseline(model).versus(path.stat().st_size)}"
     if data is not None:
         line += f" | test accuracy {evaluate(model, data.test):.4f} (before {before:.4f})"
     print(line)
@@ -115,8 +115,9 @@ def run_quantize(args: argparse.Namespace) -> int:
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
     """Declare ``netshrink export`` (``run_export`` does the work)."""
     p = add_command(commands, "export", "export a checkpoint or .nsk file to ONNX, checked by running ONNX Runtime "
-                    "against PyTorch; --int8 also writes ONNX Runtime's static int8 model", run_export,
-                    parents=[data_args()])
+                    "against PyTorch; early exits leave by confidence inside the graph (ONNX If), a slimmable "
+                    "model writes OUT.onnx at its current width and OUT.width-W.onnx per other width; --int8 also "
+                    "writes ONNX Runtime's static int8 model", run_export, parents=[data_args()])
     p.add_argument("file", help="model.safetensors / checkpoint.safetensors / file.nsk")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx, calibrated on validation batches")
@@ -131,7 +132,7 @@ def run_export(args: argparse.Namespace) -> int:
     import torch
 
     from netshrink.core.errors import ConfigError
-    from netshrink.quant.onnx_export import export_onnx, onnx_accuracy, quantize_onnx_int8, run_onnx
+    from netshrink.quant.onnx_export import export_onnx_graphs, onnx_accuracy, quantize_onnx_int8, run_onnx
 
     if args.calibration_samples < 1:
         raise ConfigError(f"--calibration-samples must be at least 1, got {args.calibration_samples}")
@@ -141,8 +142,9 @@ def run_export(args: argparse.Namespace) -> int:
     onnx_path = Path(args.onnx)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     check = data.test.x[:256]
-    difference = export_onnx(model, onnx_path, check)
-    print(f"{onnx_path}: ONNX Runtime vs PyTorch max abs difference {difference:.2e} on {len(check)} test images")
+    for path, point, difference in export_onnx_graphs(model, onnx_path, check):
+        print(f"{path}: {point}; ONNX Runtime vs PyTorch max abs difference {difference:.2e} on {len(check)} "
+              "test images")
     if args.int8:
         int8_path = onnx_path.with_suffix(".int8.onnx")
         calibration = (data.val if len(data.val) else data.train).x[:args.calibration_samples]

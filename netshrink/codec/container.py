@@ -10,6 +10,8 @@ too)::
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
      "sections": {name: {...}},        (measurements such as a dynamic profile; left out when empty)
+     "original_fp32_bytes": dense fp32 bytes of the original model (the rates' baseline; left out
+                            when unknown, as in files written before it was recorded)
      "tensors": {name: {"dtype": "float16",                    (left out for float32)
                         "shape": [...],
                         "chain": "sparse+codebook",            (left out for dense)
@@ -89,10 +91,18 @@ from netshrink.codec.tensor_encodings import (
     itemsize,
     tensor_bits,
 )
-from netshrink.codec.validate import FORMAT_VERSION, METADATA_KEY, STREAMS_KEY, TensorSpec, params_limit
+from netshrink.codec.validate import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    ORIGINAL_BYTES_KEY,
+    STREAMS_KEY,
+    TensorSpec,
+    params_limit,
+)
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
 from netshrink.core.rebuild import Budget, check_log, meta_shadow, replay
 from netshrink.core.transform_log import get_arch, get_log, get_sections, set_arch, set_log, set_section
+from netshrink.measure.size import original_size, remember_original_size, set_original_size
 
 __all__ = ["MAX_DECODED_BYTES", "check_loadable", "load", "read_kept", "read_tensors", "save"]
 
@@ -166,8 +176,9 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
     log = get_log(model)
     check_loadable(model, log)
     requested = _checked_encodings(model, encodings)
+    remember_original_size(model)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
-                "transform_log": log, "sections": get_sections(model)}
+                "transform_log": log, "sections": get_sections(model), ORIGINAL_BYTES_KEY: original_size(model)}
     known = _document_text(document)  # refuses a log that is not JSON before anything is written
     state = model.state_dict()
     entries: dict[str, Any] = {}
@@ -380,6 +391,7 @@ def _load_opened(opened: OpenedFile, model: nn.Module | None, max_params: int | 
     set_log(model, doc["transform_log"])
     for name, value in doc["sections"].items():
         set_section(model, name, value)
+    set_original_size(model, doc[ORIGINAL_BYTES_KEY])
     arch = doc["architecture"]
     if arch is not None:
         set_arch(model, arch["name"], arch["kwargs"])

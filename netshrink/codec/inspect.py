@@ -3,8 +3,9 @@
 Han et al. 2016, Table 2 lists per layer the number of weights, the percentage kept by pruning,
 the bits per weight and per index after quantization and Huffman coding, and the compression rate.
 ``inspect_file`` gives those numbers per state-dict tensor, measured from the file's streams;
-``inspect_report`` prints them with a totals line against the dense fp32 safetensors size of the
-same state dict and the real file size.
+``inspect_report`` prints them with a totals line: the real file size against the original model's
+dense fp32 bytes the file records (``measure.size.fp32_baseline``; for a file written before that
+record, the dense fp32 size of its own state dict, labelled as such).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 from netshrink.codec.container import read_kept
 from netshrink.codec.tensor_encodings import DTYPES, FLOAT_DTYPES, itemsize
+from netshrink.codec.validate import ORIGINAL_BYTES_KEY
 from netshrink.core.errors import NetshrinkFormatError, one_line
-from netshrink.measure.size import fp32_safetensors_bytes
+from netshrink.measure.size import Baseline, fp32_safetensors_bytes
 
 
 def inspect_file(path: str | os.PathLike, max_params: int | None = None) -> list[dict[str, Any]]:
@@ -25,7 +27,11 @@ def inspect_file(path: str | os.PathLike, max_params: int | None = None) -> list
     Only the nonzero counts are decoded, one tensor at a time, and a sparse tensor is never
     expanded (``container.read_kept``), so a tiny file declaring huge tensors cannot exhaust
     memory; ``max_params`` as in ``container.read_tensors``."""
-    _, specs, kept_counts = read_kept(path, max_params=max_params)
+    return _rows(read_kept(path, max_params=max_params))
+
+
+def _rows(read: tuple[dict[str, Any], dict[str, Any], dict[str, int]]) -> list[dict[str, Any]]:
+    _, specs, kept_counts = read
     rows = []
     for name, spec in specs.items():
         kept = kept_counts[name]
@@ -52,16 +58,18 @@ def printable(name: str) -> str:
 
 
 def inspect_report(path: str | os.PathLike) -> str:
-    """A text table of ``inspect_file`` plus totals: payload, real file and dense fp32 sizes.
-    Whatever fails after the file is opened is one ``NetshrinkFormatError``."""
-    rows = inspect_file(path)
+    """A text table of ``inspect_file`` plus totals: payload, and the real file against the
+    original dense fp32 size. Whatever fails after the file is opened is one
+    ``NetshrinkFormatError``."""
+    read = read_kept(path)
     try:
-        return _report(path, rows)
+        return _report(path, read)
     except Exception as error:  # noqa: BLE001 (the rows come from an untrusted file)
         raise NetshrinkFormatError(f"cannot report on the file ({one_line(error)})") from None
 
 
-def _report(path: str | os.PathLike, rows: list[dict[str, Any]]) -> str:
+def _report(path: str | os.PathLike, read: tuple[dict[str, Any], dict[str, Any], dict[str, int]]) -> str:
+    rows = _rows(read)
     header = (f"{'layer':<32} {'encoding':<20} {'#weights':>10} {'kept %':>7} {'bits/w':>7} "
               f"{'bits/idx':>8} {'bytes':>10} {'rate':>7}")
     lines = [header, "-" * len(header)]
@@ -73,11 +81,18 @@ def _report(path: str | os.PathLike, rows: list[dict[str, Any]]) -> str:
     weights = sum(r["weights"] for r in rows)
     kept = sum(r["kept"] for r in rows)
     payload = sum(r["bytes"] for r in rows)
-    file_bytes = os.path.getsize(path)
-    dense = fp32_safetensors_bytes({
-        r["name"]: (r["shape"], r["dtype"] in FLOAT_DTYPES, DTYPES[r["dtype"]]) for r in rows})
     lines.append("-" * len(header))
     lines.append(f"total: {weights} weights, {100.0 * kept / max(weights, 1):.1f}% kept, "
-                 f"{payload} bytes of streams, file {file_bytes} bytes vs dense fp32 {dense} bytes "
-                 f"= {dense / file_bytes:.1f}x smaller")
+                 f"{payload} bytes of streams, file {file_baseline(read[0], rows).versus(os.path.getsize(path))}")
     return "\n".join(lines)
+
+
+def file_baseline(document: dict[str, Any], rows: list[dict[str, Any]]) -> Baseline:
+    """The compression-rate baseline of a file: the original dense fp32 bytes it records, else
+    (an older file) its own tensors written dense fp32, labelled."""
+    recorded = document.get(ORIGINAL_BYTES_KEY)
+    if recorded is not None:
+        return Baseline(recorded, True)
+    return Baseline(fp32_safetensors_bytes({
+        r["name"]: (r["shape"], r["dtype"] in FLOAT_DTYPES, DTYPES[r["dtype"]]) for r in rows}),
+        not document.get("transform_log"))  # an untouched model is its own original

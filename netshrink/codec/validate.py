@@ -61,6 +61,11 @@ MAX_TOTAL_BYTES = 2 ** 36  # 64 GiB of decoded tensors
 #: passes a larger ``max_params``
 PARAMS_PER_FILE_BYTE = 1024
 PARAMS_FLOOR = 2 ** 24
+#: the document's record of the original model's dense fp32 bytes (the baseline of compression
+#: rates, ``measure.size.fp32_baseline``); absent in files written before it was recorded
+ORIGINAL_BYTES_KEY = "original_fp32_bytes"
+#: a pebibyte: more than any model's fp32 state dict, so a larger number is a corrupt field
+MAX_ORIGINAL_BYTES = 2 ** 50
 #: bytes a load may allocate per counted byte (``PARAMS_PER_FILE_BYTE`` fp32 elements), and never
 #: less than ``BYTES_FLOOR``: the decoded tensors with any cast copies, and everything the zoo build
 #: and the log replay allocate, summed over their steps
@@ -81,7 +86,8 @@ REGISTRATIONS_FLOOR = 1 << 12
 #: longest tensor name (a state-dict key; real ones are well under 200 characters)
 MAX_NAME_CHARS = 1024
 METADATA_KEYS = (METADATA_KEY,)
-DOCUMENT_KEYS = ("format_version", "architecture", "transform_log", "sections", "tensors", "stream_crc")
+DOCUMENT_KEYS = ("format_version", "architecture", "transform_log", "sections", ORIGINAL_BYTES_KEY, "tensors",
+                 "stream_crc")
 TENSOR_KEYS = ("dtype", "shape", "chain", "params", "streams", "crc")
 STREAM_KEYS = ("n", "method", "params")
 
@@ -154,8 +160,8 @@ def _known_keys(entry: dict[str, Any], known: tuple[str, ...], what: str) -> Non
 
 def parse_metadata(metadata: dict[str, str] | None) -> tuple[dict[str, Any], int]:
     """The JSON document from the safetensors string metadata, with the fields the writer leaves
-    out when empty filled in (``architecture``: None, ``transform_log``: []), and the document's
-    counted bytes."""
+    out when empty filled in (``architecture``: None, ``transform_log``: [], ``original_fp32_bytes``:
+    None), and the document's counted bytes."""
     if not metadata or METADATA_KEY not in metadata:
         _fail("not a netshrink file: the safetensors metadata has no 'netshrink' document")
     _known_keys(metadata, METADATA_KEYS, "the safetensors metadata")
@@ -183,6 +189,8 @@ def parse_metadata(metadata: dict[str, str] | None) -> tuple[dict[str, Any], int
         checked_int(doc.get("stream_crc"), 0, 2 ** 32 - 1, "stream_crc")
     elif "stream_crc" in doc:
         _fail(f"format version {version} has no stream_crc (each tensor's crc covers its bytes)")
+    if doc.setdefault(ORIGINAL_BYTES_KEY, None) is not None:
+        checked_int(doc[ORIGINAL_BYTES_KEY], 0, MAX_ORIGINAL_BYTES, ORIGINAL_BYTES_KEY)
     return doc, document_bytes
 
 

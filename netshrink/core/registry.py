@@ -189,6 +189,9 @@ def apply_(model: nn.Module, config: Config) -> nn.Module:
             f"{type(config).__name__} is not a technique's config; registered: "
             f"{sorted(c.__name__ for c in _BY_CONFIG)}"
         )
+    from netshrink.measure.size import remember_original_size  # measure imports core
+
+    remember_original_size(model)  # the compression-rate baseline, before anything changes
     details = technique.handler(model, config) or {}
     append_record(model, technique.name, config, **details)
     return model

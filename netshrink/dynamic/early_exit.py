@@ -209,7 +209,7 @@ def _dispatching_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     fixed = int(model.exit_fixed)
     if 0 <= fixed < len(model.exit_heads):
         return _fixed(model, x, fixed)
-    if fixed >= 0 or bool((model.exit_thresholds >= 1.0).all()):
+    if not leaves_by_confidence(model):
         return type(model).forward(model, x)
     return _by_difficulty(model, x)
 
@@ -309,6 +309,11 @@ def _early_exit(model: nn.Module, config: EarlyExit) -> dict[str, Any]:
     model.exit_thresholds = model.exit_thresholds.to(device)
     model.exit_fixed = model.exit_fixed.to(device)
     return {"shapes": record["shapes"], "num_classes": num_classes}
+
+
+def leaves_by_confidence(model: nn.Module) -> bool:
+    """Whether the model's cost depends on its input: no fixed exit and a threshold below 1."""
+    return int(model.exit_fixed) < 0 and not bool((model.exit_thresholds >= 1.0).all())
 
 
 def set_exit(model: nn.Module, k: int | None) -> None:

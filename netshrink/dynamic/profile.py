@@ -86,8 +86,9 @@ def candidate_points(model: nn.Module, thresholds: Sequence[float] = ()) -> list
 def latency_per_sample(model: nn.Module, x: torch.Tensor, batch_size: int = 1, threads: int = 1,
                        repeats: int = 3) -> float:
     """Milliseconds per sample running real inputs ``x`` in batches (best of ``repeats`` passes,
-    after one warm-up pass). Hand-written rather than ``measure.measure_latency`` because a
-    dynamic model's cost depends on the inputs, and that one times random tensors."""
+    after one warm-up pass): the mean over every sample of ``x``, where ``measure.measure_latency``
+    gives the median pass, because a dynamic model's cost per sample is an average over inputs
+    that leave at different exits."""
     previous = torch.get_num_threads()
     was_training = model.training
     torch.set_num_threads(threads)

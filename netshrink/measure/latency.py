@@ -1,7 +1,10 @@
-"""Latency: median wall time of repeated forward passes after warm-up, thread count fixed."""
+"""Latency: median wall time of repeated forward passes after warm-up, thread count fixed, on real
+inputs when given (a model with early exits costs what its inputs make it cost; random noise is
+no sample's workload)."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -13,9 +16,14 @@ from torch import nn
 @torch.no_grad()
 def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: int = 1,
                     threads: int = 1, warmup: int = 10, repeats: int = 50,
-                    min_seconds: float = 0.0) -> dict[str, float]:
+                    min_seconds: float = 0.0, inputs: torch.Tensor | None = None) -> dict[str, float]:
     """Median, p10 and p90 milliseconds per forward pass of a batch, in eval mode and under
     ``torch.inference_mode``.
+
+    ``inputs`` (real samples, e.g. the validation images): each pass runs the next batch of them,
+    cycling, so the median is over different real batches; without them every pass runs one batch
+    of ``torch.randn`` noise of ``input_shape`` (fine for a static model, whose cost does not
+    depend on the values).
 
     ``threads`` is set with ``torch.set_num_threads`` for the measurement and restored after;
     it is reported with the result so numbers are never compared across thread counts.
@@ -26,13 +34,14 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
     try:
         torch.set_num_threads(threads)
         model.eval()
-        x = torch.randn(batch_size, *input_shape)
+        batches = _batches(inputs, batch_size) if inputs is not None else [torch.randn(batch_size, *input_shape)]
         times: list[float] = []
         with torch.inference_mode():  # as deployed: no autograd bookkeeping
-            for _ in range(warmup):
-                model(x)
+            for i in range(warmup):
+                model(batches[i % len(batches)])
             start = time.perf_counter()
             while len(times) < repeats or time.perf_counter() - start < min_seconds:
+                x = batches[len(times) % len(batches)]
                 t0 = time.perf_counter()
                 model(x)
                 times.append((time.perf_counter() - t0) * 1e3)
@@ -48,3 +57,10 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], batch_size: in
         "threads": threads,
         "runs": len(times),
     }
+
+
+def _batches(inputs: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``inputs`` cut into whole batches of ``batch_size`` (repeated first when there are fewer)."""
+    if len(inputs) < batch_size:
+        inputs = inputs.repeat(math.ceil(batch_size / max(len(inputs), 1)), *[1] * (inputs.dim() - 1))
+    return [inputs[i:i + batch_size] for i in range(0, len(inputs) - batch_size + 1, batch_size)]

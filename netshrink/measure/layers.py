@@ -1,4 +1,5 @@
-"""A per-layer table: parameters, nonzeros, dense bytes and MACs of every weighted layer."""
+"""A per-layer table: parameters, nonzeros, dense bytes and MACs of every weighted layer, and the
+MACs outside them, so the rows add up to the model's total."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from torch import nn
 from netshrink.core.selection import select
 from netshrink.measure.macs import count_macs_per_module
 
+#: the row of MACs counted outside every Linear/Conv layer (parameters are all in the layers' rows)
+OUTSIDE = "(outside these layers)"
+
 
 def layer_table(model: nn.Module, input_shape: Sequence[int]) -> list[dict]:
-    """One row per Linear/Conv layer: name, type, weight shape, params, nonzero, fp32 bytes, MACs."""
+    """One row per Linear/Conv layer: name, type, weight shape, params, nonzero, fp32 bytes, MACs
+    (``count_macs_per_module``); then, when the model computes MACs outside those layers, an
+    ``OUTSIDE`` row with them: the MACs column sums to ``count_macs``."""
     macs = count_macs_per_module(model, input_shape)
     rows = []
     for name, module in select(model).items():
@@ -26,6 +32,10 @@ def layer_table(model: nn.Module, input_shape: Sequence[int]) -> list[dict]:
             "fp32_bytes": params * 4,
             "macs": macs.get(name, 0),
         })
+    outside = macs.get("", 0) - sum(r["macs"] for r in rows)
+    if outside > 0:  # e.g. attention's products, or projections a module runs with F.linear itself
+        rows.append({"layer": OUTSIDE, "type": "-", "shape": [], "params": 0, "nonzero": 0, "fp32_bytes": 0,
+                     "macs": outside})
     return rows
 
 

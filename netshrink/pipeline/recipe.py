@@ -25,6 +25,7 @@ recipe knows only its two training-only stages, ``train`` and ``distill``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import tomllib
 from pathlib import Path
@@ -119,9 +120,19 @@ def resolve_path(value: str, base: Path) -> Path | None:
     return None
 
 
-def _unknown(table: dict[str, Any], allowed: set[str], place: str, problems: list[str]) -> None:
+def _unknown(table: dict[str, Any], allowed: set[str], place: str, problems: list[str]) -> set[str]:
+    """Report each unknown key once, naming the allowed key it is closest to; returns the allowed
+    keys that a misspelling stood for (absent, but meant: their own "missing" problems would only
+    repeat this one)."""
+    meant = set()
     for key in sorted(set(table) - allowed):
-        problems.append(f"{place}{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        close = difflib.get_close_matches(key, sorted(allowed - set(table)), n=1)
+        if close:
+            meant.add(close[0])
+            problems.append(f"{place}{key}: unknown key; did you mean {close[0]}?")
+        else:
+            problems.append(f"{place}{key}: unknown key; allowed: {', '.join(sorted(allowed))}")
+    return meant
 
 
 def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
@@ -212,8 +223,18 @@ def build_config(cls: type, table: Any, place: str, problems: list[str], **extra
 
 
 def stage_verbs() -> list[str]:
-    """Every name a stage's ``verb`` may take: the training-only stages, then each technique's."""
-    return [TRAIN, DISTILL] + [t.name for t in techniques()]
+    """Every name a stage's ``verb`` may take: the training-only stages, then each technique with a
+    public verb (``finalize_`` runs after every stage anyway)."""
+    return [TRAIN, DISTILL] + [t.name for t in techniques() if t.verb is not None]
+
+
+def _all_stage_options() -> set[str]:
+    """The extra stage keys any technique's dynamic training reads (``max_drop``...)."""
+    return {key for t in techniques() if t.training is not None for key in t.training.options}
+
+
+def _stages_reading(key: str) -> list[str]:
+    return [t.name for t in techniques() if t.training is not None and key in t.training.options]
 
 
 def _stage_technique(verb_name: Any, place: str, problems: list[str]) -> tuple[str | None, Technique | None]:
@@ -222,8 +243,11 @@ def _stage_technique(verb_name: Any, place: str, problems: list[str]) -> tuple[s
     if verb_name in (TRAIN, DISTILL):
         return verb_name, None
     technique = technique_of(verb_name) if isinstance(verb_name, str) else None
-    if technique is None:
-        problems.append(f"{place}.verb: unknown verb {verb_name!r}; choose one of {', '.join(stage_verbs())}")
+    if technique is None or technique.verb is None:
+        names = stage_verbs() + [a for t in techniques() if t.verb is not None for a in t.aliases]
+        close = difflib.get_close_matches(verb_name, names, n=1) if isinstance(verb_name, str) else []
+        hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(stage_verbs())}"
+        problems.append(f"{place}.verb: unknown verb {verb_name!r}; {hint}")
         return None, None
     return technique.name, technique
 
@@ -235,10 +259,15 @@ def _stage(table: Any, place: str, base: Path, problems: list[str]) -> Stage | N
         problems.append(f"{place}: must be a table")
         return None
     count = len(problems)
+    meant = _unknown(table, STAGE_KEYS | _all_stage_options(), f"{place}.", problems)
+    if "verb" in meant:
+        return None
     verb, technique = _stage_technique(table.get("verb"), place, problems)
     training = technique.training if technique is not None else None
     option_defaults = training.options if training is not None else {}
-    _unknown(table, STAGE_KEYS | set(option_defaults), f"{place}.", problems)
+    for key in sorted(set(table) & (_all_stage_options() - set(option_defaults))):
+        problems.append(f"{place}.{key}: {verb} stages do not read it; only "
+                        f"{', '.join(_stages_reading(key))} stages do")
     epochs = table.get("epochs", 0)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         problems.append(f"{place}.epochs: must be an integer >= 0, got {epochs!r}")
@@ -254,7 +283,7 @@ def _stage(table: Any, place: str, base: Path, problems: list[str]) -> Stage | N
     distill_cfg = None
     config = None
     if verb is not None:
-        distill_cfg = _stage_options(technique, verb, table, epochs, place, problems)
+        distill_cfg = _stage_options(technique, verb, table, epochs, place, problems, meant)
         if technique is not None:
             config = build_config(technique.config_type, table.get("config"), f"{place}.config", problems)
     if len(problems) > count:
@@ -307,7 +336,7 @@ def _check_order(stages: list[Any], problems: list[str]) -> None:
 
 
 def _stage_options(technique: Technique | None, verb_name: str, table: dict[str, Any], epochs: int, place: str,
-                   problems: list[str]) -> Any:
+                   problems: list[str], meant: set[str] = frozenset()) -> Any:
     """Check how the stage trains (teacher, distill options); returns its Distill config."""
     from netshrink.distillation.config import Distill
 
@@ -316,7 +345,7 @@ def _stage_options(technique: Technique | None, verb_name: str, table: dict[str,
     if verb_name == DISTILL:
         if "distill" in table:
             problems.append(f"{place}.distill: a distill stage takes its options in {place}.config")
-        if "teacher" not in table:
+        if "teacher" not in table and "teacher" not in meant:
             problems.append(f"{place}.teacher: a distill stage needs a teacher")
         options = build_config(Distill, table.get("config"), f"{place}.config", problems)
     elif technique is not None and technique.training is not None:

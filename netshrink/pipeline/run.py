@@ -88,11 +88,12 @@ def load_stage(path: Path, recipe: Recipe) -> nn.Module:
 
 def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -> dict[str, Any]:
     """Validation accuracy, file bytes and rate against the baseline's dense fp32 file, parameters,
-    nonzeros, MACs, batch-1 latency (1 thread), per-layer rows of the file, and the dynamic
-    profile table where the model has one."""
+    nonzeros, MACs, batch-1 latency (1 thread, on validation inputs), per-layer rows of the file,
+    and the dynamic profile table where the model has one."""
     from netshrink.codec.inspect import inspect_file
     from netshrink.measure import count_macs, evaluate
     from netshrink.measure.latency import measure_latency
+    from netshrink.measure.macs import counted_path
     from netshrink.measure.size import count_nonzero, count_parameters
 
     model.eval()
@@ -104,8 +105,10 @@ def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -
         "params": count_parameters(model),
         "nonzero_params": count_nonzero(model),
         "macs": count_macs(model, data.input_shape),
-        "latency_ms": measure_latency(model, data.input_shape, batch_size=1, threads=1, repeats=10)["median_ms"],
-        "layers": [{k: r[k] for k in ("name", "encoding", "weights", "kept_pct", "bits_per_weight",
+        "macs_counted": counted_path(model),  # None: the one path the model runs
+        "latency_ms": measure_latency(model, data.input_shape, batch_size=1, threads=1, repeats=10,
+                                      inputs=data.val.x if len(data.val.x) else data.train.x)["median_ms"],
+        "layers": [{k: r[k] for k in ("name", "shape", "encoding", "weights", "kept_pct", "bits_per_weight",
                                       "bits_per_index", "bytes", "rate")} for r in inspect_file(nsk)],
     }
     profile = _profile_points(model)
@@ -193,7 +196,8 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
     from netshrink.codec.container import save
     from netshrink.core import finalize_
     from netshrink.data import load_dataset
-    from netshrink.measure import dense_fp32_bytes, evaluate
+    from netshrink.measure import evaluate
+    from netshrink.measure.size import fp32_baseline
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,13 +215,16 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         model = load_stage(base_nsk, recipe)
         log(f"[0/{total}] baseline: done before (reused)")
     else:
+        log(f"[0/{total}] baseline: the starting model as dense fp32 (what every rate is against)")
         model = build_model(recipe, data)
         finalize_(model)
         save(model, base_nsk)
         model = load_stage(base_nsk, recipe)
+        reference = fp32_baseline(model).nbytes
         row = {"stage": 0, "verb": "baseline", "fingerprint": stage_fingerprint(recipe, 0),
-               "dense_fp32_bytes": dense_fp32_bytes(model), "seconds": 0.0,
-               **measure_stage(model, base_nsk, data, dense_fp32_bytes(model))}
+               "dense_fp32_bytes": reference, "seconds": 0.0, **measure_stage(model, base_nsk, data, reference)}
+        # the baseline row is the reference itself (dense fp32, 1.0x); its lossless .nsk is kept aside
+        row.update(nsk_bytes=row["file_bytes"], file_bytes=reference, rate=1.0)
         write_atomically(base_json, json.dumps(row, indent=1).encode())
         rows.append(row)
     check_against_model(recipe, model)

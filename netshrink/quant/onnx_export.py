@@ -3,19 +3,25 @@
 torch's own int8 CPU paths are slow or deprecated; ONNX Runtime is what users deploy. The model is
 exported with torch's ONNX exporter (batch dimension dynamic), run by ONNX Runtime and compared
 with PyTorch on real inputs (the export is refused when fp32 outputs differ by more than
-``FP32_TOLERANCE``). The ONNX file is self-contained (weights inside, no external data file), so models must be
-under protobuf's 2 GB. ``quantize_onnx_int8`` is ONNX Runtime's static quantization
-(``onnxruntime.quantization.quantize_static``, QDQ format, int8 weights per channel, uint8
-activations) calibrated on a few batches of inputs (min-max, percentile or entropy ranges).
+``FP32_TOLERANCE``). Early-exit and slimmable models export through ``netshrink.dynamic.export``
+(exits as ONNX ``If`` nodes, one graph per width); a failed export is one line. The ONNX file is
+self-contained (weights inside, no external data file), so models must be under protobuf's 2 GB.
+``quantize_onnx_int8`` is ONNX Runtime's static quantization (``onnxruntime.quantization.quantize_static``,
+QDQ format, int8 weights per channel, uint8 activations) calibrated on a few batches of inputs
+(min-max, percentile or entropy ranges).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import statistics
+import textwrap
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,6 +40,7 @@ def _session(path: str | os.PathLike, threads: int = 1):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its graph-cleaning warnings are not the user's concern
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -56,28 +63,93 @@ def check_inputs(model: nn.Module, inputs: torch.Tensor, what: str = "inputs") -
                           "like the data it was trained on, e.g. (N, 1, 28, 28)") from None
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter: its progress prints, warnings and logging (graph dumps on failure)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+#: what failed, by the class name of the exporter's error (torch.onnx's exporter steps)
+_EXPORT_STEPS = {"TorchExportError": "torch.export could not capture its forward",
+                 "ConversionError": "its captured graph could not be translated to ONNX"}
+
+
+def export_failure(error: BaseException, what: str) -> NetshrinkError:
+    """A one-line error for a failed export of ``what``: the exporter's step that failed and the
+    first line of the innermost cause (no escape codes, no graph dump, no cut-off link)."""
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    first = next((line for line in str(root).splitlines() if line.strip()), "")
+    reason = textwrap.shorten(one_line(Exception(first), 10_000), 160, placeholder=" ...")
+    step = _EXPORT_STEPS.get(type(error).__name__, "the exporter failed")
+    cause = f"{type(root).__name__}: {reason}" if reason else type(root).__name__
+    return NetshrinkError(f"ONNX export of {what} failed: {step} ({cause})")
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) -> float:
-    """Export ``model`` (finalized) to ONNX at ``path`` and return the largest absolute difference
-    between ONNX Runtime's and PyTorch's outputs on ``inputs``; more than ``FP32_TOLERANCE`` is an
-    error."""
+    """Export ``model`` (finalized) at its current operating point to ONNX at ``path`` and return
+    the largest absolute difference between ONNX Runtime's and PyTorch's outputs on ``inputs``;
+    more than ``FP32_TOLERANCE`` is an error. A model with early exits is exported with its exits
+    as ONNX ``If`` nodes (``netshrink.dynamic.export``). ``path`` is written only when the check
+    passes; every failure is one ``NetshrinkError`` line."""
+    from netshrink.dynamic.export import exportable
+
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ConfigError("the model still has training-time transforms; call finalize_(model) before exporting")
     check_inputs(model, inputs)
     model = model.eval()
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
     batch = torch.export.Dim("batch", min=1)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            torch.onnx.export(model, (inputs[:2],), str(path), dynamo=True, verbose=False, input_names=["input"],
-                              output_names=["logits"], dynamic_shapes=({0: batch},), external_data=False)
-    except Exception as error:  # the exporter raises many types; the user gets one line
-        raise NetshrinkError(f"ONNX export failed: {one_line(error)}") from None
-    with torch.no_grad():
-        expected = model(inputs).numpy()
-    difference = float(np.abs(run_onnx(path, inputs) - expected).max())
-    if difference > FP32_TOLERANCE:
-        raise NetshrinkError(f"ONNX Runtime's outputs differ from PyTorch's by {difference:.3g} (> {FP32_TOLERANCE}); "
-                             "the export is wrong for this model")
+        try:
+            with _quiet(), torch.no_grad():
+                torch.onnx.export(exportable(model), (inputs[:2],), str(partial), dynamo=True, verbose=False,
+                                  input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+                                  external_data=False)
+        except Exception as error:  # noqa: BLE001 (the exporter raises many types; the user gets one line)
+            raise export_failure(error, type(model).__name__) from None
+        with torch.no_grad():
+            expected = model(inputs).numpy()
+        try:
+            got = run_onnx(partial, inputs)
+        except Exception as error:  # noqa: BLE001 (ONNX Runtime's own error types)
+            raise NetshrinkError(f"ONNX Runtime cannot run the exported graph ({one_line(error)})") from None
+        difference = float(np.abs(got - expected).max())
+        if difference > FP32_TOLERANCE:
+            raise NetshrinkError(f"ONNX Runtime's outputs differ from PyTorch's by {difference:.3g} "
+                                 f"(> {FP32_TOLERANCE}); the export is wrong for this model")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return difference
+
+
+def export_onnx_graphs(model: nn.Module, path: str | os.PathLike,
+                       inputs: torch.Tensor) -> list[tuple[Path, str, float]]:
+    """``export_onnx`` for every graph the model needs (``dynamic.export.operating_graphs``: one,
+    or one per width of a slimmable model): ``(path, operating point, max difference)`` each.
+    When one fails, the files this call wrote are removed."""
+    from netshrink.dynamic.export import operating_graphs
+
+    written: list[tuple[Path, str, float]] = []
+    try:
+        for graph in operating_graphs(model, path):
+            written.append((graph.path, graph.point, export_onnx(graph.model, graph.path, inputs)))
+    except BaseException:
+        for done, _, _ in written:
+            done.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def quantize_onnx_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, calibration: torch.Tensor,
@@ -107,8 +179,9 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLik
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    quantize_static(str(fp32_path), str(int8_path), Reader(), per_channel=True, weight_type=QuantType.QInt8,
-                    activation_type=QuantType.QUInt8, calibrate_method=methods[method])
+    with _quiet():  # its advice to pre-process the graph is logged on every call
+        quantize_static(str(fp32_path), str(int8_path), Reader(), per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, calibrate_method=methods[method])
 
 
 def onnx_latency_ms(path: str | os.PathLike, inputs: torch.Tensor, threads: int = 1, repeats: int = 30,

@@ -30,6 +30,18 @@ def _image(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def _macs_note(stages: list[dict[str, Any]]) -> str:
+    """What the stage table's MACs count: one sample's path, and for stages whose count is of
+    something else (early exits leaving by confidence: every exit), which stages and what."""
+    notes: dict[str, list[str]] = {}
+    for stage in stages:
+        if stage.get("macs_counted"):
+            notes.setdefault(stage["macs_counted"], []).append(str(stage["stage"]))
+    extra = "".join(f"; stage(s) {', '.join(which)}: {note} (the operating points below give the average)"
+                    for note, which in notes.items())
+    return f"<p>MACs: dense multiply-accumulates of one sample{html.escape(extra)}.</p>"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     stages, final = report["stages"], report["final"]
@@ -37,9 +49,10 @@ def render_html(report: dict[str, Any]) -> str:
         f"<h1>netshrink run: {html.escape(report['recipe'])}</h1>",
         f"<p>data {html.escape(report['data'])}; torch {html.escape(report['torch'])} on {report['device']}. "
         f"Test accuracy {final['test_accuracy']:.4f} (baseline {final['baseline_test_accuracy']:.4f}); "
-        f"file {final['file_bytes']:,} bytes against {final['baseline_dense_fp32_bytes']:,} dense fp32 bytes: "
+        f"file {final['file_bytes']:,} bytes against the original model's {final['baseline_dense_fp32_bytes']:,} "
+        "dense fp32 bytes (the baseline row; every rate is against it): "
         f"<b>{final['rate']:.1f}x</b>. Accuracies per stage are on validation; test only here.</p>",
-        "<h2>Stages</h2>", _table(stages, STAGE_COLUMNS),
+        "<h2>Stages</h2>", _table(stages, STAGE_COLUMNS), _macs_note(stages),
         _image(plots.accuracy_vs_size(stages), "accuracy against file size"),
         "<h2>Per tensor, final file</h2>", _image(plots.layer_bits_and_sparsity(stages[-1]), "bits and sparsity"),
         _table(stages[-1]["layers"], LAYER_COLUMNS),

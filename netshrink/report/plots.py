@@ -40,9 +40,17 @@ def accuracy_vs_size(stages: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
+def weight_rows(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of weight matrices and kernels (two or more dimensions): biases, BatchNorm vectors
+    and buffers, mixed in, made the kept-weights line zigzag between ~100% and the pruned level.
+    Rows without a shape (reports written before it was recorded) go by name."""
+    return [r for r in layers
+            if (len(r["shape"]) >= 2 if "shape" in r else r["name"].endswith(".weight") and r["weights"] > 1)]
+
+
 def layer_bits_and_sparsity(stage: dict[str, Any]) -> bytes:
-    """Per-layer stored bits per weight (bars) and percentage of weights kept (line), final stage."""
-    layers = [r for r in stage["layers"] if r["weights"] > 1]
+    """Per weight tensor stored bits per weight (bars) and percentage of weights kept (line), final stage."""
+    layers = weight_rows(stage["layers"])
     fig, ax = _figure(max(6.0, 0.5 * len(layers)), 3.8)
     names = [r["name"] for r in layers]
     ax.bar(range(len(layers)), [r["bits_per_weight"] for r in layers], color="tab:blue")
@@ -52,17 +60,29 @@ def layer_bits_and_sparsity(stage: dict[str, Any]) -> bytes:
     kept.plot(range(len(layers)), [r["kept_pct"] for r in layers], "o-", color="tab:red")
     kept.set_ylabel("weights kept (%)", color="tab:red")
     kept.set_ylim(0, 105)
-    ax.set_title(f"per tensor after stage {stage['stage']} ({stage['verb']})")
+    ax.set_title(f"weight tensors after stage {stage['stage']} ({stage['verb']})")
     return _png(fig)
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """``"threshold 0.776"``, ``"exit 1"``, ``"width 0.5"``: values to 3 significant digits."""
+    return f"{point['kind']} {point['value']:.3g}"
+
+
+def operating_curve(points: list[dict[str, Any]]) -> list[tuple[float, float, str]]:
+    """``(MACs, accuracy %, label)`` per operating point, in order of MACs (then accuracy), the
+    order the line joins them in (in the profile's order, exits then thresholds, the line doubled
+    back on itself)."""
+    return sorted((float(p["macs"]), 100 * p["accuracy"], point_label(p)) for p in points)
 
 
 def accuracy_vs_macs(points: list[dict[str, Any]], title: str) -> bytes:
     """Validation accuracy against MACs per sample of a dynamic model's operating points."""
     fig, ax = _figure()
-    ax.plot([p["macs"] for p in points], [100 * p["accuracy"] for p in points], "o-")
-    for p in points:
-        ax.annotate(f"{p['kind']} {p['value']}", (p["macs"], 100 * p["accuracy"]), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7)
+    curve = operating_curve(points)
+    ax.plot([m for m, _, _ in curve], [a for _, a, _ in curve], "o-")
+    for macs, accuracy, label in curve:
+        ax.annotate(label, (macs, accuracy), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("MACs per sample")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)

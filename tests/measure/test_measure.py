@@ -4,6 +4,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import nn
 
+from netshrink.dynamic import EarlyExit, early_exit_, set_exit, set_thresholds
 from netshrink.measure import (
     count_macs,
     count_macs_per_module,
@@ -16,6 +17,8 @@ from netshrink.measure import (
     measure_latency,
     measure_model,
 )
+from netshrink.measure.layers import OUTSIDE
+from netshrink.measure.macs import EVERY_EXIT, counted_path
 from netshrink.models import create
 from tests.models import INPUT_SHAPE
 
@@ -85,6 +88,9 @@ def _has_attention(model: nn.Module) -> bool:
 def test_layer_table_has_one_row_per_weighted_layer(tiny_model):
     rows = layer_table(tiny_model, INPUT_SHAPE)
     layers = {name: m for name, m in tiny_model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    if rows[-1]["layer"] == OUTSIDE:  # MACs outside the weighted layers, no parameters
+        assert rows[-1]["macs"] > 0 and rows[-1]["params"] == 0
+        rows = rows[:-1]
     assert [r["layer"] for r in rows] == list(layers)
     for row in rows:
         weight, bias = layers[row["layer"]].weight, layers[row["layer"]].bias
@@ -119,10 +125,8 @@ def test_summary_measures_the_model_it_is_given(tiny_model, digits):
     assert set(report["latency"]) == {"batch_1", "batch_256"}
     assert report["latency"]["batch_256"]["batch_size"] == 256
     assert report["macs"] == count_macs(tiny_model, INPUT_SHAPE)
-    if _has_attention(tiny_model):
-        assert report["macs"] > sum(r["macs"] for r in rows)
-    else:
-        assert report["macs"] == sum(r["macs"] for r in rows)
+    assert report["macs"] == sum(r["macs"] for r in rows)  # the rows add up to the total
+    assert (rows[-1]["layer"] == OUTSIDE) == _has_attention(tiny_model)
 
 
 def test_latency_restores_threads_and_mode_when_the_forward_fails():
@@ -136,3 +140,22 @@ def test_latency_restores_threads_and_mode_when_the_forward_fails():
     else:
         raise AssertionError("a wrong input shape must fail")
     assert torch.get_num_threads() == before and model.training
+
+
+def test_an_early_exit_models_rows_add_up_to_its_total_whichever_way_it_runs(digits):
+    """The stages early exits run are torch.fx wrappers; the counter named their layers under them
+    (the demo's table summed to 96,224 against a total of 127,224)."""
+    model = early_exit_(create("lenet300_100", in_features=64), EarlyExit(after=("fc1",))).eval()
+    layer_macs = {"fc1": 64 * 300, "fc2": 300 * 100, "fc3": 100 * 10, "exit_heads.0": 300 * 10}
+    every_stage = sum(layer_macs[name] for name in ("fc1", "fc2", "fc3"))
+    for setting, total in ((lambda: set_thresholds(model, 0.5), every_stage + layer_macs["exit_heads.0"]),
+                           (lambda: set_exit(model, 0), layer_macs["fc1"] + layer_macs["exit_heads.0"]),
+                           (lambda: set_thresholds(model, 1.0), every_stage)):
+        setting()
+        rows = layer_table(model, INPUT_SHAPE)
+        assert sum(r["macs"] for r in rows) == count_macs(model, INPUT_SHAPE) == total
+        assert {r["layer"]: r["macs"] for r in rows if r["macs"]}.items() <= layer_macs.items()
+    set_thresholds(model, 0.5)
+    assert counted_path(model) == EVERY_EXIT  # leaving by confidence: the most one sample costs
+    set_exit(model, 1)
+    assert counted_path(model) is None

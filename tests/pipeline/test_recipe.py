@@ -99,3 +99,21 @@ def test_broken_toml_is_one_line(tmp_path):
     with pytest.raises(RecipeError, match="not valid TOML") as caught:
         load_recipe(path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("stage", "expected"), [
+    ({"verbb": "prune", "config": {"sparsity": 0.5}}, "stages[0].verbb: unknown key; did you mean verb?"),
+    ({"verb": "distill", "teachr": "baseline", "epochs": 1}, "stages[0].teachr: unknown key; did you mean teacher?"),
+    ({"verb": "prunee", "config": {"sparsity": 0.5}}, "stages[0].verb: unknown verb 'prunee'; did you mean prune?"),
+    ({"verb": "prune", "max_drop": 0.01}, "stages[0].max_drop: magnitude_prune stages do not read it; only "
+                                          "early_exit stages do"),
+])
+def test_one_mistake_is_one_problem_naming_what_was_meant(stage, expected):
+    with pytest.raises(RecipeError) as refused:
+        parse_recipe({**GOOD, "stages": [stage]})
+    assert str(refused.value).splitlines()[1:] == [f"  {expected}"]
+
+
+def test_finalize_is_not_a_stage():
+    with pytest.raises(RecipeError, match="unknown verb 'finalize'"):
+        parse_recipe({**GOOD, "stages": [{"verb": "finalize"}]})

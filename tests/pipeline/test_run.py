@@ -5,8 +5,13 @@ import json
 import pytest
 import torch
 
+from netshrink.cli import main
 from netshrink.codec.container import load
+from netshrink.codec.inspect import inspect_report
+from netshrink.measure.size import dense_fp32_bytes
+from netshrink.models import create
 from netshrink.pipeline import RecipeError, check_recipe, parse_recipe, run_recipe
+from netshrink.report.plots import weight_rows
 
 FIT = {"lr": 0.05, "deterministic": True, "batch_size": 256}
 PRUNE_CLUSTER = {
@@ -36,10 +41,27 @@ def test_each_stage_is_saved_and_measured(finished):
     assert verbs == ["baseline", "train", "magnitude_prune", "cluster"]  # "prune" is an alias
     for row in report["stages"]:
         path = out / "stages" / f"{row['stage']:02d}-{row['verb']}.nsk"
-        assert path.stat().st_size == row["file_bytes"]
+        assert path.stat().st_size == row.get("nsk_bytes", row["file_bytes"])
+    baseline = report["stages"][0]  # the reference itself: the starting model as dense fp32
+    assert baseline["file_bytes"] == dense_fp32_bytes(create("lenet300_100", in_features=64)) == \
+        report["final"]["baseline_dense_fp32_bytes"] and baseline["rate"] == 1.0
     rates = [row["rate"] for row in report["stages"]]
     assert rates[2] > 2 * rates[1] and rates[3] > 1.5 * rates[2]  # pruning, then clustering shrink the file
     assert report["final"]["file_bytes"] == report["stages"][-1]["file_bytes"]
+
+
+def test_one_file_has_one_baseline_in_inspect_eval_the_report_and_the_log(finished, capsys):
+    out, report, lines = finished
+    path, final = out / "model.nsk", report["final"]
+    versus = (f"{final['file_bytes']:,} B vs original dense fp32 {final['baseline_dense_fp32_bytes']:,} B = "
+              f"{final['rate']:.1f}x smaller")
+    assert versus in inspect_report(path)
+    assert main(["eval", str(path), "--data", "digits"]) == 0
+    assert versus in capsys.readouterr().out
+    assert f"against the original model's {final['baseline_dense_fp32_bytes']:,} dense fp32 bytes" in \
+        (out / "report.html").read_text()
+    assert lines[0].startswith("[0/3] baseline:")  # the first line says what it measures
+    assert lines[1].strip().startswith("val acc") and "(1.0x)" in lines[1]
 
 
 def test_final_file_is_sparse_and_clustered(finished):
@@ -58,6 +80,8 @@ def test_html_report_is_self_contained(finished):
     assert page.count('src="data:image/png;base64,') >= 2
     assert "http" not in page and "<script" not in page
     assert "cluster" in page and "fc1.weight" in page
+    plotted = weight_rows(json.loads((out / "report.json").read_text())["stages"][-1]["layers"])
+    assert [r["name"] for r in plotted] == ["fc1.weight", "fc2.weight", "fc3.weight"]  # no biases in the line
 
 
 def test_resume_redoes_only_unfinished_stages(finished, tmp_path):
