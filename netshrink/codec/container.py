@@ -276,12 +276,13 @@ def _mismatch(model: nn.Module, specs: dict[str, TensorSpec]) -> str | None:
     return None
 
 
-def _targets(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer by its state-dict name, tied ones under each name: one pass over
-    the modules (``nn.Module.load_state_dict`` scans every key once per module: quadratic)."""
+def _targets(model: nn.Module, specs: dict[str, TensorSpec]) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer the file holds, by its state-dict name, tied ones under each
+    name: one pass over the modules (``nn.Module.load_state_dict`` scans every key once per
+    module: quadratic). Non-persistent buffers are not in the file and are left as they are."""
     return {name: tensor for name, tensor in [*model.named_parameters(remove_duplicate=False),
                                                *model.named_buffers(remove_duplicate=False)]
-            if tensor is not None}
+            if tensor is not None and name in specs}
 
 
 def _cast_bytes(targets: dict[str, torch.Tensor], specs: dict[str, TensorSpec]) -> int:
@@ -301,7 +302,7 @@ def _retype(model: nn.Module, specs: dict[str, TensorSpec]) -> None:
     keeps its identity (its ``.data`` is replaced) and a buffer is replaced by one new tensor
     wherever it is registered, each once, so tied weights stay tied."""
     replaced: dict[int, torch.Tensor] = {}
-    for name, tensor in _targets(model).items():
+    for name, tensor in _targets(model, specs).items():
         dtype = DTYPES[specs[name].dtype]
         if tensor.dtype == dtype or id(tensor) in replaced:
             continue
@@ -384,10 +385,10 @@ def _load_opened(opened: OpenedFile, model: nn.Module | None, max_params: int | 
         raise NetshrinkFormatError(f"the file does not fit the model: {reason}")
     # the model holds every declared element; decoding one tensor at a time and retyping add this
     refuse_above("one tensor's decoding with the retyped copies", decode_peak(specs) + _cast_bytes(
-        _targets(model), specs), budget.bytes, "max_params")
+        _targets(model, specs), specs), budget.bytes, "max_params")
     opened.check_stream_crc()
     _retype(model, specs)
-    _fill(opened, _targets(model))
+    _fill(opened, _targets(model, specs))
     set_log(model, doc["transform_log"])
     for name, value in doc["sections"].items():
         set_section(model, name, value)

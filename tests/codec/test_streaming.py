@@ -167,3 +167,16 @@ def test_a_large_read_is_checksummed_in_pieces_combined(tmp_path, monkeypatch):
         target = np.empty_like(data)
         assert reader.read_into(0, memoryview(target)) == zlib.crc32(data.tobytes())
         assert np.array_equal(target, data)
+
+
+def test_non_persistent_buffers_are_left_as_they_are(tmp_path):
+    class Positions(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+            self.register_buffer("positions", torch.arange(3), persistent=False)
+
+    saved = Positions()
+    save(saved, tmp_path / "p.nsk")
+    loaded = load(tmp_path / "p.nsk", model=Positions())
+    assert torch.equal(loaded.positions, torch.arange(3)) and torch.equal(loaded.linear.weight, saved.linear.weight)
