@@ -35,6 +35,7 @@ import heapq
 from typing import Any
 
 import numpy as np
+import torch
 from bitarray import bitarray
 from bitarray.util import canonical_decode
 
@@ -401,7 +402,8 @@ def _decode_lockstep(stream: bytes, ends: np.ndarray, block_size: int, last_bloc
     position[-1] = last_lane_end
     if not np.array_equal(position, ends):
         raise NetshrinkFormatError("huffman stream is corrupt: a block does not decode to its declared length")
-    flat = decoded.T.reshape(-1)[: (n_blocks - 1) * block_size + last_block_size]
+    # block after block: torch's blocked transpose is several times numpy's strided copy
+    flat = torch.from_numpy(decoded).T.contiguous().numpy().reshape(-1)[: (n_blocks - 1) * block_size + last_block_size]
     if flat.size and int(flat.max()) >= alphabet_size:
         raise NetshrinkFormatError("huffman stream is corrupt: it contains a bit pattern that is no code word")
     return flat
