@@ -1,5 +1,9 @@
 """The one thread pool of the codec, for work whose libraries release the GIL (file reads and
-writes, ``zlib.crc32``, numpy's array operations); one thread per CPU this process may use."""
+writes, ``zlib.crc32``, numpy's array operations); one thread per CPU this process may use.
+
+A forked child (a ``ProcessPoolExecutor`` worker, a DataLoader worker) gets a new pool on first
+use: the parent's threads do not exist in it, and tasks sent to their queue would wait forever.
+"""
 
 from __future__ import annotations
 
@@ -16,3 +20,7 @@ def threads() -> int:
 @functools.cache
 def pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads(), thread_name_prefix="netshrink-codec")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=pool.cache_clear)

@@ -180,3 +180,19 @@ def test_non_persistent_buffers_are_left_as_they_are(tmp_path):
     save(saved, tmp_path / "p.nsk")
     loaded = load(tmp_path / "p.nsk", model=Positions())
     assert torch.equal(loaded.positions, torch.arange(3)) and torch.equal(loaded.linear.weight, saved.linear.weight)
+
+
+def test_a_forked_child_gets_a_pool_of_its_own(tmp_path):
+    """The parent's pool threads do not survive a fork: a child that coded floats on them would
+    wait forever."""
+    import multiprocessing
+
+    from netshrink.codec.threads import pool
+
+    pool().submit(lambda: None).result()  # the parent's pool is running
+    save(stack(torch.bfloat16, layers=1), tmp_path / "parent.nsk")
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=save, args=(stack(torch.bfloat16, layers=1), tmp_path / "child.nsk"))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0 and (tmp_path / "child.nsk").exists()
