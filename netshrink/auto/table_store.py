@@ -1,0 +1,88 @@
+"""A search's table, every layer's rows (``table.measure_layer``), persisted and measured in parallel.
+
+Each layer's rows are written atomically to ``OUT/search/table/NNN.json`` under a key of what they
+depend on (the original file, the data, the budget's kind, the calibration samples, the
+candidates), so a resumed search reuses every layer measured before and measures the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from netshrink.auto.choices import Choice
+from netshrink.auto.runtime import Clock, worker_pool
+from netshrink.auto.table import Setting, context, measure_choice, measure_layer
+from netshrink.core.errors import ConfigError
+from netshrink.core.files import write_atomically
+
+TABLE_VERSION = 1
+Table = dict[str, list[dict]]
+
+
+class TimeLimitError(ConfigError):
+    """The time limit is too short for even the first measurements."""
+
+
+def table_key(setting: Setting, original_sha256: str, choices: list[Choice]) -> str:
+    """SHA-256 of everything a table's rows depend on."""
+    value = {"version": TABLE_VERSION, "original": original_sha256, "data": setting.data_table, "kind": setting.kind,
+             "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_table(out: Path, setting: Setting, key: str, layers: list[str], choices: list[Choice], jobs: int,
+                clock: Clock, log: Callable[[str], None]) -> Table:
+    """Every layer's rows, in layer order: those stored under ``key`` reused, the rest measured
+    (``jobs`` processes) and stored as each layer finishes."""
+    folder = out / "search" / "table"
+    table: Table = {}
+    pending = []
+    for index, layer in enumerate(layers):
+        path = folder / f"{index:03d}.json"
+        stored = json.loads(path.read_text()) if path.exists() else None
+        if stored is not None and stored["key"] == key and stored["layer"] == layer:
+            table[layer] = stored["rows"]
+        else:
+            pending.append((index, layer))
+    if not pending:
+        log("table: measured before (reused)")
+        return table
+    check_table_time(setting, [layer for _, layer in pending], choices, jobs, clock)
+    candidates = [c.to_dict() for c in choices]
+    with worker_pool(jobs) as pool:
+        started = time.perf_counter()
+        if pool is None:
+            results = ((index, layer, measure_layer(setting, layer, candidates)) for index, layer in pending)
+        else:
+            futures = {pool.submit(measure_layer, setting, layer, candidates): (index, layer)
+                       for index, layer in pending}
+            results = ((*futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
+        for index, layer, rows in results:
+            table[layer] = rows
+            write_atomically(folder / f"{index:03d}.json",
+                             json.dumps({"key": key, "layer": layer, "rows": rows}).encode())
+            log(f"table: {layer} measured ({len(rows)} candidates)")
+            clock.add("table", time.perf_counter() - started)
+            started = time.perf_counter()
+    return {layer: table[layer] for layer in layers}
+
+
+def check_table_time(setting: Setting, pending: list[str], choices: list[Choice], jobs: int, clock: Clock) -> None:
+    """Refuse a time limit shorter than the table will take: one candidate of the largest layer,
+    timed, times every candidate still to measure, shared by the jobs."""
+    ctx = context(setting)
+    modules = dict(ctx.model.named_modules())
+    largest = max(pending, key=lambda name: sum(p.numel() for p in modules[name].parameters()))
+    started = time.perf_counter()
+    measure_choice(ctx, largest, choices[-1])
+    needed = (time.perf_counter() - started) * len(choices) * len(pending) / jobs
+    if needed > clock.left():
+        raise TimeLimitError(f"time_limit {clock.limit:g} s is too short: measuring the layers' candidates "
+                             f"alone takes about {needed:.0f} s ({len(pending)} layers x {len(choices)} candidates); "
+                             f"give at least {math.ceil(needed / 60 + 1)}m")

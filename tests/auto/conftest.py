@@ -1,0 +1,23 @@
+"""A trained user MLP and a small search space, shared by the auto tests."""
+
+import pytest
+import torch
+
+from netshrink.auto import PointSpec, Recovery, SearchSpace
+from netshrink.train import FitConfig, fit
+from tests.models import UserMLP
+
+#: small enough to measure in a second on digits
+SPACE = SearchSpace(sparsities=(0.0, 0.5, 0.8), cluster_bits=(2, 4, 8), int_bits=(4,), amounts=(0.5,))
+RECOVERY = Recovery(epochs=1, cluster_epochs=1, batch_size=256)
+#: a one-shot point at the limit, the limit trained, and a looser limit trained
+SCHEDULE = (PointSpec(1.0, "kl", 0), PointSpec(1.0, "kl", 1), PointSpec(1.5, "kl", 1))
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(digits):
+    """UserMLP (a user's class, not in the zoo) trained briefly on digits."""
+    torch.manual_seed(0)
+    model = UserMLP()
+    fit(model, digits, FitConfig(epochs=6, lr=0.05, batch_size=64), progress=False)
+    return model.eval()
