@@ -43,6 +43,7 @@ _EXPORTS = {
     "profile_": "netshrink.dynamic",
     "load_recipe": "netshrink.pipeline",
     "run_recipe": "netshrink.pipeline",
+    "Budget": "netshrink.auto",
 }
 
 _static_getattr = lazy_getattr(__name__, _EXPORTS)

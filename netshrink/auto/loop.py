@@ -22,7 +22,7 @@ import torch
 from netshrink.auto import points as pts
 from netshrink.auto.budget import UNITS
 from netshrink.auto.plan import Recovery
-from netshrink.auto.runtime import Clock, worker_pool
+from netshrink.auto.runtime import Clock
 from netshrink.auto.table import Context
 
 
@@ -49,30 +49,30 @@ class PointLoop:
         """Every verified point (duplicates left out), in the order tried."""
         return sorted((r for r in self.records if "duplicate_of" not in r), key=lambda r: r["index"])
 
-    def run(self, jobs: int) -> str:
-        """Try the schedule's points; returns why the search stopped."""
+    def run(self, jobs: int, pool: concurrent.futures.Executor | None) -> str:
+        """Try the schedule's points, ``jobs`` at a time in ``pool`` (or here when None); returns
+        why the search stopped."""
         running: dict[concurrent.futures.Future, dict[str, Any]] = {}
-        with worker_pool(jobs) as pool:
-            for index, spec in enumerate(self.schedule):
-                key = {"spec": dataclasses.asdict(spec), "table": self.table_key, "limit": self.limit,
-                       "recovery": dataclasses.asdict(self.recovery)}
-                done = pts.finished(self.out, index, key)
-                if done is not None:
-                    self._keep(done, reused=True)
-                    continue
-                while len(running) >= jobs:
-                    self._collect(running, concurrent.futures.FIRST_COMPLETED)
-                if (self.points or running) and self.clock.left() < self.estimate(spec):
-                    self._collect(running, concurrent.futures.ALL_COMPLETED)
-                    return "time limit reached"
-                record = self._prepare(index, spec, key)
-                if record is None:
-                    continue
-                if pool is None:
-                    self._done(record, pts.run_point(record["recipe_file"], record["folder"]))
-                else:
-                    running[pool.submit(pts.run_point, record["recipe_file"], record["folder"])] = record
-            self._collect(running, concurrent.futures.ALL_COMPLETED)
+        for index, spec in enumerate(self.schedule):
+            key = {"spec": dataclasses.asdict(spec), "table": self.table_key, "limit": self.limit,
+                   "recovery": dataclasses.asdict(self.recovery)}
+            done = pts.finished(self.out, index, key)
+            if done is not None:
+                self._keep(done, reused=True)
+                continue
+            while len(running) >= jobs:
+                self._collect(running, concurrent.futures.FIRST_COMPLETED)
+            if (self.points or running) and self.clock.left() < self.estimate(spec):
+                self._collect(running, concurrent.futures.ALL_COMPLETED)
+                return "time limit reached"
+            record = self._prepare(index, spec, key)
+            if record is None:
+                continue
+            if pool is None:
+                self._done(record, pts.run_point(record["recipe_file"], record["folder"]))
+            else:
+                running[pool.submit(pts.run_point, record["recipe_file"], record["folder"])] = record
+        self._collect(running, concurrent.futures.ALL_COMPLETED)
         return f"all {len(self.schedule)} scheduled points tried"
 
     def _prepare(self, index: int, spec: pts.PointSpec, key: dict[str, Any]) -> dict[str, Any] | None:

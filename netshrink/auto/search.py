@@ -32,9 +32,9 @@ from netshrink.auto.choices import Choice, SearchSpace, candidate_layers
 from netshrink.auto.loop import PointLoop
 from netshrink.auto.plan import Recovery
 from netshrink.auto.result import AutoResult, choose, pareto_front
-from netshrink.auto.runtime import Clock
+from netshrink.auto.runtime import Clock, worker_pool
 from netshrink.auto.table import Context, Setting, context
-from netshrink.auto.table_store import build_table, table_key
+from netshrink.auto.table_store import build_table, check_table_time, stored_rows, table_key
 from netshrink.core.errors import ConfigError
 from netshrink.core.files import write_atomically
 
@@ -107,16 +107,18 @@ def auto(model: nn.Module, data: Any, budget: Budget, out: str | os.PathLike, *,
         _check_possible(ctx, layers, space, budget, limit)
         choices = space.choices(budget.kind)
         key = table_key(setting, digest, choices)
-        table = build_table(out, setting, key, layers, choices, jobs, clock, log)
+        check_table_time(setting, [layer for _, layer in stored_rows(out, key, layers)[1]], choices, jobs, clock)
     except ConfigError:
         if fresh:
             inputs.forget_original(out)
         raise
-    log(f"table: {len(layers)} layer(s) x {len(choices)} candidates ({clock.spent_on('table'):.0f} s)")
-    original_cost = {"bytes": original["file_bytes"], "macs": original["macs"], "latency_ms": ctx.latency_ms}
-    loop = PointLoop(out, ctx, table, key, original_cost[budget.kind], limit, recovery, (model_table, data_table),
-                     clock, log, tuple(schedule))
-    stopped = loop.run(jobs)
+    with worker_pool(jobs) as pool:  # one pool: a worker keeps its context from the table to the points
+        table = build_table(out, setting, key, layers, choices, pool, clock, log)
+        log(f"table: {len(layers)} layer(s) x {len(choices)} candidates ({clock.spent_on('table'):.0f} s)")
+        original_cost = {"bytes": original["file_bytes"], "macs": original["macs"], "latency_ms": ctx.latency_ms}
+        loop = PointLoop(out, ctx, table, key, original_cost[budget.kind], limit, recovery,
+                         (model_table, data_table), clock, log, tuple(schedule))
+        stopped = loop.run(jobs, pool)
     return _finish(loop, budget, limit, original, stopped, recovery, hand_found, log)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from netshrink.auto.choices import Choice
-from netshrink.auto.runtime import Clock, worker_pool
+from netshrink.auto.runtime import Clock
 from netshrink.auto.table import Setting, context, measure_choice, measure_layer
 from netshrink.core.errors import ConfigError
 from netshrink.core.files import write_atomically
@@ -36,46 +36,49 @@ def table_key(setting: Setting, original_sha256: str, choices: list[Choice]) -> 
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_table(out: Path, setting: Setting, key: str, layers: list[str], choices: list[Choice], jobs: int,
-                clock: Clock, log: Callable[[str], None]) -> Table:
-    """Every layer's rows, in layer order: those stored under ``key`` reused, the rest measured
-    (``jobs`` processes) and stored as each layer finishes."""
-    folder = out / "search" / "table"
+def stored_rows(out: Path, key: str, layers: list[str]) -> tuple[Table, list[tuple[int, str]]]:
+    """The rows stored under ``key`` by layer, and the ``(index, layer)`` still to measure."""
     table: Table = {}
     pending = []
     for index, layer in enumerate(layers):
-        path = folder / f"{index:03d}.json"
+        path = out / "search" / "table" / f"{index:03d}.json"
         stored = json.loads(path.read_text()) if path.exists() else None
         if stored is not None and stored["key"] == key and stored["layer"] == layer:
             table[layer] = stored["rows"]
         else:
             pending.append((index, layer))
+    return table, pending
+
+
+def build_table(out: Path, setting: Setting, key: str, layers: list[str], choices: list[Choice],
+                pool: concurrent.futures.Executor | None, clock: Clock, log: Callable[[str], None]) -> Table:
+    """Every layer's rows, in layer order: those stored under ``key`` reused, the rest measured
+    (in ``pool``'s processes, or here when None) and stored as each layer finishes."""
+    table, pending = stored_rows(out, key, layers)
     if not pending:
         log("table: measured before (reused)")
-        return table
-    check_table_time(setting, [layer for _, layer in pending], choices, jobs, clock)
     candidates = [c.to_dict() for c in choices]
-    with worker_pool(jobs) as pool:
+    started = time.perf_counter()
+    if pool is None:
+        results = ((index, layer, measure_layer(setting, layer, candidates)) for index, layer in pending)
+    else:
+        futures = {pool.submit(measure_layer, setting, layer, candidates): (index, layer) for index, layer in pending}
+        results = ((*futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
+    for index, layer, rows in results:
+        table[layer] = rows
+        write_atomically(out / "search" / "table" / f"{index:03d}.json",
+                         json.dumps({"key": key, "layer": layer, "rows": rows}).encode())
+        log(f"table: {layer} measured ({len(rows)} candidates)")
+        clock.add("table", time.perf_counter() - started)
         started = time.perf_counter()
-        if pool is None:
-            results = ((index, layer, measure_layer(setting, layer, candidates)) for index, layer in pending)
-        else:
-            futures = {pool.submit(measure_layer, setting, layer, candidates): (index, layer)
-                       for index, layer in pending}
-            results = ((*futures[f], f.result()) for f in concurrent.futures.as_completed(futures))
-        for index, layer, rows in results:
-            table[layer] = rows
-            write_atomically(folder / f"{index:03d}.json",
-                             json.dumps({"key": key, "layer": layer, "rows": rows}).encode())
-            log(f"table: {layer} measured ({len(rows)} candidates)")
-            clock.add("table", time.perf_counter() - started)
-            started = time.perf_counter()
     return {layer: table[layer] for layer in layers}
 
 
 def check_table_time(setting: Setting, pending: list[str], choices: list[Choice], jobs: int, clock: Clock) -> None:
     """Refuse a time limit shorter than the table will take: one candidate of the largest layer,
     timed, times every candidate still to measure, shared by the jobs."""
+    if not pending:
+        return
     ctx = context(setting)
     modules = dict(ctx.model.named_modules())
     largest = max(pending, key=lambda name: sum(p.numel() for p in modules[name].parameters()))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from netshrink.auto import PointSpec, Recovery, SearchSpace
+from netshrink.auto import Budget, PointSpec, Recovery, SearchSpace, auto
 from netshrink.train import FitConfig, fit
 from tests.models import UserMLP
 
@@ -21,3 +21,17 @@ def trained_mlp(digits):
     model = UserMLP()
     fit(model, digits, FitConfig(epochs=6, lr=0.05, batch_size=64), progress=False)
     return model.eval()
+BUDGET = Budget(max_bytes="6x", max_drop=2.0, time_limit="10m")
+
+
+def search(model, out, budget=BUDGET, schedule=SCHEDULE, lines=None, **options):
+    """``auto`` on digits with the small space, recovery and schedule above."""
+    return auto(model, "digits", budget, out, recovery=RECOVERY, space=SPACE, schedule=schedule,
+                calibration_samples=128, log=(lines.append if lines is not None else lambda line: None), **options)
+
+
+@pytest.fixture(scope="session")
+def searched(trained_mlp, tmp_path_factory):
+    """``(OUT, result)`` of one search of the trained MLP."""
+    out = tmp_path_factory.mktemp("auto")
+    return out, search(trained_mlp, out)

@@ -48,3 +48,11 @@ def test_bad_budgets_are_one_line(fields, message):
     with pytest.raises(ConfigError, match=message) as error:
         Budget(**fields)
     assert "\n" not in str(error.value)
+
+
+def test_budget_is_exported_and_auto_is_the_package_s_function():
+    import netshrink
+    import netshrink.auto
+
+    assert netshrink.Budget is Budget
+    assert callable(netshrink.auto.auto)  # netshrink.auto is the package (a function there would be shadowed)

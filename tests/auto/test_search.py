@@ -7,28 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from netshrink.auto import Budget, auto
+from netshrink.auto import Budget
 from netshrink.auto import loop as loop_module
 from netshrink.auto import points as points_module
 from netshrink.auto.result import violations
 from netshrink.auto.table_store import TimeLimitError
 from netshrink.core.errors import ConfigError
 from netshrink.pipeline import load_recipe, run_recipe
-from tests.auto.conftest import RECOVERY, SCHEDULE, SPACE
+from tests.auto.conftest import SCHEDULE
+from tests.auto.conftest import search as _search
 from tests.models import UserMLP
-
-BUDGET = Budget(max_bytes="6x", max_drop=2.0, time_limit="10m")
-
-
-def _search(model, out, budget=BUDGET, schedule=SCHEDULE, lines=None, **options):
-    return auto(model, "digits", budget, out, recovery=RECOVERY, space=SPACE, schedule=schedule,
-                calibration_samples=128, log=(lines.append if lines is not None else lambda line: None), **options)
-
-
-@pytest.fixture(scope="module")
-def searched(trained_mlp, tmp_path_factory):
-    out = tmp_path_factory.mktemp("auto")
-    return out, _search(trained_mlp, out)
 
 
 def test_the_chosen_point_is_the_best_meeting_the_budget_or_the_closest(searched):
