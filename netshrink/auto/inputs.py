@@ -36,7 +36,7 @@ def data_table(data: Any) -> dict[str, Any]:
         if data.name not in BUILT_IN_DATA:
             raise ConfigError(f"data {data.name!r}: give the data as load_dataset reads it (a name, .npz path or "
                               "image folder): every point's recipe reloads it")
-        table = {"name": data.name, "val_fraction": len(data.val) / (len(data.train) + len(data.val))}
+        table = {"name": data.name, "val_fraction": _fraction(len(data.val), len(data.train) + len(data.val))}
     else:
         raise ConfigError(f"data must be a data set name or path, a table with a name, or a Dataset, got "
                           f"{type(data).__name__}")
@@ -48,6 +48,12 @@ def data_table(data: Any) -> dict[str, Any]:
         if not torch.equal(reloaded.val.y, data.val.y):
             raise ConfigError(f"data {data.name!r} was split with another seed than recipes use (0); give it by name")
     return table
+
+
+def _fraction(part: int, total: int) -> float:
+    """The shortest decimal ``f`` with ``round(total * f) == part`` (``build_dataset``'s split size)."""
+    exact = part / total
+    return next((round(exact, digits) for digits in range(1, 8) if round(total * round(exact, digits)) == part), exact)
 
 
 def model_table(model: nn.Module, builder: str | None, original: Path) -> dict[str, str]:

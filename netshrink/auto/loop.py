@@ -101,6 +101,7 @@ class PointLoop:
 
     def _done(self, record: dict[str, Any], measured: dict[str, Any]) -> None:
         record.update(measured)
+        record["latency_ms"] = pts.measured_latency(self.ctx, record["recipe_file"], record["model_file"])
         record["cost"] = float({"bytes": record["file_bytes"], "macs": record["macs"],
                                 "latency_ms": record["latency_ms"]}[self.ctx.kind])
         pts.save_record(self.out, record)

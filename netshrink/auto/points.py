@@ -91,7 +91,8 @@ def size_allocation(ctx: Context, table: dict[str, list[dict]], original_cost: f
 
 def run_point(recipe_file: str, folder: str) -> dict[str, Any]:
     """Run one point's recipe (a worker process's job) and return its verified measurements: the
-    last stage's validation accuracy, file bytes, MACs and latency."""
+    last stage's validation accuracy, file bytes and MACs (``measured_latency`` times it again
+    in the search's process)."""
     from netshrink.pipeline import load_recipe, run_recipe
 
     started = time.perf_counter()
@@ -101,6 +102,17 @@ def run_point(recipe_file: str, folder: str) -> dict[str, Any]:
     return {"val_accuracy": last["val_accuracy"], "file_bytes": report["final"]["file_bytes"],
             "macs": last["macs"], "latency_ms": last["latency_ms"], "seconds": time.perf_counter() - started,
             "model_file": report["final"]["file"]}
+
+
+def measured_latency(ctx: Context, recipe_file: str, model_file: str) -> float:
+    """A point's batch-1 latency measured as the table's costs are (one thread, on the calibration
+    samples, ``LATENCY_REPEATS`` passes), here, so every point is timed alike."""
+    from netshrink.measure.latency import measure_latency
+    from netshrink.pipeline import load_recipe
+    from netshrink.pipeline.run import load_stage
+
+    model = load_stage(Path(model_file), load_recipe(recipe_file))
+    return measure_latency(model, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
 
 
 def recipe_of(index: int, spec: PointSpec, allocation: dict[str, Choice], recovery: Recovery,

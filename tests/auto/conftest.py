@@ -35,3 +35,13 @@ def searched(trained_mlp, tmp_path_factory):
     """``(OUT, result)`` of one search of the trained MLP."""
     out = tmp_path_factory.mktemp("auto")
     return out, search(trained_mlp, out)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_file(trained_mlp, tmp_path_factory):
+    """The trained MLP as a .safetensors checkpoint (its class: tests.models:UserMLP)."""
+    from netshrink.train import save_model
+
+    path = tmp_path_factory.mktemp("mlp") / "mlp.safetensors"
+    save_model(path, trained_mlp)
+    return path

@@ -3,17 +3,14 @@
 import pytest
 
 from netshrink.cli import main
-from netshrink.train import save_model
 
 SMALL = ["--epochs", "1", "--cluster-epochs", "1", "--batch-size", "256", "--sparsities", "0,0.5,0.8",
          "--cluster-bits", "2,4,8", "--int-bits", "4", "--calibration-samples", "128"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(trained_mlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("mlp") / "mlp.safetensors"
-    save_model(path, trained_mlp)
-    return path
+@pytest.fixture
+def checkpoint(checkpoint_file):
+    return checkpoint_file
 
 
 def _auto(checkpoint, out, *flags):

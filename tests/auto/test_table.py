@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,11 @@ def test_encoded_bytes_is_never_below_the_cheapest_encoding(chains):
     positive = torch.where(weight == 0, torch.zeros_like(weight), weight)
     assert encoded_bytes(weight, chains) >= encode_tensor(positive).cost()
     assert encoded_bytes(weight) == encode_tensor(positive).cost() < encode_tensor(weight).cost()  # as save stores
+
+
+def test_a_latency_row_is_a_measured_change(tmp_path):
+    torch.manual_seed(0)
+    ctx = _context(create("lenet300_100", in_features=64), tmp_path, "latency_ms")
+    assert ctx.latency_ms > 0
+    row = measure_choice(ctx, "fc1", Choice(amount=0.5))
+    assert np.isfinite(row["cost"]) and row["cost"] > -ctx.latency_ms  # a change of a positive time
