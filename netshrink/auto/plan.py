@@ -34,6 +34,7 @@ class Recovery:
         distill: learn from the original's soft outputs (T=4, alpha=0.9, cached) instead of labels.
         lr: SGD learning rate of the pruning stages (Adam's is a tenth of it).
         batch_size: training batch size.
+        seed: ``FitConfig.seed`` of every fine-tuning (batch order; a benchmark's seeds).
     """
 
     epochs: int = 4
@@ -41,9 +42,10 @@ class Recovery:
     distill: bool = True
     lr: float = 0.01
     batch_size: int = 128
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "cluster_epochs", "batch_size"):
+        for name in ("epochs", "cluster_epochs", "batch_size", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
                 raise ConfigError(f"Recovery.{name} must be an integer >= {1 if name == 'batch_size' else 0}, "
@@ -63,7 +65,8 @@ NO_TRAINING = Recovery(epochs=0, cluster_epochs=0)
 def _training(epochs: int, recovery: Recovery, fit: dict[str, Any]) -> dict[str, Any]:
     if epochs == 0:
         return {"epochs": 0}
-    stage: dict[str, Any] = {"epochs": epochs, "fit": {**fit, "batch_size": recovery.batch_size}}
+    stage: dict[str, Any] = {"epochs": epochs, "fit": {**fit, "batch_size": recovery.batch_size,
+                                                       **({"seed": recovery.seed} if recovery.seed else {})}}
     if recovery.distill:
         stage.update(teacher="baseline", distill={"T": 4.0, "alpha": 0.9, "cache_teacher": True})
     return stage
