@@ -54,11 +54,11 @@ from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     RESULTS,
     ROOT,
-    machine_info,
+    publish,
+    repo_path,
+    results_doc,
     target,
     targets_markdown,
-    update_benchmarks_md,
-    write_results,
 )
 from benchmarks.stages import Stages  # noqa: E402
 from netshrink.arch.finetune import finetune, reestimate_batchnorm_  # noqa: E402
@@ -324,20 +324,18 @@ def main() -> None:
                     "low_rank": low_rank, "students": students}
     notes = ("Latency: 1 thread, median, on a CPU shared with other jobs (absolute times noisy); the original "
              "convnet is timed before and after the converted one and the faster of the two is the reference.")
-    extra = {"device": "cpu", "wall_minutes_this_invocation": (time.perf_counter() - began) / 60,
-             "stage_minutes_summed": stage_minutes, "not_measured": run.missing, "notes": notes}
-    markdown = _markdown(measurements, targets, args.quick, run.missing)
+    plot_path = (run.root if args.quick else RESULTS) / "architecture_low_rank.png"
+    plot(low_rank, plot_path)
+    doc = results_doc("architecture", measurements, targets, device="cpu", quick=args.quick,
+                      wall_minutes_this_invocation=(time.perf_counter() - began) / 60,
+                      stage_minutes_summed=stage_minutes, not_measured=run.missing, plot=repo_path(plot_path),
+                      notes=notes)
     if args.quick:
-        doc = {"benchmark": "architecture (quick)", "machine": machine_info(), "targets": targets, **extra,
-               "measurements": measurements}
         write_atomically(run.root / "architecture.json", (json.dumps(doc, indent=2) + "\n").encode())
-        plot(low_rank, run.root / "architecture_low_rank.png")
-        (run.root / "architecture.md").write_text(markdown + "\n")
+        (run.root / "architecture.md").write_text(markdown(doc) + "\n")
+        print(markdown(doc))
     else:
-        write_results("architecture", measurements, targets, **extra)
-        plot(low_rank, RESULTS / "architecture_low_rank.png")
-        update_benchmarks_md("architecture", markdown)
-    print(markdown)
+        publish("architecture", doc, markdown)
 
 
 def _low_rank_rows(run: Run, name: str, original_test: float, rows: dict[str, list[dict]]) -> None:
@@ -347,7 +345,9 @@ def _low_rank_rows(run: Run, name: str, original_test: float, rows: dict[str, li
             rows[name].append({**row, "original_test_acc": original_test})
 
 
-def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> str:
+def markdown(doc: dict) -> str:
+    """The architecture section of BENCHMARKS.md, from the results file alone."""
+    m, quick, missing = doc["measurements"], doc["quick"], doc["not_measured"]
     base, init, costs, sep = m["convnet"], m["separable_init"], m["separable_costs"], m["separable_finetuned"]
     budget = m["budget"]
     lines = ["## Architecture (Fashion-MNIST)", "",
@@ -386,7 +386,7 @@ def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> 
                   f"{100 * svd['bn_reestimated']['test_acc']:.2f}%, random initialisation of the same layers "
                   f"{100 * rnd['test_acc']:.2f}% / {100 * rnd['bn_reestimated']['test_acc']:.2f}%."]
     lines += ["", "Low rank (`LowRank(param_ratio=p)` on every Linear and Conv2d, channel decomposition), fine-tuned "
-              f"{budget['low_rank_epochs']} epochs; plot: `benchmarks/results/architecture_low_rank.png`.", "",
+              f"{budget['low_rank_epochs']} epochs; plot: `{doc['plot']}`.", "",
               "| model | p | parameters kept | test right after | BatchNorm re-estimated | fine-tuned | original |",
               "|---|---|---|---|---|---|---|"]
     for name, rows in m["low_rank"].items():
@@ -407,7 +407,7 @@ def _markdown(m: dict, targets: list[dict], quick: bool, missing: list[str]) -> 
     for name, s in m["students"].items():
         lines.append(f"| {name} | {s['params']:,} | {s['macs']:,} | {100 * s['test_acc']:.2f}% | "
                      f"{s['latency_ms']['batch_1']:.2f} | {s['latency_ms']['batch_256']:.1f} |")
-    lines += ["", targets_markdown(targets)]
+    lines += ["", targets_markdown(doc["targets"])]
     return "\n".join(lines)
 
 

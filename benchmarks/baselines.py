@@ -24,10 +24,10 @@ import torch  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
+    publish,
+    results_doc,
     target,
     targets_markdown,
-    update_benchmarks_md,
-    write_results,
 )
 from netshrink.core.files import write_atomically
 
@@ -94,11 +94,12 @@ def measure(models: list[str], data_dir: str | None) -> None:
         results[name] = row
         targets.append(target(f"{name} test accuracy", row["accuracy"], TARGETS[name], ">="))
         print(f"{name}: test {row['accuracy']:.4f}", flush=True)
-    write_results("baselines", results, targets)
-    update_benchmarks_md("baselines", _markdown(results, targets))
+    publish("baselines", results_doc("baselines", results, targets), markdown)
 
 
-def _markdown(results: dict, targets: list[dict]) -> str:
+def markdown(doc: dict) -> str:
+    """The baselines section of BENCHMARKS.md, from the results file alone."""
+    results, targets = doc["measurements"], doc["targets"]
     lines = [
         "## Baselines (Fashion-MNIST)",
         "",

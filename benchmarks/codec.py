@@ -19,7 +19,8 @@ calls to last 20 ms: the least disturbed by other jobs on a shared machine, as `
 dahuffman is pure Python, so above 1M symbols it is timed on an evenly strided 1M-symbol
 sample. zlib (level 9) and lzma compress the pack_bits bytes. Targets: at every size our Huffman
 decodes at least 10x as fast as dahuffman, and stores at most 1% more bytes than an optimal
-Huffman code including its table (payload bytes plus the code lengths as JSON).
+Huffman code including its table, stored as a canonical Huffman table (one code length per symbol,
+as DEFLATE does; ``canonical_table_bits``). Ours counts its params as the container stores them, JSON.
 Writes ``benchmarks/results/codec.json`` and the codec section of BENCHMARKS.md.
 """
 
@@ -39,9 +40,9 @@ import numpy as np
 from safetensors.numpy import load_file
 from sklearn.cluster import KMeans
 
-from benchmarks.common import CHECKPOINTS, target, targets_markdown, update_benchmarks_md, write_results
+from benchmarks.common import CHECKPOINTS, publish, results_doc, target, targets_markdown
 from netshrink.codec.ans import ans_decode, ans_encode
-from netshrink.codec.bitpack import pack_bits, unpack_bits
+from netshrink.codec.bitpack import MAX_BITS, pack_bits, unpack_bits
 from netshrink.codec.entropy import packed_bits_per_symbol, shannon_bits, stored_size
 from netshrink.codec.huffman import huffman_code_lengths, huffman_decode, huffman_encode, optimal_huffman_bits
 from netshrink.codec.relative_index import best_index_bits, relative_index_encode
@@ -133,11 +134,29 @@ def measure_general(symbols: np.ndarray, alphabet: int, compress, decompress) ->
             "encode_symbols_per_s": symbols.size / encode_s, "decode_symbols_per_s": symbols.size / decode_s}
 
 
+#: bits of the field giving the width of each stored code length (widths 1..7: lengths up to 127)
+TABLE_WIDTH_FIELD_BITS = 3
+
+
+def canonical_table_bits(lengths: np.ndarray) -> int:
+    """Bits of a canonical Huffman table: the code words follow from the code lengths alone (RFC 1951
+    section 3.2.2), so the table is one code length per symbol of the alphabet (0 for an unused one),
+    each in the width of the longest length, after a 3-bit field giving that width: 4 bits a length
+    when no code is longer than 15 bits, as DEFLATE's code lengths are. DEFLATE then Huffman-codes
+    those lengths with run lengths for repeats (RFC 1951 section 3.2.7); a fixed width is simpler and
+    at most a few bytes larger for a 32-symbol alphabet."""
+    width = max(1, int(lengths.max()).bit_length())
+    return TABLE_WIDTH_FIELD_BITS + width * lengths.size
+
+
 def optimal_huffman_bytes(counts: np.ndarray) -> int:
-    """An optimal (unlimited) Huffman code's payload bytes plus its table: the code lengths as JSON,
-    as a canonical Huffman stream must store them."""
-    table = json.dumps({"code_lengths": huffman_code_lengths(counts).tolist()})
-    return -(-optimal_huffman_bits(counts) // 8) + len(table)
+    """An optimal (unlimited) Huffman code's payload plus its canonical table
+    (:func:`canonical_table_bits`), as one bit stream rounded up to whole bytes."""
+    payload_bits = optimal_huffman_bits(counts)
+    lengths = huffman_code_lengths(counts, MAX_BITS)
+    if int((lengths.astype(np.int64) * counts).sum()) != payload_bits:
+        raise ValueError(f"an optimal code for this stream needs codes longer than {MAX_BITS} bits")
+    return -(-(payload_bits + canonical_table_bits(lengths)) // 8)
 
 
 def measure_stream(symbols: np.ndarray, alphabet: int, base: np.ndarray | None = None) -> dict:
@@ -196,7 +215,10 @@ def gap_stream() -> tuple[np.ndarray, int, dict]:
     return gaps.astype(np.int64), 2**index_bits, info
 
 
-def markdown(measurements: dict, targets: list[dict], source: str, load: list[float]) -> str:
+def markdown(doc: dict) -> str:
+    """The codec section of BENCHMARKS.md, from the results file alone."""
+    measurements, targets = doc["measurements"], doc["targets"]
+    source, load = doc["source"], doc["load_average_start_end"]
     lines = ["## Codec (entropy stages)", "",
              (f"`python benchmarks/codec.py` (weights: {source}). Bits/symbol include each "
               "coder's stored tables; throughput in symbols/s is the best of 5 to 25 timings (up to 2 s), each of "
@@ -205,8 +227,10 @@ def markdown(measurements: dict, targets: list[dict], source: str, load: list[fl
               "The cluster streams of 10k, 100k and 1M symbols are prefixes of the real weights' "
               "indices; the 10M stream tiles them (the zoo holds 1.13M weights), which LZ matching "
               "(zlib, lzma) exploits, so they also run on the untiled base stream there. \"optimal "
-              "Huffman + table\" is an unlimited optimal Huffman code's payload plus its code lengths "
-              f"as JSON. Load average of the machine during the run: {load[0]:.1f} at the start, {load[1]:.1f} at "
+              "Huffman + table\" is an unlimited optimal Huffman code's payload plus its canonical table "
+              "(one code length per symbol, in the width of the longest, as DEFLATE stores code lengths before "
+              "run-length coding them); ours counts its table as the container stores it (JSON params). "
+              f"Load average of the machine during the run: {load[0]:.1f} at the start, {load[1]:.1f} at "
               "the end (other jobs slow every coder alike; the targets are ratios measured in one process)."), ""]
     for stream_name, stream in measurements.items():
         lines += [(f"**{stream_name}**: {stream['symbols']:,} symbols, alphabet {stream['alphabet_size']}, "
@@ -253,15 +277,12 @@ def main() -> None:
     sources = set(cluster_info["model_sources"].values())
     source = "trained" if sources == {"trained"} else "untrained-fallback"
     load = [load_at_start, os.getloadavg()[0]]
-    write_results("codec", measurements, targets, source=source, load_average_start_end=load,
-                  notes=f"dahuffman (pure Python) timed on the whole stream up to {DAHUFFMAN_PREFIX} symbols, "
-                        "on an evenly strided sample of that many above; zlib/lzma compress the pack_bits "
-                        "bytes, packing time included; the 10M cluster stream tiles the real weights' "
-                        "indices (1.13M), which LZ matching exploits, so zlib/lzma also run on the untiled "
-                        "base stream there")
-    table = markdown(measurements, targets, source, load)
-    update_benchmarks_md("codec", table)
-    print(table)
+    notes = (f"dahuffman (pure Python) timed on the whole stream up to {DAHUFFMAN_PREFIX} symbols, on an evenly "
+             "strided sample of that many above; zlib/lzma compress the pack_bits bytes, packing time included; the "
+             "10M cluster stream tiles the real weights' indices (1.13M), which LZ matching exploits, so zlib/lzma "
+             "also run on the untiled base stream there")
+    publish("codec", results_doc("codec", measurements, targets, source=source, load_average_start_end=load,
+                                 notes=notes), markdown)
     print(json.dumps([t for t in targets if not t["met"]], indent=2) if not all(t["met"] for t in targets) else
           "all targets met")
 

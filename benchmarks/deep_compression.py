@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import target, targets_markdown, update_benchmarks_md, write_results  # noqa: E402
+from benchmarks.common import publish, results_doc, target, targets_markdown  # noqa: E402
+from netshrink.core.files import write_atomically  # noqa: E402
 
 RECIPES = {
     "lenet300_100": "deep_compression_lenet300_100.toml",
@@ -64,14 +65,55 @@ def uncoded_rate(out: Path, report: dict) -> float:
     return report["final"]["baseline_dense_fp32_bytes"] / plain.stat().st_size
 
 
-def layer_table(rows: list[dict]) -> str:
-    """Deep Compression's Tables 2 and 3: weights, kept %, bits per kept weight, index bits, rate."""
-    lines = ["| layer | weights | weights kept % | bits / weight | index bits | rate |", "|---|---|---|---|---|---|"]
+def layer_table(rows: list[dict], file_bytes: int) -> str:
+    """Deep Compression's Tables 2 and 3 in the paper's definitions (Han et al. 2016, sec. 6):
+    weights, weights kept, bits per kept weight (the value stream's bits over the kept weights) and
+    index bits per kept weight (the relative-index stream, sec. 3) where the positions are a stream of
+    their own; a tensor whose zeros are coded among its values (one stream) has its whole stream as
+    bits per kept weight and no index column. The bytes column adds up to the file: the last row is
+    the container's header and document."""
+    lines = ["| layer | weights | weights kept % | bits / kept weight | index bits | bytes | rate |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        index = "-" if r["bits_per_index"] is None else f"{r['bits_per_index']:.2f}"
-        lines.append(f"| {r['name']} | {r['weights']:,} | {r['kept_pct']:.1f} | {r['bits_per_weight']:.2f} | {index} | "
-                     f"{r['rate']:.1f}x |")
+        kept = max(1.0, r["weights"] * r["kept_pct"] / 100)
+        index_bits = r["bits_per_index"]
+        per = r["weights"] if index_bits is None else kept  # inspect's bits are per weight unless sparse
+        value_bits = r["bits_per_weight"] * per / kept
+        index = "-" if index_bits is None else f"{index_bits:.2f}"
+        lines.append(f"| {r['name']} | {r['weights']:,} | {r['kept_pct']:.1f} | {value_bits:.2f} | {index} | "
+                     f"{r['bytes']:,} | {r['rate']:.1f}x |")
+    overhead = file_bytes - sum(r["bytes"] for r in rows)
+    lines.append(f"| header and document | | | | | {overhead:,} | |")
+    lines.append(f"| **file** | {sum(r['weights'] for r in rows):,} | | | | **{file_bytes:,}** | |")
     return "\n".join(lines)
+
+
+def stage_minutes(measurements: dict) -> float:
+    """The recipes' stage times, summed from their reports: what the benchmark costs even when a
+    resumed invocation reuses finished stages."""
+    return sum(sum(m["stage_seconds"].values()) for m in measurements.values()) / 60
+
+
+def recipe_section(name: str, m: dict) -> str:
+    """One recipe's result: rate, accuracy, the rate after each stage and its per-layer table."""
+    return (f"### {name} (`{m['recipe']}`)\n\n{m['rate']:.1f}x ({m['file_bytes']:,} bytes), "
+            f"test accuracy {100 * m['test_accuracy']:.2f}% (baseline "
+            f"{100 * m['baseline_test_accuracy']:.2f}%, {m['drop_points']:+.2f} points below). Rate after each "
+            "stage: " + ", ".join(f"{k} {v:.1f}x" for k, v in m["rate_after_stage"].items()) + ".\n\n"
+            + layer_table(m["layers"], m["file_bytes"]))
+
+
+def markdown(doc: dict) -> str:
+    """The deep_compression section of BENCHMARKS.md, from the results file alone."""
+    measurements, load = doc["measurements"], doc["load_average_start_end"]
+    return (f"## Deep Compression end to end\n\n`python benchmarks/deep_compression.py` on the CPU: the recipes' "
+            f"stages took {stage_minutes(measurements):.0f} min in all (this invocation "
+            f"{doc['wall_seconds'] / 60:.0f} min, reusing finished stages; load average {load[0]:.1f} at its start "
+            f"and {load[1]:.1f} at its end). Each retraining is distilled from the dense original (Deep "
+            "Compression's recipes) or from the convnet (the chain); the recipes' settings were chosen on the "
+            "validation split (their comments list the candidates).\n\n"
+            + targets_markdown(doc["targets"]) + "\n\n"
+            + "\n\n".join(recipe_section(name, m) for name, m in measurements.items()))
 
 
 def main() -> None:
@@ -83,7 +125,7 @@ def main() -> None:
 
     out_root = Path(args.out or ROOT / "runs" / ("deep_compression-quick" if args.quick else "deep_compression"))
     load_start, started = os.getloadavg()[0], time.perf_counter()
-    measurements, targets, sections = {}, [], []
+    measurements, targets = {}, []
     for name, file in RECIPES.items():
         source = tomllib.loads((ROOT / "recipes" / file).read_text())
         if args.quick:
@@ -103,31 +145,16 @@ def main() -> None:
             targets.append(target(f"{name}: compression rate (dense fp32 safetensors / .nsk)", final["rate"],
                                   GOALS[name], ">="))
             targets.append(target(f"{name}: test accuracy points below the baseline", drop, MAX_DROP_POINTS, "<="))
-        sections.append(f"### {name} (`recipes/{file}`)\n\n{final['rate']:.1f}x ({final['file_bytes']:,} bytes), "
-                        f"test accuracy {100 * final['test_accuracy']:.2f}% (baseline "
-                        f"{100 * final['baseline_test_accuracy']:.2f}%, {drop:+.2f} points below). Rate after each "
-                        "stage: " + ", ".join(f"{k} {v:.1f}x" for k, v in rates.items()) + ".\n\n"
-                        + layer_table(report["stages"][-1]["layers"]))
     seconds = time.perf_counter() - started
-    # the recipes' stage times, summed from their reports: what the benchmark costs even when a
-    # resumed invocation reuses finished stages
-    stage_minutes = sum(sum(m["stage_seconds"].values()) for m in measurements.values()) / 60
-    targets.append(target("whole benchmark, recipe stage times summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
-    load = [load_start, os.getloadavg()[0]]
-    text = (f"## Deep Compression end to end\n\n`python benchmarks/deep_compression.py` on the CPU: the recipes' "
-            f"stages took {stage_minutes:.0f} min in all (this invocation {seconds / 60:.0f} min, reusing finished "
-            f"stages; load average {load[0]:.1f} at its start and {load[1]:.1f} at its end). Each retraining is "
-            "distilled from the dense original (Deep Compression's recipes) or from the convnet (the chain); "
-            "the recipes' settings were chosen on the validation split (their comments list the candidates).\n\n"
-            + targets_markdown(targets) + "\n\n" + "\n\n".join(sections))
-    print(text)
+    targets.append(target("whole benchmark, recipe stage times summed (min)", stage_minutes(measurements),
+                          WALL_GOAL_MIN, "<="))
+    doc = results_doc("deep_compression", measurements, targets, device="cpu", wall_seconds=seconds,
+                      load_average_start_end=[load_start, os.getloadavg()[0]], quick=args.quick)
     if args.quick:
-        (out_root / "deep_compression.json").write_text(json.dumps({"targets": targets, "measurements": measurements},
-                                                                   indent=2))
+        write_atomically(out_root / "deep_compression.json", (json.dumps(doc, indent=2) + "\n").encode())
+        print(markdown(doc))
         return
-    write_results("deep_compression", measurements, targets, device="cpu", wall_seconds=seconds,
-                  load_average_start_end=load)
-    update_benchmarks_md("deep_compression", text)
+    publish("deep_compression", doc, markdown)
 
 
 if __name__ == "__main__":

@@ -62,16 +62,15 @@ from benchmarks.baselines import RECIPES  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     RESULTS,
-    ROOT,
     exit_with_parent,
     gap_closure,
-    machine_info,
     percent,
+    publish,
     quick_subset,
+    repo_path,
+    results_doc,
     target,
     targets_markdown,
-    update_benchmarks_md,
-    write_results,
 )
 from netshrink.core.files import write_atomically  # noqa: E402
 
@@ -595,7 +594,9 @@ def not_measured(measured: dict) -> list[str]:
             for name, row in measured["gap"].items() if row["gap_closure"] is None]
 
 
-def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) -> str:
+def markdown(doc: dict) -> str:
+    """The distillation section of BENCHMARKS.md, from the results file alone."""
+    measured, quick = doc["measurements"], doc["quick"]
     sweep, gap, ens, omit, speed = (measured[k] for k in ("sweep", "gap", "ensemble", "omit", "throughput"))
     flags = "".join([" --quick" if quick else "", " --augment" if measured["augment"] else "",
                      f" --views {measured['views']}" if measured["views"] > 1 else "",
@@ -608,8 +609,8 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
                 if measured["augment"] else "no online augmentation, so the cached teacher logits are valid")
     lines = ["## Distillation (Fashion-MNIST)", "",
              f"`python benchmarks/distillation.py{flags}`{' (tiny budgets, not the real figures)' if quick else ''}"
-             f" on {measured['device']}; teacher: the kept convnet (seed 0); alpha = {ALPHA}; every student with "
-             "its baselines recipe"
+             f" on {measured['device']}; teacher: the kept convnet (seed 0); alpha = {doc['alpha']}; every student "
+             "with its baselines recipe"
              + (f" but {_epochs_text(measured['student_epochs'])} epochs" if measured["student_epochs"] else "")
              + f"; {training}"
              + (f"; transfer set: the training split and {measured['views'] - 1} fixed crop/flip copies"
@@ -619,7 +620,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
              "seed 0; T picked on validation.", "",
              "| T | val acc | test acc |", "|---|---|---|"]
     lines += [f"| {r['T']:g} | {100 * r['val_acc']:.2f}% | {100 * r['test_acc']:.2f}% |" for r in sweep["rows"]]
-    lines += ["", f"Chosen T = {sweep['chosen_T']:g} (validation). Plot: `{plot_path}`.", "",
+    lines += ["", f"Chosen T = {sweep['chosen_T']:g} (validation). Plot: `{doc['plot']}`.", "",
               "| student | seeds | alone (test, mean) | distilled (test, mean) | T (validation) | teacher (test) "
              "| gap closed (mean) | gap closed per seed |", "|---|---|---|---|---|---|---|---|"]
     for name, row in gap.items():
@@ -629,13 +630,15 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
                      f"{100 * row['distilled_test_acc']:.2f}% | {row['T']:g} | {100 * row['teacher_test_acc']:.2f}% | "
                      f"{closure} | {per_seed} |")
     lines += ["", "Whether any transfer set, loss or schedule lifts lenet300_100 further: "
-              "`benchmarks/distillation_ceiling.py`; whether its width or its teacher's family is the limit: "
-              "`benchmarks/distillation_mlp.py`; their sections below."]
-    lines += ["", f"Ensemble of 3 convnets: student {100 * ens['ensemble']['test_acc']:.2f}% against "
-              f"{100 * ens['single']['test_acc']:.2f}% taught by the best single one (seed {ens['best_single_seed']}).",
-              "", f"Class {OMITTED_CLASS} left out of the transfer set: its test accuracy "
-              f"{100 * omit['omitted_test_acc_before'][str(OMITTED_CLASS)]:.1f}% before, "
-              f"{100 * omit['omitted_test_acc_after'][str(OMITTED_CLASS)]:.1f}% after raising its bias by "
+              "`benchmarks/studies/distillation_ceiling.py`; whether its width or its teacher's family is the limit: "
+              "`benchmarks/studies/distillation_mlp.py`; their sections below."]
+    omitted = str(omit["omit_classes"][0])
+    lines += ["", f"Ensemble of {len(ens['teachers'])} convnets: student {100 * ens['ensemble']['test_acc']:.2f}% "
+              f"against {100 * ens['single']['test_acc']:.2f}% taught by the best single one "
+              f"(seed {ens['best_single_seed']}).",
+              "", f"Class {omitted} left out of the transfer set: its test accuracy "
+              f"{100 * omit['omitted_test_acc_before'][omitted]:.1f}% before, "
+              f"{100 * omit['omitted_test_acc_after'][omitted]:.1f}% after raising its bias by "
               f"{omit['bias_raise']:g} (chosen on validation); overall test "
               f"{100 * omit['test_acc']:.2f}% -> {100 * omit['test_acc_after_bias']:.2f}%.", "",
               f"Training throughput, same run: {speed['samples_per_s']['cached']:.0f} samples/s with the "
@@ -647,7 +650,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool, plot_path: Path) 
               f"Wall time of this invocation: {measured['wall_seconds']:.0f} s, plus "
               f"{measured['reused_runs_seconds']:.0f} s of training runs finished by earlier invocations and reused "
               "(teachers trained once and kept).",
-              "", targets_markdown(targets)] + [f"\nNot measured: {line}." for line in not_measured(measured)]
+              "", targets_markdown(doc["targets"])] + [f"\nNot measured: {line}." for line in doc["not_measured"]]
     return "\n".join(lines)
 
 
@@ -728,21 +731,15 @@ def main() -> None:
     measured["reused_runs_seconds"] = bench.reused_seconds
     measured["minutes_with_reused_runs"] = (measured["wall_seconds"] + bench.reused_seconds) / 60
     targets = build_targets(measured)
-    results_dir = out if args.quick else RESULTS
-    plot_path = results_dir / PLOT_NAME
+    plot_path = (out if args.quick else RESULTS) / PLOT_NAME
     plot(measured["sweep"], plot_path)
-    table = markdown(measured, targets, args.quick,
-                     plot_path.relative_to(ROOT) if plot_path.is_relative_to(ROOT) else plot_path)
+    doc = results_doc("distillation", measured, targets, device=measured["device"], quick=args.quick, alpha=ALPHA,
+                      plot=repo_path(plot_path), not_measured=not_measured(measured))
     if args.quick:
-        doc = {"benchmark": "distillation", "quick": True, "machine": machine_info(), "targets": targets,
-               "not_measured": not_measured(measured), "measurements": measured}
         write_atomically(out / "distillation.json", (json.dumps(doc, indent=2) + "\n").encode())
+        print(markdown(doc))
     else:
-        write_results("distillation", measured, targets, device=measured["device"],
-                      not_measured=not_measured(measured))
-        update_benchmarks_md("distillation", table)
-    print(table)
-
+        publish("distillation", doc, markdown)
 
 if __name__ == "__main__":
     main()

@@ -47,11 +47,12 @@ from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     RESULTS,
     machine_info,
+    publish,
     quick_subset,
+    repo_path,
+    results_doc,
     target,
     targets_markdown,
-    update_benchmarks_md,
-    write_results,
 )
 from benchmarks.stages import Stages  # noqa: E402
 from netshrink.core.files import write_atomically  # noqa: E402
@@ -317,7 +318,9 @@ def plot(exits: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
+def markdown(doc: dict) -> str:
+    """The dynamic section of BENCHMARKS.md, from the results file alone."""
+    measured, quick = doc["measurements"], doc["quick"]
     exits, slim, budgets = measured["exits"], measured["slimmable"], measured["budgets"]
     plain, dyn, latency = exits["plain"], exits["dynamic"], measured["exit_latency"]
     lines = ["## Dynamic computation (Fashion-MNIST)", "",
@@ -327,7 +330,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
              f"{latency['rounds']} rounds each.", "",
              f"Early exits ({exits.get('head', 'conv')} heads) after {', '.join(exits['exits'])}; threshold "
              f"{dyn['threshold']:.4f} calibrated on "
-             f"validation (at most {100 * MAX_DROP:g} points below the convnet alone there).", "",
+             f"validation (at most {100 * doc['exit_max_drop']:g} points below the convnet alone there).", "",
              "| | test acc | avg MACs | batch 1 ms/sample | batch 256 ms/sample |", "|---|---|---|---|---|",
              f"| convnet alone | {100 * plain['test_acc']:.2f}% | {plain['macs']:,.0f} | "
              f"{latency['plain']['batch_1_ms']:.3f} | {latency['plain']['batch_256_ms']:.4f} |",
@@ -346,10 +349,10 @@ def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
                   "points below (its latencies timed with autograd on); its "
                   "head after features.0 cost more at batch 1 than the block itself, hence the "
                   "pooled heads."]
-    lines += ["", f"Accuracy against average MACs over thresholds: `benchmarks/results/{PLOT_NAME}`.", "",
+    lines += ["", f"Accuracy against average MACs over thresholds: `{doc['plot']}`.", "",
               "Slimmable convnet: sandwich rule, every width each step, the narrower ones trained on the widest "
-              f"one's predictions and the labels (`sandwich_loss` alpha {SANDWICH_ALPHA:g}); against convnets of "
-              "each width trained alone with the same recipe.", "",
+              f"one's predictions and the labels (`sandwich_loss` alpha {doc['sandwich_alpha']:g}); against convnets "
+              "of each width trained alone with the same recipe.", "",
               "| width | slimmable test acc | alone test acc | MACs | slimmable batch 1 ms | alone batch 1 ms |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['width']:g} | {100 * r['slimmable']['test_acc']:.2f}% | {100 * r['alone']['test_acc']:.2f}% | "
@@ -361,7 +364,7 @@ def markdown(measured: dict, targets: list[dict], quick: bool) -> str:
               f"{r['test_latency_ms']:.3f} |" for r in budgets["rows"]]
     lines += ["", f"Stage times summed: {measured['stage_minutes_summed']:.1f} min (each stage's seconds when it "
               f"ran, model training included); wall time of this invocation {measured['wall_seconds']:.0f} s.", "",
-              targets_markdown(targets)]
+              targets_markdown(doc["targets"])]
     return "\n".join(lines)
 
 
@@ -402,18 +405,15 @@ def main() -> None:
     measured["stage_seconds"] = bench.stages.seconds  # each model is trained inside the first stage using it
     measured["stage_minutes_summed"] = bench.stages.minutes()
     targets = build_targets(measured)
-    results_dir = bench.out if args.quick else RESULTS
-    plot(measured["exits"], results_dir / PLOT_NAME)
-    table = markdown(measured, targets, args.quick)
+    plot_path = (bench.out if args.quick else RESULTS) / PLOT_NAME
+    plot(measured["exits"], plot_path)
+    doc = results_doc("dynamic", measured, targets, device=measured["device"], quick=args.quick,
+                      exit_max_drop=MAX_DROP, sandwich_alpha=SANDWICH_ALPHA, plot=repo_path(plot_path))
     if args.quick:
-        doc = {"benchmark": "dynamic", "quick": True, "machine": machine_info(), "targets": targets,
-               "measurements": measured}
         write_atomically(bench.out / "dynamic.json", (json.dumps(doc, indent=2) + "\n").encode())
+        print(markdown(doc))
     else:
-        write_results("dynamic", measured, targets, device=measured["device"])
-        update_benchmarks_md("dynamic", table)
-    print(table)
-
+        publish("dynamic", doc, markdown)
 
 if __name__ == "__main__":
     main()

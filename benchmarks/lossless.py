@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from benchmarks.codec import load_weights
-from benchmarks.common import update_benchmarks_md, write_results
+from benchmarks.common import publish, results_doc
 from netshrink.codec.container import load, save
 from netshrink.codec.tensor_encodings import tensor_bits
 from netshrink.measure.size import dense_fp32_bytes
@@ -83,7 +83,11 @@ def main() -> None:
             for dtype_name in DTYPES:
                 rows.append(measure(name, dtype_name, folder))
                 print(rows[-1]["model"], rows[-1]["dtype"], f"{rows[-1]['gain_vs_nsk_dense']:.3f}x", flush=True)
-    write_results("lossless", {"rows": rows}, [])
+    publish("lossless", results_doc("lossless", {"rows": rows}, []), markdown)
+
+
+def markdown(doc: dict) -> str:
+    """The lossless section of BENCHMARKS.md, from the results file alone."""
     lines = [
         "## Lossless float coding",
         "",
@@ -96,13 +100,12 @@ def main() -> None:
         "vs fp32 baseline | zlib -9 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in doc["measurements"]["rows"]:
         lines.append(
             f"| {r['model']} | {r['source']} | {r['dtype']} | {r['float_values']} | {r['nsk_dense_bytes']} | "
             f"{r['nsk_float_bytes_bytes']} | {r['bits_per_value_float_bytes']:.2f} | "
             f"{r['gain_vs_nsk_dense']:.3f}x | {r['ratio_vs_fp32_baseline']:.3f}x | {r['zlib9_raw_ratio']:.3f}x |")
-    update_benchmarks_md("lossless", "\n".join(lines))
-
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

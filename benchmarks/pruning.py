@@ -47,10 +47,10 @@ from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     ROOT,
     fine_tune,
+    publish,
+    results_doc,
     target,
     targets_markdown,
-    update_benchmarks_md,
-    write_results,
 )
 from benchmarks.stages import Stages  # noqa: E402
 from netshrink.codec.container import load, save  # noqa: E402
@@ -300,18 +300,18 @@ def main() -> None:
         for stage, r in stage_results.items()}
     wall = (time.perf_counter() - began) / 60
     targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
-    write_results("pruning", measurements, targets, wall_minutes_this_invocation=wall,
-                  notes="Latency: 1 thread, median; on a CPU shared with other jobs, so absolute times are "
-                        "noisy, the unpruned model is timed before and after the pruned one and the faster "
-                        "of the two is the reference. Stage times are summed over the cached stages; the stages did "
-                        "not all run under the same load: see measurements.stage_times (the lenet300_100 stages "
-                        "ran on a loaded machine, stages with a load average recorded ran later on an idle one).")
-    markdown = _markdown(measurements, targets)
-    update_benchmarks_md("pruning", markdown)
-    print(markdown)
+    notes = ("Latency: 1 thread, median; on a CPU shared with other jobs, so absolute times are noisy, the unpruned "
+             "model is timed before and after the pruned one and the faster of the two is the reference. Stage times "
+             "are summed over the cached stages; the stages did not all run under the same load: see "
+             "measurements.stage_times (the lenet300_100 stages ran on a loaded machine, stages with a load average "
+             "recorded ran later on an idle one).")
+    publish("pruning", results_doc("pruning", measurements, targets, wall_minutes_this_invocation=wall, notes=notes),
+            markdown)
 
 
-def _markdown(m: dict, targets: list[dict]) -> str:
+def markdown(doc: dict) -> str:
+    """The pruning section of BENCHMARKS.md, from the results file alone."""
+    m, targets = doc["measurements"], doc["targets"]
     lines = ["## Pruning (Fashion-MNIST)", "",
              f"`python benchmarks/pruning.py`. Global magnitude pruning to {m['sparsity']:.0%} of the Linear/Conv "
              "weights from the kept baselines; our schedule (gradual or one shot, fine-tuned on the labels or "

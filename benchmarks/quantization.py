@@ -61,10 +61,10 @@ from benchmarks.common import (
     CHECKPOINTS,
     RESULTS,
     fine_tune,
+    publish,
+    results_doc,
     target,
     targets_markdown,
-    update_benchmarks_md,
-    write_results,
 )
 from netshrink.codec.inspect import inspect_file
 from netshrink.distillation import Distill
@@ -282,63 +282,74 @@ def plot(sweeps: dict, conv_fc: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def markdown(doc: dict, targets: list[dict], complete: bool) -> str:
+def _bits(by_method: dict) -> list[str]:
+    """The bit widths a table's columns hold, as its rows key them."""
+    return list(next(iter(by_method.values())))
+
+
+def markdown(doc: dict) -> str:
+    """The quantization section of BENCHMARKS.md, from the results file alone."""
+    m, fine = doc["measurements"], doc["centroid_4bit_train_config"]
+    distill = fine["distill_candidate"]
     lines = ["## quantization", "",
              "`python benchmarks/quantization.py` (Fashion-MNIST, kept checkpoints; test accuracy in %, files are "
-             f"finalized `.nsk`; training runs are {TRAIN_EPOCHS} epoch(s) of Adam over a fixed random "
-             f"{TRAIN_IMAGES:,} training images, lr {QAT_TRAIN.lr:g} for QAT and {CENTROID_TRAIN.lr:g} for centroids, "
+             f"finalized `.nsk`; training runs are {doc['qat_train_config']['epochs']} epoch(s) of Adam over a fixed "
+             f"random {doc['train_images']:,} training images, lr {doc['qat_train_config']['lr']:g} for QAT and "
+             f"{doc['centroid_train_config']['lr']:g} for centroids, "
              "chosen on lenet300_100's validation split; the 4-bit fine-tuned-centroid cell of both models, "
              "the target, "
-             f"is {CENTROID_4BIT_EPOCHS} epochs over the whole training split, lr picked per model on its validation "
-             f"split among {', '.join(f'{lr:g}' for lr in CENTROID_4BIT_LRS)}, each on the labels alone and distilled "
-             f"from the fp32 model, T {CENTROID_4BIT_DISTILL.T:g}, alpha {CENTROID_4BIT_DISTILL.alpha:g}). "
+             f"is {fine['epochs']} epochs over the whole training split, lr picked per model on its validation "
+             f"split among {', '.join(f'{lr:g}' for lr in fine['lr'])}, each on the labels alone and distilled "
+             f"from the fp32 model, T {distill['T']:g}, alpha {distill['alpha']:g}). "
              "Raw numbers: `benchmarks/results/quantization.json`; plot: `benchmarks/results/quantization.png`.", ""]
-    if not complete:
+    if not doc["complete"]:
         lines += ["**Partial run**: the stages below are the ones that finished.", ""]
-    for rerun in doc.get("reruns", []):
+    for rerun in m.get("reruns", []):
         lines += [f"**Rerun** `{rerun['command']}` on {rerun['date']} ({rerun['seconds']:.0f} s): only "
                   f"{rerun['what']}; every other figure is from the full run; the whole-benchmark wall time is "
                   "the full run's plus the rerun's.", ""]
-    for name, rows in doc.get("bits_sweep", {}).items():
+    for name, rows in m.get("bits_sweep", {}).items():
+        methods = {method: by_bits for method, by_bits in rows.items() if method != "fp32"}
+        bits = _bits(methods)
         lines += [f"**{name}** (fp32: {100 * rows['fp32']['test_acc']:.2f}%, {rows['fp32']['file_bytes']:,} B)", "",
-                  "| method | " + " | ".join(f"{b} bits" for b in BITS) + " |", "|---" * (len(BITS) + 1) + "|"]
-        for method, by_bits in rows.items():
-            if method != "fp32":
-                lines.append(f"| {method} | " + " | ".join(
-                    f"{100 * by_bits[str(b)]['test_acc']:.2f} ({by_bits[str(b)]['file_bytes'] / 1024:.0f} KiB)"
-                    for b in BITS) + " |")
+                  "| method | " + " | ".join(f"{b} bits" for b in bits) + " |", "|---" * (len(bits) + 1) + "|"]
+        for method, by_bits in methods.items():
+            lines.append(f"| {method} | " + " | ".join(
+                f"{100 * by_bits[b]['test_acc']:.2f} ({by_bits[b]['file_bytes'] / 1024:.0f} KiB)" for b in bits) + " |")
         lines.append("")
-    if "conv_against_fc" in doc:
+    if "conv_against_fc" in m:
+        bits = _bits(m["conv_against_fc"])
         lines += ["**Conv against fc layers** (lenet5, clustering post-training, the other layers fp32; Deep "
-                  "Compression 6.1)", "", "| layers clustered | " + " | ".join(f"{b} bits" for b in BITS) + " |",
-                  "|---" * (len(BITS) + 1) + "|"]
-        for part, by_bits in doc["conv_against_fc"].items():
-            lines.append(f"| {part} | " + " | ".join(f"{100 * by_bits[str(b)]['test_acc']:.2f}" for b in BITS) + " |")
+                  "Compression 6.1)", "", "| layers clustered | " + " | ".join(f"{b} bits" for b in bits) + " |",
+                  "|---" * (len(bits) + 1) + "|"]
+        for part, by_bits in m["conv_against_fc"].items():
+            lines.append(f"| {part} | " + " | ".join(f"{100 * by_bits[b]['test_acc']:.2f}" for b in bits) + " |")
         lines.append("")
-    if "binary_weights" in doc:
-        bwn = doc["binary_weights"]
-        lines += [f"**BWN lenet5** (first and last layers fp32, {BWN_EPOCHS} epochs): test "
+    if "binary_weights" in m:
+        bwn = m["binary_weights"]
+        lines += [f"**BWN lenet5** (first and last layers fp32, {doc['bwn_train_config']['epochs']} epochs): test "
                   f"{100 * bwn['test_acc']:.2f}% (fp32 {100 * bwn['fp32_test_acc']:.2f}%), binarized layers "
                   f"{bwn['binarized_bytes']:,} B against {bwn['binarized_dense_fp32_bytes']:,} B fp32 "
                   f"({bwn['binarized_rate']:.1f}x), file {bwn['file_bytes']:,} B.", ""]
-    if "kmeans_speed" in doc:
-        lines += [f"**1-D k-means**, {KMEANS_CLUSTERS} clusters over {KMEANS_WEIGHTS:,} real weights:", "",
+    if "kmeans_speed" in m:
+        km = m["kmeans_speed"]
+        lines += [f"**1-D k-means**, {km['clusters']} clusters over {km['weights']:,} real weights:", "",
                   "| implementation | seconds | inertia | Lloyd steps |", "|---|---|---|---|"]
-        for impl, row in doc["kmeans_speed"]["runs"].items():
+        for impl, row in km["runs"].items():
             lines.append(f"| {impl} | {row['seconds']:.3f} | {row['inertia']:.6g} | {row['lloyd_steps']} |")
         lines.append("")
-    if "onnx_int8" in doc:
-        lines += [f"**ONNX Runtime int8 against fp32** ({THREADS} thread, median latency):", "",
+    if "onnx_int8" in m:
+        lines += [f"**ONNX Runtime int8 against fp32** ({doc['threads']} thread, median latency):", "",
                   "| model | fp32 acc | int8 acc | change (points) | batch 1 fp32 / int8 ms "
                   "| batch 256 fp32 / int8 ms |",
                   "|---|---|---|---|---|---|"]
-        for name, row in doc["onnx_int8"].items():
+        for name, row in m["onnx_int8"].items():
             lines.append(f"| {name} | {100 * row['fp32']['test_acc']:.2f} | {100 * row['int8']['test_acc']:.2f} | "
                          f"{row['accuracy_change_points']:+.2f} | {row['fp32']['batch_1_ms']:.3f} / "
                          f"{row['int8']['batch_1_ms']:.3f} | {row['fp32']['batch_256_ms']:.2f} / "
                          f"{row['int8']['batch_256_ms']:.2f} |")
         lines.append("")
-    lines.append(targets_markdown(targets))
+    lines.append(targets_markdown(doc["targets"]))
     return "\n".join(lines)
 
 
@@ -367,26 +378,32 @@ def compute_targets(doc: dict, wall: float, complete: bool) -> list[dict]:
     return targets
 
 
-def publish(doc: dict, start: float, complete: bool, wall: float | None = None) -> list[dict]:
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def publish_run(doc: dict, began: str, start: float, complete: bool, wall: float | None = None) -> list[dict]:
+    """Publish the measurements ``doc`` so far of the run that began at ``began`` (one history entry
+    per run, however often it publishes) and return its targets."""
     wall = time.perf_counter() - start if wall is None else wall
     targets = compute_targets(doc, wall, complete)
-    write_results("quantization", doc, targets, complete=complete, wall_seconds=wall, device="cpu", threads=THREADS,
-                  train_images=TRAIN_IMAGES, qat_train_config=QAT_TRAIN.to_dict(),
-                  centroid_train_config=CENTROID_TRAIN.to_dict(),
-                  centroid_4bit_train_images="whole training split",
-                  centroid_4bit_train_config={**CENTROID_4BIT_TRAIN.to_dict(), "lr": list(CENTROID_4BIT_LRS),
-                                              "distill_candidate": CENTROID_4BIT_DISTILL.to_dict()},
-                  bwn_train_config=BWN_TRAIN.to_dict())
-    update_benchmarks_md("quantization", markdown(doc, targets, complete))
+    publish("quantization", results_doc(
+        "quantization", doc, targets, date=began, complete=complete, wall_seconds=wall, device="cpu",
+        threads=THREADS, train_images=TRAIN_IMAGES, qat_train_config=QAT_TRAIN.to_dict(),
+        centroid_train_config=CENTROID_TRAIN.to_dict(), centroid_4bit_train_images="whole training split",
+        centroid_4bit_train_config={**CENTROID_4BIT_TRAIN.to_dict(), "lr": list(CENTROID_4BIT_LRS),
+                                    "distill_candidate": CENTROID_4BIT_DISTILL.to_dict()},
+        bwn_train_config=BWN_TRAIN.to_dict()), markdown)
     return targets
 
 
 def rerun_centroids_4bit() -> None:
     """Measure again only the 4-bit fine-tuned-centroid cell of both models into the existing results."""
-    import datetime
     import json
 
-    start = time.perf_counter()
+    start, began = time.perf_counter(), _now()
     torch.set_num_threads(THREADS)
     old = json.loads((RESULTS / "quantization.json").read_text())
     if not old.get("complete"):
@@ -399,7 +416,7 @@ def rerun_centroids_4bit() -> None:
     doc["reruns"] = [r for r in doc.get("reruns", []) if r["stage"] != "centroids-4bit"] + [{
         "stage": "centroids-4bit", "command": "python benchmarks/quantization.py --rerun centroids-4bit",
         "what": "the 4-bit cluster + fine-tuned centroids cell of both models",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": began,
         "seconds": time.perf_counter() - start,
         "train_config": {**CENTROID_4BIT_TRAIN.to_dict(), "lr": list(CENTROID_4BIT_LRS),
                          "distill_candidate": CENTROID_4BIT_DISTILL.to_dict()},
@@ -407,7 +424,7 @@ def rerun_centroids_4bit() -> None:
     # the rerun cell replaces one the full run timed too; its seconds are added whole (an upper bound)
     full_run = doc.setdefault("full_run_wall_seconds", old["wall_seconds"])
     plot(doc["bits_sweep"], doc["conv_against_fc"], RESULTS / "quantization.png")
-    print(targets_markdown(publish(doc, start, complete=True, wall=full_run + time.perf_counter() - start)))
+    print(targets_markdown(publish_run(doc, began, start, complete=True, wall=full_run + time.perf_counter() - start)))
 
 
 def main() -> None:
@@ -416,7 +433,7 @@ def main() -> None:
         return
     if sys.argv[1:]:
         raise SystemExit("usage: quantization.py [--rerun centroids-4bit]")
-    start = time.perf_counter()
+    start, began = time.perf_counter(), _now()
     torch.set_num_threads(THREADS)
     data = netshrink.load_dataset("fashion-mnist")
     train_data = training_subset(data)
@@ -438,10 +455,10 @@ def main() -> None:
             else:
                 doc[key] = stage()
             print(f"{key} done at {time.perf_counter() - start:.0f} s", flush=True)
-            publish(doc, start, complete=False)
+            publish_run(doc, began, start, complete=False)
     plot(doc["bits_sweep"], doc["conv_against_fc"], RESULTS / "quantization.png")
     doc["full_run_wall_seconds"] = time.perf_counter() - start
-    print(targets_markdown(publish(doc, start, complete=True, wall=doc["full_run_wall_seconds"])))
+    print(targets_markdown(publish_run(doc, began, start, complete=True, wall=doc["full_run_wall_seconds"])))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up on a fresh machine: virtual environment, torch (pinned CPU wheel first), netshrink with its
-# test extras, and the Fashion-MNIST data when it is missing. Safe to rerun. Each step says what it
-# does before it starts, and how long it took when it ends, so a long step never looks like a hang.
+# test and hf (transformers) extras, and the Fashion-MNIST data when it is missing. Safe to rerun.
+# Each step says what it does before it starts, and how long it took when it ends, so a long step
+# never looks like a hang.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
@@ -27,8 +28,8 @@ fi
 step "installing torch==2.13.0 (the CPU wheel; takes a minute or more the first time)"
 "${PIP[@]}" -q "torch==2.13.0"
 done_step
-step "installing netshrink (editable) and its test extras from pyproject.toml"
-"${PIP[@]}" -q -e ".[test]"
+step "installing netshrink (editable) with its test and hf (transformers) extras from pyproject.toml"
+"${PIP[@]}" -q -e ".[test,hf]"
 done_step
 DATA_DIR=${NETSHRINK_DATA:-/usr/share/datasets/fashion-mnist}
 if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ]; then

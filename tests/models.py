@@ -1,6 +1,6 @@
-"""Tiny models every technique is tested on: zoo models at small size and users' own classes.
-
-All take 8x8 single-channel inputs (scikit-learn digits) and output 10 logits.
+"""Tiny models every technique is tested on: zoo models at small size and users' own classes
+(``TINY_MODELS``: 8x8 single-channel inputs, scikit-learn digits, 10 logits), and tiny Hugging
+Face transformers (``HF_MODELS``: token ids and an attention mask in, a ``ModelOutput`` out).
 """
 
 from __future__ import annotations
@@ -72,3 +72,48 @@ TINY_MODELS: dict[str, Callable[[], nn.Module]] = {
     "user_resnet": UserResNet,
     "transformer": UserTransformer,
 }
+
+
+# --- Hugging Face models (the ``hf`` extra): token ids in, ModelOutput out --------------------------
+# Kept apart from TINY_MODELS: the tests over those train and evaluate them on the digits images.
+
+VOCAB = 64
+SEQUENCE = 8
+
+
+def tiny_bert() -> nn.Module:
+    """A 2-layer BERT classifier (hidden 16, 2 heads, 10 labels; about 6k parameters)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, num_labels=NUM_CLASSES))
+
+
+def tiny_llama() -> nn.Module:
+    """A 2-layer Llama language model with grouped-query attention (4 query / 2 key-value heads) and
+    the output layer tied to the token embedding (hidden 16; about 6k parameters)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=True, use_cache=False))
+
+
+HF_MODELS: dict[str, Callable[[], nn.Module]] = {"bert": tiny_bert, "llama": tiny_llama}
+
+
+def token_inputs(batch: int = 4, seed: int = 0, sequence: int = SEQUENCE) -> dict[str, torch.Tensor]:
+    """A batch as Hugging Face models take it: token ids and an attention mask whose first sample
+    is padded (its last two positions masked)."""
+    ids = torch.randint(0, VOCAB, (batch, sequence), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def sample_inputs(name: str, batch: int = 4, seed: int = 0) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A batch for the model ``name`` of ``TINY_MODELS`` (8x8 images) or ``HF_MODELS`` (token ids)."""
+    if name in HF_MODELS:
+        return token_inputs(batch, seed)
+    return torch.randn(batch, *INPUT_SHAPE, generator=torch.Generator().manual_seed(seed))

@@ -1,5 +1,6 @@
 """Pruning: magnitude masks (layer / global, one-shot, gradual, iterative, lottery ticket),
-sensitivity analysis, and structured removal of neurons and channels that really shrinks a model.
+SparseGPT and Wanda on calibration data (unstructured or N:M), sensitivity analysis, and
+structured removal of neurons and channels that really shrinks a model.
 
 Names are imported lazily, so importing the package does not import torch.
 """
@@ -12,6 +13,8 @@ _EXPORTS = {
     "MagnitudePrune": "netshrink.prune.magnitude",
     "prune_": "netshrink.prune.verb",
     "StructuredPrune": "netshrink.prune.structured",
+    "SparseGPT": "netshrink.prune.sparsegpt",
+    "Wanda": "netshrink.prune.wanda",
     "register_channel_rule": "netshrink.prune.channel_rules",
     "GradualPrune": "netshrink.prune.gradual",
     "cubic_sparsity": "netshrink.prune.gradual",

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from netshrink.core.errors import ConfigError
+from netshrink.calibration.batches import calibration_batches, run_calibration
 from netshrink.core.modules import get_module
 from netshrink.quant.calibration import Grid, calibrate
 
@@ -51,11 +52,10 @@ def install_activation_grids(model: nn.Module, grids: dict[str, dict]) -> None:
     install_input_transforms(model, {name: grid_from_record(g).fake_quantize for name, g in grids.items()})
 
 
-def layer_inputs(model: nn.Module, layers: list[str], data: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every input the named layers see while the model runs (eval mode, no gradients) on ``data``."""
-    if not isinstance(data, torch.Tensor) or not data.is_floating_point() or data.dim() < 2 or len(data) == 0:
-        raise ConfigError(f"calibration_data must be a non-empty float batch (N, ...), got "
-                          f"{getattr(data, 'shape', type(data).__name__)}")
+def layer_inputs(model: nn.Module, layers: list[str], data: Any) -> dict[str, torch.Tensor]:
+    """Every input the named layers see while the model runs (eval mode, no gradients) on ``data``
+    (a batch of inputs, a dict of them, a list of batches, a Dataset: ``calibration.batches``)."""
+    batches = calibration_batches(data, CALIBRATION_BATCH)
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     handles = [get_module(model, name).register_forward_pre_hook(
         lambda m, args, name=name: seen[name].append(args[0].detach().flatten())) for name in layers]
@@ -63,11 +63,8 @@ def layer_inputs(model: nn.Module, layers: list[str], data: torch.Tensor) -> dic
     try:
         with torch.no_grad():
             model.eval()
-            for start in range(0, len(data), CALIBRATION_BATCH):
-                model(data[start:start + CALIBRATION_BATCH])
-    except RuntimeError:
-        raise ConfigError(f"calibration data of shape {tuple(data.shape)} does not fit the model; give a few "
-                          "validation batches shaped like its training inputs, e.g. (N, 1, 28, 28)") from None
+            for index, batch in enumerate(batches):
+                run_calibration(model, batch, index)
     finally:
         for handle in handles:
             handle.remove()

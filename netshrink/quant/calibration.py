@@ -4,7 +4,9 @@ A b-bit grid is ``value = scale * (q - zero_point)`` with integer ``q`` in ``[qm
 et al. 2018, section 2.1). ``symmetric``: ``zero_point = 0`` and ``q`` in ``[-(2**(b-1)-1),
 2**(b-1)-1]`` (zero exact, no offset term in integer kernels); ``affine``: ``q`` in ``[0, 2**b-1]``
 with the range stretched to hold zero exactly. The range is calibrated per tensor or per output
-channel (dim 0) by one of:
+channel (dim 0) by one of the methods below; GPTQ also makes grids per group of ``group_size``
+consecutive columns of each output channel (``weight.flatten(1)``'s columns), one scale and zero
+point per (channel, group), as GPTQ's reference implementation does. A range is chosen by:
 
 - ``minmax``: the whole range of the values;
 - ``percentile``: the ``p``-th percentile of the values, so rare outliers do not stretch the grid;
@@ -27,12 +29,14 @@ MSE_CANDIDATES = 64
 
 @dataclass(frozen=True)
 class Grid:
-    """``scale`` and ``zero_point`` per tensor (0-d) or per channel (shape ``(channels,)``)."""
+    """``scale`` and ``zero_point`` per tensor (0-d), per channel (shape ``(channels,)``) or, with
+    ``group_size``, per channel and group of columns (shape ``(channels, columns // group_size)``)."""
 
     scale: torch.Tensor  # float32
     zero_point: torch.Tensor  # int32
     qmin: int
     qmax: int
+    group_size: int = 0
 
     @property
     def per_channel(self) -> bool:
@@ -42,6 +46,10 @@ class Grid:
         """``scale * (clamp(round(values / scale) + zero_point) - zero_point)`` with the straight-
         through gradient of torch's fake-quant ops (gradient 1 inside the range, 0 where clipped)."""
         scale, zero_point = self.scale.to(values.device), self.zero_point.to(values.device)  # no-op when there
+        if self.group_size:  # each (channel, group) is one row of the per-channel op
+            rows = values.reshape(-1, self.group_size)
+            return torch.fake_quantize_per_channel_affine(rows, scale.reshape(-1), zero_point.reshape(-1), 0,
+                                                          self.qmin, self.qmax).reshape(values.shape)
         if self.per_channel:
             return torch.fake_quantize_per_channel_affine(values, scale, zero_point, 0, self.qmin, self.qmax)
         return torch.fake_quantize_per_tensor_affine(values, scale, zero_point, self.qmin, self.qmax)

@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
-from netshrink.core.registry import apply_, register
+from netshrink.core.registry import apply_, register, technique_for, techniques
 from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
 from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
@@ -91,12 +91,12 @@ class FakeQuantize(nn.Module):
 
     def __init__(self, grid: Grid) -> None:
         super().__init__()
-        self.qmin, self.qmax = grid.qmin, grid.qmax
+        self.qmin, self.qmax, self.group_size = grid.qmin, grid.qmax, grid.group_size
         self.register_buffer("scale", grid.scale)
         self.register_buffer("zero_point", grid.zero_point)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return Grid(self.scale, self.zero_point, self.qmin, self.qmax).fake_quantize(weight)
+        return Grid(self.scale, self.zero_point, self.qmin, self.qmax, self.group_size).fake_quantize(weight)
 
 
 class FakeFloat(nn.Module):
@@ -127,8 +127,14 @@ def _rebuild(model: nn.Module, record: dict) -> None:
     install_activation_grids(model, record.get("activation_grids", {}))
 
 
-def quantize_(model: nn.Module, config: Quantize) -> nn.Module:
-    """Quantize ``model``'s weights in place (see ``Quantize``); logged. Returns the model."""
+def quantize_(model: nn.Module, config: Config) -> nn.Module:
+    """Quantize ``model``'s weights in place with a quantization config (``Quantize``; ``GPTQ`` on
+    calibration data); logged. Returns the model."""
+    technique = technique_for(config)
+    if technique is None or technique.verb is not quantize_:
+        known = ", ".join(t.config_type.__name__ for t in techniques() if t.verb is quantize_)
+        raise ConfigError(f"quantize_ takes a quantization config ({known}), got {type(config).__name__}; use "
+                          "apply_ for other techniques")
     return apply_(model, config)
 
 

@@ -1,11 +1,11 @@
-"""The stacked-student search of ``benchmarks/distillation_ceiling.py`` trains what it claims:
+"""The stacked-student search of ``benchmarks.studies.distillation_ceiling.py`` trains what it claims:
 the zoo's LeNet-300-100 and ``netshrink.distillation``'s loss, on the views it names."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.distillation_ceiling import (
+from benchmarks.studies.distillation_ceiling import (
     STUDENTS,
     Recipe,
     StackedMLP,

@@ -1,12 +1,12 @@
-"""``benchmarks/distillation_mlp.py`` trains the students it names, keeps each run, and reads its
+"""``benchmarks.studies.distillation_mlp.py`` trains the students it names, keeps each run, and reads its
 choices on validation."""
 
 import pytest
 import torch
 
-import benchmarks.distillation_mlp as study
+import benchmarks.studies.distillation_mlp as study
 from benchmarks.common import gap_closure as closure
-from benchmarks.distillation_mlp import (
+from benchmarks.studies.distillation_mlp import (
     MLP,
     TEACHER_DROPOUTS,
     Settings,

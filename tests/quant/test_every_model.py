@@ -6,7 +6,7 @@ import torch
 
 import netshrink
 from netshrink.core import finalize_
-from netshrink.quant import Binarize, Cluster, Quantize
+from netshrink.quant import GPTQ, Binarize, Cluster, Quantize
 from tests.models import TINY_MODELS
 from tests.quant.helpers import TokenClassifier, round_trip
 
@@ -17,13 +17,15 @@ TECHNIQUES = {
     "int4_affine_mse": Quantize(bits=4, scheme="affine", calibration="mse"),
     "int4_channel": Quantize(bits=4, granularity="channel", calibration="percentile"),
     "bf16": Quantize(bits="bf16"),
+    "gptq4": GPTQ(bits=4, calibration_data=torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))),
     "bwn": Binarize(method="bwn"),
     "binaryconnect_stochastic": Binarize(method="binaryconnect", stochastic=True),
 }
-# per-channel grids are not one tensor-wide grid, which is what the codec stores as integers today;
+# per-channel grids (int4_channel, GPTQ's) are not one tensor-wide grid, which is what the codec
+# stores as integers today;
 # bf16's byte planes cost more header than they save on the few thousand weights of some tiny
 # models (the float formats' saving is tested on lenet300_100 in test_uniform)
-NOT_SMALLER = {"int4_channel", "bf16"}
+NOT_SMALLER = {"int4_channel", "gptq4", "bf16"}
 MODELS = {**TINY_MODELS, "token_classifier": TokenClassifier}
 
 

@@ -29,10 +29,10 @@ Every student is scored on validation and test; choices are read on validation. 
 ``benchmarks/results/distillation_ceiling.json`` and the "What limits lenet300_100" part of
 BENCHMARKS.md.
 
-    python benchmarks/distillation_ceiling.py --device cuda      # about 4.1 min on an H200
-    python benchmarks/distillation_ceiling.py --device cuda --deadline 228 --out DIR   # stop early
-    python benchmarks/distillation_ceiling.py --report DIR/distillation_ceiling.json   # publish it
-    python benchmarks/distillation_ceiling.py --quick            # a smoke test, into --out only
+    python benchmarks/studies/distillation_ceiling.py --device cuda      # about 4.1 min on an H200
+    python benchmarks/studies/distillation_ceiling.py --device cuda --deadline 228 --out DIR   # stop early
+    python benchmarks/studies/distillation_ceiling.py --report DIR/distillation_ceiling.json   # publish it
+    python benchmarks/studies/distillation_ceiling.py --quick            # a smoke test, into --out only
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
@@ -364,7 +364,7 @@ def markdown(doc: dict) -> str:
     lines = [
         "### What limits lenet300_100 (a wider search)",
         "",
-        f"`python benchmarks/distillation_ceiling.py --device {doc['device_arg']}"
+        f"`python benchmarks/studies/distillation_ceiling.py --device {doc['device_arg']}"
         f"{_deadline_flag(m)}` on {doc['device']}, "
         f"{m['seconds'] / 60:.1f} min: {len(m['students'])} students (seeds 0 and 1 for the alone "
         f"and T 2 students, else seed 0) in each of {len(m['recipes'])} transfer-set recipes, "
@@ -456,7 +456,7 @@ def publish(doc: dict) -> None:
     """Write ``doc`` to ``benchmarks/results`` and its section of BENCHMARKS.md."""
     if doc.get("quick"):
         raise SystemExit("a --quick result is a smoke test; it is not published")
-    publish_results("distillation_ceiling", doc, markdown(doc))
+    publish_results("distillation_ceiling", doc, markdown)
 
 
 if __name__ == "__main__":

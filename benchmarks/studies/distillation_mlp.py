@@ -29,8 +29,8 @@ chosen teacher's students; each finished run and teacher is kept under ``--out``
 kill (a run or teacher made with other settings is made again). Writes
 ``benchmarks/results/distillation_mlp.json`` and its BENCHMARKS.md section.
 
-    python benchmarks/distillation_mlp.py                      # about 35 min on the 2-core CPU
-    python benchmarks/distillation_mlp.py --quick              # a smoke test, into runs/ only
+    python benchmarks/studies/distillation_mlp.py                      # about 35 min on the 2-core CPU
+    python benchmarks/studies/distillation_mlp.py --quick              # a smoke test, into runs/ only
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
@@ -111,7 +111,7 @@ def shifted_views(data, views: int, seed: int = 0):
     one pixel (background fill) and flipped at random, made once (the ceiling study's ``augment``)."""
     import dataclasses
 
-    from benchmarks.distillation_ceiling import augment
+    from benchmarks.studies.distillation_ceiling import augment
     from netshrink.data import Split
 
     generator = torch.Generator().manual_seed(seed)
@@ -316,7 +316,7 @@ def markdown(doc: dict) -> str:
     lines = [
         "### Distilling into MLPs: the student's width and the teacher's family",
         "",
-        f"`python benchmarks/distillation_mlp.py` on {doc['device']}: {m['training_seconds'] / 60:.0f} min of "
+        f"`python benchmarks/studies/distillation_mlp.py` on {doc['device']}: {m['training_seconds'] / 60:.0f} min of "
         f"training summed over the runs it reports (in up to three processes; this invocation "
         f"{m['seconds'] / 60:.1f} min). Every student is trained as the gap stage trains lenet300_100 "
         f"({m['epochs']} epochs, no augmentation, cached teacher logits, alpha {m['alpha']}); gaps are test accuracy.",
@@ -402,7 +402,7 @@ def main() -> None:
         write_atomically(out / "distillation_mlp.json", (json.dumps(doc, indent=2) + "\n").encode())
         print(markdown(doc))
         return
-    publish("distillation_mlp", doc, markdown(doc))
+    publish("distillation_mlp", doc, markdown)
 
 
 if __name__ == "__main__":
