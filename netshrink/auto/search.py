@@ -93,7 +93,7 @@ def auto(model: nn.Module, data: Any, budget: Budget, out: str | os.PathLike, *,
     model_table = inputs.model_table(model, builder, out / inputs.ORIGINAL)
     fresh = not (out / inputs.STATE).exists()
     digest = inputs.write_original(model, out, model_table.get("builder"), data_table)
-    setting = Setting(str(out / inputs.ORIGINAL), tuple(sorted(model_table.items())),
+    setting = Setting(digest, tuple(sorted(model_table.items())),
                       tuple(sorted(data_table.items())), budget.kind, calibration_samples)
     clock = Clock(out, budget.time_limit)
     try:  # refusals come before any measurement is stored; a refused new folder is left as it was
@@ -106,7 +106,7 @@ def auto(model: nn.Module, data: Any, budget: Budget, out: str | os.PathLike, *,
                               "latency_ms": original["latency_ms"]}[budget.kind])
         _check_possible(ctx, layers, space, budget, limit)
         choices = space.choices(budget.kind)
-        key = table_key(setting, digest, choices)
+        key = table_key(setting, choices)
         check_table_time(setting, [layer for _, layer in stored_rows(out, key, layers)[1]], choices, jobs, clock)
     except ConfigError:
         if fresh:

@@ -33,10 +33,11 @@ LATENCY_REPEATS = 30
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """What the table of one search is measured on: where the original is, its data, the budget's
-    kind and the number of calibration samples. Picklable: a worker process rebuilds its context."""
+    """What the table of one search is measured on: the original (its file's SHA-256; the file is
+    the ``[model]`` table's checkpoint), its data, the budget's kind and the number of calibration
+    samples. Picklable: a worker process rebuilds its context from it."""
 
-    original: str
+    original_sha256: str
     model_table: tuple[tuple[str, str], ...]
     data_table: tuple[tuple[str, Any], ...]
     kind: str

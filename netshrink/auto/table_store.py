@@ -29,10 +29,10 @@ class TimeLimitError(ConfigError):
     """The time limit is too short for even the first measurements."""
 
 
-def table_key(setting: Setting, original_sha256: str, choices: list[Choice]) -> str:
+def table_key(setting: Setting, choices: list[Choice]) -> str:
     """SHA-256 of everything a table's rows depend on."""
-    value = {"version": TABLE_VERSION, "original": original_sha256, "data": setting.data_table, "kind": setting.kind,
-             "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
+    value = {"version": TABLE_VERSION, "original": setting.original_sha256, "data": setting.data_table,
+             "kind": setting.kind, "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -21,11 +21,11 @@ from tests.auto.conftest import RECOVERY, SPACE
 
 
 def _context(model, out, kind):
-    write_original(model, out, "tests.models:UserMLP" if kind == "bytes" else None, {"name": "digits"})
+    digest = write_original(model, out, "tests.models:UserMLP" if kind == "bytes" else None, {"name": "digits"})
     table = {"checkpoint": str(out / "original.nsk")}
     if kind == "bytes":
         table["builder"] = "tests.models:UserMLP"
-    return context(Setting(str(out / "original.nsk"), tuple(sorted(table.items())),
+    return context(Setting(digest, tuple(sorted(table.items())),
                            (("name", "digits"), ("val_fraction", 0.1)), kind, 64))
 
 
