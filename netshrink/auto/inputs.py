@@ -112,10 +112,11 @@ def write_original(model: nn.Module, out: Path, builder: str | None, data: dict[
 
 def forget_original(out: Path) -> None:
     """Undo ``write_original`` in a folder it created (a refused search leaves nothing behind)."""
-    for name in (ORIGINAL, STATE):
+    for name in (ORIGINAL, STATE, "search/original.json"):
         (out / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        out.rmdir()  # only when empty
+    for folder in (out / "search", out):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
 
 def hand_points(hand: Sequence[Any], kind: str) -> list[dict[str, Any]]:

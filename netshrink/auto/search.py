@@ -101,9 +101,8 @@ def auto(model: nn.Module, data: Any, budget: Budget, out: str | os.PathLike, *,
         layers = candidate_layers(ctx.model, budget.kind)
         if not layers:
             raise ConfigError(_no_layers(ctx.model, budget.kind))
-        original = _original(ctx, out)
-        limit = budget.limit({"bytes": original["dense_fp32_bytes"], "macs": original["macs"],
-                              "latency_ms": original["latency_ms"]}[budget.kind])
+        original = _original(ctx, out, digest)
+        limit = budget.limit(original["dense_fp32_bytes"] if budget.kind == "bytes" else original[budget.kind])
         _check_possible(ctx, layers, space, budget, limit)
         choices = space.choices(budget.kind)
         key = table_key(setting, choices)
@@ -115,8 +114,8 @@ def auto(model: nn.Module, data: Any, budget: Budget, out: str | os.PathLike, *,
     with worker_pool(jobs) as pool:  # one pool: a worker keeps its context from the table to the points
         table = build_table(out, setting, key, layers, choices, pool, clock, log)
         log(f"table: {len(layers)} layer(s) x {len(choices)} candidates ({clock.spent_on('table'):.0f} s)")
-        original_cost = {"bytes": original["file_bytes"], "macs": original["macs"], "latency_ms": ctx.latency_ms}
-        loop = PointLoop(out, ctx, table, key, original_cost[budget.kind], limit, recovery,
+        original_cost = original["file_bytes"] if budget.kind == "bytes" else original[budget.kind]
+        loop = PointLoop(out, ctx, table, key, original_cost, limit, recovery,
                          (model_table, data_table), clock, log, tuple(schedule))
         stopped = loop.run(jobs, pool)
     return _finish(loop, budget, limit, original, stopped, recovery, hand_found, log)
@@ -129,16 +128,24 @@ def _no_layers(model: nn.Module, kind: str) -> str:
             "attention and embeddings are not searched yet)")
 
 
-def _original(ctx: Context, out: Path) -> dict[str, Any]:
-    """The original's validation accuracy, dense fp32 bytes, .nsk bytes, MACs and latency."""
+def _original(ctx: Context, out: Path, digest: str) -> dict[str, Any]:
+    """The original's validation accuracy, dense fp32 bytes, .nsk bytes, MACs and latency, measured
+    once per original file (``OUT/search/original.json``): a resumed search keeps the same limit
+    even where it is a rate of a measured latency."""
     from netshrink.measure import count_macs, evaluate
     from netshrink.measure.latency import measure_latency
     from netshrink.measure.size import fp32_baseline
 
+    path = out / "search" / "original.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if stored.get("sha256") == digest:
+        return stored["measured"]
     latency = measure_latency(ctx.model, ctx.data.input_shape, 1, 1, repeats=pts.LATENCY_REPEATS, inputs=ctx.x)
-    return {"val_accuracy": evaluate(ctx.model, ctx.data.val), "dense_fp32_bytes": fp32_baseline(ctx.model).nbytes,
-            "file_bytes": (out / inputs.ORIGINAL).stat().st_size, "macs": count_macs(ctx.model, ctx.data.input_shape),
-            "latency_ms": latency["median_ms"]}
+    measured = {"val_accuracy": evaluate(ctx.model, ctx.data.val), "dense_fp32_bytes": fp32_baseline(ctx.model).nbytes,
+                "file_bytes": (out / inputs.ORIGINAL).stat().st_size,
+                "macs": count_macs(ctx.model, ctx.data.input_shape), "latency_ms": latency["median_ms"]}
+    write_atomically(path, json.dumps({"sha256": digest, "measured": measured}).encode())
+    return measured
 
 
 def _extremes(layers: list[str], space: SearchSpace, kind: str) -> list[dict[str, Choice]]:
