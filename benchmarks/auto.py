@@ -53,7 +53,7 @@ def _model_and_data(quick: bool):
 
 def run_seed(model, data, seed: int, out: Path, quick: bool) -> dict:
     """One seed's search, then the chosen model and the baseline on the test split."""
-    from netshrink.auto import SCHEDULE, Budget, Recovery, SearchSpace, auto
+    from netshrink.autocompress import SCHEDULE, Budget, Recovery, SearchSpace, auto
     from netshrink.codec.container import load
     from netshrink.measure import evaluate
 

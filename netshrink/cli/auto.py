@@ -1,4 +1,4 @@
-"""``netshrink auto``: compress a model to a size, latency or MACs budget automatically (``netshrink.auto``).
+"""``netshrink auto``: compress a model to a size, latency or MACs budget automatically (``netshrink.autocompress``).
 
     netshrink auto MODEL --data D --max-bytes 20KB|45x [--max-drop 0.5] [--time 60m] --out DIR [--jobs N]
 
@@ -99,7 +99,7 @@ def _numbers(text: str, flag: str, kind: type) -> tuple:
 
 def _space(args: argparse.Namespace):
     """The ``SearchSpace`` of the space flags (it checks the values)."""
-    from netshrink.auto import SearchSpace
+    from netshrink.autocompress import SearchSpace
     from netshrink.core.errors import ConfigError
 
     if args.points is not None and args.points < 1:
@@ -111,7 +111,7 @@ def _space(args: argparse.Namespace):
 
 
 def run_auto(args: argparse.Namespace) -> int:
-    from netshrink.auto import SCHEDULE, Budget, Recovery, auto
+    from netshrink.autocompress import SCHEDULE, Budget, Recovery, auto
     from netshrink.cli.args import load_data, out_folder
     from netshrink.cli.loading import check_fits
     from netshrink.core.errors import ConfigError

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from netshrink.auto import Budget, PointSpec, Recovery, SearchSpace, auto
+from netshrink.autocompress import Budget, PointSpec, Recovery, SearchSpace, auto
 from netshrink.train import FitConfig, fit
 from tests.models import UserMLP
 

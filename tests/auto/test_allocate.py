@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from netshrink.auto.allocate import allocate, cheapest, predicted, sensitivity
-from netshrink.auto.choices import KEEP, Choice
+from netshrink.autocompress.allocate import allocate, cheapest, predicted, sensitivity
+from netshrink.autocompress.choices import KEEP, Choice
 
 CHOICES = [KEEP] + [Choice(sparsity=s, values="cluster", bits=b) for s in (0.0, 0.5, 0.9) for b in (2, 4, 8)]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from netshrink.auto import Budget, parse_duration, parse_size
+from netshrink.autocompress import Budget, parse_duration, parse_size
 from netshrink.core.errors import ConfigError
 
 
@@ -50,9 +50,12 @@ def test_bad_budgets_are_one_line(fields, message):
     assert "\n" not in str(error.value)
 
 
-def test_budget_is_exported_and_auto_is_the_package_s_function():
+def test_budget_and_auto_are_exported_and_the_package_has_its_own_name():
+    import inspect
+
     import netshrink
-    import netshrink.auto
+    import netshrink.autocompress
 
     assert netshrink.Budget is Budget
-    assert callable(netshrink.auto.auto)  # netshrink.auto is the package (a function there would be shadowed)
+    assert inspect.isfunction(netshrink.auto)  # the spelling: netshrink.auto(model, data, Budget(...))
+    assert netshrink.auto is netshrink.autocompress.auto

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from netshrink.auto.inputs import data_table, hand_points
+from netshrink.autocompress.inputs import data_table, hand_points
 from netshrink.core.errors import ConfigError
 from netshrink.data import load_digits
 

@@ -2,8 +2,8 @@
 
 import tomllib
 
-from netshrink.auto.choices import KEEP, Choice
-from netshrink.auto.plan import NO_TRAINING, Recovery, recipe_for, stages_for, to_toml
+from netshrink.autocompress.choices import KEEP, Choice
+from netshrink.autocompress.plan import NO_TRAINING, Recovery, recipe_for, stages_for, to_toml
 from netshrink.pipeline import parse_recipe
 
 ALLOCATION = {"fc1": Choice(0.9, "cluster", 4), "fc2": Choice(0.5, "int", 6), "fc3": Choice(0.0, "cluster", 8),

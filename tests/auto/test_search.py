@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from netshrink.auto import Budget
-from netshrink.auto import loop as loop_module
-from netshrink.auto import points as points_module
-from netshrink.auto.result import violations
-from netshrink.auto.table_store import TimeLimitError
+from netshrink.autocompress import Budget
+from netshrink.autocompress import loop as loop_module
+from netshrink.autocompress import points as points_module
+from netshrink.autocompress.result import violations
+from netshrink.autocompress.table_store import TimeLimitError
 from netshrink.core.errors import ConfigError
 from netshrink.pipeline import load_recipe, run_recipe
 from tests.auto.conftest import SCHEDULE
@@ -70,7 +70,7 @@ def test_a_rerun_reuses_every_layer_and_point(searched, trained_mlp, monkeypatch
         raise AssertionError("measured again")
 
     monkeypatch.setattr(points_module, "run_point", refuse)
-    monkeypatch.setattr("netshrink.auto.table_store.measure_layer", refuse)
+    monkeypatch.setattr("netshrink.autocompress.table_store.measure_layer", refuse)
     lines = []
     again = _search(trained_mlp, out, lines=lines)
     assert [p["index"] for p in again.points] == [p["index"] for p in result.points]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from netshrink.auto import Budget, PointSpec, auto
-from netshrink.auto.choices import KEEP, Choice, candidate_layers
-from netshrink.auto.inputs import write_original
-from netshrink.auto.table import Setting, context, encoded_bytes, measure_choice
+from netshrink.autocompress import Budget, PointSpec, auto
+from netshrink.autocompress.choices import KEEP, Choice, candidate_layers
+from netshrink.autocompress.inputs import write_original
+from netshrink.autocompress.table import Setting, context, encoded_bytes, measure_choice
 from netshrink.codec.container import load, save
 from netshrink.core import finalize_
 from netshrink.measure import count_macs

@@ -25,16 +25,16 @@ from typing import Any
 
 from torch import nn
 
-from netshrink.auto import inputs
-from netshrink.auto import points as pts
-from netshrink.auto.budget import UNITS, Budget
-from netshrink.auto.choices import Choice, SearchSpace, candidate_layers
-from netshrink.auto.loop import PointLoop
-from netshrink.auto.plan import Recovery
-from netshrink.auto.result import AutoResult, choose, pareto_front
-from netshrink.auto.runtime import Clock, worker_pool
-from netshrink.auto.table import Context, Setting, context
-from netshrink.auto.table_store import build_table, check_table_time, stored_rows, table_key
+from netshrink.autocompress import inputs
+from netshrink.autocompress import points as pts
+from netshrink.autocompress.budget import UNITS, Budget
+from netshrink.autocompress.choices import Choice, SearchSpace, candidate_layers
+from netshrink.autocompress.loop import PointLoop
+from netshrink.autocompress.plan import Recovery
+from netshrink.autocompress.result import AutoResult, choose, pareto_front
+from netshrink.autocompress.runtime import Clock, worker_pool
+from netshrink.autocompress.table import Context, Setting, context
+from netshrink.autocompress.table_store import build_table, check_table_time, stored_rows, table_key
 from netshrink.core.errors import ConfigError
 from netshrink.core.files import write_atomically
 
@@ -177,7 +177,7 @@ def _amount(value: float) -> str:
 def _finish(loop: PointLoop, budget: Budget, limit: float, original: dict[str, Any], stopped: str,
             recovery: Recovery, hand: list[dict[str, Any]], log: Callable[[str], None]) -> AutoResult:
     """The result and its files: ``model.nsk``, ``recipe.toml``, ``result.json``, ``report.html``."""
-    from netshrink.auto.report import write_auto_report
+    from netshrink.autocompress.report import write_auto_report
 
     out, found = loop.out, loop.points
     for point in found:

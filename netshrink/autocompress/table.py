@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from netshrink.auto.choices import Choice
-from netshrink.auto.plan import NO_TRAINING, apply_untrained, stages_for
+from netshrink.autocompress.choices import Choice
+from netshrink.autocompress.plan import NO_TRAINING, apply_untrained, stages_for
 
 #: encodings tried for a layer's weight after each family (their cheapest is what ``save`` picks
 #: among them; trying every encoding costs seconds per large tensor)

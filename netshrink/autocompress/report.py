@@ -8,8 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from netshrink.auto.budget import UNITS
-from netshrink.auto.choices import Choice
+from netshrink.autocompress.budget import UNITS
+from netshrink.autocompress.choices import Choice
 from netshrink.core.files import write_atomically
 from netshrink.report.html import image_html, page, table_html
 from netshrink.report.plots import figure, png

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from netshrink.auto.choices import Choice
+from netshrink.autocompress.choices import Choice
 
 #: sensitivity measures: ``"kl"`` (output divergence) or ``"accuracy"`` (calibration accuracy
 #: lost, in points, divergence breaking ties)

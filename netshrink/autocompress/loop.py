@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from netshrink.auto import points as pts
-from netshrink.auto.budget import UNITS
-from netshrink.auto.plan import Recovery
-from netshrink.auto.runtime import Clock
-from netshrink.auto.table import Context
+from netshrink.autocompress import points as pts
+from netshrink.autocompress.budget import UNITS
+from netshrink.autocompress.plan import Recovery
+from netshrink.autocompress.runtime import Clock
+from netshrink.autocompress.table import Context
 
 
 def _amount(value: float) -> str:

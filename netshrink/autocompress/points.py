@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netshrink.auto.allocate import allocate, cheapest, predicted
-from netshrink.auto.choices import Choice
-from netshrink.auto.plan import NO_TRAINING, Recovery, apply_untrained, recipe_for, stages_for, write_recipe
-from netshrink.auto.table import LATENCY_REPEATS, Context
+from netshrink.autocompress.allocate import allocate, cheapest, predicted
+from netshrink.autocompress.choices import Choice
+from netshrink.autocompress.plan import NO_TRAINING, Recovery, apply_untrained, recipe_for, stages_for, write_recipe
+from netshrink.autocompress.table import LATENCY_REPEATS, Context
 from netshrink.core.files import write_atomically
 
 

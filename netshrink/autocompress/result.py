@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from netshrink.auto.budget import UNITS, Budget
+from netshrink.autocompress.budget import UNITS, Budget
 
 
 @dataclasses.dataclass

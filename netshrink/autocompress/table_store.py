@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netshrink.auto.choices import Choice
-from netshrink.auto.runtime import Clock
-from netshrink.auto.table import Setting, context, measure_choice, measure_layer
+from netshrink.autocompress.choices import Choice
+from netshrink.autocompress.runtime import Clock
+from netshrink.autocompress.table import Setting, context, measure_choice, measure_layer
 from netshrink.core.errors import ConfigError
 from netshrink.core.files import write_atomically
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from netshrink.auto.choices import Choice
+from netshrink.autocompress.choices import Choice
 from netshrink.core.errors import ConfigError
 
 
