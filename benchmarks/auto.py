@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import target, targets_markdown, update_benchmarks_md, write_results  # noqa: E402
+from benchmarks.common import publish, results_doc, seeded_target, target, targets_markdown  # noqa: E402
 
 CHECKPOINT = ROOT / "benchmarks" / "checkpoints" / "lenet300_100.safetensors"
 RATE_GOAL, MAX_DROP_POINTS, MINUTES_GOAL = 45.0, 0.5, 60.0
@@ -83,35 +83,43 @@ def main() -> None:
     model, data = _model_and_data(args.quick)
     seeds = [run_seed(model, data, seed, out_root / f"lenet300_100-seed{seed}", args.quick)
              for seed in (SEEDS[:1] if args.quick else SEEDS)]
-    mean = {key: sum(s[key] for s in seeds) / len(seeds)
-            for key in ("rate", "test_accuracy", "baseline_test_accuracy", "search_minutes")}
-    drop = 100 * (mean["baseline_test_accuracy"] - mean["test_accuracy"])
-    targets = [target("lenet300_100: compression rate, the least of the seeds (dense fp32 safetensors / .nsk)",
-                      min(s["rate"] for s in seeds), RATE_GOAL, ">="),
-               target("lenet300_100: mean test accuracy points below the baseline", drop, MAX_DROP_POINTS, "<="),
-               target("lenet300_100: search + recovery minutes, the most of the seeds",
-                      max(s["search_minutes"] for s in seeds), MINUTES_GOAL, "<=")]
+    doc = results_doc("auto", {"seeds": seeds}, _targets(seeds), quick=args.quick, device="cpu",
+                      wall_seconds=time.perf_counter() - started,
+                      load_average_start_end=[load_start, os.getloadavg()[0]])
+    if args.quick:
+        (out_root / "auto.json").write_text(json.dumps(doc, indent=2))
+        print(markdown(doc))
+        return
+    publish("auto", doc, markdown)
+
+
+def _targets(seeds: list[dict]) -> list[dict]:
+    """Rate and time: each seed's search must meet them (the least rate, the most minutes); the
+    accuracy drop: the mean over the seeds (``seeded_target``)."""
+    drops = {s["seed"]: 100 * (s["baseline_test_accuracy"] - s["test_accuracy"]) for s in seeds}
+    return [target("lenet300_100: compression rate, the least of the seeds (dense fp32 safetensors / .nsk)",
+                   min(s["rate"] for s in seeds), RATE_GOAL, ">="),
+            seeded_target("lenet300_100: test accuracy points below the baseline", drops, MAX_DROP_POINTS, "<="),
+            target("lenet300_100: search + recovery minutes, the most of the seeds",
+                   max(s["search_minutes"] for s in seeds), MINUTES_GOAL, "<=")]
+
+
+def markdown(doc: dict) -> str:
+    """The auto section of BENCHMARKS.md, from the results file alone."""
+    seeds, targets = doc["measurements"]["seeds"], doc["targets"]
+    mean = {key: sum(s[key] for s in seeds) / len(seeds) for key in ("rate", "test_accuracy", "baseline_test_accuracy")}
     missed = [t for t in targets if not t["met"]]
-    what = ("--quick: a LeNet-300-100 trained 3 epochs on digits, budget 20x" if args.quick
+    what = ("--quick: a LeNet-300-100 trained 3 epochs on digits, budget 20x" if doc.get("quick")
             else f"the kept LeNet-300-100, Fashion-MNIST, budget {RATE_GOAL:g}x smaller")
-    text = (f"## auto\n\n`python benchmarks/auto.py`: `netshrink auto` on {what} and {MAX_DROP_POINTS:g} points, "
-            f"{len(seeds)} seed(s) (the recovery's). "
-            f"Mean rate {mean['rate']:.1f}x, test accuracy {100 * mean['test_accuracy']:.2f}% (baseline "
-            f"{100 * mean['baseline_test_accuracy']:.2f}%, {drop:+.2f} points below). The search chose on validation; "
-            "test was read only here, after it." + (" Missed: " + "; ".join(t["name"] for t in missed) + ", with "
-                                                     "the closest point found." if missed else "")
+    return (f"## auto\n\n`python benchmarks/auto.py`: `netshrink auto` on {what} and {MAX_DROP_POINTS:g} points, "
+            f"{len(seeds)} seed(s) (the recovery's). Mean rate {mean['rate']:.1f}x, test accuracy "
+            f"{100 * mean['test_accuracy']:.2f}% (baseline {100 * mean['baseline_test_accuracy']:.2f}%). The search "
+            "chose on validation; test was read only here, after it."
+            + (" Missed: " + "; ".join(t["name"] for t in missed) + ", with the closest point found." if missed else "")
             + "\n\n" + targets_markdown(targets) + "\n\n| seed | rate | test accuracy | points | minutes |\n"
             "|---|---|---|---|---|\n" + "\n".join(
                 f"| {s['seed']} | {s['rate']:.1f}x | {100 * s['test_accuracy']:.2f}% | {s['points']} | "
                 f"{s['search_minutes']:.0f} |" for s in seeds))
-    print(text)
-    measurements = {"seeds": seeds, "mean": mean, "drop_points": drop}
-    if args.quick:
-        (out_root / "auto.json").write_text(json.dumps({"targets": targets, "measurements": measurements}, indent=2))
-        return
-    write_results("auto", measurements, targets, device="cpu", wall_seconds=time.perf_counter() - started,
-                  load_average_start_end=[load_start, os.getloadavg()[0]])
-    update_benchmarks_md("auto", text)
 
 
 if __name__ == "__main__":
