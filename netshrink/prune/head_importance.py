@@ -10,6 +10,9 @@
   next-token loss on the calibration text, or otherwise the cross-entropy of the model's logits to
   its own most likely prediction (the KL to its own outputs would have zero gradient at xi = 1).
   The masks go on as forward pre-hooks on the O and down projections: no torch.fx.
+- ``"fisher"``: Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers", sec.
+  4.1: the diagonal of the empirical Fisher information of the same masks, ``sum over samples of
+  (dL/dxi)^2`` (one backward pass per calibration sample), with the same label-free loss.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from torch import nn
 
 from netshrink.calibration.batches import calibration_batches, run_calibration
 from netshrink.core.errors import ConfigError
-from netshrink.core.model_io import output_tensor
+from netshrink.core.model_io import batch_length, map_tensors, output_tensor
 from netshrink.prune.transformer_blocks import ATTENTION_KINDS, MLP_KINDS, AttentionBlock, MlpBlock
 
-IMPORTANCES = ("magnitude", "michel")
+IMPORTANCES = ("magnitude", "michel", "fisher")
 
 
 def _rows_norm(weight: torch.Tensor, count: int, dim: int) -> torch.Tensor:
@@ -85,12 +88,21 @@ def proxy_loss(model: nn.Module, outputs: Any, batch: Any) -> torch.Tensor:
     return losses.mean()
 
 
-def michel_scores(model: nn.Module, attention: list[AttentionBlock], mlps: list[MlpBlock],
-                  data: Any) -> dict[str, dict]:
-    """Michel et al. 2019 sec. 4.1 scores (see the module docstring) on calibration ``data``."""
+def _samples(batches: list[Any]) -> list[Any]:
+    """Every batch cut into batches of one sample (Fisher information is a sum over samples)."""
+    return [map_tensors(batch, lambda t, i=i: t[i:i + 1]) for batch in batches for i in range(batch_length(batch))]
+
+
+def mask_gradient_scores(model: nn.Module, attention: list[AttentionBlock], mlps: list[MlpBlock], data: Any,
+                         importance: str = "michel") -> dict[str, dict]:
+    """Scores from the gradients of head and neuron masks on calibration ``data``: Michel et al.'s
+    ``|dL/dxi|`` per batch, or Kwon et al.'s diagonal Fisher ``(dL/dxi)^2`` per sample."""
     if data is None:
-        raise ConfigError("importance='michel' needs calibration_data (a few batches of the model's inputs)")
+        raise ConfigError(f"importance={importance!r} needs calibration_data (a few batches of the model's inputs)")
     batches = calibration_batches(data)
+    if importance == "fisher":
+        batches = _samples(batches)
+    combine = torch.square if importance == "fisher" else torch.abs
     device = next(model.parameters()).device
     masks: dict[str, torch.Tensor] = {}
     hooks = []
@@ -120,10 +132,10 @@ def michel_scores(model: nn.Module, attention: list[AttentionBlock], mlps: list[
                     for (name, m), g in zip(masks.items(), grads, strict=True)}
             for block in attention:
                 g = grad[block.name].cpu()
-                heads[block.name] += g.abs()
-                groups[block.name] += g.reshape(block.kv_heads, -1).sum(1).abs()
+                heads[block.name] += combine(g)
+                groups[block.name] += combine(g.reshape(block.kv_heads, -1).sum(1))
             for block in mlps:
-                neurons[block.name] += grad[block.name].cpu().abs()
+                neurons[block.name] += combine(grad[block.name].cpu())
     finally:
         for hook in hooks:
             hook.remove()
@@ -137,6 +149,6 @@ def michel_scores(model: nn.Module, attention: list[AttentionBlock], mlps: list[
 def importance_scores(model: nn.Module, attention: list[AttentionBlock], mlps: list[MlpBlock], importance: str,
                       data: Any) -> dict[str, dict]:
     """Scores by ``importance`` (one of ``IMPORTANCES``); higher = keep."""
-    if importance == "michel":
-        return michel_scores(model, attention, mlps, data)
+    if importance in ("michel", "fisher"):
+        return mask_gradient_scores(model, attention, mlps, data, importance)
     return magnitude_scores(model, attention, mlps)

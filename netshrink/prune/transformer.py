@@ -23,13 +23,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.calibration.batches import calibration_batches
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError, NetshrinkFormatError
+from netshrink.core.model_io import map_tensors
 from netshrink.core.registry import register
+from netshrink.prune.flops_budget import plan_counts
 from netshrink.prune.head_importance import IMPORTANCES, importance_scores
 from netshrink.prune.selection import check_sparsity
 from netshrink.prune.transformer_blocks import (
+    ATTENTION_KINDS,
+    MLP_KINDS,
     AttentionBlock,
     MlpBlock,
     attention_block,
@@ -72,9 +77,13 @@ class TransformerPrune(Config):
         neurons: fraction of every MLP's hidden neurons to remove, or ``{layer index: neurons to remove}``.
         gqa: for grouped-query attention, ``"per_group"`` (the same number of query heads from each
             key-value group) or ``"groups"`` (whole key-value groups with their query heads).
-        importance: ``"magnitude"`` (weight norms) or ``"michel"`` (Michel et al. 2019 head and
-            neuron masks' gradients on ``calibration_data``).
-        calibration_data: batches of the model's inputs for ``"michel"`` (not logged).
+        importance: ``"magnitude"`` (weight norms), ``"michel"`` (Michel et al. 2019 head and
+            neuron masks' gradients on ``calibration_data``) or ``"fisher"`` (Kwon et al. 2022's
+            diagonal Fisher information of the same masks).
+        flops: instead of ``heads`` / ``neurons``, the fraction of the attention and MLP FLOPs to
+            keep, in (0, 1): Kwon et al. 2022's search picks how many heads and neurons each layer
+            keeps (``flops_budget``), for sequences as long as the calibration data's (else 128).
+        calibration_data: batches of the model's inputs for ``"michel"`` and ``"fisher"`` (not logged).
 
     Example:
         >>> prune_(llama, TransformerPrune(heads={0: 2}, neurons=0.3, importance="michel", calibration_data=batch))
@@ -84,6 +93,7 @@ class TransformerPrune(Config):
     neurons: Any = 0.0
     gqa: str = "per_group"
     importance: str = "magnitude"
+    flops: float | None = None
     calibration_data: Any = unlogged()
 
     def __post_init__(self) -> None:
@@ -93,6 +103,11 @@ class TransformerPrune(Config):
             raise ConfigError(f"unknown gqa {self.gqa!r}; choose one of {list(GQA_MODES)}")
         if self.importance not in IMPORTANCES:
             raise ConfigError(f"unknown importance {self.importance!r}; choose one of {list(IMPORTANCES)}")
+        if self.flops is not None:
+            if isinstance(self.flops, bool) or not isinstance(self.flops, (int, float)) or not 0 < self.flops < 1:
+                raise ConfigError(f"flops must be the fraction of FLOPs to keep, in (0, 1), got {self.flops!r}")
+            if self.heads or self.neurons:
+                raise ConfigError("give flops (a budget that picks the heads and neurons) or heads / neurons, not both")
 
 
 def _unit(block: AttentionBlock, gqa: str) -> int:
@@ -143,6 +158,20 @@ def _neuron_counts(blocks: list[MlpBlock], config: TransformerPrune) -> dict[str
                               "keep at least one")
         counts[block.name] = count
     return counts
+
+
+def _sequence(data: Any) -> int:
+    """The token length of the calibration data's first batch (``input_ids`` or the first tensor's
+    second dimension), or 128 without data."""
+    if data is None:
+        return 128
+    batch = calibration_batches(data)[0]
+    tensor = batch.get("input_ids") if isinstance(batch, dict) else None
+    if tensor is None:
+        found: list[torch.Tensor] = []
+        map_tensors(batch, found.append)
+        tensor = found[0]
+    return int(tensor.shape[1]) if tensor.dim() > 1 else 1
 
 
 def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -208,13 +237,22 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
                           "gate_proj/up_proj/down_proj)")
     _check_layers(config.heads, attention, "heads", model)
     _check_layers(config.neurons, mlps, "neurons", model)
-    heads, neurons = _head_counts(attention, config), _neuron_counts(mlps, config)
-    if not any(heads.values()) and not any(neurons.values()):
-        raise ConfigError(f"heads={config.heads} and neurons={config.neurons} remove nothing from "
-                          f"{type(model).__name__} (counts round down to whole key-value groupings); ask for more")
-    scores = importance_scores(model, [b for b in attention if heads[b.name]], [b for b in mlps if neurons[b.name]],
-                               config.importance, config.calibration_data)
-    details: dict[str, dict] = {"attention": {}, "mlp": {}}
+    details: dict[str, Any] = {"attention": {}, "mlp": {}}
+    if config.flops is None:
+        heads, neurons = _head_counts(attention, config), _neuron_counts(mlps, config)
+        if not any(heads.values()) and not any(neurons.values()):
+            raise ConfigError(f"heads={config.heads} and neurons={config.neurons} remove nothing from "
+                              f"{type(model).__name__} (counts round down to whole key-value groupings); ask for more")
+        scores = importance_scores(model, [b for b in attention if heads[b.name]],
+                                   [b for b in mlps if neurons[b.name]], config.importance, config.calibration_data)
+    else:
+        scores = importance_scores(model, attention, mlps, config.importance, config.calibration_data)
+        hidden = {b.name: model.get_submodule(b.name).get_submodule(ATTENTION_KINDS[b.kind][-1]).out_features
+                  for b in attention}
+        hidden |= {b.name: model.get_submodule(b.name).get_submodule(MLP_KINDS[b.kind][-1]).out_features for b in mlps}
+        sequence = _sequence(config.calibration_data)
+        heads, neurons, kept = plan_counts(attention, mlps, scores, hidden, config.flops, config.gqa, sequence)
+        details |= {"flops_kept": round(kept, 4), "sequence": sequence}
     for block in attention:
         if heads[block.name]:
             keep_query, keep_kv = _kept_heads(block, scores[block.name], heads[block.name], config.gqa)

@@ -90,7 +90,7 @@ def test_grouped_query_attention_keeps_equal_groups_and_generates_with_its_cache
         assert cached.shape == (1, 7) and torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("importance", ["magnitude", "michel"])
+@pytest.mark.parametrize("importance", ["magnitude", "michel", "fisher"])
 def test_a_dead_head_and_a_dead_neuron_are_the_ones_removed(importance):
     model = _build("llama")
     attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
@@ -101,6 +101,34 @@ def test_a_dead_head_and_a_dead_neuron_are_the_ones_removed(importance):
     assert 3 not in get_log(model)[-1]["attention"]["model.layers.0.self_attn"]["kept"]
     assert 2 in get_log(model)[-1]["attention"]["model.layers.0.self_attn"]["kept"]  # one head of each group stays
     assert mlp.down_proj.in_features == 31 and not (mlp.down_proj.weight == 0).all(0).any()
+
+
+def _multiply_adds(model, sequence: int) -> int:
+    """Multiply-adds of the attention projections, attention itself and the MLPs, from the weights."""
+    total = 0
+    for block in attention_blocks(model):
+        module = model.get_submodule(block.name)
+        total += sum(module.get_submodule(p).weight.numel() for p in ATTENTION_KINDS[block.kind]) * sequence
+        total += 2 * module.get_submodule(ATTENTION_KINDS[block.kind][0]).out_features * sequence ** 2
+    for block in mlp_blocks(model):
+        total += sum(model.get_submodule(block.name).get_submodule(p).weight.numel()
+                     for p in MLP_KINDS[block.kind]) * sequence
+    return total
+
+
+@pytest.mark.parametrize("budget", [0.3, 0.6])
+@pytest.mark.parametrize(("name", "gqa"), [("bert", "per_group"), ("llama", "per_group"), ("llama", "groups")])
+def test_a_flops_budget_is_met_by_the_pruned_model(name, gqa, budget):
+    model = _build(name)
+    before = _multiply_adds(model, 8)
+    prune_(model, TransformerPrune(flops=budget, gqa=gqa, importance="fisher", calibration_data=CALIBRATION))
+    after = _multiply_adds(model, 8)
+    largest_unit = 4 * 16 * 8 * 8 + 2 * 8 * 8 * 8 * 2  # two heads' projections and attention, sequence 8
+    assert budget * before - largest_unit <= after <= budget * before
+    assert get_log(model)[-1]["flops_kept"] == pytest.approx(after / before, abs=1e-3)
+    ids = token_inputs(1)["input_ids"][:, :4]
+    if name == "llama":
+        assert model.generate(ids, max_new_tokens=2, do_sample=False, use_cache=True).shape == (1, 6)
 
 
 @pytest.mark.parametrize("name", sorted(HF_MODELS))
@@ -135,6 +163,7 @@ def test_dropping_a_layer_renumbers_the_cache_slots_and_matches_skipping_it():
     ("bert", TransformerPrune(neurons={0: 32}), "removes every neuron"),
     ("llama", TransformerPrune(heads=0.2), "remove nothing"),
     ("bert", TransformerPrune(heads=0.5, importance="michel"), "needs calibration_data"),
+    ("llama", TransformerPrune(flops=0.05), r"flops=0.05 cannot be reached: .* give at least"),
     ("bert", LayerDrop(layers=(0, 1)), "leaves 0"),
     ("llama", LayerDrop(layers=(5,)), "names layer 5"),
     ("mlp", TransformerPrune(heads=0.5), "no BERT- or Llama-style"),
@@ -153,7 +182,8 @@ def test_bad_input_is_one_line_and_leaves_the_model_untouched(name, config, mess
 def test_bad_configs_are_one_line():
     for bad, message in [({"heads": 1.0}, r"heads must be a number in \[0, 1\)"), ({"neurons": {"x": 1}}, "keys"),
                          ({"heads": {0: -1}}, "integer >= 0"), ({"gqa": "some"}, "unknown gqa"),
-                         ({"importance": "kwon"}, "unknown importance")]:
+                         ({"importance": "kwon"}, "unknown importance"), ({"flops": 1.0}, r"in \(0, 1\)"),
+                         ({"flops": 0.5, "heads": 0.5}, "not both")]:
         with pytest.raises(ConfigError, match=message):
             TransformerPrune(**bad)
     for bad in ({}, {"layers": (1,), "every_other": True}, {"layers": (-1,)}):
