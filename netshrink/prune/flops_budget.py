@@ -1,5 +1,5 @@
 """How many heads and neurons each layer keeps under a FLOPs budget: Kwon et al. 2022, "A Fast
-Post-Training Pruning Framework for Transformers", sec. 4.2 (Algorithm 1, the mask search).
+Post-Training Pruning Framework for Transformers", sec. 4.1 (Algorithm 1, the mask search).
 
 The units are a layer's removable pieces with their importance and their cost in multiply-adds for
 a sequence of ``T`` tokens: a head costs ``(2 q + 2 kv) d d_h T`` in its projections plus

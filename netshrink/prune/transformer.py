@@ -2,12 +2,14 @@
 
 ``prune_(model, TransformerPrune(heads=0.5, neurons=0.3))`` finds the BERT-family and Llama-family
 attention blocks and MLPs by their module names (``transformer_blocks``), ranks heads, key-value
-groups and neurons (``head_importance``: weight magnitude or Michel et al. 2019 sec. 4.1 on
-calibration data) and cuts the lowest out with ``transformers.pytorch_utils.prune_linear_layer``,
-so the model is physically smaller and still runs under plain ``transformers`` (the tied embedding
-and output layer are never touched). Grouped-query attention keeps the same number of query heads
-per key-value group: ``gqa="per_group"`` removes heads in equal numbers from every group,
-``gqa="groups"`` removes whole key-value groups with their query heads.
+groups and neurons (``head_importance``: weight magnitude, or Michel et al. 2019 sec. 4.1 or Kwon
+et al. 2022 sec. 4.1 on calibration data; or a FLOPs budget picks the counts, ``flops_budget``)
+and cuts the lowest out with ``transformers.pytorch_utils.prune_linear_layer``, so the model is
+physically smaller and still runs under plain ``transformers`` (the tied embedding and output layer
+are never touched). Grouped-query attention keeps the same number of query heads per key-value
+group: ``gqa="per_group"`` removes heads in equal numbers from every group, ``gqa="groups"``
+removes whole key-value groups with their query heads. ``tune=True`` then rescales the kept heads
+and neurons by least squares (``mask_tuning``).
 
 The log records each block's new query and key-value head counts and each MLP's neuron count;
 the registered rebuilder replays them on a fresh model so ``load`` fills in the weights.
@@ -15,6 +17,7 @@ the registered rebuilder replays them on a fresh model so ``load`` fills in the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any
@@ -31,6 +34,7 @@ from netshrink.core.model_io import map_tensors
 from netshrink.core.registry import register
 from netshrink.prune.flops_budget import plan_counts
 from netshrink.prune.head_importance import IMPORTANCES, importance_scores
+from netshrink.prune.mask_tuning import tune_masks_
 from netshrink.prune.selection import check_sparsity
 from netshrink.prune.transformer_blocks import (
     ATTENTION_KINDS,
@@ -83,7 +87,11 @@ class TransformerPrune(Config):
         flops: instead of ``heads`` / ``neurons``, the fraction of the attention and MLP FLOPs to
             keep, in (0, 1): Kwon et al. 2022's search picks how many heads and neurons each layer
             keeps (``flops_budget``), for sequences as long as the calibration data's (else 128).
-        calibration_data: batches of the model's inputs for ``"michel"`` and ``"fisher"`` (not logged).
+        tune: afterwards, rescale the kept heads and neurons by least squares so each pruned
+            block reproduces the original's output on ``calibration_data`` (Kwon et al. 2022 sec.
+            4.3, ``mask_tuning``; the scales are folded into the weights).
+        calibration_data: batches of the model's inputs for ``"michel"``, ``"fisher"`` and ``tune``
+            (not logged).
 
     Example:
         >>> prune_(llama, TransformerPrune(heads={0: 2}, neurons=0.3, importance="michel", calibration_data=batch))
@@ -94,6 +102,7 @@ class TransformerPrune(Config):
     gqa: str = "per_group"
     importance: str = "magnitude"
     flops: float | None = None
+    tune: bool = False
     calibration_data: Any = unlogged()
 
     def __post_init__(self) -> None:
@@ -103,6 +112,8 @@ class TransformerPrune(Config):
             raise ConfigError(f"unknown gqa {self.gqa!r}; choose one of {list(GQA_MODES)}")
         if self.importance not in IMPORTANCES:
             raise ConfigError(f"unknown importance {self.importance!r}; choose one of {list(IMPORTANCES)}")
+        if not isinstance(self.tune, bool):
+            raise ConfigError(f"tune must be true or false, got {self.tune!r}")
         if self.flops is not None:
             if isinstance(self.flops, bool) or not isinstance(self.flops, (int, float)) or not 0 < self.flops < 1:
                 raise ConfigError(f"flops must be the fraction of FLOPs to keep, in (0, 1), got {self.flops!r}")
@@ -237,6 +248,8 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
                           "gate_proj/up_proj/down_proj)")
     _check_layers(config.heads, attention, "heads", model)
     _check_layers(config.neurons, mlps, "neurons", model)
+    if config.tune and config.calibration_data is None:
+        raise ConfigError("tune=True needs calibration_data (a few batches of the model's inputs)")
     details: dict[str, Any] = {"attention": {}, "mlp": {}}
     if config.flops is None:
         heads, neurons = _head_counts(attention, config), _neuron_counts(mlps, config)
@@ -253,6 +266,7 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
         sequence = _sequence(config.calibration_data)
         heads, neurons, kept = plan_counts(attention, mlps, scores, hidden, config.flops, config.gqa, sequence)
         details |= {"flops_kept": round(kept, 4), "sequence": sequence}
+    original = copy.deepcopy(model) if config.tune else None
     for block in attention:
         if heads[block.name]:
             keep_query, keep_kv = _kept_heads(block, scores[block.name], heads[block.name], config.gqa)
@@ -264,4 +278,8 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
             keep = _top(scores[block.name]["neurons"], block.neurons - neurons[block.name])
             remove_neurons_(model.get_submodule(block.name), keep)
             details["mlp"][block.name] = {"neurons": len(keep)}
+    if original is not None:
+        changed = {*details["attention"], *details["mlp"]}
+        tune_masks_(model, original, [name for name, _ in model.named_modules() if name in changed],
+                    config.calibration_data)
     return details

@@ -132,6 +132,26 @@ def test_a_flops_budget_is_met_by_the_pruned_model(name, gqa, budget):
 
 
 @pytest.mark.parametrize("name", sorted(HF_MODELS))
+def test_mask_tuning_brings_each_pruned_blocks_output_closer_to_the_originals(name, tmp_path):
+    from netshrink.prune.mask_tuning import _capture, _consumer
+
+    original = _build(name)
+    plain, tuned = copy.deepcopy(original), copy.deepcopy(original)
+    config = {"heads": 0.5, "neurons": 0.5, "calibration_data": CALIBRATION}
+    prune_(plain, TransformerPrune(**config))
+    prune_(tuned, TransformerPrune(**config, tune=True))
+    assert get_log(plain)[-1]["attention"] == get_log(tuned)[-1]["attention"]  # the same heads go
+    mask = CALIBRATION["attention_mask"].reshape(-1).bool()
+    for block in [attention_blocks(original)[0].name, mlp_blocks(original)[0].name]:
+        want = _capture(original, _consumer(original, block)[0], CALIBRATION, 0, inputs=False).flatten(0, 1)[mask]
+        errors = [float((_capture(m, _consumer(m, block)[0], CALIBRATION, 0, inputs=False).flatten(0, 1)[mask]
+                         - want).pow(2).sum()) for m in (plain, tuned)]
+        assert errors[1] < errors[0]
+    netshrink.save(tuned, tmp_path / "m.nsk")
+    assert torch.equal(_outputs(netshrink.load(tmp_path / "m.nsk", model=_build(name)).eval()), _outputs(tuned))
+
+
+@pytest.mark.parametrize("name", sorted(HF_MODELS))
 def test_fewer_layers_heads_and_neurons_save_and_load_into_a_fresh_model(name, tmp_path):
     model = _build(name)
     prune_(model, LayerDrop(every_other=True))
@@ -164,6 +184,7 @@ def test_dropping_a_layer_renumbers_the_cache_slots_and_matches_skipping_it():
     ("llama", TransformerPrune(heads=0.2), "remove nothing"),
     ("bert", TransformerPrune(heads=0.5, importance="michel"), "needs calibration_data"),
     ("llama", TransformerPrune(flops=0.05), r"flops=0.05 cannot be reached: .* give at least"),
+    ("llama", TransformerPrune(heads=0.5, tune=True), "tune=True needs calibration_data"),
     ("bert", LayerDrop(layers=(0, 1)), "leaves 0"),
     ("llama", LayerDrop(layers=(5,)), "names layer 5"),
     ("mlp", TransformerPrune(heads=0.5), "no BERT- or Llama-style"),
