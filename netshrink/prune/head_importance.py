@@ -7,8 +7,11 @@
   ``|dL/dxi_h|`` over calibration data, here accumulated per batch. The same mask on each MLP neuron
   scores neurons, and a key-value group's mask (all its query heads together) scores the group: its
   derivative is the sum of its heads' derivatives. Without labels the loss is the causal LM's
-  next-token loss on the calibration text, or otherwise the cross-entropy of the model's logits to
-  its own most likely prediction (the KL to its own outputs would have zero gradient at xi = 1).
+  next-token loss on the calibration text; for other logits the cross-entropy to the model's own
+  most likely prediction (the KL to its own outputs would have zero gradient at xi = 1); for a
+  model without logits (an encoder's ``last_hidden_state``) the output's projection on a fixed
+  Gaussian direction ``z``, whose squared derivative has expectation ``||dy/dxi||^2``, the
+  Gauss-Newton diagonal of the squared error to the model's own features.
   The masks go on as forward pre-hooks on the O and down projections: no torch.fx.
 - ``"fisher"``: Kwon et al. 2022, "A Fast Post-Training Pruning Framework for Transformers", sec.
   4.1: the diagonal of the empirical Fisher information of the same masks, ``sum over samples of
@@ -17,6 +20,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -69,11 +73,18 @@ def _mask_hook(mask: torch.Tensor, width: int):
     return hook
 
 
-def proxy_loss(model: nn.Module, outputs: Any, batch: Any) -> torch.Tensor:
-    """The loss Michel importance differentiates, without labels: a causal LM's next-token loss on
-    the batch's own ``input_ids``, else the cross-entropy to the model's own argmax prediction."""
+def proxy_loss(model: nn.Module, outputs: Any, batch: Any, seed: int = 0) -> torch.Tensor:
+    """The loss the mask gradients are taken of, without labels (see the module docstring): a causal
+    LM's next-token loss on the batch's own ``input_ids``, the cross-entropy of logits to the model's
+    own argmax prediction, or, for outputs without logits, their projection on a Gaussian direction
+    drawn from ``seed``."""
     logits = output_tensor(outputs).float()
     mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+    if isinstance(outputs, Mapping) and "logits" not in outputs:
+        direction = torch.randn(logits.shape, generator=torch.Generator().manual_seed(seed)).to(logits.device)
+        if mask is not None and logits.dim() == 3:
+            direction = direction * mask[..., None].to(direction)
+        return (logits * direction).sum()
     causal = callable(getattr(model, "can_generate", None)) and model.can_generate()
     if causal and isinstance(batch, dict) and "input_ids" in batch and logits.dim() == 3:
         targets = batch["input_ids"][:, 1:].to(logits.device)
@@ -126,7 +137,7 @@ def mask_gradient_scores(model: nn.Module, attention: list[AttentionBlock], mlps
         for index, batch in enumerate(batches):
             with torch.enable_grad():
                 outputs = run_calibration(model, batch, index)
-                grads = torch.autograd.grad(proxy_loss(model, outputs, batch), list(masks.values()),
+                grads = torch.autograd.grad(proxy_loss(model, outputs, batch, index), list(masks.values()),
                                             allow_unused=True)
             grad = {name: torch.zeros_like(m) if g is None else g.detach()
                     for (name, m), g in zip(masks.items(), grads, strict=True)}

@@ -103,6 +103,15 @@ def test_a_dead_head_and_a_dead_neuron_are_the_ones_removed(importance):
     assert mlp.down_proj.in_features == 31 and not (mlp.down_proj.weight == 0).all(0).any()
 
 
+@pytest.mark.parametrize("importance", ["michel", "fisher"])
+def test_an_encoder_without_logits_is_scored_on_its_features(importance):
+    encoder = _build("bert").bert  # a BertModel: last_hidden_state out, no logits
+    with torch.no_grad():
+        encoder.encoder.layer[0].attention.output.dense.weight[:, :8] = 0  # head 0 adds nothing
+    prune_(encoder, TransformerPrune(heads={0: 1, 1: 1}, importance=importance, calibration_data=CALIBRATION))
+    assert get_log(encoder)[-1]["attention"]["encoder.layer.0.attention"]["kept"] == [1]
+
+
 def _multiply_adds(model, sequence: int) -> int:
     """Multiply-adds of the attention projections, attention itself and the MLPs, from the weights."""
     total = 0
