@@ -125,6 +125,7 @@ def mask_gradient_scores(model: nn.Module, attention: list[AttentionBlock], mlps
         masks[block.name] = torch.ones(block.neurons, device=device, requires_grad=True)
         consumer = model.get_submodule(block.name).get_submodule(MLP_KINDS[block.kind][-1])
         hooks.append(consumer.register_forward_pre_hook(_mask_hook(masks[block.name], 1)))
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in masks}  # per-sample gradients (fisher)
     heads = {b.name: torch.zeros(b.heads) for b in attention}
     groups = {b.name: torch.zeros(b.kv_heads) for b in attention}
     neurons = {b.name: torch.zeros(b.neurons) for b in mlps}
@@ -141,6 +142,9 @@ def mask_gradient_scores(model: nn.Module, attention: list[AttentionBlock], mlps
                                             allow_unused=True)
             grad = {name: torch.zeros_like(m) if g is None else g.detach()
                     for (name, m), g in zip(masks.items(), grads, strict=True)}
+            if importance == "fisher":
+                for name in masks:
+                    samples[name].append(grad[name].cpu())
             for block in attention:
                 g = grad[block.name].cpu()
                 heads[block.name] += combine(g)
@@ -153,8 +157,16 @@ def mask_gradient_scores(model: nn.Module, attention: list[AttentionBlock], mlps
         for p, flag in frozen:
             p.requires_grad_(flag)
         model.train(training)
-    return {**{n: {"heads": heads[n], "groups": groups[n]} for n in heads},
-            **{n: {"neurons": v} for n, v in neurons.items()}}
+    scores = {**{n: {"heads": heads[n], "groups": groups[n]} for n in heads},
+              **{n: {"neurons": v} for n, v in neurons.items()}}
+    if importance == "fisher":  # (units, samples) for Kwon et al.'s mask rearrangement
+        for block in attention:
+            stacked = torch.stack(samples[block.name], 1)
+            scores[block.name]["heads_samples"] = stacked
+            scores[block.name]["groups_samples"] = stacked.reshape(block.kv_heads, -1, stacked.shape[1]).sum(1)
+        for block in mlps:
+            scores[block.name]["neurons_samples"] = torch.stack(samples[block.name], 1)
+    return scores
 
 
 def importance_scores(model: nn.Module, attention: list[AttentionBlock], mlps: list[MlpBlock], importance: str,

@@ -34,6 +34,7 @@ from netshrink.core.model_io import map_tensors
 from netshrink.core.registry import register
 from netshrink.prune.flops_budget import plan_counts
 from netshrink.prune.head_importance import IMPORTANCES, importance_scores
+from netshrink.prune.mask_rearrange import rearranged_removal
 from netshrink.prune.mask_tuning import tune_masks_
 from netshrink.prune.selection import check_sparsity
 from netshrink.prune.transformer_blocks import (
@@ -87,6 +88,9 @@ class TransformerPrune(Config):
         flops: instead of ``heads`` / ``neurons``, the fraction of the attention and MLP FLOPs to
             keep, in (0, 1): Kwon et al. 2022's search picks how many heads and neurons each layer
             keeps (``flops_budget``), for sequences as long as the calibration data's (else 128).
+        rearrange: with ``importance="fisher"``, choose which heads and neurons of each layer go by
+            Kwon et al. 2022 sec. 4.2's greedy search on the layer's Fisher block
+            (``mask_rearrange``) rather than by each one's own score.
         tune: afterwards, rescale the kept heads and neurons by least squares so each pruned
             block reproduces the original's output on ``calibration_data`` (Kwon et al. 2022 sec.
             4.3, ``mask_tuning``; the scales are folded into the weights).
@@ -102,6 +106,7 @@ class TransformerPrune(Config):
     gqa: str = "per_group"
     importance: str = "magnitude"
     flops: float | None = None
+    rearrange: bool = False
     tune: bool = False
     calibration_data: Any = unlogged()
 
@@ -112,8 +117,11 @@ class TransformerPrune(Config):
             raise ConfigError(f"unknown gqa {self.gqa!r}; choose one of {list(GQA_MODES)}")
         if self.importance not in IMPORTANCES:
             raise ConfigError(f"unknown importance {self.importance!r}; choose one of {list(IMPORTANCES)}")
-        if not isinstance(self.tune, bool):
-            raise ConfigError(f"tune must be true or false, got {self.tune!r}")
+        for flag in ("rearrange", "tune"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.rearrange and self.importance != "fisher":
+            raise ConfigError("rearrange=True needs importance='fisher' (it searches the Fisher information)")
         if self.flops is not None:
             if isinstance(self.flops, bool) or not isinstance(self.flops, (int, float)) or not 0 < self.flops < 1:
                 raise ConfigError(f"flops must be the fraction of FLOPs to keep, in (0, 1), got {self.flops!r}")
@@ -191,17 +199,28 @@ def _top(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return torch.sort(order).values
 
 
+def _kept(scores: dict, key: str, keep: int, rows: slice = slice(None)) -> torch.Tensor:
+    """The ``keep`` units of ``scores[key][rows]`` to keep: the highest scores, or, where per-sample
+    gradients are there to rearrange (``rearrange=True``), all but Kwon et al.'s removal set."""
+    samples = scores.get(f"{key}_samples")
+    if samples is None:
+        return _top(scores[key][rows], keep)
+    samples = samples[rows]
+    removed = set(rearranged_removal(samples, samples.shape[0] - keep).tolist())
+    return torch.tensor([i for i in range(samples.shape[0]) if i not in removed], dtype=torch.long)
+
+
 def _kept_heads(block: AttentionBlock, scores: dict, remove: int, gqa: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The query and key-value heads to keep when ``remove`` query heads go."""
     if _unit(block, gqa) == 1 and block.group == 1:
-        keep = _top(scores["heads"], block.heads - remove)
+        keep = _kept(scores, "heads", block.heads - remove)
         return keep, keep
     if gqa == "groups":
-        keep_kv = _top(scores["groups"], block.kv_heads - remove // block.group)
+        keep_kv = _kept(scores, "groups", block.kv_heads - remove // block.group)
         return (keep_kv[:, None] * block.group + torch.arange(block.group)).flatten(), keep_kv
     per_group = block.group - remove // block.kv_heads
-    by_group = scores["heads"].reshape(block.kv_heads, block.group)
-    keep_query = torch.cat([g * block.group + _top(by_group[g], per_group) for g in range(block.kv_heads)])
+    groups = [slice(g * block.group, (g + 1) * block.group) for g in range(block.kv_heads)]
+    keep_query = torch.cat([rows.start + _kept(scores, "heads", per_group, rows) for rows in groups])
     return keep_query, torch.arange(block.kv_heads)
 
 
@@ -266,6 +285,10 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
         sequence = _sequence(config.calibration_data)
         heads, neurons, kept = plan_counts(attention, mlps, scores, hidden, config.flops, config.gqa, sequence)
         details |= {"flops_kept": round(kept, 4), "sequence": sequence}
+    if not config.rearrange:  # the per-sample gradients are for the rearrangement only
+        for block_scores in scores.values():
+            for key in [k for k in block_scores if k.endswith("_samples")]:
+                del block_scores[key]
     original = copy.deepcopy(model) if config.tune else None
     for block in attention:
         if heads[block.name]:
@@ -275,7 +298,7 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
                                                 "kept": keep_query.tolist()}
     for block in mlps:
         if neurons[block.name]:
-            keep = _top(scores[block.name]["neurons"], block.neurons - neurons[block.name])
+            keep = _kept(scores[block.name], "neurons", block.neurons - neurons[block.name])
             remove_neurons_(model.get_submodule(block.name), keep)
             details["mlp"][block.name] = {"neurons": len(keep)}
     if original is not None:

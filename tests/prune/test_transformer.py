@@ -112,6 +112,29 @@ def test_an_encoder_without_logits_is_scored_on_its_features(importance):
     assert get_log(encoder)[-1]["attention"]["encoder.layer.0.attention"]["kept"] == [1]
 
 
+def test_rearrangement_removes_units_whose_gradients_cancel_rather_than_the_two_smallest():
+    from netshrink.prune.mask_rearrange import rearranged_removal
+
+    gradients = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.5, 0.0], [3.0, 1.0]])  # (units, samples)
+
+    def cost(units):
+        return float(gradients[list(units)].sum(0).pow(2).sum())
+
+    removed = rearranged_removal(gradients, 2).tolist()
+    assert len(removed) == 2 and 2 in removed
+    assert cost(removed) < cost([0, 1])  # [0, 1]: the two lowest diagonal Fisher scores
+
+
+@pytest.mark.parametrize(("name", "gqa"), [("bert", "per_group"), ("llama", "per_group"), ("llama", "groups")])
+def test_a_rearranged_and_tuned_budget_saves_and_loads(name, gqa, tmp_path):
+    model = _build(name)
+    prune_(model, TransformerPrune(flops=0.5, gqa=gqa, importance="fisher", rearrange=True, tune=True,
+                                   calibration_data=CALIBRATION))
+    assert get_log(model)[-1]["flops_kept"] <= 0.5
+    netshrink.save(model, tmp_path / "m.nsk")
+    assert torch.equal(_outputs(netshrink.load(tmp_path / "m.nsk", model=_build(name)).eval()), _outputs(model))
+
+
 def _multiply_adds(model, sequence: int) -> int:
     """Multiply-adds of the attention projections, attention itself and the MLPs, from the weights."""
     total = 0
@@ -213,7 +236,8 @@ def test_bad_configs_are_one_line():
     for bad, message in [({"heads": 1.0}, r"heads must be a number in \[0, 1\)"), ({"neurons": {"x": 1}}, "keys"),
                          ({"heads": {0: -1}}, "integer >= 0"), ({"gqa": "some"}, "unknown gqa"),
                          ({"importance": "kwon"}, "unknown importance"), ({"flops": 1.0}, r"in \(0, 1\)"),
-                         ({"flops": 0.5, "heads": 0.5}, "not both")]:
+                         ({"flops": 0.5, "heads": 0.5}, "not both"),
+                         ({"heads": 0.5, "rearrange": True}, "needs importance='fisher'")]:
         with pytest.raises(ConfigError, match=message):
             TransformerPrune(**bad)
     for bad in ({}, {"layers": (1,), "every_other": True}, {"layers": (-1,)}):
