@@ -43,6 +43,8 @@ _EXPORTS = {
     "profile_": "netshrink.dynamic",
     "load_recipe": "netshrink.pipeline",
     "run_recipe": "netshrink.pipeline",
+    "Budget": "netshrink.autocompress",
+    "auto": "netshrink.autocompress",
 }
 
 _static_getattr = lazy_getattr(__name__, _EXPORTS)

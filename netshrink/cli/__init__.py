@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from netshrink.cli.args import DEBUG_HELP
+from netshrink.cli.auto import add_auto_parser
 from netshrink.cli.convert import add_convert_parser
 from netshrink.cli.demo import add_demo_parser
 from netshrink.cli.distill import add_distill_parser
@@ -43,6 +44,7 @@ EPILOG = """examples:
   netshrink demo                                  # writes runs/demo/model.nsk
   netshrink inspect runs/demo/model.nsk
   netshrink run recipes/deep_compression_lenet300_100.toml --out runs/dc300
+  netshrink auto runs/lenet5/model.safetensors --data digits --max-bytes 20x --max-drop 1 --time 10m --out runs/auto
 
 Every command spells a shared option the same way, with the same default where it means the same
 (COMMAND --help lists them in groups: data, training, output). Bad input ends with one line on
@@ -52,7 +54,7 @@ stderr and exit status 2; --debug shows the traceback."""
 PARSER_ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_models_parser, add_train_parser, add_eval_parser, add_inspect_parser, add_demo_parser,
     add_distill_parser, add_prune_parser, add_quantize_parser, add_export_parser, add_convert_parser,
-    add_dynamic_parser, add_run_parser,
+    add_dynamic_parser, add_run_parser, add_auto_parser,
 ]
 
 

@@ -28,9 +28,10 @@ def check_fits(model: Any, data: Any, source: str) -> None:
 
     from netshrink.core.errors import ConfigError
 
+    sample = data.val.x[:1] if len(data.val) else data.test.x[:1]  # a shape check; validation first
     try:
         with torch.no_grad():
-            logits = model.eval()(data.test.x[:1])
+            logits = model.eval()(sample)
     except RuntimeError:
         raise ConfigError(f"{source} does not accept {data.name} inputs of shape {tuple(data.input_shape)}; "
                           "evaluate it on the data it was trained for") from None

@@ -5,6 +5,7 @@ A recipe (read with the standard library's ``tomllib``)::
     name = "deep-compression-lenet300_100"
     [model]
     checkpoint = "benchmarks/checkpoints/lenet300_100.safetensors"  # or zoo = "lenet5" / builder = "pkg.mod:fn"
+                                            # (a builder with a checkpoint: the user's class, its weights)
     [data]
     name = "fashion-mnist"                  # digits, a .npz or an image folder; dir = IDX folder
     [[stages]]
@@ -141,8 +142,12 @@ def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
         return {}
     _unknown(table, MODEL_KEYS, "model.", problems)
     given = [k for k in ("zoo", "checkpoint", "builder") if k in table]
+    if given == ["checkpoint", "builder"]:  # a user's class: the builder builds it, the checkpoint fills it
+        built = _model({"builder": table["builder"]}, base, problems)
+        return {**_model({"checkpoint": table["checkpoint"]}, base, problems), **built} if built else {}
     if len(given) != 1:
-        problems.append(f"model: give exactly one of zoo, checkpoint, builder (got {given or 'none'})")
+        problems.append(f"model: give exactly one of zoo, checkpoint, builder, or builder with checkpoint "
+                        f"(got {given or 'none'})")
         return {}
     kind, value = given[0], table[given[0]]
     if not isinstance(value, str):
@@ -159,12 +164,13 @@ def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
             problems.append(f"model.checkpoint: {value} does not exist; give a .safetensors or .nsk file")
         else:
             value = str(found)
-    elif _builder(value, "model.builder", problems) is None:
+    elif import_builder(value, "model.builder", problems) is None:
         return {}
     return {kind: value}
 
 
-def _builder(value: str, place: str, problems: list[str]) -> Any:
+def import_builder(value: str, place: str, problems: list[str]) -> Any:
+    """The function ``package.module:function`` names, or None with a problem added."""
     module, _, function = value.partition(":")
     if not module or not function:
         problems.append(f"{place}: write the builder as package.module:function, got {value!r}")

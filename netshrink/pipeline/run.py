@@ -52,7 +52,13 @@ def _digest(value: Any) -> str:
 
 def build_model(recipe: Recipe, data: Any) -> nn.Module:
     """The recipe's starting model: a checkpoint (.safetensors or .nsk), a zoo model sized for the
-    data, or the user's ``package.module:function`` builder called with no arguments."""
+    data, or the user's ``package.module:function`` builder called with no arguments (its weights
+    from the checkpoint when one is given with it)."""
+    if "builder" in recipe.model:
+        model = _user_builder(recipe.model["builder"])()
+        if "checkpoint" in recipe.model:
+            model = fill_from(model, recipe.model["checkpoint"])
+        return model
     kind, value = next(iter(recipe.model.items()))
     if kind == "checkpoint":
         if value.endswith(".nsk"):
@@ -62,12 +68,25 @@ def build_model(recipe: Recipe, data: Any) -> nn.Module:
         from netshrink.train import load_model
 
         return load_model(value)
-    if kind == "zoo":
-        from netshrink.models import create_for_data
+    from netshrink.models import create_for_data
 
-        torch.manual_seed(0)
-        return create_for_data(value, data.input_shape, data.num_classes)
-    return _user_builder(value)()
+    torch.manual_seed(0)
+    return create_for_data(value, data.input_shape, data.num_classes)
+
+
+def fill_from(model: nn.Module, checkpoint: str) -> nn.Module:
+    """``model`` (a user's class) with the weights and transform log of ``checkpoint``."""
+    if checkpoint.endswith(".nsk"):
+        from netshrink.codec.container import load
+
+        return load(checkpoint, model=model)
+    from netshrink.core.transform_log import set_log
+    from netshrink.train.checkpoint import load_checkpoint, load_model_state
+
+    tensors, meta = load_checkpoint(checkpoint)
+    load_model_state(model, tensors, meta, checkpoint)
+    set_log(model, meta["transform_log"])
+    return model
 
 
 def _user_builder(value: str) -> Any:
@@ -190,9 +209,10 @@ def stage_files(out: Path, index: int, verb: str) -> tuple[Path, Path, Path]:
     return stem.with_suffix(".nsk"), stem.with_suffix(".json"), stem
 
 
-def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
+def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print, test: bool = True) -> dict[str, Any]:
     """Run every stage of ``recipe`` into ``out`` (resuming after the last finished stage) and write
-    ``model.nsk``, ``report.json`` and ``report.html``. Returns the report."""
+    ``model.nsk``, ``report.json`` and ``report.html``. Returns the report. ``test=False`` leaves the
+    test split unread (the final test accuracies are None), as a search choosing among runs must."""
     from netshrink.codec.container import save
     from netshrink.core import finalize_
     from netshrink.data import load_dataset
@@ -269,8 +289,8 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         "recipe": recipe.name, "fingerprint": digest, "data": data.name, "stages": rows,
         "final": {"file": str(final_nsk), "file_bytes": final_nsk.stat().st_size,
                   "rate": baseline_bytes / final_nsk.stat().st_size,
-                  "test_accuracy": evaluate(model.eval(), data.test),
-                  "baseline_test_accuracy": evaluate(baseline_model.eval(), data.test),
+                  "test_accuracy": evaluate(model.eval(), data.test) if test else None,
+                  "baseline_test_accuracy": evaluate(baseline_model.eval(), data.test) if test else None,
                   "baseline_dense_fp32_bytes": baseline_bytes},
         "torch": torch.__version__, "device": "cpu",
     }
@@ -278,9 +298,10 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
     from netshrink.report import write_html_report
 
     write_html_report(report, out / "report.html")
-    log(f"test accuracy {report['final']['test_accuracy']:.4f} (baseline "
-        f"{report['final']['baseline_test_accuracy']:.4f}); {final_nsk}: {report['final']['file_bytes']:,} bytes, "
-        f"{report['final']['rate']:.1f}x; report {out / 'report.html'}")
+    tested = (f"test accuracy {report['final']['test_accuracy']:.4f} (baseline "
+              f"{report['final']['baseline_test_accuracy']:.4f}); ") if test else "test split not read; "
+    log(f"{tested}{final_nsk}: {report['final']['file_bytes']:,} bytes, {report['final']['rate']:.1f}x; "
+        f"report {out / 'report.html'}")
     return report
 
 

@@ -1,6 +1,7 @@
 """Pruning: magnitude masks (layer / global, one-shot, gradual, iterative, lottery ticket),
 SparseGPT and Wanda on calibration data (unstructured or N:M), sensitivity analysis, and
-structured removal of neurons and channels that really shrinks a model.
+structured removal of neurons and channels that really shrinks a model, and of a transformer's
+attention heads, MLP neurons and whole layers.
 
 Names are imported lazily, so importing the package does not import torch.
 """
@@ -13,6 +14,8 @@ _EXPORTS = {
     "MagnitudePrune": "netshrink.prune.magnitude",
     "prune_": "netshrink.prune.verb",
     "StructuredPrune": "netshrink.prune.structured",
+    "TransformerPrune": "netshrink.prune.transformer",
+    "LayerDrop": "netshrink.prune.layer_drop",
     "SparseGPT": "netshrink.prune.sparsegpt",
     "Wanda": "netshrink.prune.wanda",
     "register_channel_rule": "netshrink.prune.channel_rules",

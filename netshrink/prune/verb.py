@@ -1,5 +1,6 @@
 """``prune_``: the one pruning verb, for every pruning config (``MagnitudePrune``, ``StructuredPrune``,
-``SparseGPT``, ``Wanda``: every technique registered with ``verb=prune_``)."""
+``TransformerPrune``, ``LayerDrop``, ``SparseGPT``, ``Wanda``: every technique registered with
+``verb=prune_``)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ LAYER_COLUMNS = (("name", "{}"), ("encoding", "{}"), ("weights", "{:,}"), ("kept
                  ("bits_per_weight", "{:.2f}"), ("bits_per_index", "{:.2f}"), ("bytes", "{:,}"), ("rate", "{:.1f}x"))
 
 
-def _table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> str:
+def table_html(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> str:
     head = "".join(f"<th>{html.escape(name)}</th>" for name, _ in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape('-' if r.get(n) is None else f.format(r[n]))}</td>" for n, f in columns)
@@ -26,7 +26,7 @@ def _table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> 
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _image(png: bytes, alt: str) -> str:
+def image_html(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
@@ -42,29 +42,40 @@ def _macs_note(stages: list[dict[str, Any]]) -> str:
     return f"<p>MACs: dense multiply-accumulates of one sample{html.escape(extra)}.</p>"
 
 
+def _test_sentence(final: dict[str, Any]) -> str:
+    if final.get("test_accuracy") is None:
+        return "Test split not read (a run made for a search that chooses on validation); "
+    return f"Test accuracy {final['test_accuracy']:.4f} (baseline {final['baseline_test_accuracy']:.4f}); "
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The report as one self-contained HTML page."""
     stages, final = report["stages"], report["final"]
     parts = [
         f"<h1>netshrink run: {html.escape(report['recipe'])}</h1>",
         f"<p>data {html.escape(report['data'])}; torch {html.escape(report['torch'])} on {report['device']}. "
-        f"Test accuracy {final['test_accuracy']:.4f} (baseline {final['baseline_test_accuracy']:.4f}); "
+        + _test_sentence(final) +
         f"file {final['file_bytes']:,} bytes against the original model's {final['baseline_dense_fp32_bytes']:,} "
         "dense fp32 bytes (the baseline row; every rate is against it): "
         f"<b>{final['rate']:.1f}x</b>. Accuracies per stage are on validation; test only here.</p>",
-        "<h2>Stages</h2>", _table(stages, STAGE_COLUMNS), _macs_note(stages),
-        _image(plots.accuracy_vs_size(stages), "accuracy against file size"),
-        "<h2>Per tensor, final file</h2>", _image(plots.layer_bits_and_sparsity(stages[-1]), "bits and sparsity"),
-        _table(stages[-1]["layers"], LAYER_COLUMNS),
+        "<h2>Stages</h2>", table_html(stages, STAGE_COLUMNS), _macs_note(stages),
+        image_html(plots.accuracy_vs_size(stages), "accuracy against file size"),
+        "<h2>Per tensor, final file</h2>", image_html(plots.layer_bits_and_sparsity(stages[-1]), "bits and sparsity"),
+        table_html(stages[-1]["layers"], LAYER_COLUMNS),
     ]
     for stage in stages:
         if stage.get("dynamic_points"):
             parts += [f"<h2>Operating points after stage {stage['stage']} ({html.escape(stage['verb'])})</h2>",
-                      _image(plots.accuracy_vs_macs(stage["dynamic_points"], f"{stage['verb']}: accuracy vs MACs"),
+                      image_html(plots.accuracy_vs_macs(stage["dynamic_points"], f"{stage['verb']}: accuracy vs MACs"),
                              "accuracy against MACs")]
+    return page("netshrink report", parts)
+
+
+def page(title: str, parts: list[str]) -> str:
+    """One self-contained HTML page of ``parts`` (HTML fragments) in the reports' style."""
     style = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;font-size:13px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>netshrink report</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
 

@@ -6,7 +6,8 @@ import io
 from typing import Any
 
 
-def _png(fig: Any) -> bytes:
+def png(fig: Any) -> bytes:
+    """``fig`` as PNG bytes (tight layout, 100 dpi); closes it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -16,7 +17,8 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
+def figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
+    """A new matplotlib figure and axes on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,7 +29,7 @@ def _figure(width: float = 6.0, height: float = 3.6) -> tuple[Any, Any]:
 
 def accuracy_vs_size(stages: list[dict[str, Any]]) -> bytes:
     """Validation accuracy against file bytes (log scale) after each stage, labelled by verb."""
-    fig, ax = _figure()
+    fig, ax = figure()
     sizes = [s["file_bytes"] for s in stages]
     accs = [100 * s["val_accuracy"] for s in stages]
     ax.plot(sizes, accs, "o-")
@@ -37,7 +39,7 @@ def accuracy_vs_size(stages: list[dict[str, Any]]) -> bytes:
     ax.set_xlabel("file bytes (.nsk)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("accuracy against file size, stage by stage")
-    return _png(fig)
+    return png(fig)
 
 
 def weight_rows(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,7 +53,7 @@ def weight_rows(layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def layer_bits_and_sparsity(stage: dict[str, Any]) -> bytes:
     """Per weight tensor stored bits per weight (bars) and percentage of weights kept (line), final stage."""
     layers = weight_rows(stage["layers"])
-    fig, ax = _figure(max(6.0, 0.5 * len(layers)), 3.8)
+    fig, ax = figure(max(6.0, 0.5 * len(layers)), 3.8)
     names = [r["name"] for r in layers]
     ax.bar(range(len(layers)), [r["bits_per_weight"] for r in layers], color="tab:blue")
     ax.set_ylabel("stored bits per weight", color="tab:blue")
@@ -61,7 +63,7 @@ def layer_bits_and_sparsity(stage: dict[str, Any]) -> bytes:
     kept.set_ylabel("weights kept (%)", color="tab:red")
     kept.set_ylim(0, 105)
     ax.set_title(f"weight tensors after stage {stage['stage']} ({stage['verb']})")
-    return _png(fig)
+    return png(fig)
 
 
 def point_label(point: dict[str, Any]) -> str:
@@ -78,7 +80,7 @@ def operating_curve(points: list[dict[str, Any]]) -> list[tuple[float, float, st
 
 def accuracy_vs_macs(points: list[dict[str, Any]], title: str) -> bytes:
     """Validation accuracy against MACs per sample of a dynamic model's operating points."""
-    fig, ax = _figure()
+    fig, ax = figure()
     curve = operating_curve(points)
     ax.plot([m for m, _, _ in curve], [a for _, a, _ in curve], "o-")
     for macs, accuracy, label in curve:
@@ -86,4 +88,4 @@ def accuracy_vs_macs(points: list[dict[str, Any]], title: str) -> bytes:
     ax.set_xlabel("MACs per sample")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
-    return _png(fig)
+    return png(fig)

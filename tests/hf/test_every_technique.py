@@ -9,6 +9,8 @@ import torch
 import netshrink
 from netshrink.core import NetshrinkError, finalize_, get_log, techniques
 from netshrink.core.model_io import call_model, output_tensor
+from netshrink.prune.layer_drop import LayerDrop
+from netshrink.prune.transformer import TransformerPrune
 from tests.models import HF_MODELS, token_inputs
 
 pytest.importorskip("transformers")
@@ -17,6 +19,9 @@ pytest.importorskip("transformers")
 CONFIGS = {
     "magnitude_prune": netshrink.MagnitudePrune(sparsity=0.5),
     "structured_prune": netshrink.StructuredPrune(amount=0.5),
+    "transformer_prune": TransformerPrune(heads=0.5, neurons=0.5, importance="michel",
+                                          calibration_data=token_inputs(8, seed=1)),
+    "layer_drop": LayerDrop(every_other=True),
     "sparsegpt": netshrink.SparseGPT(sparsity=0.5, calibration_data=token_inputs(8, seed=1)),
     "wanda": netshrink.Wanda(pattern="2:4", calibration_data=token_inputs(8, seed=1)),
     "quantize": netshrink.Quantize(bits=4, granularity="channel", activation_bits=8,

@@ -1,0 +1,151 @@
+"""The points of a search, tried in schedule order (``points.SCHEDULE``) while the time lasts.
+
+The first point (one-shot, at the limit) always runs, so a search never ends with nothing; each
+later one starts only when its estimated time fits in what is left. Points run ``jobs`` at a
+time in worker processes; each is sized here first (cheap), so the workers only train.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from netshrink.autocompress import points as pts
+from netshrink.autocompress.budget import UNITS
+from netshrink.autocompress.plan import Recovery
+from netshrink.autocompress.runtime import Clock
+from netshrink.autocompress.table import Context
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+class PointLoop:
+    """Sizes, runs and records the points of one search (``records``: done and duplicate points)."""
+
+    def __init__(self, out: Path, ctx: Context, table: dict[str, list[dict]], table_key: str, original_cost: float,
+                 limit: float, recovery: Recovery, recipe_tables: tuple[dict[str, str], dict[str, Any]],
+                 clock: Clock, log: Callable[[str], None], schedule: tuple[pts.PointSpec, ...] = pts.SCHEDULE) -> None:
+        self.out, self.ctx, self.table, self.table_key = out, ctx, table, table_key
+        self.original_cost, self.limit, self.recovery = original_cost, limit, recovery
+        self.model_table, self.data_table = recipe_tables
+        self.clock, self.log, self.schedule = clock, log, schedule
+        self.records: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+        self.epoch_seconds: float | None = None
+
+    @property
+    def points(self) -> list[dict[str, Any]]:
+        """Every verified point (duplicates left out), in the order tried."""
+        return sorted((r for r in self.records if "duplicate_of" not in r), key=lambda r: r["index"])
+
+    def run(self, jobs: int, pool: concurrent.futures.Executor | None) -> str:
+        """Try the schedule's points, ``jobs`` at a time in ``pool`` (or here when None); returns
+        why the search stopped."""
+        running: dict[concurrent.futures.Future, dict[str, Any]] = {}
+        for index, spec in enumerate(self.schedule):
+            key = {"spec": dataclasses.asdict(spec), "table": self.table_key, "limit": self.limit,
+                   "recovery": dataclasses.asdict(self.recovery)}
+            done = pts.finished(self.out, index, key)
+            if done is not None:
+                self._keep(done, reused=True)
+                continue
+            while len(running) >= jobs:
+                self._collect(running, concurrent.futures.FIRST_COMPLETED)
+            if (self.points or running) and self.clock.left() < self.estimate(spec):
+                self._collect(running, concurrent.futures.ALL_COMPLETED)
+                return "time limit reached"
+            record = self._prepare(index, spec, key)
+            if record is None:
+                continue
+            if pool is None:
+                self._done(record, pts.run_point(record["recipe_file"], record["folder"]))
+            else:
+                running[pool.submit(pts.run_point, record["recipe_file"], record["folder"])] = record
+        self._collect(running, concurrent.futures.ALL_COMPLETED)
+        return f"all {len(self.schedule)} scheduled points tried"
+
+    def _prepare(self, index: int, spec: pts.PointSpec, key: dict[str, Any]) -> dict[str, Any] | None:
+        """Size the point's allocation and write its recipe; None for a point equal to an earlier one."""
+        started = time.perf_counter()
+        target = spec.fraction * self.limit
+        allocation, predicted, sized = pts.size_allocation(self.ctx, self.table, self.original_cost, target,
+                                                           spec.measure)
+        recipe = pts.recipe_of(index, spec, allocation, self.recovery, self.model_table, self.data_table)
+        self.clock.add("sizing", time.perf_counter() - started)
+        signature = json.dumps(recipe["stages"], sort_keys=True)
+        if signature in self.seen:
+            record = {"index": index, "key": key, "duplicate_of": signature}
+            pts.save_record(self.out, record)
+            self.records.append(record)
+            return None
+        self.seen.add(signature)
+        recipe_file = pts.write_point_recipe(self.out, index, spec, recipe)
+        unit = UNITS[self.ctx.kind]
+        self.log(f"point {index}: {spec.label}; predicted {_amount(predicted)} {unit}, untrained {_amount(sized)} "
+                 f"{unit} (target {_amount(target)})")
+        return {"index": index, "key": key, "label": spec.label, "spec": dataclasses.asdict(spec),
+                "allocation": {layer: c.to_dict() for layer, c in allocation.items()}, "recipe": recipe,
+                "recipe_file": str(recipe_file), "folder": str(self.out / "points" / f"{index:03d}"),
+                "predicted_cost": predicted, "untrained_cost": sized}
+
+    def _done(self, record: dict[str, Any], measured: dict[str, Any]) -> None:
+        record.update(measured)
+        record["latency_ms"] = pts.measured_latency(self.ctx, record["recipe_file"], record["model_file"])
+        record["cost"] = float({"bytes": record["file_bytes"], "macs": record["macs"],
+                                "latency_ms": record["latency_ms"]}[self.ctx.kind])
+        pts.save_record(self.out, record)
+        self.clock.add("points", measured["seconds"])
+        self._keep(record, reused=False)
+
+    def _keep(self, record: dict[str, Any], reused: bool) -> None:
+        self.records.append(record)
+        if "duplicate_of" in record:
+            return
+        self.seen.add(json.dumps(record["recipe"]["stages"], sort_keys=True))
+        self.log(f"point {record['index']}{' (reused)' if reused else ''}: val accuracy {record['val_accuracy']:.4f}, "
+                 f"{record['file_bytes']:,} bytes, {record['macs']:,} MACs, {record['latency_ms']:.3f} ms "
+                 f"({record['seconds']:.0f} s)")
+
+    def _collect(self, running: dict, how: str) -> None:
+        if running:
+            finished, _ = concurrent.futures.wait(running, return_when=how)
+            for future in finished:
+                self._done(running.pop(future), future.result())
+
+    def estimate(self, spec: pts.PointSpec) -> float:
+        """Seconds point ``spec`` will take: from the trained points so far, or for the first one, a
+        one-shot point's time plus its epochs at a measured step time."""
+        if spec.recovery == 0:
+            return 0.0
+        trained = [r for r in self.points if r["spec"]["recovery"] > 0]
+        if trained:
+            return max(r["seconds"] / r["spec"]["recovery"] for r in trained) * spec.recovery
+        shot = max((r["seconds"] for r in self.points), default=0.0)
+        return shot + (self.recovery.epochs + self.recovery.cluster_epochs) * spec.recovery * self._epoch_seconds()
+
+    def _epoch_seconds(self) -> float:
+        """One fine-tuning epoch: three timed steps of the original at the recovery batch size."""
+        if self.epoch_seconds is None:
+            model = copy.deepcopy(self.ctx.model).train()
+            optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+            x = self.ctx.data.train.x[:self.recovery.batch_size]
+            y = self.ctx.data.train.y[:self.recovery.batch_size]
+            started = time.perf_counter()
+            for _ in range(3):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+            step = (time.perf_counter() - started) / 3
+            self.epoch_seconds = step * math.ceil(len(self.ctx.data.train) / self.recovery.batch_size)
+        return self.epoch_seconds

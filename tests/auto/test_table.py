@@ -1,0 +1,94 @@
+"""The table's rows: sensitivity and cost of one layer's candidate, measured on the real artefacts."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from netshrink.autocompress import Budget, PointSpec, auto
+from netshrink.autocompress.choices import KEEP, Choice, candidate_layers
+from netshrink.autocompress.inputs import write_original
+from netshrink.autocompress.table import Setting, context, encoded_bytes, measure_choice
+from netshrink.codec.container import load, save
+from netshrink.core import finalize_
+from netshrink.measure import count_macs
+from netshrink.models import create
+from netshrink.prune import MagnitudePrune, StructuredPrune, prune_
+from netshrink.quant import Cluster, cluster_
+from netshrink.train import FitConfig, fit
+from tests.auto.conftest import RECOVERY, SPACE
+
+
+def _context(model, out, kind):
+    digest = write_original(model, out, "tests.models:UserMLP" if kind == "bytes" else None, {"name": "digits"})
+    table = {"checkpoint": str(out / "original.nsk")}
+    if kind == "bytes":
+        table["builder"] = "tests.models:UserMLP"
+    return context(Setting(digest, tuple(sorted(table.items())),
+                           (("name", "digits"), ("val_fraction", 0.1)), kind, 64))
+
+
+def test_keeping_a_layer_costs_and_changes_nothing(trained_mlp, tmp_path):
+    ctx = _context(trained_mlp, tmp_path, "bytes")
+    row = measure_choice(ctx, "body.1", KEEP)
+    assert row["kl"] == 0.0 and row["cost"] == 0.0
+    assert row["accuracy"] == float((ctx.reference.argmax(-1) == ctx.y).float().mean())
+
+
+def test_the_bytes_cost_is_what_the_file_stores_for_the_changed_tensor(trained_mlp, tmp_path):
+    ctx = _context(trained_mlp, tmp_path, "bytes")
+    choice = Choice(sparsity=0.8, values="cluster", bits=4)
+    row = measure_choice(ctx, "body.1", choice)
+    by_hand = copy.deepcopy(ctx.model)  # the techniques' own verbs, saved and loaded back
+    prune_(by_hand, MagnitudePrune(sparsity={"body.1": 0.8}))
+    finalize_(by_hand)
+    cluster_(by_hand, Cluster(bits={"body.1": 4}))
+    finalize_(by_hand)
+    save(by_hand, tmp_path / "by_hand.nsk")
+    stored = load(tmp_path / "by_hand.nsk", model=type(trained_mlp)()).state_dict()["body.1.weight"]
+    before = ctx.model.state_dict()["body.1.weight"]
+    chains = ("codebook", "sparse+codebook")
+    assert row["cost"] == encoded_bytes(stored, chains) - encoded_bytes(before) < 0
+    assert row["kl"] > 0.0
+
+
+def test_the_macs_cost_of_removing_channels_is_the_counter_s(digits, tmp_path):
+    torch.manual_seed(0)
+    model = create("lenet300_100", in_features=64)
+    ctx = _context(model, tmp_path, "macs")
+    assert candidate_layers(ctx.model, "macs") == ["fc1", "fc2"]  # the classifier's outputs stay
+    row = measure_choice(ctx, "fc1", Choice(amount=0.5))
+    by_hand = prune_(copy.deepcopy(ctx.model), StructuredPrune(amount=0.5, layers=("fc1",)))
+    assert row["cost"] == count_macs(by_hand, digits.input_shape) - count_macs(ctx.model, digits.input_shape) < 0
+
+
+def test_a_macs_budget_on_a_zoo_model_removes_channels_within_it(digits, tmp_path):
+    torch.manual_seed(0)
+    model = create("lenet300_100", in_features=64)
+    fit(model, digits, FitConfig(epochs=3, lr=0.05, batch_size=64), progress=False)
+    result = auto(model, digits, Budget(max_macs="2x", time_limit="10m"), tmp_path, recovery=RECOVERY, space=SPACE,
+                  schedule=(PointSpec(1.0, "kl", 0), PointSpec(1.0, "kl", 1)), calibration_samples=64,
+                  log=lambda line: None)
+    assert result.met and all(p["macs"] <= result.limit for p in result.points)
+    assert result.chosen["recipe"]["stages"][0]["verb"] == "structured_prune"
+    assert "checkpoint" in result.chosen["recipe"]["model"] and "builder" not in result.chosen["recipe"]["model"]
+
+
+@pytest.mark.parametrize("chains", [(), ("codebook", "sparse+codebook")])
+def test_encoded_bytes_is_never_below_the_cheapest_encoding(chains):
+    from netshrink.codec.tensor_encodings import encode_tensor
+
+    torch.manual_seed(0)
+    weight = torch.randn(24, 48).round(decimals=1)  # few distinct values: a codebook fits; some -0.0
+    positive = torch.where(weight == 0, torch.zeros_like(weight), weight)
+    assert encoded_bytes(weight, chains) >= encode_tensor(positive).cost()
+    assert encoded_bytes(weight) == encode_tensor(positive).cost() < encode_tensor(weight).cost()  # as save stores
+
+
+def test_a_latency_row_is_a_measured_change(tmp_path):
+    torch.manual_seed(0)
+    ctx = _context(create("lenet300_100", in_features=64), tmp_path, "latency_ms")
+    assert ctx.latency_ms > 0
+    row = measure_choice(ctx, "fc1", Choice(amount=0.5))
+    assert np.isfinite(row["cost"]) and row["cost"] > -ctx.latency_ms  # a change of a positive time
