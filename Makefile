@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast test-huge lint bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -17,6 +17,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+test-huge: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m huge
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check netshrink tests benchmarks

@@ -52,6 +52,7 @@ print(json.dumps({"params": params, "model_bytes": 2 * params, "save_peak": save
 
 
 @pytest.mark.slow
+@pytest.mark.huge
 def test_a_1b_bf16_model_round_trips_with_bounded_memory(tmp_path):
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "big.nsk")], capture_output=True, text=True,
                          cwd=ROOT, check=True, timeout=3000)
