@@ -28,3 +28,31 @@ def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, label
     if alpha == 1.0:
         return soft
     return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+
+
+def matching_loss(student: torch.Tensor, teacher: torch.Tensor, loss: str, T: float = 1.0,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """How far the student's outputs are from the teacher's, a mean over the batch's samples (or
+    over its kept tokens, when ``mask`` (B, L) marks the positions of outputs (B, L, ...)).
+
+    ``"kl"``: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` over the last dimension
+    (Hinton et al. 2015, sec. 2); ``"mse"``: the squared error averaged over the features;
+    ``"cosine"``: ``1 - cos`` between feature vectors (the last dimension per token when masked,
+    else each sample flattened).
+    """
+    student, teacher = student.float(), teacher.float()
+    per_token = mask is not None and student.dim() == 3 and tuple(mask.shape) == tuple(student.shape[:2])
+    if not per_token and loss != "kl":  # one feature vector per sample
+        student, teacher = student.flatten(1), teacher.flatten(1)
+    if loss == "kl":
+        log_student = F.log_softmax(student / T, dim=-1)
+        log_teacher = F.log_softmax(teacher / T, dim=-1)
+        each = (log_teacher.exp() * (log_teacher - log_student)).sum(-1) * (T * T)
+    elif loss == "mse":
+        each = (student - teacher).pow(2).mean(-1)
+    else:
+        each = 1.0 - F.cosine_similarity(student, teacher, dim=-1)
+    if per_token:  # (B, L) per token: the kept tokens' mean
+        keep = mask.to(each.dtype)
+        return (each * keep).sum() / keep.sum().clamp_min(1.0)
+    return each.mean()
