@@ -32,8 +32,10 @@ def distillation_loss(student_logits: torch.Tensor, targets: torch.Tensor, label
 
 def matching_loss(student: torch.Tensor, teacher: torch.Tensor, loss: str, T: float = 1.0,
                   mask: torch.Tensor | None = None) -> torch.Tensor:
-    """How far the student's outputs are from the teacher's, a mean over the batch's samples (or
-    over its kept tokens, when ``mask`` (B, L) marks the positions of outputs (B, L, ...)).
+    """How far the student's outputs are from the teacher's, a mean over the batch's samples; when
+    ``mask`` (B, L) marks the kept positions of outputs (B, L, ...), each sample's term is its mean
+    over its kept tokens (a mean over samples, not over all tokens, so that ``fit`` under DDP, which
+    weighs each process's loss by its share of the samples, trains as one process does).
 
     ``"kl"``: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))`` over the last dimension
     (Hinton et al. 2015, sec. 2); ``"mse"``: the squared error averaged over the features;
@@ -52,7 +54,7 @@ def matching_loss(student: torch.Tensor, teacher: torch.Tensor, loss: str, T: fl
         each = (student - teacher).pow(2).mean(-1)
     else:
         each = 1.0 - F.cosine_similarity(student, teacher, dim=-1)
-    if per_token:  # (B, L) per token: the kept tokens' mean
+    if per_token:  # (B, L) per token: each sample's mean over its kept tokens
         keep = mask.to(each.dtype)
-        return (each * keep).sum() / keep.sum().clamp_min(1.0)
+        each = (each * keep).sum(1) / keep.sum(1).clamp_min(1.0)
     return each.mean()

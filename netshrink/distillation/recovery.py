@@ -100,15 +100,43 @@ def recover(student: nn.Module, teacher: nn.Module, data: Any, config: Recover, 
     paths = _hidden_paths(teacher, config)
     student_taps = [_Tap(student, path, "student") for path in paths]
     teacher_taps = [_Tap(teacher, path, "teacher") for path in paths]
+    frozen: list[nn.Parameter] = []
     try:
-        _probe(student, teachers, student_taps, teacher_taps, _first_batch(data), config)
+        first = _first_batch(data)
+        _probe(student, teachers, student_taps, teacher_taps, first, config)
         loss_fn = _loss(teachers, student_taps, teacher_taps, config)
+        frozen = _freeze_unused(student, loss_fn, first)
         return fit(student, data, fit_config, loss_fn=loss_fn, out_dir=out_dir, resume=resume,
                    progress=progress, device=device,
                    callbacks=(*callbacks, *(() if config.train_mode else (_EvalMode(),))))
     finally:
         for tap in (*student_taps, *teacher_taps):  # leave both models without our hooks
             tap.handle.remove()
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+
+
+def _freeze_unused(student: nn.Module, loss_fn: Any, x: Inputs) -> list[nn.Parameter]:
+    """Turn off ``requires_grad`` of the student's parameters that the matched outputs do not
+    depend on (a classifier or LM head when hidden states are matched), found by one backward pass
+    on a few samples; returns them, to be turned back on. DDP needs every trained parameter to get
+    a gradient at every step, and weight decay should not shrink weights the loss never sees."""
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    was_training, saved = student.training, [p.grad for p in trainable]
+    student.eval()
+    try:
+        for p in trainable:
+            p.grad = None
+        x = _to(x, device_of(student))
+        loss_fn(output_tensor(call_model(student, x)), x, None).backward()
+        unused = [p for p in trainable if p.grad is None]
+    finally:
+        for p, grad in zip(trainable, saved, strict=True):
+            p.grad = grad
+        student.train(was_training)
+    for p in unused:
+        p.requires_grad_(False)
+    return unused
 
 
 def _first_batch(data: Any) -> Inputs:

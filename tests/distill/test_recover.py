@@ -2,6 +2,10 @@
 (``netshrink.distillation.recover``), through fit and through its parametrizations."""
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,10 +19,14 @@ from netshrink.core.model_io import call_model, output_tensor
 from netshrink.data.unlabeled import UnlabeledInputs
 from netshrink.distillation import Recover, matching_loss, recover
 from netshrink.train import Callback, FitConfig, load_checkpoint
-from netshrink.train.fit import CHECKPOINT_NAME
+from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
+from tests.distill import run_recover
+from tests.distill.run_recover import bert_pair
 from tests.models import TINY_MODELS, tiny_bert, tiny_llama, token_inputs
 
 pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = FitConfig(epochs=4, batch_size=16, optimizer="adam", lr=1e-2, weight_decay=0.0)
 HELD_OUT = token_inputs(16, seed=9)
@@ -67,28 +75,22 @@ def _hidden(outputs):
     return outputs.hidden_states[-1]
 
 
-def _bert_pair():
-    """An original tiny BERT and its copy quantized to 2 bits per output channel."""
-    torch.manual_seed(0)
-    teacher = tiny_bert().eval()
-    student = copy.deepcopy(teacher)
-    netshrink.apply_(student, netshrink.Quantize(bits=2, granularity="channel"))
-    return student, teacher
-
-
 def test_quantized_bert_recovers_its_hidden_states_and_stays_on_its_grid():
-    student, teacher = _bert_pair()
-    untrained, _ = _bert_pair()
+    student, teacher = bert_pair()
+    untrained, _ = bert_pair()
     base = lambda model: model.bert  # noqa: E731  (the base model's last hidden state is matched)
     gap = lambda model: _gap(base(model), base(teacher), "cosine")  # noqa: E731
     before = gap(student)
     recover(student, teacher, token_inputs(64, seed=2), Recover(match="hidden", loss="cosine"),
             FitConfig(epochs=4, batch_size=16, lr=0.1, weight_decay=0.0), progress=False)
     assert gap(student) < 0.8 * before
+    assert all(p.requires_grad for p in student.parameters())  # the head, left out of training, is on again
     finalize_(student)
     finalize_(untrained)
     trained, plain = _linear_weights(student), _linear_weights(untrained)
     assert any(not torch.equal(trained[name], plain[name]) for name in trained)
+    for head in ("classifier", "bert.pooler.dense"):  # hidden states do not depend on them: untouched
+        assert torch.equal(trained[head], plain[head])
     for name, weight in trained.items():  # 2 bits per output channel: at most 4 values in each row
         assert max(len(row.unique()) for row in weight) <= 4, name
 
@@ -183,3 +185,22 @@ def test_what_cannot_be_matched_is_refused_in_one_line(tmp_path, case, words):
         run()
     assert "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_process_ddp_recovery_matches_one_process(tmp_path):
+    """Hidden states are matched, so the classifier gets no gradient: DDP runs only because
+    recover leaves such parameters out of training."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", run_recover.__file__, str(tmp_path)],
+                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["world_size"] == 2
+    distributed_weights, _ = load_checkpoint(tmp_path / MODEL_NAME)
+    single = run_recover.run().state_dict()
+    assert distributed_weights.keys() == single.keys()
+    for key, value in single.items():
+        torch.testing.assert_close(distributed_weights[key], value, rtol=0, atol=1e-5)
