@@ -32,8 +32,9 @@ CONFIG = FitConfig(epochs=4, batch_size=16, optimizer="adam", lr=1e-2, weight_de
 HELD_OUT = token_inputs(16, seed=9)
 
 
-def _llama_pair():
-    """An original tiny Llama with sharp logits (weights scaled up) and its copy pruned 50% by magnitude."""
+def _llama_pair(compress=None):
+    """An original tiny Llama with sharp logits (weights scaled up) and its copy compressed
+    (default: pruned 50% by magnitude)."""
     torch.manual_seed(0)
     teacher = tiny_llama().eval()
     with torch.no_grad():
@@ -41,7 +42,7 @@ def _llama_pair():
             if p.dim() == 2:
                 p.mul_(8)
     student = copy.deepcopy(teacher)
-    netshrink.apply_(student, netshrink.MagnitudePrune(sparsity=0.5))
+    netshrink.apply_(student, compress or netshrink.MagnitudePrune(sparsity=0.5))
     return student, teacher
 
 
@@ -204,3 +205,14 @@ def test_two_process_ddp_recovery_matches_one_process(tmp_path):
     assert distributed_weights.keys() == single.keys()
     for key, value in single.items():
         torch.testing.assert_close(distributed_weights[key], value, rtol=0, atol=1e-5)
+
+
+def test_a_clustered_llama_keeps_its_codebooks_through_recovery():
+    student, teacher = _llama_pair(netshrink.Cluster(bits=3))
+    before = _gap(student, teacher, "kl", T=2.0)
+    recover(student, teacher, token_inputs(64, seed=2), Recover(T=2.0),
+            FitConfig(epochs=4, batch_size=16, optimizer="adam", lr=1e-3, weight_decay=0.0), progress=False)
+    assert _gap(student, teacher, "kl", T=2.0) < 0.9 * before
+    finalize_(student)
+    for name, weight in _linear_weights(student).items():  # 3 bits: at most 8 shared values a layer
+        assert len(weight.unique()) <= 8, name
