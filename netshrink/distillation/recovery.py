@@ -21,6 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from netshrink.core.errors import ConfigError, one_line
 from netshrink.core.model_io import Inputs, call_model, map_tensors, output_tensor
+from netshrink.data.dataset import Dataset, Split
 from netshrink.data.unlabeled import UnlabeledInputs
 from netshrink.distillation.config import Recover
 from netshrink.distillation.loss import matching_loss
@@ -83,8 +84,8 @@ def recover(student: nn.Module, teacher: nn.Module, data: Any, config: Recover, 
         teacher: the original model; frozen, in eval mode, moved to the training device.
         data: unlabeled inputs: a tensor ``(N, ...)``, a dict of tensors such as a tokenizer's
             output, a map-style torch ``Dataset`` of such samples, or a ``DataLoader`` over one
-            (its batch size must be ``fit_config.batch_size``); ``(x, y)`` pairs are read too,
-            their labels unused.
+            (its batch size must be ``fit_config.batch_size``); ``(x, y)`` pairs, a netshrink
+            ``Split`` or ``Dataset`` (its training split) are read too, their labels unused.
         config: which outputs are matched, by which loss (``Recover``).
         fit_config, out_dir, resume, progress, device, callbacks: as for ``fit``.
 
@@ -94,6 +95,13 @@ def recover(student: nn.Module, teacher: nn.Module, data: Any, config: Recover, 
     """
     if not isinstance(teacher, nn.Module):
         raise ConfigError(f"give the original model as the teacher, got {type(teacher).__name__}")
+    if not any(p.requires_grad for p in student.parameters()):
+        raise ConfigError("the student has nothing to train (no parameter requires grad); give the compressed "
+                          "model, not a frozen one")
+    if isinstance(data, Dataset):  # a netshrink Dataset or Split: its inputs, labels unused
+        data = data.train
+    if isinstance(data, Split):
+        data = data.x
     if isinstance(data, (torch.Tensor, Mapping)):
         data = UnlabeledInputs(data)
     teachers = Teachers(teacher)

@@ -16,6 +16,7 @@ import netshrink
 from netshrink.core import finalize_
 from netshrink.core.errors import ConfigError
 from netshrink.core.model_io import call_model, output_tensor
+from netshrink.data import Split
 from netshrink.data.unlabeled import UnlabeledInputs
 from netshrink.distillation import Recover, matching_loss, recover
 from netshrink.train import Callback, FitConfig, load_checkpoint
@@ -108,11 +109,15 @@ def test_embeddings_and_named_layers_are_matched_from_a_dataloader():
 def test_a_pruned_image_model_recovers_on_an_image_tensor():
     torch.manual_seed(0)
     teacher = TINY_MODELS["convnet"]().eval()
-    student = copy.deepcopy(teacher)
-    netshrink.apply_(student, netshrink.MagnitudePrune(sparsity=0.7))
+    student, second = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    for model in (student, second):
+        netshrink.apply_(model, netshrink.MagnitudePrune(sparsity=0.7))
     images = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     result = recover(student, teacher, images, Recover(loss="mse"), CONFIG, progress=False)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    split = recover(second, teacher, Split(images, torch.zeros(64, dtype=torch.long)),
+                    Recover(loss="mse"), CONFIG, progress=False)  # labels are not used
+    assert split.history[-1]["train_loss"] < split.history[0]["train_loss"]
 
 
 class _Crash(Exception):
@@ -163,6 +168,7 @@ class _Labels(nn.Module):
     ("layers with logits", "use match='hidden'"),
     ("labels-only teacher", "labels"),
     ("data of labels alone", "unlabeled inputs"),
+    ("a frozen student", "nothing to train"),
 ])
 def test_what_cannot_be_matched_is_refused_in_one_line(tmp_path, case, words):
     def run():
@@ -178,6 +184,8 @@ def test_what_cannot_be_matched_is_refused_in_one_line(tmp_path, case, words):
         elif case == "labels-only teacher":
             student, teacher, config = _Labels(), _Labels(), Recover()
             data = torch.randn(16, 1, 8, 8)
+        elif case == "a frozen student":
+            student, teacher, config = tiny_llama().requires_grad_(False), tiny_llama(), Recover()
         else:
             student, teacher, config, data = tiny_llama(), tiny_llama(), Recover(), [1, 2, 3]
         recover(student, teacher, data, config, CONFIG, out_dir=tmp_path, progress=False)
