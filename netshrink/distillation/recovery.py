@@ -24,34 +24,13 @@ from netshrink.core.model_io import Inputs, call_model, map_tensors, output_tens
 from netshrink.data.dataset import Dataset, Split
 from netshrink.data.unlabeled import UnlabeledInputs
 from netshrink.distillation.config import Recover
+from netshrink.distillation.hints import FeatureTap
 from netshrink.distillation.loss import matching_loss
 from netshrink.distillation.teacher import Teachers, device_of
 from netshrink.train import Callback, FitConfig, FitResult, fit
 from netshrink.train.batches import check_pair
 
 _PROBE = 2  # samples run through both models to check they fit together
-
-
-class _Tap:
-    """Keeps the main tensor of the latest output of the module at ``path`` (a forward hook)."""
-
-    def __init__(self, model: nn.Module, path: str, role: str) -> None:
-        try:
-            module = model.get_submodule(path)
-        except AttributeError:
-            names = [name for name, _ in model.named_modules() if name][:12]
-            raise ConfigError(f"the {role} has no module {path!r} to match; name one of {names}") from None
-        self.output: torch.Tensor | None = None
-        self.handle = module.register_forward_hook(self._keep)
-
-    def _keep(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.output = output_tensor(output)
-
-    def take(self) -> torch.Tensor:
-        output, self.output = self.output, None
-        if output is None:
-            raise RuntimeError("the matched module did not run in the last forward pass")
-        return output
 
 
 class _EvalMode(Callback):
@@ -106,10 +85,13 @@ def recover(student: nn.Module, teacher: nn.Module, data: Any, config: Recover, 
         data = UnlabeledInputs(data)
     teachers = Teachers(teacher)
     paths = _hidden_paths(teacher, config)
-    student_taps = [_Tap(student, path, "student") for path in paths]
-    teacher_taps = [_Tap(teacher, path, "teacher") for path in paths]
+    student_taps: list[FeatureTap] = []
+    teacher_taps: list[FeatureTap] = []
     frozen: list[nn.Parameter] = []
     try:
+        for path in paths:
+            student_taps.append(FeatureTap(student, path, "student"))
+            teacher_taps.append(FeatureTap(teacher, path, "teacher"))
         first = _first_batch(data)
         _probe(student, teachers, student_taps, teacher_taps, first, config)
         loss_fn = _loss(teachers, student_taps, teacher_taps, config)
@@ -160,7 +142,8 @@ def _first_batch(data: Any) -> Inputs:
     return check_pair(collate([dataset[i] for i in range(min(_PROBE, len(dataset)))]))[0]
 
 
-def _matched(outputs: Any, logits: torch.Tensor, taps: list[_Tap], config: Recover, role: str) -> list[torch.Tensor]:
+def _matched(outputs: Any, logits: torch.Tensor, taps: list[FeatureTap], config: Recover,
+             role: str) -> list[torch.Tensor]:
     """The tensors of one model's forward pass that are matched (``logits``: its main output)."""
     if config.match == "logits":
         if isinstance(outputs, Mapping) and "logits" not in outputs:
@@ -171,7 +154,7 @@ def _matched(outputs: Any, logits: torch.Tensor, taps: list[_Tap], config: Recov
 
 
 @torch.no_grad()
-def _probe(student: nn.Module, teachers: Teachers, student_taps: list[_Tap], teacher_taps: list[_Tap],
+def _probe(student: nn.Module, teachers: Teachers, student_taps: list[FeatureTap], teacher_taps: list[FeatureTap],
            x: Inputs, config: Recover) -> None:
     """Run both models on a few samples and refuse, in one line, outputs that cannot be matched."""
     found = []
@@ -199,7 +182,7 @@ def _to(x: Inputs, device: torch.device) -> Inputs:
     return map_tensors(x, lambda t: t.to(device))
 
 
-def _loss(teachers: Teachers, student_taps: list[_Tap], teacher_taps: list[_Tap], config: Recover):
+def _loss(teachers: Teachers, student_taps: list[FeatureTap], teacher_taps: list[FeatureTap], config: Recover):
     """``loss_fn(logits, x, y)`` for ``fit``: the teacher runs on ``x``; labels are unused."""
     loss, T = config.resolved_loss, float(config.T)
 

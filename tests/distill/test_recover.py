@@ -162,7 +162,7 @@ class _Labels(nn.Module):
 
 
 @pytest.mark.parametrize("case, words", [
-    ("no such module", "has no module 'nowhere'"),
+    ("no such module", "has no layer 'nowhere'"),
     ("teacher without logits", "has no logits"),
     ("kl on hidden states", "matched by loss 'cosine' or 'mse'"),
     ("layers with logits", "use match='hidden'"),
