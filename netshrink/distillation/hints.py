@@ -15,15 +15,20 @@ the one ``fit`` loop.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.model_io import output_tensor
 
 
 class FeatureTap:
-    """Keeps the latest output of the module at ``path`` inside ``model`` (a forward hook)."""
+    """Keeps the latest output of the module at ``path`` inside ``model`` (a forward hook): its
+    main tensor when the module returns a tuple or an output object (``core.model_io``), as
+    transformer blocks and Hugging Face base models do."""
 
     def __init__(self, model: nn.Module, path: str, role: str) -> None:
         try:
@@ -34,17 +39,18 @@ class FeatureTap:
         self.output: torch.Tensor | None = None
         self.handle = module.register_forward_hook(self._keep)
 
-    def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if not isinstance(output, torch.Tensor):
-            raise ConfigError(f"hint layers must output one tensor, {type(module).__name__} gives "
-                              f"{type(output).__name__}")
-        self.output = output
+    def _keep(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        try:
+            self.output = output_tensor(output)
+        except TypeError:
+            raise ConfigError(f"a tapped layer must output a tensor, {type(module).__name__} gives "
+                              f"{type(output).__name__}") from None
 
     def take(self) -> torch.Tensor:
         """The captured output (forgotten afterwards, so a stale one is never reused)."""
         output, self.output = self.output, None
         if output is None:
-            raise RuntimeError("the hint layer did not run in the last forward pass")
+            raise RuntimeError("the tapped layer did not run in the last forward pass")
         return output
 
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError, one_line
+from netshrink.core.model_io import Inputs, call_model, map_tensors, output_tensor
+
+
+def first_tensor(x: Inputs) -> torch.Tensor:
+    """The first tensor of a batch (its device is the batch's)."""
+    found: list[torch.Tensor] = []
+    map_tensors(x, found.append)
+    return found[0]
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -54,13 +63,18 @@ class Teachers:
         return len(self.models)
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, B, C) logits of the K teachers for the batch ``x`` (B, ...)."""
-        if self._device != x.device:
+    def outputs(self, x: Inputs) -> list[Any]:
+        """Each teacher's raw output for the batch ``x`` (a tensor, or keyword inputs as a dict)."""
+        device = first_tensor(x).device
+        if self._device != device:
             for model in self.models:
-                model.to(x.device).eval()
-            self._device = x.device
-        return torch.stack([model(x).float() for model in self.models])
+                model.to(device).eval()
+            self._device = device
+        return [call_model(model, x) for model in self.models]
+
+    def logits(self, x: Inputs) -> torch.Tensor:
+        """(K, B, C) logits of the K teachers for the batch ``x`` (B, ...)."""
+        return torch.stack([output_tensor(output).float() for output in self.outputs(x)])
 
     def fingerprints(self) -> list[str]:
         """SHA-256 of each teacher's state dict (names, dtypes, shapes, bytes): names the teachers

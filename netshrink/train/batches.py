@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,7 +98,7 @@ class TensorBatches:
 
 
 class LoaderBatches:
-    """Batches of a map-style Dataset of ``(x, y)`` pairs, read by a DataLoader with the user's
+    """Batches of a map-style Dataset of ``(x, y)`` pairs (or of unlabeled inputs), read by a DataLoader with the user's
     loading options (workers, collate_fn, pinning) and fit's order (``ShardedBatches``)."""
 
     def __init__(self, dataset: TorchDataset, options: dict[str, Any], sampler: ShardedBatches,
@@ -110,8 +110,8 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's ``(x, y)`` batches of the sampler's epoch.
+    def epoch(self) -> Iterator[tuple[Any, torch.Tensor | None]]:
+        """This rank's ``(x, y)`` batches of the sampler's epoch (``y`` None for unlabeled data).
 
         Workers are seeded from (seed, epoch, rank) alone, so random transforms they apply repeat
         in a run resumed at an epoch end (not mid-epoch, and not with ``persistent_workers``, whose
@@ -166,13 +166,25 @@ def _hash(items: Any) -> str:
     return digest.hexdigest()
 
 
-def check_pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """A collated batch as ``(x, y)`` tensors; anything else is a one-line ``ConfigError``."""
+def check_pair(batch: Any) -> tuple[Any, torch.Tensor | None]:
+    """A collated batch as ``(inputs, labels)``; ``labels`` is None for unlabeled data.
+
+    An ``(x, y)`` pair of tensors is labelled; a tensor, a mapping of keyword inputs
+    (``{"input_ids": ..., "attention_mask": ...}``) or a one-item tuple of either holds inputs
+    alone (recovery trains on such data with a loss that needs no labels). Anything else is a
+    one-line ``ConfigError``.
+    """
     if isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch):
         return batch[0], batch[1]
+    if isinstance(batch, (tuple, list)) and len(batch) == 1:
+        batch = batch[0]
+    if isinstance(batch, torch.Tensor) or (isinstance(batch, Mapping) and batch
+                                           and all(isinstance(t, torch.Tensor) for t in batch.values())):
+        return batch, None
     kind = type(batch).__name__ + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-    raise ConfigError(f"a training batch is a {kind}, not an (x, y) pair of tensors; make the Dataset "
-                      "return (input, label) pairs or give a collate_fn that builds them")
+    raise ConfigError(f"a training batch is a {kind}, not an (x, y) pair of tensors nor unlabeled inputs (a "
+                      "tensor or a dict of tensors); make the Dataset return one of those or give a collate_fn "
+                      "that builds them")
 
 
 def loading_options(loader: DataLoader, config_batch_size: int | None) -> dict[str, Any]:
@@ -238,6 +250,8 @@ def evaluate_pairs(model: torch.nn.Module, dataset: TorchDataset, options: dict[
         with torch.random.fork_rng(devices=[]):
             for batch in loader:
                 x, y = check_pair(batch)
+                if y is None:
+                    raise ConfigError("the validation data has no labels; give (x, y) pairs as val, or no val")
                 x, y = x.to(device), y.to(device)
                 counts[0] += (model(x).argmax(-1) == y).sum()
                 counts[1] += y.numel()

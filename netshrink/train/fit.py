@@ -31,6 +31,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from netshrink.core.config import Config
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError
+from netshrink.core.model_io import Inputs, batch_length, call_model, map_tensors, output_tensor
 from netshrink.data import Dataset, Split, random_crop_flip
 from netshrink.measure.accuracy import evaluate
 from netshrink.train import distributed
@@ -54,8 +55,9 @@ from netshrink.train.checkpoint import (
 from netshrink.train.config import FitConfig
 from netshrink.train.progress import Progress
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""``loss_fn(logits, x, y) -> scalar``: a mean over the batch (``x`` lets a teacher see the input)."""
+LossFn = Callable[[torch.Tensor, Any, torch.Tensor | None], torch.Tensor]
+"""``loss_fn(logits, x, y) -> scalar``: a mean over the batch (``x`` lets a teacher see the input;
+``y`` is None on unlabeled data, ``x`` a dict of keyword inputs for Hugging Face models)."""
 
 TrainData = Dataset | Split | TorchDataset | DataLoader
 """What ``fit`` trains on: see ``fit``'s ``data`` argument."""
@@ -67,7 +69,7 @@ _STATUS_EVERY = 20  # steps between divergence checks and progress updates (each
 
 @dataclasses.dataclass
 class FitResult:
-    """Per-epoch ``history`` (epoch, train_loss, train_acc, val_acc or None when not evaluated,
+    """Per-epoch ``history`` (epoch, train_loss, train_acc (None on unlabeled data), val_acc or None when not evaluated,
     lr, seconds incl. evaluation, samples_per_s of training), the last ``val_acc`` (None when
     there is no validation data) and the trained ``model`` (the caller's module, on the
     training device)."""
@@ -80,7 +82,10 @@ class FitResult:
 def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
     """The default loss: cross-entropy with label smoothing (Szegedy et al. 2016, sec. 7)."""
 
-    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_fn(logits: torch.Tensor, x: Any, y: torch.Tensor | None) -> torch.Tensor:
+        if y is None:
+            raise ConfigError("the training data has no labels; give (x, y) pairs, or recover from a teacher "
+                              "(netshrink.distillation.recover), whose loss needs none")
         return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
     return loss_fn
@@ -121,13 +126,16 @@ def fit(model: nn.Module, data: TrainData, config: FitConfig, loss_fn: LossFn | 
 
     Args:
         model: any module mapping a batch of inputs to logits (B, classes), or (B, ..., classes)
-            for per-token labels (B, ...).
+            for per-token labels (B, ...). Dict inputs are passed as keywords and the main tensor
+            of an output object is read (``core.model_io``: a ``ModelOutput``'s ``logits``).
         data: the training data, one of
             - a netshrink ``Dataset``: trains on ``data.train``, validates on ``data.val``;
             - a netshrink ``Split``: in-memory tensors, validated on ``val``;
             - a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)`` pairs (image
               folders too large for memory, token ids, a user's own pipeline), read by a
-              DataLoader in fit's seeded order, each process reading only its share;
+              DataLoader in fit's seeded order, each process reading only its share; or whose
+              items are unlabeled inputs (a tensor or a dict of tensors), for a ``loss_fn`` that
+              needs no labels (recovery from a teacher); ``train_acc`` is then None;
             - a ``DataLoader`` over such a Dataset: its loading options (``num_workers``,
               ``collate_fn``, ``pin_memory``, ...) are used, its ``batch_size`` must equal
               ``config.batch_size``, and it may have no sampler of its own (fit orders the data).
@@ -345,10 +353,12 @@ class _EpochTotals:
             self.sums.copy_(resumed[[0, 2]])
             self.samples, self.targets = int(resumed[1]), int(resumed[3])
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.sums[0] += loss.detach().double() * len(y)
-        self.sums[1] += (logits.detach().argmax(-1) == y).sum()
-        self.samples, self.targets = self.samples + len(y), self.targets + y.numel()
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor | None, samples: int) -> None:
+        self.sums[0] += loss.detach().double() * samples
+        self.samples += samples
+        if y is not None:  # unlabeled data counts no correct predictions
+            self.sums[1] += (logits.detach().argmax(-1) == y).sum()
+            self.targets += y.numel()
 
     def running(self) -> torch.Tensor:
         """``[loss sum, samples, correct, targets]`` on the device (float64), as checkpoints keep them."""
@@ -477,29 +487,33 @@ def _train_epoch(run: _Run, epoch: int, first: int, resumed_totals: torch.Tensor
     _end_epoch(run, epoch, totals, began, samples_before)
 
 
-def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor, where: StepInfo, global_batch: int,
+def _train_step(run: _Run, x: Inputs, y: torch.Tensor | None, where: StepInfo, global_batch: int,
                 totals: _EpochTotals) -> None:
-    """One optimizer step on this rank's share ``(x, y)`` of a global batch of ``global_batch`` samples."""
+    """One optimizer step on this rank's share ``(x, y)`` of a global batch of ``global_batch``
+    samples (``y`` None for unlabeled data)."""
     for callback in run.callbacks:
         callback.on_step_begin(run.model, where)
     if run.config.augment:
-        if x.dim() != 4:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ConfigError(f"augment crops and flips image batches (B, C, H, W); these batches "
-                              f"have shape {tuple(x.shape)}; train without augment")
+                              f"are {shape}; train without augment")
         x = random_crop_flip(x, run.rng.augment)
-    x, y = x.to(run.dev, non_blocking=True), y.to(run.dev, non_blocking=True)
-    logits = run.net(x)
+    x = map_tensors(x, lambda t: t.to(run.dev, non_blocking=True))
+    y = y.to(run.dev, non_blocking=True) if y is not None else None
+    logits = output_tensor(call_model(run.net, x))
     loss = run.loss_fn(logits, x, y)
     run.optimizer.zero_grad(set_to_none=True)
     # DDP averages gradients over ranks; weighting each rank's mean by its share of the
     # global batch makes that average the gradient of the global-batch mean
     world = run.info.world_size
-    (loss * (len(y) * world / global_batch) if world > 1 else loss).backward()
+    samples = batch_length(x)
+    (loss * (samples * world / global_batch) if world > 1 else loss).backward()
     run.optimizer.step()
     run.scheduler.step()
     for callback in run.callbacks:
         callback.on_step_end(run.model, where)
-    totals.add(loss, logits, y)
+    totals.add(loss, logits, y, samples)
 
 
 def _show_status(run: _Run, epoch: int, step: int, totals: _EpochTotals, samples_done: int, began: float) -> None:
@@ -509,7 +523,7 @@ def _show_status(run: _Run, epoch: int, step: int, totals: _EpochTotals, samples
     if not math.isfinite(loss_sum):
         raise NetshrinkError(f"training diverged (loss is {loss_sum} in epoch {epoch}); "
                              "lower lr or check the data")
-    run.shown.step(step, loss_sum / n, correct / m, samples_done / (time.perf_counter() - began))
+    run.shown.step(step, loss_sum / n, correct / m if m else None, samples_done / (time.perf_counter() - began))
 
 
 def _end_epoch(run: _Run, epoch: int, totals: _EpochTotals, began: float, samples_before: int) -> None:
@@ -520,8 +534,9 @@ def _end_epoch(run: _Run, epoch: int, totals: _EpochTotals, began: float, sample
     train_seconds = time.perf_counter() - began
     loss_sum, samples, correct, targets = totals.summed(run.info)
     val_acc = _validate(run, epoch)
-    run.history.append({"epoch": epoch, "train_loss": loss_sum / samples, "train_acc": correct / targets,
-                        "val_acc": val_acc, "lr": run.scheduler.get_last_lr()[0],
+    run.history.append({"epoch": epoch, "train_loss": loss_sum / samples,
+                        "train_acc": correct / targets if targets else None, "val_acc": val_acc,
+                        "lr": run.scheduler.get_last_lr()[0],
                         "seconds": time.perf_counter() - began,
                         "samples_per_s": (run.batches[-1][1] - samples_before) / train_seconds})
     run.shown.end_epoch(run.history[-1])

@@ -26,22 +26,27 @@ class Progress:
             self.bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{self.epochs}", unit="batch",
                             leave=True, file=sys.stderr)
 
-    def step(self, step: int, loss: float, acc: float, samples_s: float) -> None:
+    def step(self, step: int, loss: float, acc: float | None, samples_s: float) -> None:
         """Steps up to ``step`` are done; running mean loss and accuracy of the epoch."""
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", samples_s=f"{samples_s:.0f}")
+            shown = {"acc": f"{acc:.4f}"} if acc is not None else {}
+            self.bar.set_postfix(loss=f"{loss:.4f}", **shown, samples_s=f"{samples_s:.0f}")
 
     def end_epoch(self, row: dict[str, Any]) -> None:
         """The epoch's history row (after evaluation): closes the bar, or prints the epoch's line."""
         if self.bar is not None:
             if row["val_acc"] is not None:
-                self.bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=f"{row['train_acc']:.4f}",
+                self.bar.set_postfix(loss=f"{row['train_loss']:.4f}", acc=_number(row["train_acc"]),
                                      val_acc=f"{row['val_acc']:.4f}")
             self.bar.close()
             self.bar = None
         elif self.enabled:
-            val = f"{row['val_acc']:.4f}" if row["val_acc"] is not None else "-"
-            print(f"epoch {row['epoch']}/{self.epochs}  loss {row['train_loss']:.4f}  acc {row['train_acc']:.4f}  "
-                  f"val_acc {val}  lr {row['lr']:.3g}  samples_s {row['samples_per_s']:.0f}  "
+            print(f"epoch {row['epoch']}/{self.epochs}  loss {row['train_loss']:.4f}  acc {_number(row['train_acc'])}  "
+                  f"val_acc {_number(row['val_acc'])}  lr {row['lr']:.3g}  samples_s {row['samples_per_s']:.0f}  "
                   f"{row['seconds']:.1f}s", file=sys.stderr, flush=True)
+
+
+def _number(value: float | None) -> str:
+    """A rate to 4 places, or ``-`` when there is none (unlabeled data, no evaluation)."""
+    return f"{value:.4f}" if value is not None else "-"

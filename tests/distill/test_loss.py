@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netshrink.distillation import distillation_loss, soft_targets
+from netshrink.distillation import distillation_loss, matching_loss, soft_targets
 
 
 def _reference(student, teacher, labels, T, alpha):
@@ -48,3 +48,20 @@ def test_ensemble_targets_average_probabilities_not_logits():
     averaged = soft_targets(torch.stack([a, b]), T)
     torch.testing.assert_close(averaged, (torch.softmax(a, 1) + torch.softmax(b, 1)) / 2)
     assert not torch.allclose(averaged, torch.softmax((a + b) / 2, 1))
+
+
+def test_matching_loss_kl_is_hintons_soft_term_and_masked_tokens_do_not_count():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(4, 5, 7, generator=g), torch.randn(4, 5, 7, generator=g)
+    flat = matching_loss(student[:, 0], teacher[:, 0], "kl", 2.0)
+    expected = F.kl_div(F.log_softmax(student[:, 0] / 2, -1), F.softmax(teacher[:, 0] / 2, -1),
+                        reduction="batchmean") * 4
+    assert torch.allclose(flat, expected)
+    mask = torch.ones(4, 5, dtype=torch.long)
+    mask[0, 3:] = 0
+    for loss in ("kl", "mse", "cosine"):
+        changed = student.clone()
+        changed[0, 3:] += 5.0  # only masked positions change
+        same = matching_loss(student, teacher, loss, 1.0, mask), matching_loss(changed, teacher, loss, 1.0, mask)
+        assert torch.equal(*same)
+        assert matching_loss(teacher, teacher, loss, 1.0, mask) < 1e-6

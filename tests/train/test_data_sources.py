@@ -120,7 +120,8 @@ class _Stream(IterableDataset):
     ("not a dataset", "got list"),
     ("netshrink Dataset and val", "its own val split"),
     ("whole netshrink Dataset as val", "whole netshrink Dataset"),
-    ("items are not pairs", r"not an \(x, y\) pair"),
+    ("items are triples", r"not an \(x, y\) pair"),
+    ("items have no labels, the loss needs them", "has no labels"),
 ])
 def test_data_fit_cannot_use_is_refused_in_one_line(digits, case, words):
     pairs = _pairs(digits.train)
@@ -133,7 +134,8 @@ def test_data_fit_cannot_use_is_refused_in_one_line(digits, case, words):
         "not a dataset": (list(pairs), None),
         "netshrink Dataset and val": (digits, _pairs(digits.val)),
         "whole netshrink Dataset as val": (pairs, digits),
-        "items are not pairs": (TensorDataset(digits.train.x), None),
+        "items are triples": (TensorDataset(digits.train.x, digits.train.y, digits.train.y), None),
+        "items have no labels, the loss needs them": (TensorDataset(digits.train.x), None),
     }[case]
     with pytest.raises(ConfigError, match=words) as info:
         fit(TINY_MODELS["user_mlp"](), data, config, val=val, progress=False)

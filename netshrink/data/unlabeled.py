@@ -1,0 +1,44 @@
+"""Unlabeled inputs as a map-style torch ``Dataset``: what recovery from a teacher trains on.
+
+A tensor ``(N, ...)`` (images, token ids) gives items ``x[i]``; a mapping of tensors sharing their
+first dimension (a tokenizer's output: ``{"input_ids": (N, T), "attention_mask": (N, T)}``) gives
+items ``{key: value[i]}``. torch's default collation stacks them back into batches of the same
+form, which ``fit`` reads as inputs without labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from netshrink.core.errors import ConfigError
+
+
+class UnlabeledInputs(TorchDataset):
+    """Samples of ``inputs`` (a tensor, or a dict of tensors with one first dimension), no labels."""
+
+    def __init__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
+        if isinstance(inputs, torch.Tensor):
+            if inputs.dim() == 0:
+                raise ConfigError("the unlabeled data is a single number; give a batch of inputs (N, ...)")
+            self.count = inputs.shape[0]
+        elif isinstance(inputs, Mapping):
+            sizes = {key: tuple(value.shape)[:1] if isinstance(value, torch.Tensor) else None
+                     for key, value in inputs.items()}
+            if not sizes or None in sizes.values() or () in sizes.values() or len(set(sizes.values())) != 1:
+                raise ConfigError(f"the unlabeled data's tensors must share their first (sample) dimension, "
+                                  f"got {sizes}")
+            self.count = next(iter(sizes.values()))[0]
+        else:
+            raise ConfigError(f"unlabeled inputs are a tensor or a dict of tensors, got {type(inputs).__name__}")
+        self.inputs = inputs
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> torch.Tensor | dict[str, torch.Tensor]:
+        if isinstance(self.inputs, torch.Tensor):
+            return self.inputs[index]
+        return {key: value[index] for key, value in self.inputs.items()}
