@@ -25,6 +25,8 @@ _EXPORTS = {
     "FitConfig": "netshrink.train",
     "distill": "netshrink.distillation",
     "Distill": "netshrink.distillation",
+    "recover": "netshrink.distillation",
+    "Recover": "netshrink.distillation",
     "measure_model": "netshrink.measure",
     "apply_": "netshrink.core",
     "finalize_": "netshrink.core",
