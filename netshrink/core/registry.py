@@ -197,6 +197,17 @@ def apply_(model: nn.Module, config: Config) -> nn.Module:
     return model
 
 
+def apply_as(verb: Callable[..., nn.Module], model: nn.Module, config: Config, family: str) -> nn.Module:
+    """``apply_`` for a family verb shared by several configs (``prune_``, ``quantize_``): a config
+    registered with another verb is a one-line ConfigError listing the verb's own configs."""
+    technique = technique_for(config)
+    if technique is None or technique.verb is not verb:
+        known = ", ".join(t.config_type.__name__ for t in techniques() if t.verb is verb)
+        raise ConfigError(f"{verb.__name__} takes a {family} config ({known}), got {type(config).__name__}; use "
+                          "apply_ for other techniques")
+    return apply_(model, config)
+
+
 def technique_of(name: str) -> Technique | None:
     """The technique registered under ``name`` or one of its aliases (installed techniques are
     imported on first need), or None."""

@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
-from netshrink.core.registry import apply_, register, technique_for, techniques
+from netshrink.core.registry import apply_as, register
 from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
 from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
@@ -130,12 +130,7 @@ def _rebuild(model: nn.Module, record: dict) -> None:
 def quantize_(model: nn.Module, config: Config) -> nn.Module:
     """Quantize ``model``'s weights in place with a quantization config (``Quantize``; ``GPTQ`` on
     calibration data); logged. Returns the model."""
-    technique = technique_for(config)
-    if technique is None or technique.verb is not quantize_:
-        known = ", ".join(t.config_type.__name__ for t in techniques() if t.verb is quantize_)
-        raise ConfigError(f"quantize_ takes a quantization config ({known}), got {type(config).__name__}; use "
-                          "apply_ for other techniques")
-    return apply_(model, config)
+    return apply_as(quantize_, model, config, "quantization")
 
 
 def _check(model: nn.Module, record: dict) -> None:
