@@ -48,15 +48,17 @@ def demo_recipe(data: str, data_dir: str | None, epochs: int) -> dict[str, Any]:
 
 def comparison_table(report: dict[str, Any]) -> str:
     """One row per stage: what each family's stage costs and buys."""
-    header = f"{'stage':<16}{'val acc':>9}{'file bytes':>12}{'rate':>8}{'MACs':>12}{'latency ms':>12}"
+    labels = [f"{row['stage']}:{row['verb']}" for row in report["stages"]]
+    width = max(len("stage"), *map(len, labels)) + 2
+    header = f"{'stage':<{width}}{'val acc':>9}{'file bytes':>12}{'rate':>8}{'MACs':>12}{'latency ms':>12}"
     lines = [header, "-" * len(header)]
     notes = []
-    for row in report["stages"]:
+    for label, row in zip(labels, report["stages"], strict=True):
         counted = row.get("macs_counted")
         if counted is not None and counted not in notes:
             notes.append(counted)
         macs = f"{row['macs']:,}" + ("*" * (notes.index(counted) + 1) if counted is not None else "")
-        lines.append(f"{row['stage']}:{row['verb']:<14}{100 * row['val_accuracy']:>8.2f}%{row['file_bytes']:>12,}"
+        lines.append(f"{label:<{width}}{100 * row['val_accuracy']:>8.2f}%{row['file_bytes']:>12,}"
                      f"{row['rate']:>7.1f}x{macs:>12}{row['latency_ms']:>12.3f}")
     final = report["final"]
     lines.append("MACs: dense multiply-accumulates of one sample"
