@@ -181,7 +181,8 @@ def parse_metadata(metadata: dict[str, str] | None) -> tuple[dict[str, Any], int
     if not isinstance(doc.setdefault("transform_log", []), list):
         _fail("transform_log must be a list")
     sections = _dict(doc.setdefault("sections", {}), "sections")
-    _upgrade_legacy_log(doc)
+    if doc["format_version"] < 5:  # only files of versions 2 to 4 kept those records
+        _upgrade_legacy_log(doc)
     if not all(isinstance(name, str) and isinstance(value, dict) for name, value in sections.items()):
         _fail("sections must map names to JSON objects")
     _dict(doc.get("tensors"), "tensors")

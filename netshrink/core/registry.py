@@ -121,18 +121,22 @@ _loaded = False
 
 
 def load_techniques() -> None:
-    """Import every module of the ``netshrink.techniques`` entry-point group once (netshrink's own
-    families and any installed package's). A third-party module that fails to import is skipped
-    with a one-line warning; netshrink's own failing is an error."""
+    """Import every module of the ``netshrink.techniques`` entry-point group once: netshrink's own
+    families first, so a user's module that imports a netshrink verb while it loads finds them, then
+    every installed package's. A third-party module that fails to import is skipped with a one-line
+    warning; netshrink's own failing is an error (and the next call tries again)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    entries = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                     key=lambda entry: not entry.value.startswith("netshrink."))
+    for entry in entries:
         try:
             entry.load()
         except Exception as error:
             if entry.value.startswith("netshrink."):
+                _loaded = False
                 raise
             warnings.warn(f"netshrink technique {entry.name!r} ({entry.value}) failed to import: "
                           f"{one_line(error)}", stacklevel=2)

@@ -269,6 +269,7 @@ def _check(model: nn.Module, record: dict[str, Any]) -> None:
     record_checks.not_yet(model, SPEC_ATTR, "early_exit")
     record_checks.not_yet(model, "netshrink_widths", "early_exit on a slimmable model")
     config = EarlyExit.from_dict(record["config"])
+    record_checks.layers(model, list(config.after))
     shapes = record.get("shapes")
     if not isinstance(shapes, list) or len(shapes) != len(config.after):
         raise NetshrinkFormatError(f"needs one head input shape per block in 'after' ({len(config.after)})")

@@ -39,11 +39,23 @@ def fingerprint(recipe: Recipe) -> str:
 
 
 def stage_fingerprint(recipe: Recipe, index: int) -> str:
-    """SHA-256 of what stage ``index`` (0: the baseline) depends on: the model, the data and the
-    stages up to it."""
+    """SHA-256 of what stage ``index`` (0: the baseline) depends on: the model (its resolved file and
+    the file's contents), the data (as named: a data set's contents are not hashed) and the stages up
+    to it, each teacher file's contents included."""
     source = recipe.source
-    return _digest({"model": source.get("model"), "data": source.get("data"),
+    files = {value: _file_digest(value) for kind, value in recipe.model.items() if kind == "checkpoint"}
+    files.update({stage.teacher: _file_digest(stage.teacher) for stage in recipe.stages[:index]
+                  if stage.teacher is not None and stage.teacher != BASELINE_TEACHER})
+    return _digest({"model": recipe.model, "data": source.get("data"), "files": files,
                     "stages": (source.get("stages") or [])[:index]})
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _digest(value: Any) -> str:
@@ -236,6 +248,7 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         log(f"[0/{total}] baseline: done before (reused)")
     else:
         log(f"[0/{total}] baseline: the starting model as dense fp32 (what every rate is against)")
+        base_json.unlink(missing_ok=True)  # an old stage's measurements never vouch for the new file
         model = build_model(recipe, data)
         finalize_(model)
         save(model, base_nsk)
@@ -265,6 +278,7 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         if model is None:
             previous = stage_files(out, index - 1, recipe.stages[index - 2].verb if index > 1 else "baseline")[0]
             model = load_stage(previous, recipe)
+        measured.unlink(missing_ok=True)  # an old stage's measurements never vouch for the new file
         _claim(work, stamp)
         what = stage.config or stage.distill or "training only"
         log(f"[{index}/{total}] {stage.verb}: {what}, {stage.epochs} epoch(s)"

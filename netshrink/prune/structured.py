@@ -23,7 +23,7 @@ from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.core.registry import register
 from netshrink.core.selection import LayerFilter, check_layer_names
-from netshrink.prune.channel_rules import NORMS, module_rule
+from netshrink.prune.channel_rules import CONVS, NORMS, module_rule
 from netshrink.prune.dependency import Entry, Group, channel_groups
 from netshrink.prune.selection import check_sparsity, smallest
 from netshrink.prune.verb import prune_
@@ -129,25 +129,32 @@ def _rebuild(model: nn.Module, record: dict[str, Any]) -> None:
 ROLES = ("out", "in", "channel")
 
 
-def _largest_size(module: nn.Module) -> int:
-    """The largest size any role of ``module`` can have now: the longest dimension of its own
-    tensors (pruning never grows a layer past what it holds)."""
+def _role_sizes(module: nn.Module) -> dict[str, int]:
+    """The roles a logged size may have for ``module`` and each one's current size: pruning never
+    grows a layer. A user's registered layer: any role, bounded by its longest tensor dimension."""
+    if isinstance(module, nn.Linear):
+        return {"out": module.out_features, "in": module.in_features}
+    if isinstance(module, CONVS):
+        return {"out": module.out_channels, "in": module.in_channels, "channel": module.out_channels}
+    if isinstance(module, NORMS):
+        return {"channel": module.num_features}
     tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-    return max((max(t.shape, default=1) for t in tensors), default=0)
+    return dict.fromkeys(ROLES, max((max(t.shape, default=1) for t in tensors), default=0))
 
 
 def _check(model: nn.Module, record: dict[str, Any]) -> None:
     """Each logged layer is one structured pruning can resize (a registered rule with a resizer),
-    each role is one of ``ROLES``, and each size is from 1 to what the layer holds now."""
+    each role one the layer has, and each size from 1 to that role's current size."""
     for name, roles in record_checks.mapping(record.get("shapes"), "shapes").items():
         module = record_checks.layer(model, name)
         rule = module_rule(module)
         if rule is None or rule.resize is None:
             raise NetshrinkFormatError(f"layer {name[:80]!r} ({type(module).__name__}) has no structured-pruning "
                                        "resizer")
+        sizes = _role_sizes(module)
         for role, size in record_checks.mapping(roles, f"shapes of {name[:80]!r}").items():
-            record_checks.one_of(role, ROLES, f"role of {name[:80]!r}")
-            record_checks.size(size, _largest_size(module), f"{name[:80]!r} {role} size")
+            record_checks.one_of(role, tuple(sizes), f"role of {name[:80]!r}")
+            record_checks.size(size, sizes[role], f"{name[:80]!r} {role} size")
 
 
 @register(StructuredPrune, "structured_prune", rebuild=_rebuild, check=_check, structural=True, verb=prune_,

@@ -17,6 +17,7 @@ dtype but have only 16 significant bits, which the codec's byte planes store in 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ from torch.nn.utils import parametrize
 
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
-from netshrink.core.errors import ConfigError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError
 from netshrink.core.registry import apply_as, register
 from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
@@ -135,7 +136,18 @@ def quantize_(model: nn.Module, config: Config) -> nn.Module:
 
 def _check(model: nn.Module, record: dict) -> None:
     record_checks.layers(model, record.get("layers"))
-    record_checks.layers(model, record.get("activation_grids", {}))
+    grids = record_checks.mapping(record.get("activation_grids", {}), "activation_grids")
+    record_checks.layers(model, grids)
+    for name, grid in grids.items():
+        grid = record_checks.mapping(grid, f"activation grid of {name[:80]!r}")
+        scale, zero_point, qmin, qmax = (grid.get(k) for k in ("scale", "zero_point", "qmin", "qmax"))
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+            raise NetshrinkFormatError(f"activation grid of {name[:80]!r}: scale must be a positive number")
+        for value, what in ((qmin, "qmin"), (qmax, "qmax"), (zero_point, "zero_point")):
+            if not isinstance(value, int) or isinstance(value, bool) or not -2 ** 15 <= value < 2 ** 15:
+                raise NetshrinkFormatError(f"activation grid of {name[:80]!r}: {what} must be a 16-bit integer")
+        if qmin >= qmax:
+            raise NetshrinkFormatError(f"activation grid of {name[:80]!r}: qmin must be below qmax")
 
 
 @register(Quantize, "quantize", rebuild=_rebuild, check=_check, verb=quantize_)

@@ -13,7 +13,7 @@ from netshrink.core.errors import NetshrinkFormatError
 from netshrink.dynamic import EarlyExit, Slimmable, early_exit_, slimmable_
 from netshrink.models import create
 from netshrink.prune import MagnitudePrune, StructuredPrune, prune_
-from tests.codec.test_container_validation import read, write
+from tests.codec.test_container_validation import as_version_4, read, write
 
 
 def _saved(tmp_path, transform):
@@ -101,6 +101,41 @@ def test_legacy_profile_and_encode_records_become_a_section_and_nothing(tmp_path
                                                "device": "cuda", "threads": 2}}]
     from netshrink.core import get_log, get_section
 
+    as_version_4(doc, tensors)
     loaded = load(write(tmp_path / "old.nsk", doc, tensors))
     assert get_log(loaded) == []
     assert get_section(loaded, "dynamic_profile") == {"points": [], "device": "cuda", "threads": 2}
+    doc["format_version"] = 5  # a format-5 file never held them: refused as the unknown verbs they are
+    del doc["stream_crc"]
+    _refused(tmp_path, doc, tensors, "unknown verb 'encode'")
+
+
+def test_a_size_is_bounded_by_its_own_role_and_exits_name_real_blocks(tmp_path):
+    """Found in review: a size bounded by the layer's longest tensor let fc2 (300 -> 100) 'grow' to
+    250 neurons, and an exit after a block the model lacks loaded and failed at inference."""
+    doc, tensors = _saved(tmp_path, lambda m: prune_(m, StructuredPrune(amount=0.5)))
+    grown = copy.deepcopy(doc)
+    _first(grown, "structured_prune")["shapes"]["fc2"] = {"out": 250}
+    _refused(tmp_path, grown, tensors, r"'fc2' out size must be an integer from 1 to 100")
+    doc, tensors = _saved(tmp_path, lambda m: early_exit_(m, EarlyExit(after=("fc1",))))
+    nowhere = copy.deepcopy(doc)
+    _first(nowhere, "early_exit")["config"]["after"] = ["nope"]
+    _refused(tmp_path, nowhere, tensors, "'nope', which the model does not have")
+
+
+def test_an_activation_grid_from_a_file_is_checked_before_it_is_built(tmp_path):
+    import torch
+
+    from netshrink.quant import Quantize, quantize_
+
+    doc, tensors = _saved(tmp_path, lambda m: quantize_(m, Quantize(bits=8, activation_bits=8,
+                                                                  calibration_data=torch.rand(8, 64))))
+    grids = _first(doc, "quantize")["activation_grids"]
+    assert grids
+    for bad, match in (({"scale": "x"}, "scale must be a positive number"),
+                       ({"zero_point": 2 ** 40}, "zero_point must be a 16-bit integer"),
+                       ({"scale": [1.0, 2.0]}, "scale must be a positive number")):
+        edited = copy.deepcopy(doc)
+        name = next(iter(grids))
+        _first(edited, "quantize")["activation_grids"][name].update(bad)
+        _refused(tmp_path, edited, tensors, match)
