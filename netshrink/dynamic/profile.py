@@ -57,7 +57,19 @@ def profile_table(model: nn.Module) -> dict[str, Any]:
     table = get_section(model, PROFILE_SECTION)
     if table is None:
         raise ConfigError("this model has no profile table; measure one with profile_(model, Profile(val=...))")
+    points = table.get("points")
+    if not isinstance(points, list) or not all(_well_formed(point) for point in points):
+        raise ConfigError("the model's profile table is malformed (its file was edited or damaged); measure it "
+                          "again with profile_(model, Profile(val=...))")
     return table
+
+
+def _well_formed(point: Any) -> bool:
+    """A profile point read from a file: a known kind and numbers where ``choose_point`` reads them."""
+    numbers = ("value", "accuracy", "macs", "latency_ms")
+    return (isinstance(point, dict) and point.get("kind") in KINDS
+            and all(isinstance(point.get(key), (int, float)) and not isinstance(point.get(key), bool)
+                    for key in numbers))
 
 
 def use_point(model: nn.Module, point: dict[str, Any]) -> None:

@@ -149,9 +149,9 @@ def measure_stage(model: nn.Module, nsk: Path, data: Any, baseline_bytes: int) -
 
 
 def _profile_points(model: nn.Module) -> list[dict[str, Any]]:
-    from netshrink.dynamic.profile import PROFILE_SECTION
+    from netshrink.dynamic.profile import PROFILE_SECTION, profile_table
 
-    table = get_section(model, PROFILE_SECTION)
+    table = get_section(model, PROFILE_SECTION) and profile_table(model)
     return list(table["points"]) if table else []
 
 

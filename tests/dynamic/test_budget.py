@@ -179,3 +179,16 @@ def test_dynamic_then_eval_with_a_budget(option, checkpoint, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     chosen = report["operating_point"]
     assert chosen["macs"] <= budget and 0.0 <= chosen["test_accuracy"] <= 1.0 and chosen["test_latency_ms"] > 0
+
+
+def test_a_damaged_profile_table_is_one_line_not_a_python_error(exit_model, digits):
+    from netshrink.core import set_section
+
+    profile_(exit_model, Profile(val=digits.val, latency_samples=8))
+    table = profile_table(exit_model)
+    for damaged in ({**table, "points": None}, {**table, "points": [{"kind": "exit", "value": "x"}]},
+                    {**table, "points": [{**table["points"][0], "kind": "teleport"}]}):
+        set_section(exit_model, "dynamic_profile", damaged)
+        with pytest.raises(ConfigError, match="profile table is malformed") as refused:
+            choose_point(exit_model, budget_macs=1e12)
+        assert "\n" not in str(refused.value)
