@@ -78,6 +78,26 @@ def row_groups(module: nn.Module) -> list[slice]:
     return [slice(g * per_group, (g + 1) * per_group) for g in range(groups)]
 
 
+def solve_row_groups(module: nn.Module, inputs: LayerInputs, prior: torch.Tensor | None,
+                     solve_rows: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                                          tuple[torch.Tensor, Any, float]]) -> tuple[list[Any], float]:
+    """Solve ``module``'s weight one input group at a time (``row_groups``: a grouped convolution's
+    groups each have their own Hessian): ``solve_rows(rows, hessian, prior_rows) -> (new rows, what
+    else the solver made, loss)`` on the flattened weight's rows and the matching rows of ``prior`` (an
+    earlier pruning mask, or None). The new rows are written into the stored weight; returns what
+    else each group's solve made, in group order, and the summed loss."""
+    weight = module.weight.detach().flatten(1)
+    solved, made, loss = [], [], 0.0
+    for g, rows in enumerate(row_groups(module)):
+        prior_rows = None if prior is None else prior.flatten(1)[rows]
+        new, extra, part = solve_rows(weight[rows], inputs.hessian[g], prior_rows)
+        solved.append(new)
+        made.append(extra)
+        loss += part
+    write_weight(module, torch.cat(solved))
+    return made, loss
+
+
 def refuse_other_parametrizations(name: str, module: nn.Module, what: str) -> None:
     """A one-line ConfigError when the layer's weight carries a parametrization other than a
     pruning mask (a grid, shared centroids): ``what`` writes the stored weight, which would then

@@ -26,7 +26,7 @@ from torch import nn
 
 from netshrink.calibration.hessian import LayerInputs
 from netshrink.calibration.obs import BLOCK_SIZE, inverse_hessian_factor, sweep
-from netshrink.calibration.solve import refuse_other_parametrizations, row_groups, solve_layers, write_weight
+from netshrink.calibration.solve import refuse_other_parametrizations, solve_layers, solve_row_groups
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
 from netshrink.prune.calibrated import CalibratedPrune, check_record
@@ -99,16 +99,9 @@ def sparsegpt_weight(weight: torch.Tensor, hessian: torch.Tensor, config: Sparse
 
 
 def _prune_layer(name: str, module: nn.Module, inputs: LayerInputs, config: SparseGPT) -> tuple[dict, Callable]:
-    weight = module.weight.detach().flatten(1)
-    prior = current_mask(module, "weight")
-    parts, loss = [], 0.0
-    for g, rows in enumerate(row_groups(module)):
-        pruned, mask, part_loss = sparsegpt_weight(weight[rows], inputs.hessian[g], config,
-                                                   None if prior is None else prior.flatten(1)[rows], name)
-        parts.append((pruned, mask))
-        loss += part_loss
-    write_weight(module, torch.cat([p for p, _ in parts]))
-    mask = torch.cat([m for _, m in parts]).reshape(module.weight.shape)
+    masks, loss = solve_row_groups(module, inputs, current_mask(module, "weight"),
+                                   lambda rows, hessian, prior: sparsegpt_weight(rows, hessian, config, prior, name))
+    mask = torch.cat(masks).reshape(module.weight.shape)
     return {"kept": float(mask.mean()), "loss": loss}, lambda: set_mask(module, "weight", mask)
 
 

@@ -37,7 +37,7 @@ from torch.nn.utils import parametrize
 from netshrink.calibration.batches import BATCH_SIZE
 from netshrink.calibration.hessian import LAYER_KINDS, LayerInputs, groups_of
 from netshrink.calibration.obs import BLOCK_SIZE, inverse_hessian_factor, sweep
-from netshrink.calibration.solve import refuse_other_parametrizations, row_groups, solve_layers, write_weight
+from netshrink.calibration.solve import refuse_other_parametrizations, solve_layers, solve_row_groups
 from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
@@ -179,17 +179,10 @@ def _check_layer(name: str, module: nn.Module, config: GPTQ) -> None:
 def _quantize_layer(name: str, module: nn.Module, inputs: LayerInputs, config: GPTQ) -> tuple[dict, Callable]:
     """GPTQ of one layer (each group of a grouped convolution on its own Hessian), written into the
     layer's stored weight; installing puts the grid on as a parametrization."""
-    weight = module.weight.detach().flatten(1)
-    mask = current_mask(module, "weight")
-    parts, loss = [], 0.0
-    for g, rows in enumerate(row_groups(module)):
-        quantized, grid, part_loss = gptq_weight(weight[rows], inputs.hessian[g], config,
-                                                 None if mask is None else mask.flatten(1)[rows], name)
-        parts.append((quantized, grid))
-        loss += part_loss
-    write_weight(module, torch.cat([q for q, _ in parts]))
-    grid = Grid(torch.cat([g.scale for _, g in parts]), torch.cat([g.zero_point for _, g in parts]),
-                parts[0][1].qmin, parts[0][1].qmax, parts[0][1].group_size)
+    grids, loss = solve_row_groups(module, inputs, current_mask(module, "weight"),
+                                   lambda rows, hessian, prior: gptq_weight(rows, hessian, config, prior, name))
+    grid = Grid(torch.cat([g.scale for g in grids]), torch.cat([g.zero_point for g in grids]),
+                grids[0].qmin, grids[0].qmax, grids[0].group_size)
     return ({"bits": config.bits, "group_size": config.group_size, "loss": loss},
             lambda: parametrize.register_parametrization(module, "weight", FakeQuantize(grid)))
 
