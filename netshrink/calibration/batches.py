@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from netshrink.core.errors import ConfigError, one_line
-from netshrink.core.model_io import Inputs, batch_length, call_model, map_tensors
+from netshrink.core.model_io import Inputs, batch_length, call_model, map_tensors, sample_count
 from netshrink.data.dataset import Split
 
 BATCH_SIZE = 32
@@ -63,16 +63,7 @@ def _inputs_of(batch: Any) -> Inputs:
 
 
 def _cut(data: torch.Tensor | Mapping[str, torch.Tensor], batch_size: int) -> list[Inputs]:
-    if isinstance(data, Mapping):
-        sizes = {key: value.shape[0] if isinstance(value, torch.Tensor) and value.dim() else None
-                 for key, value in data.items()}
-        if not sizes or len(set(sizes.values())) != 1 or None in sizes.values():
-            raise ConfigError(f"calibration_data's tensors must share their first (sample) dimension, got {sizes}")
-        count = next(iter(sizes.values()))
-    elif data.dim() == 0:
-        raise ConfigError("calibration_data is a single number; give a batch of inputs (N, ...)")
-    else:
-        count = data.shape[0]
+    count = sample_count(data, "calibration_data")
     return [map_tensors(data, lambda t, s=start: t[s:s + batch_size]) for start in range(0, count, batch_size)]
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from netshrink.core.errors import ConfigError
+
 Inputs = torch.Tensor | tuple[Any, ...] | list[Any] | Mapping[str, Any]
 
 #: the output a mapping's main tensor is read from, in order of preference
@@ -68,3 +70,20 @@ def batch_length(inputs: Inputs) -> int:
     if not found:
         raise TypeError(f"a batch of {type(inputs).__name__} holds no tensor")
     return found[0]
+
+
+def sample_count(inputs: torch.Tensor | Mapping[str, torch.Tensor], what: str) -> int:
+    """The number of samples in ``inputs``, a tensor ``(N, ...)`` or a mapping of tensors that share
+    their first dimension (a tokenizer's output); anything else is a one-line ConfigError naming
+    ``what`` the inputs are."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ConfigError(f"{what} is a single number; give a batch of inputs (N, ...)")
+        return inputs.shape[0]
+    if isinstance(inputs, Mapping):
+        sizes = {key: tuple(value.shape)[:1] if isinstance(value, torch.Tensor) else None
+                 for key, value in inputs.items()}
+        if not sizes or None in sizes.values() or () in sizes.values() or len(set(sizes.values())) != 1:
+            raise ConfigError(f"{what}'s tensors must share their first (sample) dimension, got {sizes}")
+        return next(iter(sizes.values()))[0]
+    raise ConfigError(f"{what} is a tensor or a dict of tensors, got {type(inputs).__name__}")

@@ -13,26 +13,14 @@ from collections.abc import Mapping
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from netshrink.core.errors import ConfigError
+from netshrink.core.model_io import sample_count
 
 
 class UnlabeledInputs(TorchDataset):
     """Samples of ``inputs`` (a tensor, or a dict of tensors with one first dimension), no labels."""
 
     def __init__(self, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> None:
-        if isinstance(inputs, torch.Tensor):
-            if inputs.dim() == 0:
-                raise ConfigError("the unlabeled data is a single number; give a batch of inputs (N, ...)")
-            self.count = inputs.shape[0]
-        elif isinstance(inputs, Mapping):
-            sizes = {key: tuple(value.shape)[:1] if isinstance(value, torch.Tensor) else None
-                     for key, value in inputs.items()}
-            if not sizes or None in sizes.values() or () in sizes.values() or len(set(sizes.values())) != 1:
-                raise ConfigError(f"the unlabeled data's tensors must share their first (sample) dimension, "
-                                  f"got {sizes}")
-            self.count = next(iter(sizes.values()))[0]
-        else:
-            raise ConfigError(f"unlabeled inputs are a tensor or a dict of tensors, got {type(inputs).__name__}")
+        self.count = sample_count(inputs, "the unlabeled data")
         self.inputs = inputs
 
     def __len__(self) -> int:
