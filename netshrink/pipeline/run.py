@@ -38,16 +38,26 @@ def fingerprint(recipe: Recipe) -> str:
     return _digest(recipe.source)
 
 
-def stage_fingerprint(recipe: Recipe, index: int) -> str:
+def stage_fingerprint(recipe: Recipe, index: int, digests: dict[str, str]) -> str:
     """SHA-256 of what stage ``index`` (0: the baseline) depends on: the model (its resolved file and
     the file's contents), the data (as named: a data set's contents are not hashed) and the stages up
-    to it, each teacher file's contents included."""
+    to it, each teacher file's contents included (``digests``: ``file_digests(recipe)``)."""
     source = recipe.source
-    files = {value: _file_digest(value) for kind, value in recipe.model.items() if kind == "checkpoint"}
-    files.update({stage.teacher: _file_digest(stage.teacher) for stage in recipe.stages[:index]
-                  if stage.teacher is not None and stage.teacher != BASELINE_TEACHER})
+    files = {path: digests[path] for path in _files(recipe, index)}
     return _digest({"model": recipe.model, "data": source.get("data"), "files": files,
                     "stages": (source.get("stages") or [])[:index]})
+
+
+def file_digests(recipe: Recipe) -> dict[str, str]:
+    """SHA-256 of every file the recipe reads (its checkpoint, its teachers), each read once."""
+    return {path: _file_digest(path) for path in _files(recipe, len(recipe.stages))}
+
+
+def _files(recipe: Recipe, index: int) -> list[str]:
+    """The checkpoint, and the teacher files of the stages up to ``index``."""
+    files = [value for kind, value in recipe.model.items() if kind == "checkpoint"]
+    return files + [stage.teacher for stage in recipe.stages[:index]
+                    if stage.teacher is not None and stage.teacher != BASELINE_TEACHER]
 
 
 def _file_digest(path: str) -> str:
@@ -241,7 +251,8 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
     total = len(recipe.stages)
     rows: list[dict[str, Any]] = []
     base_nsk, base_json, _ = stage_files(out, 0, "baseline")
-    base_row = _finished(base_json, stage_fingerprint(recipe, 0))
+    digests = file_digests(recipe)
+    base_row = _finished(base_json, stage_fingerprint(recipe, 0, digests))
     if base_row is not None:
         rows.append(base_row)
         model = load_stage(base_nsk, recipe)
@@ -254,7 +265,7 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
         save(model, base_nsk)
         model = load_stage(base_nsk, recipe)
         reference = fp32_baseline(model).nbytes
-        row = {"stage": 0, "verb": "baseline", "fingerprint": stage_fingerprint(recipe, 0),
+        row = {"stage": 0, "verb": "baseline", "fingerprint": stage_fingerprint(recipe, 0, digests),
                "dense_fp32_bytes": reference, "seconds": 0.0, **measure_stage(model, base_nsk, data, reference)}
         # the baseline row is the reference itself (dense fp32, 1.0x); its lossless .nsk is kept aside
         row.update(nsk_bytes=row["file_bytes"], file_bytes=reference, rate=1.0)
@@ -266,7 +277,7 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
     reusing = base_row is not None
     for index, stage in enumerate(recipe.stages, start=1):
         nsk, measured, work = stage_files(out, index, stage.verb)
-        stamp = stage_fingerprint(recipe, index)
+        stamp = stage_fingerprint(recipe, index, digests)
         done = _finished(measured, stamp) if reusing else None
         if done is not None:
             rows.append(done)
