@@ -2,12 +2,15 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-huge lint bench
+.PHONY: setup models demo test test-fast test-huge lint bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
 
 setup: $(STAMP)
+
+models: $(STAMP)
+	scripts/setup_models.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/netshrink demo
