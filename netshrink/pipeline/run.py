@@ -40,17 +40,33 @@ def fingerprint(recipe: Recipe) -> str:
 
 def stage_fingerprint(recipe: Recipe, index: int, digests: dict[str, str]) -> str:
     """SHA-256 of what stage ``index`` (0: the baseline) depends on: the model (its resolved file and
-    the file's contents), the data (as named: a data set's contents are not hashed) and the stages up
-    to it, each teacher file's contents included (``digests``: ``file_digests(recipe)``)."""
+    the file's contents), the data (as named, and the contents of its splits) and the stages up to
+    it, each teacher file's contents included (``digests``: ``file_digests(recipe, data)``)."""
     source = recipe.source
     files = {path: digests[path] for path in _files(recipe, index)}
-    return _digest({"model": recipe.model, "data": source.get("data"), "files": files,
-                    "stages": (source.get("stages") or [])[:index]})
+    return _digest({"model": recipe.model, "data": source.get("data"), "data_contents": digests.get(DATA_KEY),
+                    "files": files, "stages": (source.get("stages") or [])[:index]})
 
 
-def file_digests(recipe: Recipe) -> dict[str, str]:
-    """SHA-256 of every file the recipe reads (its checkpoint, its teachers), each read once."""
-    return {path: _file_digest(path) for path in _files(recipe, len(recipe.stages))}
+DATA_KEY = "<data>"
+
+
+def file_digests(recipe: Recipe, data: Any = None) -> dict[str, str]:
+    """SHA-256 of every file the recipe reads (its checkpoint, its teachers), each read once, and of
+    the loaded data's splits under ``DATA_KEY`` (so a data file changed in place is a new run)."""
+    digests = {path: _file_digest(path) for path in _files(recipe, len(recipe.stages))}
+    if data is not None:
+        digests[DATA_KEY] = _data_digest(data)
+    return digests
+
+
+def _data_digest(data: Any) -> str:
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        for tensor in (split.x, split.y):
+            digest.update(str((tuple(tensor.shape), str(tensor.dtype))).encode())
+            digest.update(tensor.detach().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _files(recipe: Recipe, index: int) -> list[str]:
@@ -251,7 +267,7 @@ def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print
     total = len(recipe.stages)
     rows: list[dict[str, Any]] = []
     base_nsk, base_json, _ = stage_files(out, 0, "baseline")
-    digests = file_digests(recipe)
+    digests = file_digests(recipe, data)
     base_row = _finished(base_json, stage_fingerprint(recipe, 0, digests))
     if base_row is not None:
         rows.append(base_row)

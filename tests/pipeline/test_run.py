@@ -160,3 +160,26 @@ def test_five_families_chain(tmp_path):
     model = load(tmp_path / "model.nsk")
     assert hasattr(model, "exit_heads") and any(n.endswith(".reduce") for n, _ in model.named_modules())
     assert "accuracy against MACs" in (tmp_path / "report.html").read_text()
+
+
+def test_data_changed_in_place_is_not_reused(tmp_path):
+    """The stage fingerprint covers the data's contents, not only its name: the same recipe over a
+    .npz file rewritten with other labels trains again instead of reusing the old stages."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 1, 8, 8), dtype=np.float32)
+    y = rng.integers(0, 3, 60)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    recipe = {"model": {"zoo": "lenet300_100"}, "data": {"name": str(path)},
+              "stages": [{"verb": "prune", "config": {"sparsity": 0.5}, "epochs": 1, "fit": FIT}]}
+    out = tmp_path / "out"
+    run_recipe(parse_recipe(recipe), out, progress=False, log=lambda line: None)
+    lines = []
+    run_recipe(parse_recipe(recipe), out, progress=False, log=lines.append)
+    assert sum("done before" in line for line in lines) == 2
+    np.savez(path, x_train=x[:40], y_train=(y[:40] + 1) % 3, x_test=x[40:], y_test=y[40:])
+    lines.clear()
+    run_recipe(parse_recipe(recipe), out, progress=False, log=lines.append)
+    assert not any("done before" in line for line in lines)
