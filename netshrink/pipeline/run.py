@@ -236,9 +236,21 @@ def run_stage(model: nn.Module, stage: Stage, recipe: Recipe, data: Any, work: P
         else:
             fit(model, data, stage.fit, **options)
     if dynamic is not None:
-        own = technique is not None and technique.training is dynamic
-        dynamic.calibrate(model.eval(), data.val, **(stage.options if own else {}))
+        dynamic.calibrate(model.eval(), data.val, **_dynamic_options(recipe, stage, dynamic))
     return model
+
+
+def _dynamic_options(recipe: Recipe, stage: Stage, dynamic: DynamicTraining) -> dict[str, Any]:
+    """The calibration options (``max_drop``...) of the stage, up to and including ``stage``, that last
+    applied the technique training the model dynamically: a later prune or cluster stage
+    re-calibrates with the early-exit stage's ``max_drop``, not the default."""
+    options: dict[str, Any] = {}
+    for earlier in recipe.stages:
+        if earlier.technique is not None and earlier.technique.training is dynamic:
+            options = earlier.options
+        if earlier is stage:
+            break
+    return options
 
 
 def stage_files(out: Path, index: int, verb: str) -> tuple[Path, Path, Path]:

@@ -183,3 +183,18 @@ def test_data_changed_in_place_is_not_reused(tmp_path):
     lines.clear()
     run_recipe(parse_recipe(recipe), out, progress=False, log=lines.append)
     assert not any("done before" in line for line in lines)
+
+
+def test_later_stages_recalibrate_exits_with_the_early_exit_stages_max_drop():
+    """A prune stage after an early-exit stage re-calibrates the exit thresholds with that stage's
+    ``max_drop``, not the default; before the exits exist there is nothing to carry."""
+    from netshrink.pipeline.run import _dynamic_options
+
+    recipe = parse_recipe({"model": {"zoo": "lenet5"}, "data": {"name": "digits"}, "stages": [
+        {"verb": "prune", "config": {"sparsity": 0.5}},
+        {"verb": "early_exit", "config": {"after": ["conv1"]}, "max_drop": 0.02},
+        {"verb": "prune", "config": {"sparsity": 0.7}}]})
+    exits = recipe.stages[1].technique.training
+    assert _dynamic_options(recipe, recipe.stages[0], exits) == {}
+    assert _dynamic_options(recipe, recipe.stages[1], exits) == {"max_drop": 0.02}
+    assert _dynamic_options(recipe, recipe.stages[2], exits) == {"max_drop": 0.02}
