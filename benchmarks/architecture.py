@@ -60,7 +60,7 @@ from benchmarks.common import (  # noqa: E402
     target,
     targets_markdown,
 )
-from benchmarks.stages import Stages  # noqa: E402
+from benchmarks.study import Store  # noqa: E402
 from netshrink.arch.finetune import finetune, reestimate_batchnorm_  # noqa: E402
 from netshrink.arch.low_rank import LowRank, low_rank_  # noqa: E402
 from netshrink.arch.separable import Separable, separable_  # noqa: E402
@@ -103,7 +103,7 @@ FINETUNE_LR, STUDENT_LR = 0.01, 0.05
 CONV_REDUCTION_GOAL, SEPARABLE_DROP_GOAL, WALL_GOAL_MIN = 5.0, 1.0, 60.0
 
 
-class Run(Stages):
+class Run(Store):
     """The stage cache, data, budget and teacher-logit caches of one invocation."""
 
     def __init__(self, root: Path, fresh: bool, budget: Budget, data: Dataset, cached_only: bool = False) -> None:

@@ -54,7 +54,7 @@ from benchmarks.common import (  # noqa: E402
     target,
     targets_markdown,
 )
-from benchmarks.stages import Stages  # noqa: E402
+from benchmarks.study import Store  # noqa: E402
 from netshrink.core.files import write_atomically  # noqa: E402
 
 EXITS = ("features.0", "features.2", "features.5")
@@ -87,7 +87,7 @@ class Bench:
         # the kept convnet is the "trained alone" model only when it had exactly this recipe
         self.kept_plain = not quick and self.recipe == RECIPES["convnet"]
         self.latency_samples = 64 if quick else LATENCY_SAMPLES
-        self.stages = Stages(out)  # creates out
+        self.stages = Store(out)  # creates out
         marker = out / "recipe.json"  # the models and stages kept in out belong to one recipe
         if marker.exists() and json.loads(marker.read_text()) != self.recipe:
             raise SystemExit(f"{out} holds models trained with {marker.read_text().strip()}, not {self.recipe}; "
