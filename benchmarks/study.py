@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, clear_by_three_std, results_doc, seeded_target, target
 from netshrink.core.files import write_atomically
+from netshrink.train.callbacks import Callback
 
 #: the seeds every accuracy target is judged on
 SEEDS = (0, 1, 2)
@@ -99,6 +100,37 @@ class Store:
         return sum(self.seconds.values()) / 60
 
 
+class SessionClock(Callback):
+    """The seconds of every session of a resumable training run, by device, kept in
+    ``<folder>/sessions.json``: each session (this process's ``fit``) adds an entry, updated after every
+    epoch, so a killed session still counts up to its last finished epoch and a resumed run's time is
+    every session's, not only the last one's. Pass it to ``fit``'s ``callbacks``; ``stop()`` after."""
+
+    def __init__(self, folder: Path, device: str) -> None:
+        self.path = Path(folder) / "sessions.json"
+        self.sessions = json.loads(self.path.read_text()) if self.path.exists() else []
+        self.sessions.append({"device": device, "seconds": 0.0})
+        self.began = time.perf_counter()
+
+    def on_epoch_end(self, model, info) -> None:
+        self.stop()
+
+    def stop(self) -> list[dict]:
+        """Record this session's seconds so far; every session's entries."""
+        self.sessions[-1]["seconds"] = time.perf_counter() - self.began
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, (json.dumps(self.sessions, indent=2) + "\n").encode())
+        return self.sessions
+
+
+def seconds_by_device(sessions: list[dict]) -> dict[str, float]:
+    """The seconds of ``sessions`` (``SessionClock`` entries) summed per device."""
+    totals: dict[str, float] = {}
+    for session in sessions:
+        totals[session["device"]] = totals.get(session["device"], 0.0) + session["seconds"]
+    return totals
+
+
 @dataclasses.dataclass(frozen=True)
 class Goal:
     """One target: ``value op goal``. ``seeded``: an accuracy target, judged on the mean of seeds;
@@ -143,7 +175,9 @@ class Study:
         self.protocol = _plain({"grid": grid, "budget": budget, "seeds": self.seeds,
                                 "choice": "the best validation accuracy of seed 0"})
         fixed = self.store.root / "protocol.json"
-        if fixed.exists() and not fresh and json.loads(fixed.read_text()) != self.protocol:
+        before = [*self.store.root.glob("*.json"), *self.store.root.glob("*.nsk")]  # runs kept before protocols
+        made = json.loads(fixed.read_text()) if fixed.exists() else ("unknown" if before else self.protocol)
+        if made != self.protocol and not fresh:
             raise ProtocolError(f"{self.store.root} holds runs of another grid or budget; give --fresh or another "
                                 "folder (runs of two protocols are never mixed)")
         write_atomically(fixed, (json.dumps(self.protocol, indent=2) + "\n").encode())
@@ -170,6 +204,12 @@ class Study:
         best = max(results, key=lambda key: results[key][score])
         self.choices[label] = {"chosen": best, "validation": {key: r[score] for key, r in results.items()}}
         return best
+
+    def record_choice(self, label: str, chosen, validation=None) -> None:
+        """Record a choice made on validation by other means (a calibrated threshold, a point of a
+        profile measured on validation), or ``chosen`` "none" where the grid leaves nothing to choose;
+        afterwards ``test(label)`` may be read."""
+        self.choices[label] = {"chosen": chosen, "validation": validation}
 
     def test(self, label: str):
         """The test split, for choice ``label`` once it is made on validation."""

@@ -86,6 +86,10 @@ def test_a_resumed_study_must_declare_the_same_grid_and_budget(tmp_path):
     with pytest.raises(ProtocolError, match="another grid or budget"):
         Study("toy", tmp_path, _data(), grid=GRID, budget={"epochs": 8}, goals=GOALS)
     Study("toy", tmp_path, _data(), grid=GRID, budget={"epochs": 8}, goals=GOALS, fresh=True)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "stage.json").write_text("{}")  # a run kept before protocols were recorded
+    with pytest.raises(ProtocolError):
+        _study(tmp_path / "old")
 
 
 def test_an_accuracy_target_needs_every_seed_unless_measured_clear_by_three_std(tmp_path, monkeypatch):
@@ -109,3 +113,14 @@ def test_every_declared_goal_is_judged_and_the_grid_is_every_combination(tmp_pat
     with pytest.raises(ProtocolError, match="not judged"):
         study.doc({}, [study.target("size (x)", 3.0)])
     assert grid_points({"a": (1, 2), "b": ("x",)}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+
+
+def test_a_resumed_training_run_counts_every_session_by_device(tmp_path):
+    from benchmarks.study import SessionClock, seconds_by_device
+
+    first = SessionClock(tmp_path, "cpu")
+    first.on_epoch_end(None, None)  # a killed session keeps what it recorded at its last epoch's end
+    resumed = SessionClock(tmp_path, "NVIDIA H200").stop()
+    assert [s["device"] for s in resumed] == ["cpu", "NVIDIA H200"]
+    assert set(seconds_by_device(resumed)) == {"cpu", "NVIDIA H200"}
+    assert json.loads((tmp_path / "sessions.json").read_text()) == resumed
