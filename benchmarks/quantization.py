@@ -2,14 +2,11 @@
 speed, and ONNX Runtime int8 against fp32, on Fashion-MNIST from the kept baseline checkpoints.
 
     python benchmarks/quantization.py            # about 25 minutes of CPU time on 2 cores
-    python benchmarks/quantization.py --rerun centroids-4bit   # only the 4-bit centroid fine-tuning
 
 Each stage writes the results file and the BENCHMARKS.md section when it ends, so a run cut short
-keeps what it measured (``"complete": false``). ``--rerun centroids-4bit`` loads the existing
-results file, measures again only the 4-bit "cluster + fine-tuned centroids" cell of both models
-(the two targets) and publishes; every other figure is the one already recorded, the rerun's
-seconds and date are added under ``"reruns"``, and the whole-benchmark wall time becomes the full
-run's plus the rerun's (an upper bound: the full run had timed that cell too).
+keeps what it measured (``"complete": false``). A single cell is never rerun into an existing results
+file (issue 20: a budget widened after a test miss); the ``"reruns"`` an earlier version recorded
+still render.
 
 
 - Accuracy against bits (8, 6, 5, 4, 3, 2) for lenet300_100 and lenet5 (Han et al. 2016, "Deep
@@ -416,40 +413,9 @@ def publish_run(doc: dict, began: str, start: float, complete: bool, wall: float
     return targets
 
 
-def rerun_centroids_4bit() -> None:
-    """Measure again only the 4-bit fine-tuned-centroid cell of both models into the existing results."""
-    import json
-
-    start, began = time.perf_counter(), _now()
-    torch.set_num_threads(THREADS)
-    old = json.loads((RESULTS / "quantization.json").read_text())
-    if not old.get("complete"):
-        raise SystemExit("--rerun needs a complete results file from a full run")
-    doc = old["measurements"]
-    data = netshrink.load_dataset("fashion-mnist")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
-            doc["bits_sweep"][name]["cluster + fine-tuned centroids"]["4"] = centroids_4bit(name, data, Path(tmp))
-    doc["reruns"] = [r for r in doc.get("reruns", []) if r["stage"] != "centroids-4bit"] + [{
-        "stage": "centroids-4bit", "command": "python benchmarks/quantization.py --rerun centroids-4bit",
-        "what": "the 4-bit cluster + fine-tuned centroids cell of both models",
-        "date": began,
-        "seconds": time.perf_counter() - start,
-        "train_config": {**CENTROID_4BIT_TRAIN.to_dict(), "lr": list(CENTROID_4BIT_LRS),
-                         "distill_candidate": CENTROID_4BIT_DISTILL.to_dict()},
-        "train_images": len(data.train)}]
-    # the rerun cell replaces one the full run timed too; its seconds are added whole (an upper bound)
-    full_run = doc.setdefault("full_run_wall_seconds", old["wall_seconds"])
-    plot(doc["bits_sweep"], doc["conv_against_fc"], RESULTS / "quantization.png")
-    print(targets_markdown(publish_run(doc, began, start, complete=True, wall=full_run + time.perf_counter() - start)))
-
-
 def main() -> None:
-    if sys.argv[1:] == ["--rerun", "centroids-4bit"]:
-        rerun_centroids_4bit()
-        return
     if sys.argv[1:]:
-        raise SystemExit("usage: quantization.py [--rerun centroids-4bit]")
+        raise SystemExit("usage: quantization.py")
     start, began = time.perf_counter(), _now()
     torch.set_num_threads(THREADS)
     data = netshrink.load_dataset("fashion-mnist")
