@@ -240,11 +240,12 @@ class Study:
         """Minutes of every run reported, made now or by an earlier session."""
         return self.store.minutes()
 
-    def doc(self, measurements: dict, targets: list[dict], **extra) -> dict:
+    def doc(self, measurements: dict, targets: list[dict], complete: bool = True, **extra) -> dict:
         """The results file's content: ``measurements``, ``targets`` and the protocol they were
-        measured under (grid, budget, seeds, every candidate's validation score and the choices)."""
+        measured under (grid, budget, seeds, every candidate's validation score and the choices).
+        ``complete``: every declared goal must be judged (False: a run reporting what finished)."""
         missing = set(self.goals) - {t["name"] for t in targets}
-        if missing:
+        if missing and complete:
             raise ProtocolError(f"goals declared but not judged: {sorted(missing)}")
         return results_doc(self.name, measurements, targets, protocol={**self.protocol, "choices": self.choices},
                            **extra)
