@@ -31,6 +31,11 @@ per teacher over the training split, shared by every stage through a copy of the
 training runs without augmentation. Learning rates are fixed, not tuned (the machine's 2 cores are
 shared); test accuracy is reported, never used to choose. Training runs on 1 thread.
 
+The protocol is a :class:`benchmarks.study.Study`: the ``Budget`` and learning rates are fixed in the
+run folder's ``protocol.json`` before anything trains, nothing is chosen (no grid), and the accuracy
+targets are judged on seeds 0, 1 and 2: ``separable-init`` with three random initialisations
+(``-s<seed>``), ``separable-finetuned`` fine-tuned with three seeds; the other figures are seed 0's.
+
 Writes ``benchmarks/results/architecture.json``, ``benchmarks/results/architecture_low_rank.png``
 and the architecture section of BENCHMARKS.md (``--quick``: ``runs/architecture-quick/`` only).
 """
@@ -56,11 +61,9 @@ from benchmarks.common import (  # noqa: E402
     ROOT,
     publish,
     repo_path,
-    results_doc,
-    target,
     targets_markdown,
 )
-from benchmarks.stages import Stages  # noqa: E402
+from benchmarks.study import Goal, Study  # noqa: E402
 from netshrink.arch.finetune import finetune, reestimate_batchnorm_  # noqa: E402
 from netshrink.arch.low_rank import LowRank, low_rank_  # noqa: E402
 from netshrink.arch.separable import Separable, separable_  # noqa: E402
@@ -100,18 +103,29 @@ QUICK = Budget(sep_epochs=1, low_rank_epochs={"lenet300_100": 1, "convnet": 1}, 
                ratios=(0.1, 0.4), samples=512, latency_repeats=(10, 3))
 STUDENTS = ("mobilenet_tiny", "shufflenet_tiny", "ghostnet_tiny")
 FINETUNE_LR, STUDENT_LR = 0.01, 0.05
-CONV_REDUCTION_GOAL, SEPARABLE_DROP_GOAL, WALL_GOAL_MIN = 5.0, 1.0, 60.0
+INIT_GOAL = ("separable right after conversion and BatchNorm re-estimation: SVD minus random init, validation "
+             "accuracy (points)")
+GOALS = [Goal("separable: conv parameters, fewer (x)", ">=", 5.0, seeded=False),
+         Goal("separable: conv MACs, fewer (x)", ">=", 5.0, seeded=False),
+         Goal(INIT_GOAL, ">=", 0.0),
+         Goal("separable fine-tuned: test accuracy below the convnet (points)", "<=", 1.0),
+         Goal("whole benchmark, stage time summed (min)", "<=", 60.0, seeded=False)]
 
 
-class Run(Stages):
-    """The stage cache, data, budget and teacher-logit caches of one invocation."""
+class Run:
+    """The study (its stage store), data, budget and teacher-logit caches of one invocation."""
 
     def __init__(self, root: Path, fresh: bool, budget: Budget, data: Dataset, cached_only: bool = False) -> None:
-        super().__init__(root, fresh, cached_only)
-        self.budget, self.data = budget, data
+        self.study = Study("architecture", root, data, grid={}, goals=GOALS, fresh=fresh, cached_only=cached_only,
+                           budget={**dataclasses.asdict(budget), "finetune_lr": FINETUNE_LR, "student_lr": STUDENT_LR,
+                                   "students": STUDENTS, "threads": 1, "device": "cpu"})
+        self.study.record_choice("architecture", "none: budgets and learning rates are fixed")
+        self.store, self.root, self.budget = self.study.store, self.study.store.root, budget
+        self.data = dataclasses.replace(data, test=self.study.test("architecture"))
+        self.stage, self.missing, self.minutes = self.store.stage, self.store.missing, self.store.minutes
 
     def train(self, model: nn.Module, teacher_name: str, teacher: nn.Module, stage: str, epochs: int,
-              lr: float) -> dict:
+              lr: float, seed: int = 0) -> dict:
         """Distil ``model`` from ``teacher`` (cached logits shared between stages); the history."""
         out = self.root / "train" / stage
         shared = self.root / "teacher-logits" / f"{teacher_name}.safetensors"
@@ -120,7 +134,7 @@ class Run(Stages):
         out.mkdir(parents=True)
         if shared.exists():
             shutil.copyfile(shared, out / CACHE_NAME)
-        config = FitConfig(epochs=epochs, lr=lr, batch_size=128, schedule="cosine", seed=0)
+        config = FitConfig(epochs=epochs, lr=lr, batch_size=128, schedule="cosine", seed=seed)
         result, how = finetune(model, teacher, self.data, config, Distill(cache_teacher=True), out_dir=out)
         if not shared.exists():
             shared.parent.mkdir(parents=True, exist_ok=True)
@@ -181,10 +195,10 @@ def right_after(model: nn.Module, data: Dataset) -> dict:
     return {**raw, "bn_reestimated": accuracy(model, data)}
 
 
-def separable_init_stage(run: Run) -> dict:
+def separable_init_stage(run: Run, seed: int = 0) -> dict:
     results = {}
     for init in ("svd", "random"):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = convnet()
         separable_(model, Separable(multiplier=1, init=init))
         results[init] = right_after(model, run.data)
@@ -207,12 +221,12 @@ def separable_costs_stage(run: Run) -> dict:
     return {**conv_costs(model, shape), "layers": get_log(model)[-1]["layers"], "latency_ms": timing}
 
 
-def separable_finetuned_stage(run: Run) -> dict:
+def separable_finetuned_stage(run: Run, seed: int = 0) -> dict:
     original, model = convnet(), converted_convnet(run)
-    trained = run.train(model, "convnet", original, "separable", run.budget.sep_epochs, FINETUNE_LR)
+    tag = f"separable{f'-s{seed}' if seed else ''}"
+    trained = run.train(model, "convnet", original, tag, run.budget.sep_epochs, FINETUNE_LR, seed)
     model.eval()
-    return {**accuracy(model, run.data), **trained,
-            **saved_and_loaded(model, run.root / "separable.nsk", run.data)}
+    return {**accuracy(model, run.data), **trained, **saved_and_loaded(model, run.root / f"{tag}.nsk", run.data)}
 
 
 def low_rank_stage(run: Run, name: str, ratio: float) -> dict:
@@ -291,6 +305,11 @@ def main() -> None:
     lenet_test = evaluate(load_model(CHECKPOINTS / "lenet300_100.safetensors"), data.test)
     _low_rank_rows(run, "lenet300_100", lenet_test, low_rank)
     sep = run.stage(f"separable-finetuned-e{budget.sep_epochs}", lambda: separable_finetuned_stage(run))
+    seeds = run.study.seeds[1:]  # the accuracy targets' other seeds
+    init_seeds = {0: init, **{s: run.stage(f"separable-init-s{s}", lambda s=s: separable_init_stage(run, s))
+                              for s in seeds}}
+    sep_seeds = {0: sep, **{s: run.stage(f"separable-finetuned-e{budget.sep_epochs}-s{s}",
+                                         lambda s=s: separable_finetuned_stage(run, s)) for s in seeds}}
     students = {n: run.stage(f"student-{n}", lambda n=n: student_stage(run, n)) for n in STUDENTS}
     _low_rank_rows(run, "convnet", base["test_acc"], low_rank)
     students = {n: s for n, s in students.items() if s is not None}
@@ -298,22 +317,18 @@ def main() -> None:
     targets = []
     if costs is not None:
         targets += [
-            target("separable: conv parameters, fewer (x)", base["conv_params"] / costs["conv_params"],
-                   CONV_REDUCTION_GOAL, ">="),
-            target("separable: conv MACs, fewer (x)", base["conv_macs"] / costs["conv_macs"], CONV_REDUCTION_GOAL,
-                   ">="),
-        ]
-    if init is not None:
-        targets.append(target(
-            "separable right after conversion and BatchNorm re-estimation: SVD minus random init, validation "
-            "accuracy (points)",
-            100 * (init["svd"]["bn_reestimated"]["val_acc"] - init["random"]["bn_reestimated"]["val_acc"]), 0.0, ">="))
-    if sep is not None:
-        targets.append(target("separable fine-tuned: test accuracy below the convnet (points)",
-                              100 * (base["test_acc"] - sep["test_acc"]), SEPARABLE_DROP_GOAL, "<="))
+            run.study.target("separable: conv parameters, fewer (x)", base["conv_params"] / costs["conv_params"]),
+            run.study.target("separable: conv MACs, fewer (x)", base["conv_macs"] / costs["conv_macs"])]
+    if None not in init_seeds.values():
+        targets.append(run.study.target(INIT_GOAL, {
+            s: 100 * (r["svd"]["bn_reestimated"]["val_acc"] - r["random"]["bn_reestimated"]["val_acc"])
+            for s, r in init_seeds.items()}))
+    if None not in sep_seeds.values():
+        targets.append(run.study.target("separable fine-tuned: test accuracy below the convnet (points)",
+                                        {s: 100 * (base["test_acc"] - r["test_acc"]) for s, r in sep_seeds.items()}))
     stage_minutes = run.minutes()
     if not run.missing:
-        targets.append(target("whole benchmark, stage time summed (min)", stage_minutes, WALL_GOAL_MIN, "<="))
+        targets.append(run.study.target("whole benchmark, stage time summed (min)", stage_minutes))
     speedup = None
     if costs is not None:
         timing = costs["latency_ms"]
@@ -321,15 +336,17 @@ def main() -> None:
                    for b in timing["separable"]}
     measurements = {"budget": dataclasses.asdict(budget), "convnet": base, "separable_init": init,
                     "separable_costs": costs, "separable_finetuned": sep, "separable_speedup": speedup,
-                    "low_rank": low_rank, "students": students}
+                    "low_rank": low_rank, "students": students,
+                    "seeds": {"separable_init": init_seeds, "separable_finetuned_test_acc": {
+                        s: r["test_acc"] for s, r in sep_seeds.items() if r is not None}}}
     notes = ("Latency: 1 thread, median, on a CPU shared with other jobs (absolute times noisy); the original "
              "convnet is timed before and after the converted one and the faster of the two is the reference.")
     plot_path = (run.root if args.quick else RESULTS) / "architecture_low_rank.png"
     plot(low_rank, plot_path)
-    doc = results_doc("architecture", measurements, targets, device="cpu", quick=args.quick,
-                      wall_minutes_this_invocation=(time.perf_counter() - began) / 60,
-                      stage_minutes_summed=stage_minutes, not_measured=run.missing, plot=repo_path(plot_path),
-                      notes=notes)
+    doc = run.study.doc(measurements, targets, complete=not run.missing, device="cpu", quick=args.quick,
+                        wall_minutes_this_invocation=(time.perf_counter() - began) / 60,
+                        stage_minutes_summed=stage_minutes, not_measured=run.missing, plot=repo_path(plot_path),
+                        notes=notes)
     if args.quick:
         write_atomically(run.root / "architecture.json", (json.dumps(doc, indent=2) + "\n").encode())
         (run.root / "architecture.md").write_text(markdown(doc) + "\n")

@@ -14,7 +14,10 @@ reports:
   the final model stored with entropy coding off, so the share of entropy coding shows;
 - the three-family chain beside Deep Compression's on LeNet-5.
 
-Hyperparameters live in the recipes and were not tuned on test. ``--quick`` runs tiny versions on
+The protocol is a :class:`benchmarks.study.Study`: the recipes (settings chosen on the validation
+split, their comments list the candidates) are its budget, fixed in ``--out``'s ``protocol.json``
+before anything runs; the accuracy targets are judged on seeds 0, 1 and 2 (every training stage's
+``FitConfig`` seed), the rates on seed 0. ``--quick`` runs tiny versions on
 ``digits`` (zoo models trained two epochs first, one epoch per stage) under ``runs/`` to prove the
 script works; its figures are not the benchmark's and it writes no results file.
 """
@@ -33,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import publish, results_doc, target, targets_markdown  # noqa: E402
+from benchmarks.common import publish, targets_markdown  # noqa: E402
+from benchmarks.study import Goal, Study  # noqa: E402
 from netshrink.core.files import write_atomically  # noqa: E402
 
 RECIPES = {
@@ -41,9 +45,19 @@ RECIPES = {
     "lenet5": "deep_compression_lenet5.toml",
     "lenet5 distill-prune-cluster": "distill_prune_cluster_lenet5.toml",
 }
-GOALS = {"lenet300_100": 40.0, "lenet5": 39.0}
-MAX_DROP_POINTS = 0.5
-WALL_GOAL_MIN = 90.0
+GOALS = [goal for name, rate in (("lenet300_100", 40.0), ("lenet5", 39.0)) for goal in (
+    Goal(f"{name}: compression rate (dense fp32 safetensors / .nsk)", ">=", rate, seeded=False),
+    Goal(f"{name}: test accuracy points below the baseline", "<=", 0.5))] + [
+    Goal("whole benchmark, recipe stage times summed (min)", "<=", 90.0, seeded=False)]
+
+
+def with_seed(source: dict, seed: int) -> dict:
+    """The recipe with every training stage's ``FitConfig`` seed set to ``seed`` (0: unchanged)."""
+    seeded = copy.deepcopy(source)
+    for stage in seeded["stages"] if seed else ():
+        if "epochs" in stage:
+            stage["fit"] = {**stage.get("fit", {}), "seed": seed}
+    return seeded
 
 
 def quick_version(source: dict, zoo: str) -> dict:
@@ -89,9 +103,10 @@ def layer_table(rows: list[dict], file_bytes: int) -> str:
 
 
 def stage_minutes(measurements: dict) -> float:
-    """The recipes' stage times, summed from their reports: what the benchmark costs even when a
-    resumed invocation reuses finished stages."""
-    return sum(sum(m["stage_seconds"].values()) for m in measurements.values()) / 60
+    """The recipes' stage times (every seed's), summed from their reports: what the benchmark costs
+    even when a resumed invocation reuses finished stages."""
+    return sum(sum(seconds.values()) for m in measurements.values()
+               for seconds in m.get("stage_seconds_per_seed", {"0": m["stage_seconds"]}).values()) / 60
 
 
 def recipe_section(name: str, m: dict) -> str:
@@ -111,7 +126,9 @@ def markdown(doc: dict) -> str:
             f"{doc['wall_seconds'] / 60:.0f} min, reusing finished stages; load average {load[0]:.1f} at its start "
             f"and {load[1]:.1f} at its end). Each retraining is distilled from the dense original (Deep "
             "Compression's recipes) or from the convnet (the chain); the recipes' settings were chosen on the "
-            "validation split (their comments list the candidates).\n\n"
+            "validation split (their comments list the candidates)."
+            + (f" Accuracy targets: mean ± std over seeds {', '.join(map(str, doc['protocol']['seeds']))} (every "
+               "training stage's seed); the rates and tables are seed 0's." if "protocol" in doc else "") + "\n\n"
             + targets_markdown(doc["targets"]) + "\n\n"
             + "\n\n".join(recipe_section(name, m) for name, m in measurements.items()))
 
@@ -125,31 +142,40 @@ def main() -> None:
 
     out_root = Path(args.out or ROOT / "runs" / ("deep_compression-quick" if args.quick else "deep_compression"))
     load_start, started = os.getloadavg()[0], time.perf_counter()
+    sources = {name: tomllib.loads((ROOT / "recipes" / file).read_text()) for name, file in RECIPES.items()}
+    if args.quick:
+        sources = {name: quick_version(source, name.split()[0]) for name, source in sources.items()}
+    study = Study("deep_compression", out_root, None, grid={}, budget={"recipes": sources, "device": "cpu"},
+                  goals=GOALS)
+    study.record_choice("recipes", "fixed in the recipe files (chosen on validation, the candidates in their comments)")
     measurements, targets = {}, []
-    for name, file in RECIPES.items():
-        source = tomllib.loads((ROOT / "recipes" / file).read_text())
-        if args.quick:
-            source = quick_version(source, name.split()[0])
-        out = out_root / name.replace(" ", "_")
-        report = run_recipe(parse_recipe(source, base=ROOT, where=file), out, progress=False)
+    for name, source in sources.items():
+        drop_goal = f"{name}: test accuracy points below the baseline"
+        reports = {}
+        for seed in study.seeds_for(drop_goal) if drop_goal in study.goals else (0,):
+            out = out_root / f"{name.replace(' ', '_')}{f'_s{seed}' if seed else ''}"
+            reports[seed] = (out, run_recipe(parse_recipe(with_seed(source, seed), base=ROOT, where=RECIPES[name]),
+                                             out, progress=False))
+        out, report = reports[0]
         final = report["final"]
-        drop = 100 * (final["baseline_test_accuracy"] - final["test_accuracy"])
+        drops = {seed: 100 * (r["final"]["baseline_test_accuracy"] - r["final"]["test_accuracy"])
+                 for seed, (_, r) in reports.items()}
         rates = {row["verb"]: row["rate"] for row in report["stages"][1:]}
         rates["without entropy coding"] = uncoded_rate(out, report)
-        measurements[name] = {"recipe": f"recipes/{file}", "rate": final["rate"], "file_bytes": final["file_bytes"],
-                              "test_accuracy": final["test_accuracy"],
-                              "baseline_test_accuracy": final["baseline_test_accuracy"], "drop_points": drop,
-                              "rate_after_stage": rates, "layers": report["stages"][-1]["layers"],
-                              "stage_seconds": {row["verb"]: row["seconds"] for row in report["stages"][1:]}}
-        if name in GOALS:
-            targets.append(target(f"{name}: compression rate (dense fp32 safetensors / .nsk)", final["rate"],
-                                  GOALS[name], ">="))
-            targets.append(target(f"{name}: test accuracy points below the baseline", drop, MAX_DROP_POINTS, "<="))
-    seconds = time.perf_counter() - started
-    targets.append(target("whole benchmark, recipe stage times summed (min)", stage_minutes(measurements),
-                          WALL_GOAL_MIN, "<="))
-    doc = results_doc("deep_compression", measurements, targets, device="cpu", wall_seconds=seconds,
-                      load_average_start_end=[load_start, os.getloadavg()[0]], quick=args.quick)
+        measurements[name] = {"recipe": f"recipes/{RECIPES[name]}", "rate": final["rate"],
+                              "file_bytes": final["file_bytes"], "test_accuracy": final["test_accuracy"],
+                              "baseline_test_accuracy": final["baseline_test_accuracy"], "drop_points": drops[0],
+                              "drop_points_per_seed": drops, "rate_after_stage": rates,
+                              "layers": report["stages"][-1]["layers"],
+                              "stage_seconds": {row["verb"]: row["seconds"] for row in report["stages"][1:]},
+                              "stage_seconds_per_seed": {seed: {row["verb"]: row["seconds"] for row in r["stages"][1:]}
+                                                         for seed, (_, r) in reports.items()}}
+        if drop_goal in study.goals:
+            targets += [study.target(f"{name}: compression rate (dense fp32 safetensors / .nsk)", final["rate"]),
+                        study.target(drop_goal, drops)]
+    targets.append(study.target("whole benchmark, recipe stage times summed (min)", stage_minutes(measurements)))
+    doc = study.doc(measurements, targets, device="cpu", wall_seconds=time.perf_counter() - started,
+                    load_average_start_end=[load_start, os.getloadavg()[0]], quick=args.quick)
     if args.quick:
         write_atomically(out_root / "deep_compression.json", (json.dumps(doc, indent=2) + "\n").encode())
         print(markdown(doc))

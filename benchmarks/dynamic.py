@@ -26,6 +26,12 @@ Stages (each keeps its models and result in ``--out``, so a killed run continues
 - ``budgets``: the slimmable model profiled on validation, saved to .nsk and loaded back; three
   MACs / latency budgets pick a point from the file's profile table; its test accuracy and latency.
 
+The protocol is a :class:`benchmarks.study.Study` (recipe, exits, widths and devices fixed in its
+budget; ``--out`` keeps ``protocol.json`` and refuses another): every stage reads the test split only
+after its choice on validation (the threshold, the profile's points), and the accuracy targets are
+judged on seeds 0, 1 and 2 (``exits`` and ``slimmable`` rerun with seeds 1 and 2: every model
+trained with that seed; the kept convnets of seeds 1 and 2 are the distillation benchmark's teachers).
+
 Writes ``benchmarks/results/dynamic.json``, ``benchmarks/results/dynamic_exits.png`` and the dynamic
 section of BENCHMARKS.md (``--quick`` writes only into ``--out``).
 """
@@ -50,11 +56,9 @@ from benchmarks.common import (  # noqa: E402
     publish,
     quick_subset,
     repo_path,
-    results_doc,
-    target,
     targets_markdown,
 )
-from benchmarks.stages import Stages  # noqa: E402
+from benchmarks.study import Goal, Study  # noqa: E402
 from netshrink.core.files import write_atomically  # noqa: E402
 
 EXITS = ("features.0", "features.2", "features.5")
@@ -71,10 +75,13 @@ LATENCY_SAMPLES = 1000
 LATENCY_ROUNDS = 5
 PLOT_NAME = "dynamic_exits.png"
 SANDWICH_ALPHA = 0.5  # the narrower widths' soft-target weight (sandwich_loss)
-#: how the models and stages kept in --out were made, beyond the recipe: a folder made otherwise is refused
+#: how the models and stages kept in --out were made, beyond the recipe (part of the Study's budget)
 METHOD = {"sandwich_alpha": SANDWICH_ALPHA, "exit_threshold": "calibrated against the convnet alone on validation"}
-GOALS = {"macs_reduction": 2.5, "latency_speedup": 2.0, "accuracy_drop_points": 0.5, "width_gap_points": 1.0,
-         "stage_minutes": 90.0}
+GOALS = [Goal("early exits: average MACs reduction at the calibrated point (x)", ">=", 2.5, seeded=False),
+         Goal("early exits: CPU latency speed-up at batch 1 (x)", ">=", 2.0, seeded=False),
+         Goal("early exits: test accuracy drop against the convnet alone (points)", "<=", 0.5),
+         *(Goal(f"slimmable width {w:g}: points below the same width trained alone", "<=", 1.0) for w in WIDTHS),
+         Goal("whole benchmark, stage time summed (min)", "<=", 90.0, seeded=False)]
 
 
 class Bench:
@@ -87,36 +94,24 @@ class Bench:
         # the kept convnet is the "trained alone" model only when it had exactly this recipe
         self.kept_plain = not quick and self.recipe == RECIPES["convnet"]
         self.latency_samples = 64 if quick else LATENCY_SAMPLES
-        self.stages = Stages(out)  # creates out
-        marker = out / "recipe.json"  # the models and stages kept in out belong to one recipe
-        if marker.exists() and json.loads(marker.read_text()) != self.recipe:
-            raise SystemExit(f"{out} holds models trained with {marker.read_text().strip()}, not {self.recipe}; "
-                             "give another --out")
-        write_atomically(marker, (json.dumps(self.recipe) + "\n").encode())
-        method = out / "method.json"
-        if method.exists() and json.loads(method.read_text()) != METHOD or not method.exists() and any(
-                out.glob("*.nsk")):
-            made = method.read_text().strip() if method.exists() else "an older version of this benchmark"
-            raise SystemExit(f"{out} holds models and stages made by {made}, not {METHOD}; give another --out")
-        write_atomically(method, (json.dumps(METHOD) + "\n").encode())
+        out.mkdir(parents=True, exist_ok=True)
+        self.study = Study("dynamic", out, data, grid={}, goals=GOALS, budget={
+            "recipe": self.recipe, **METHOD, "exits": EXITS, "exit_head": EXIT_HEAD, "max_drop": MAX_DROP,
+            "widths": WIDTHS, "latency_samples": self.latency_samples, "device": device})
+        self.stages, self.data = self.study.store, self.study.data  # the test split: study.test after a choice
 
-    def config(self):
-        from netshrink.train import FitConfig
-
-        return FitConfig(seed=0, **self.recipe)
-
-    def trained(self, name: str, build, loss=None):
-        """A model trained with the recipe, kept as ``out/<name>.nsk`` (reused when there)."""
+    def trained(self, name: str, build, loss=None, seed: int = 0):
+        """A model trained with the recipe and ``seed``, kept as ``out/<name>[_s<seed>].nsk`` (reused when there)."""
         from netshrink.codec.container import load, save
-        from netshrink.train import fit
+        from netshrink.train import FitConfig, fit
 
-        path = self.out / f"{name}.nsk"
+        path = self.out / f"{name}{f'_s{seed}' if seed else ''}.nsk"
         if path.exists():
             return load(path).to(self.device)
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = build()
-        fit(model, self.data, self.config(), loss_fn=loss(model) if loss else None, device=self.device,
-            progress=False)
+        fit(model, self.data, FitConfig(seed=seed, **self.recipe), loss_fn=loss(model) if loss else None,
+            device=self.device, progress=False)
         model.cpu().eval()
         save(model, path)
         return model
@@ -136,18 +131,20 @@ def _interleaved_latencies(models: dict, x, rounds: int = LATENCY_ROUNDS) -> dic
     return {name: {key: min(values) for key, values in per.items()} for name, per in times.items()}
 
 
-def _plain_convnet(bench: Bench):
-    """The kept convnet (trained alone with the recipe) or, when the recipe differs from the kept
-    one's (quick mode, ``--epochs``), one trained here with the same recipe as the dynamic models."""
+def _plain_convnet(bench: Bench, seed: int = 0):
+    """The kept convnet of ``seed`` (trained alone with the recipe: seed 0 the baseline, 1 and 2 the
+    distillation benchmark's teachers) or, when the recipe differs from the kept one's (quick mode,
+    ``--epochs``), one trained here with the same recipe and seed as the dynamic models."""
     from netshrink.models import create
     from netshrink.train import load_model
 
     if bench.kept_plain:
-        return load_model(CHECKPOINTS / "convnet.safetensors").eval()
-    return bench.trained("convnet_plain", lambda: create("convnet", input_shape=list(bench.data.input_shape)))
+        return load_model(CHECKPOINTS / f"convnet{f'_seed{seed}' if seed else ''}.safetensors").eval()
+    return bench.trained("convnet_plain", lambda: create("convnet", input_shape=list(bench.data.input_shape)),
+                         seed=seed)
 
 
-def _exits_model(bench: Bench):
+def _exits_model(bench: Bench, seed: int = 0):
     """The convnet with exits, trained with the recipe on the joint loss (kept in ``--out``), in eval mode."""
     from netshrink.dynamic import EarlyExit, early_exit_, exit_loss
     from netshrink.models import create
@@ -156,7 +153,7 @@ def _exits_model(bench: Bench):
         return early_exit_(create("convnet", input_shape=list(bench.data.input_shape)),
                            EarlyExit(after=EXITS, head=EXIT_HEAD, pool=4))
 
-    return bench.trained(f"convnet_exits_{EXIT_HEAD}", build, lambda m: exit_loss(m, distill=0.5)).eval()
+    return bench.trained(f"convnet_exits_{EXIT_HEAD}", build, lambda m: exit_loss(m, distill=0.5), seed).eval()
 
 
 def stage_exit_latency(bench: Bench, exits: dict) -> dict:
@@ -169,12 +166,12 @@ def stage_exit_latency(bench: Bench, exits: dict) -> dict:
         set_thresholds(model, exits["dynamic"]["threshold"])
         models = {"plain": _plain_convnet(bench), "dynamic": model}
         return {"rounds": LATENCY_ROUNDS, "samples": bench.latency_samples,
-                **_interleaved_latencies(models, bench.data.test.x[:bench.latency_samples])}
+                **_interleaved_latencies(models, bench.study.test("exits").x[:bench.latency_samples])}
 
     return bench.stages.stage(f"exit_latency_{EXIT_HEAD}", compute)
 
 
-def stage_exits(bench: Bench) -> dict:
+def stage_exits(bench: Bench, seed: int = 0) -> dict:
     from netshrink.core.errors import ConfigError
     from netshrink.dynamic import calibrate_thresholds, exit_costs, threshold_curve
     from netshrink.dynamic.early_exit import set_exit
@@ -183,32 +180,36 @@ def stage_exits(bench: Bench) -> dict:
     data, shape = bench.data, bench.data.input_shape
 
     def compute() -> dict:
-        plain = _plain_convnet(bench)
-        model = _exits_model(bench)
+        plain = _plain_convnet(bench, seed)
+        model = _exits_model(bench, seed)
         plain_val = evaluate(plain, data.val)  # the target bounds the drop against the convnet alone
         try:
             chosen = calibrate_thresholds(model, data.val, max_drop=MAX_DROP, reference_accuracy=plain_val)
         except ConfigError:  # no threshold comes that close: the last exit's accuracy, as cheaply as it can
             chosen = calibrate_thresholds(model, data.val, max_drop=0.0)
-        test_curve = threshold_curve(model, data.test)
-        at_chosen = threshold_curve(model, data.test, thresholds=[chosen["threshold"]])[0]
+        bench.study.record_choice(f"exits seed {seed}", chosen["threshold"], chosen)
+        test = bench.study.test(f"exits seed {seed}")
+        test_curve = threshold_curve(model, test)
+        at_chosen = threshold_curve(model, test, thresholds=[chosen["threshold"]])[0]
         per_exit = []
         for k, cost in enumerate(exit_costs(model)):
             set_exit(model, k)
-            per_exit.append({"exit": k, "macs": cost, "test_acc": evaluate(model, data.test)})
+            per_exit.append({"exit": k, "macs": cost, "test_acc": evaluate(model, test)})
         set_exit(model, None)
         return {
             "exits": list(EXITS), "head": EXIT_HEAD,
-            "plain": {"test_acc": evaluate(plain, data.test), "val_acc": plain_val,
+            "plain": {"test_acc": evaluate(plain, test), "val_acc": plain_val,
                       "macs": count_macs(plain, shape)},
             "dynamic": {"threshold": chosen["threshold"], "val": chosen, "test_acc": at_chosen["accuracy"],
-                        "test_acc_measured": evaluate(model, data.test), "macs": at_chosen["macs"],
+                        "test_acc_measured": evaluate(model, test), "macs": at_chosen["macs"],
                         "exit_shares": at_chosen["exit_shares"]},
             "per_exit": per_exit,
             "curve": [{k: p[k] for k in ("threshold", "accuracy", "macs", "exit_shares")} for p in test_curve[::8]],
         }
 
-    return bench.stages.stage(f"exits_{EXIT_HEAD}", compute)
+    result = bench.stages.stage(f"exits_{EXIT_HEAD}{f'_s{seed}' if seed else ''}", compute)
+    bench.study.record_choice("exits", result["dynamic"]["threshold"], result["dynamic"]["val"])
+    return result
 
 
 def _fixed_width(width: float, shape) -> dict:
@@ -219,30 +220,32 @@ def _fixed_width(width: float, shape) -> dict:
             "hidden": units_at(CONVNET_HIDDEN, width)}
 
 
-def stage_slimmable(bench: Bench) -> dict:
+def stage_slimmable(bench: Bench, seed: int = 0) -> dict:
     from netshrink.dynamic import sandwich_loss, set_width
     from netshrink.measure import count_macs, evaluate, measure_latency
     from netshrink.models import create
 
-    data, shape = bench.data, bench.data.input_shape
+    shape = bench.data.input_shape
+    bench.study.record_choice("slimmable", "none: the widths are fixed")
 
     def compute() -> dict:
         slim = bench.trained("slimmable_convnet", lambda: create("slimmable_convnet", input_shape=list(shape)),
-                             lambda m: sandwich_loss(m, alpha=SANDWICH_ALPHA))
+                             lambda m: sandwich_loss(m, alpha=SANDWICH_ALPHA), seed)
+        test = bench.study.test("slimmable")
         rows = []
         for width in WIDTHS:
-            alone = _plain_convnet(bench) if width == 1.0 else bench.trained(
-                f"convnet_w{width:g}", lambda w=width: create("convnet", **_fixed_width(w, shape)))
+            alone = _plain_convnet(bench, seed) if width == 1.0 else bench.trained(
+                f"convnet_w{width:g}", lambda w=width: create("convnet", **_fixed_width(w, shape)), seed=seed)
             set_width(slim, width)
             rows.append({"width": width,
-                         "slimmable": {"test_acc": evaluate(slim, data.test), "macs": count_macs(slim, shape),
+                         "slimmable": {"test_acc": evaluate(slim, test), "macs": count_macs(slim, shape),
                                        "batch_1_ms": measure_latency(slim, shape)["median_ms"]},
-                         "alone": {"test_acc": evaluate(alone, data.test), "macs": count_macs(alone, shape),
+                         "alone": {"test_acc": evaluate(alone, test), "macs": count_macs(alone, shape),
                                    "batch_1_ms": measure_latency(alone, shape)["median_ms"]}})
         set_width(slim, 1.0)
         return {"rows": rows}
 
-    return bench.stages.stage("slimmable", compute)
+    return bench.stages.stage(f"slimmable{f'_s{seed}' if seed else ''}", compute)
 
 
 def stage_budgets(bench: Bench) -> dict:
@@ -260,7 +263,9 @@ def stage_budgets(bench: Bench) -> dict:
             profile_(slim, Profile(val=data.val, latency_samples=bench.latency_samples))
             save(slim, path)
         model = load(path)
-        points = profile_table(model)["points"]
+        points = profile_table(model)["points"]  # measured on validation
+        bench.study.record_choice("budgets", "the point of the profile table within each budget", points)
+        test = bench.study.test("budgets")
         macs = sorted(p["macs"] for p in points)
         ms = sorted(p["latency_ms"] for p in points)
         budgets = [("macs", 1.1 * macs[0]), ("macs", 0.5 * (macs[1] + macs[2])), ("ms", ms[-1] * 1.05)]
@@ -269,30 +274,30 @@ def stage_budgets(bench: Bench) -> dict:
             point = choose_point(model, **({"budget_macs": budget} if kind == "macs" else {"budget_ms": budget}))
             use_point(model, point)
             rows.append({"budget": budget, "unit": "MACs" if kind == "macs" else "ms", "chosen": point,
-                         "test_acc": evaluate(model, data.test),
-                         "test_latency_ms": latency_per_sample(model, data.test.x[:bench.latency_samples])})
+                         "test_acc": evaluate(model, test),
+                         "test_latency_ms": latency_per_sample(model, test.x[:bench.latency_samples])})
         return {"profile": points, "rows": rows}
 
     return bench.stages.stage("budgets", compute)
 
 
-def build_targets(measured: dict) -> list[dict]:
+def build_targets(study: Study, measured: dict) -> list[dict]:
+    """The goals: accuracy on every seed (``measured["seeds"]``, seed 0 the main stages), ratios on seed 0."""
     exits, latency = measured["exits"], measured["exit_latency"]
     plain, dyn = exits["plain"], exits["dynamic"]
+    per_seed = {0: {"exits": exits, "slimmable": measured["slimmable"]}, **measured["seeds"]}
     targets = [
-        target("early exits: average MACs reduction at the calibrated point (x)", plain["macs"] / dyn["macs"],
-               GOALS["macs_reduction"], ">="),
-        target("early exits: CPU latency speed-up at batch 1 (x)",
-               latency["plain"]["batch_1_ms"] / latency["dynamic"]["batch_1_ms"], GOALS["latency_speedup"], ">="),
-        target("early exits: test accuracy drop against the convnet alone (points)",
-               100 * (plain["test_acc"] - dyn["test_acc_measured"]), GOALS["accuracy_drop_points"], "<="),
-    ]
-    for row in measured["slimmable"]["rows"]:
-        gap = 100 * (row["alone"]["test_acc"] - row["slimmable"]["test_acc"])
-        targets.append(target(f"slimmable width {row['width']:g}: points below the same width trained alone", gap,
-                              GOALS["width_gap_points"], "<="))
-    targets.append(target("whole benchmark, stage time summed (min)", measured["stage_minutes_summed"],
-                          GOALS["stage_minutes"], "<="))
+        study.target("early exits: average MACs reduction at the calibrated point (x)", plain["macs"] / dyn["macs"]),
+        study.target("early exits: CPU latency speed-up at batch 1 (x)",
+                     latency["plain"]["batch_1_ms"] / latency["dynamic"]["batch_1_ms"]),
+        study.target("early exits: test accuracy drop against the convnet alone (points)",
+                     {s: 100 * (r["exits"]["plain"]["test_acc"] - r["exits"]["dynamic"]["test_acc_measured"])
+                      for s, r in per_seed.items()})]
+    for k, width in enumerate(WIDTHS):
+        rows = {s: r["slimmable"]["rows"][k] for s, r in per_seed.items()}
+        targets.append(study.target(f"slimmable width {width:g}: points below the same width trained alone", {
+            s: 100 * (row["alone"]["test_acc"] - row["slimmable"]["test_acc"]) for s, row in rows.items()}))
+    targets.append(study.target("whole benchmark, stage time summed (min)", measured["stage_minutes_summed"]))
     return targets
 
 
@@ -362,6 +367,9 @@ def markdown(doc: dict) -> str:
               "| budget | chosen | test acc | test latency ms/sample |", "|---|---|---|---|"]
     lines += [f"| {r['budget']:,.3f} {r['unit']} | width {r['chosen']['value']:g} | {100 * r['test_acc']:.2f}% | "
               f"{r['test_latency_ms']:.3f} |" for r in budgets["rows"]]
+    if "protocol" in doc:
+        lines += ["", f"Accuracy targets: mean ± std over seeds {', '.join(map(str, doc['protocol']['seeds']))}, "
+                  "every model (the convnets alone too) trained with each seed; the tables above are seed 0."]
     lines += ["", f"Stage times summed: {measured['stage_minutes_summed']:.1f} min (each stage's seconds when it "
               f"ran, model training included); wall time of this invocation {measured['wall_seconds']:.0f} s.", "",
               targets_markdown(doc["targets"])]
@@ -398,17 +406,20 @@ def main() -> None:
             print(f"{name}: done", flush=True)
     if args.stage != "all":
         return
+    # the accuracy targets' other seeds (seed 0: the stages above)
+    measured["seeds"] = {seed: {"exits": stage_exits(bench, seed), "slimmable": stage_slimmable(bench, seed)}
+                         for seed in bench.study.seeds[1:]}
     earlier = bench.out / "exits.json"  # the first run's plain "conv" heads, kept for the record
     if earlier.exists():
         measured["exits_conv_heads"] = json.loads(earlier.read_text())
     measured["wall_seconds"] = time.perf_counter() - began
     measured["stage_seconds"] = bench.stages.seconds  # each model is trained inside the first stage using it
     measured["stage_minutes_summed"] = bench.stages.minutes()
-    targets = build_targets(measured)
+    targets = build_targets(bench.study, measured)
     plot_path = (bench.out if args.quick else RESULTS) / PLOT_NAME
     plot(measured["exits"], plot_path)
-    doc = results_doc("dynamic", measured, targets, device=measured["device"], quick=args.quick,
-                      exit_max_drop=MAX_DROP, sandwich_alpha=SANDWICH_ALPHA, plot=repo_path(plot_path))
+    doc = bench.study.doc(measured, targets, device=measured["device"], quick=args.quick,
+                          exit_max_drop=MAX_DROP, sandwich_alpha=SANDWICH_ALPHA, plot=repo_path(plot_path))
     if args.quick:
         write_atomically(bench.out / "dynamic.json", (json.dumps(doc, indent=2) + "\n").encode())
         print(markdown(doc))

@@ -67,10 +67,14 @@ class GradualPrune(Callback):
         return prune_(model, MagnitudePrune(sparsity=self.initial, scope=self.scope, layers=self.layers,
                                             filter_fn=self.filter_fn))
 
-    def on_step_begin(self, model: nn.Module, info: StepInfo) -> None:
+    def sparsity_at(self, info: StepInfo) -> float | None:
+        """The sparsity to prune to before optimizer step ``info.step``, or None (no pruning step)."""
         start = round(self.start * info.total_steps)
         end = max(start, round(self.end * info.total_steps) - 1)
-        target = cubic_sparsity(info.step, self.final, self.initial, start, end, self.every)
+        return cubic_sparsity(info.step, self.final, self.initial, start, end, self.every)
+
+    def on_step_begin(self, model: nn.Module, info: StepInfo) -> None:
+        target = self.sparsity_at(info)
         if target is not None:
             prune_(model, MagnitudePrune(sparsity=target, scope=self.scope, layers=self.layers,
                                          filter_fn=self.filter_fn))
