@@ -681,9 +681,9 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | {100 * row['alone_test_acc']:.2f}% | "
                      f"{100 * row['distilled_test_acc']:.2f}% | {row['T']:g} | {100 * row['teacher_test_acc']:.2f}% | "
                      f"{closure} | {per_seed} |")
-    lines += ["", "Whether any transfer set, loss or schedule lifts lenet300_100 further: "
-              "`benchmarks/studies/distillation_ceiling.py`; whether its width or its teacher's family is the limit: "
-              "`benchmarks/studies/distillation_mlp.py`; their sections below."]
+    lines += ["", "Whether any transfer set, loss or schedule lifts lenet300_100 further, "
+              "and whether its width or its teacher's family is the limit: two retired studies, "
+              "below and in docs/design.md."]
     omitted = str(omit["omit_classes"][0])
     lines += ["", f"Ensemble of {len(ens['teachers'])} convnets: student {100 * ens['ensemble']['test_acc']:.2f}% "
               f"against {100 * ens['single']['test_acc']:.2f}% taught by the best single one "

@@ -9,9 +9,6 @@ import pytest
 
 from benchmarks.common import BENCHMARKS_MD, RESULTS
 
-# A section whose script is not benchmarks/<section>.py: the studies live in benchmarks/studies/.
-OWNER: dict[str, str] = {"distillation_ceiling": "studies.distillation_ceiling",
-                         "distillation_mlp": "studies.distillation_mlp"}
 SECTION = re.compile(r"<!-- begin:(\w+) -->\n(.*?)\n<!-- end:\1 -->", re.S)
 
 
@@ -25,7 +22,7 @@ def test_every_results_file_has_a_section():
 
 @pytest.mark.parametrize("name", sorted(sections()))
 def test_a_section_regenerates_from_its_results_file(name):
-    script = importlib.import_module(f"benchmarks.{OWNER.get(name, name)}")
+    script = importlib.import_module(f"benchmarks.{name}")
     doc = json.loads((RESULTS / f"{name}.json").read_text())
     assert script.markdown(doc).strip() == sections()[name]
 
