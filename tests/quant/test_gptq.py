@@ -9,6 +9,7 @@ from torch import nn
 
 import netshrink
 from netshrink.calibration.hessian import LayerInputs
+from netshrink.codec.inspect import inspect_file
 from netshrink.core import ConfigError, finalize_, get_log
 from netshrink.core.model_io import call_model, output_tensor
 from netshrink.quant import GPTQ, Quantize, quantize_
@@ -100,6 +101,9 @@ def test_runs_on_transformers_and_cnns_and_saves_and_loads_identical(name, group
         grid = Grid(fake.scale, fake.zero_point, fake.qmin, fake.qmax, fake.group_size)
         _assert_on_grid(weight.flatten(1), grid, 4)
     netshrink.save(model, tmp_path / "m.nsk")
+    encodings = {row["name"]: row for row in inspect_file(tmp_path / "m.nsk")}
+    for layer in record["layers"]:  # stored as 4-bit integers, not floats
+        assert encodings[f"{layer}.weight"]["encoding"] == "group_int", layer
     loaded = netshrink.load(tmp_path / "m.nsk", model=None if name == "convnet" else _build(name))
     with torch.no_grad():
         assert torch.equal(output_tensor(call_model(loaded, x)), before)
