@@ -118,6 +118,7 @@ def calibration_text(args: argparse.Namespace, model: Any, tokenizer: Any) -> di
     inside its vocabulary, passages no longer than its positions (one line each, naming the flag)."""
     from netshrink.core.errors import ConfigError
     from netshrink.data import read_text
+    from netshrink.data.text import check_vocabulary
 
     if args.max_length < 1:
         raise ConfigError(f"--max-length must be at least 1, got {args.max_length}")
@@ -125,11 +126,7 @@ def calibration_text(args: argparse.Namespace, model: Any, tokenizer: Any) -> di
         inputs = read_text(args.calibration_data, tokenizer, max_length=args.max_length)
     except ConfigError as error:
         raise ConfigError(f"--calibration-data {args.calibration_data}: {error}") from None
-    vocabulary = model.get_input_embeddings().num_embeddings
-    largest = int(inputs["input_ids"].max())
-    if largest >= vocabulary:
-        raise ConfigError(f"--calibration-data {args.calibration_data}: the tokenizer gives token id {largest}, but "
-                          f"the model's vocabulary has {vocabulary} entries; use the model's own tokenizer")
+    check_vocabulary(inputs, model, f"--calibration-data {args.calibration_data}")
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions is not None and inputs["input_ids"].shape[1] > positions:
         raise ConfigError(f"--calibration-data {args.calibration_data}: passages of {inputs['input_ids'].shape[1]} "

@@ -14,33 +14,19 @@ from netshrink.core.model_io import call_model, output_tensor
 from netshrink.data import read_text
 from netshrink.prune import prune_
 from netshrink.quant import quantize_
-from tests.models import HF_MODELS, VOCAB, token_inputs
+from tests.models import HF_MODELS, VOCAB, save_tiny_bert_folder, token_inputs, word_tokenizer
 
 pytest.importorskip("transformers")
 
 WORDS = [f"w{i}" for i in range(VOCAB - 5)]
 
 
-def _tokenizer(size: int = VOCAB):
-    """A word-level BERT tokenizer of ``size`` tokens: the specials, then w0, w1, ..."""
-    from transformers import BertTokenizer
-
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(size - 5)]]
-    return BertTokenizer(vocab={token: index for index, token in enumerate(tokens)})
-
-
 @pytest.fixture(scope="module")
 def bert_folder(tmp_path_factory):
-    """A tiny BERT and its tokenizer saved as a Hugging Face folder, and calibration text."""
+    """A tiny BERT and its tokenizer saved as a Hugging Face folder (``bert``), and ``text.txt``."""
     root = tmp_path_factory.mktemp("hf")
-    torch.manual_seed(0)
-    HF_MODELS["bert"]().save_pretrained(root / "bert")
-    _tokenizer().save_pretrained(root / "bert")
-    generator = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (10,), generator=generator))
-             for _ in range(24)]
-    (root / "text.txt").write_text("\n".join(lines) + "\n")
-    assert int(read_text(root / "text.txt", root / "bert")["input_ids"].max()) > 4  # words, not [UNK]
+    folder, text = save_tiny_bert_folder(root)
+    assert int(read_text(text, folder)["input_ids"].max()) > 4  # words, not [UNK]
     return root
 
 
@@ -116,7 +102,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(bert_folder, tmp_path, cap
 
     big = tmp_path / "big"  # a tokenizer of a larger vocabulary than the model's
     HF_MODELS["bert"]().save_pretrained(big)
-    _tokenizer(4 * VOCAB).save_pretrained(big)
+    word_tokenizer(4 * VOCAB).save_pretrained(big)
     (tmp_path / "far.txt").write_text(f"w{4 * VOCAB - 6} w3\n")
     _refused(["quantize", "--model", f"hf:{big}", "--method", "gptq", "--calibration-data", str(tmp_path / "far.txt")],
              f"the tokenizer gives token id {4 * VOCAB - 1}, but the model's vocabulary has {VOCAB}", out, capsys)

@@ -77,6 +77,20 @@ def test_a_pruning_mask_is_kept_and_its_errors_are_compensated():
     _assert_on_grid(quantized, grid, 4)
 
 
+def test_the_zeros_of_a_layer_pruned_and_finalized_before_stay_zeros():
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = HF_MODELS["llama"]().eval()
+    netshrink.prune_(model, netshrink.MagnitudePrune(sparsity=0.5))
+    finalize_(model)  # the masks are gone; only the zeros say where they were
+    zeros = {n: m.weight == 0 for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    quantize_(model, GPTQ(bits=4, group_size=8, calibration_data=token_inputs(8, seed=2)))
+    finalize_(model)
+    for name, zero in zeros.items():
+        if name in get_log(model)[-2]["layers"]:
+            assert bool((model.get_submodule(name).weight[zero] == 0).all()), name
+
+
 def _build(name: str) -> nn.Module:
     if name in HF_MODELS:
         pytest.importorskip("transformers")

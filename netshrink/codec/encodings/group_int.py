@@ -49,6 +49,8 @@ MAX_INT_BITS = 16
 MIN_GROUP = 8
 #: per group, the smallest gap is divided by at most this many to find the grid's step
 MAX_DIVISOR = 256
+#: when most groups are still unsolved after this many divisors, the tensor is taken as not quantized
+QUICK_DIVISORS = 16
 #: elements analysed or decoded at once (bounds the temporaries); the first chunk is small so that
 #: a tensor that is not on grids is refused after a few thousand values
 CHUNK = 1 << 20
@@ -121,8 +123,9 @@ def _grid_chunk(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]
         rounded = torch.round(ratio)
         ok = ((ratio - rounded).abs() <= 1e-3 + tolerance_per_step * rounded.abs()).all(dim=1) \
             & (far_steps < 2 ** MAX_INT_BITS)
-        if divisor == 1 and float(ok.float().mean()) < 0.5:
-            return None  # most groups are not on a grid: not a quantized tensor
+        if (divisor == 1 and not bool(ok.any())) or (
+                divisor == QUICK_DIVISORS and float((~ok).sum()) > 0.5 * float(live.sum())):
+            return None  # no group on its coarsest grid, or most on no coarse grid: not quantized
         done = rows[ok]
         n[done], steps[done] = rounded[ok].to(torch.int32), step[ok]
         todo[done] = False
