@@ -45,13 +45,18 @@ def pretrained_args() -> argparse.ArgumentParser:
 
 def calibrated_methods(verb: Any) -> dict[str, Any]:
     """``{name: config type}`` of every registered technique of ``verb`` whose config reads
-    ``calibration_data`` and is not ``verb``'s plain config (``quantize``, ``magnitude_prune``)."""
+    ``calibration_data``, but ``quantize_``'s plain ``Quantize`` (``--method uniform``) and the
+    pruners that set no ``sparsity`` (``transformer_prune`` removes heads and neurons)."""
     from netshrink.core.registry import techniques
+    from netshrink.prune import prune_
 
-    return {t.name: t.config_type for t in techniques()
-            if t.verb is verb and "calibration_data" in {f.name for f in dataclasses.fields(t.config_type)}
-            and {"bits", "sparsity"} & {f.name for f in dataclasses.fields(t.config_type)}
-            and t.name != "quantize"}
+    methods = {}
+    for technique in techniques():
+        fields = {f.name for f in dataclasses.fields(technique.config_type)}
+        if technique.verb is verb and "calibration_data" in fields and technique.name != "quantize" \
+                and (verb is not prune_ or "sparsity" in fields):
+            methods[technique.name] = technique.config_type
+    return methods
 
 
 def method_config(name: str, config_type: type, args: argparse.Namespace, calibration: Any,
