@@ -134,6 +134,9 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     if needs and args.calibration_data is None:
         raise ConfigError(f"--method {args.method}{' --activation-bits' * (args.activation_bits is not None)} needs "
                           "--calibration-data TEXT (a .txt file, one passage a line)")
+    if args.calibration_data is not None and not needs:
+        raise ConfigError(f"--method {args.method} reads no calibration data; leave --calibration-data out (or "
+                          "give --activation-bits)")
     _config(args, None)  # every flag checked before the model is read
     model, tokenizer = load_pretrained_model(args, needs_tokenizer=args.calibration_data is not None)
     calibration = calibration_text(args, model, tokenizer) if args.calibration_data is not None else None

@@ -97,6 +97,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(bert_folder, tmp_path, cap
     _refused(["quantize", *model, "--method", "gptq"], "needs --calibration-data", out, capsys)
     _refused(["quantize", *model, "--method", "nope", *text], "unknown --method 'nope'; choose one of", out, capsys)
     _refused(["quantize", "--method", "gptq", *text], "give the model to compress", out, capsys)
+    _refused(["quantize", *model, "--bits", "8", *text], "reads no calibration data", out, capsys)
     _refused(["quantize", *model, "--method", "gptq", "--calibration-data", str(tmp_path / "no.txt")],
              "--calibration-data", out, capsys)
 
