@@ -68,6 +68,9 @@ def add_quantize_parser(commands: argparse._SubParsersAction) -> None:
                    help="grid scheme (uniform: default symmetric; gptq: affine)")
     p.add_argument("--calibration", default=None, choices=["minmax", "percentile", "mse"],
                    help="how the clipping range is chosen (default minmax)")
+    p.add_argument("--embedding-bits", type=int, default=None,
+                   help="calibrated methods (which quantize Linear / Conv layers): also round the embedding tables "
+                        "to this many bits, per row or per --group-size group (uniform includes them already)")
     p.add_argument("--act-order", action="store_true", help="gptq: columns in order of decreasing activation energy")
     p.add_argument("--damp", type=float, default=None, help="gptq: dampening, a fraction of the mean Hessian diagonal")
     p.add_argument("--activation-bits", type=int, default=None, help="uniform: also quantize layer inputs to this "
@@ -116,6 +119,23 @@ def _config(args: argparse.Namespace, calibration: Any) -> Any:
     return Binarize(method=args.binary_method)
 
 
+def _embedding_config(args: argparse.Namespace) -> Any:
+    """``--embedding-bits``: round-to-nearest per-row / per-group grids on the ``nn.Embedding`` tables."""
+    from torch import nn
+
+    from netshrink.core.errors import ConfigError
+    from netshrink.quant import Quantize, quantize_
+
+    if args.embedding_bits is None:
+        return None
+    if args.method not in calibrated_methods(quantize_):
+        raise ConfigError(f"--embedding-bits is for the calibrated methods; --method {args.method} quantizes the "
+                          "embedding tables with --bits already" if args.method == "uniform" else
+                          f"--embedding-bits is for the calibrated methods, not --method {args.method}")
+    return Quantize(bits=args.embedding_bits, scheme="affine", granularity="group" if args.group_size else "channel",
+                    group_size=args.group_size or 128, filter_fn=lambda module, name: isinstance(module, nn.Embedding))
+
+
 def _needs_calibration(args: argparse.Namespace) -> bool:
     from netshrink.quant import quantize_
 
@@ -134,13 +154,16 @@ def _run_pretrained(args: argparse.Namespace) -> int:
     if needs and args.calibration_data is None:
         raise ConfigError(f"--method {args.method}{' --activation-bits' * (args.activation_bits is not None)} needs "
                           "--calibration-data TEXT (a .txt file, one passage a line)")
+    _config(args, None)  # every flag checked before the model is read
     if args.calibration_data is not None and not needs:
         raise ConfigError(f"--method {args.method} reads no calibration data; leave --calibration-data out (or "
                           "give --activation-bits)")
-    _config(args, None)  # every flag checked before the model is read
+    embeddings = _embedding_config(args)
     model, tokenizer = load_pretrained_model(args, needs_tokenizer=args.calibration_data is not None)
     calibration = calibration_text(args, model, tokenizer) if args.calibration_data is not None else None
     apply_in_flag_terms(model, _config(args, calibration))
+    if embeddings is not None:
+        apply_in_flag_terms(model, embeddings)
     save_pretrained_result(model, args)
     return 0
 
@@ -170,7 +193,10 @@ def run_quantize(args: argparse.Namespace) -> int:
         check_fits(model, data, args.checkpoint)
         before = evaluate(model, data.test)
     config = _config(args, None if data is None else (data.val if len(data.val) else data.train).x[:CALIBRATION_IMAGES])
+    embeddings = _embedding_config(args)
     apply_in_flag_terms(model, config)
+    if embeddings is not None:
+        apply_in_flag_terms(model, embeddings)
     if training is not None:
         netshrink.fit(model, data, training, out_dir=out / TRAINING_FOLDER, resume=args.resume,
                       progress=not args.no_progress, device=args.device)

@@ -46,13 +46,18 @@ def _saved(out, folder):
 def test_quantize_gptq_4_bit_groups_on_calibration_text(bert_folder, tmp_path, capsys):
     out = tmp_path / "gptq"
     assert main(["quantize", "--model", f"hf:{bert_folder / 'bert'}", "--method", "gptq", "--bits", "4",
-                 "--group-size", "8", "--calibration-data", str(bert_folder / "text.txt"), "--out", str(out)]) == 0
+                 "--group-size", "8", "--embedding-bits", "4", "--calibration-data", str(bert_folder / "text.txt"),
+                 "--out", str(out)]) == 0
     assert "x smaller" in capsys.readouterr().out
     model = _saved(out, bert_folder / "bert")
     record = next(r for r in get_log(model) if r["verb"] == "gptq")
     assert record["config"]["bits"] == 4 and record["config"]["group_size"] == 8 and record["layers"]
     encodings = {row["name"]: row["encoding"] for row in inspect_file(out / "model.nsk")}
     assert all(encodings[f"{layer}.weight"] == "group_int" for layer in record["layers"])
+    embeddings = get_log(model)[-2]  # --embedding-bits: the tables too, 16 values a group of 8 at most
+    assert embeddings["verb"] == "quantize" and "bert.embeddings.word_embeddings" in embeddings["layers"]
+    table = model.bert.embeddings.word_embeddings.weight
+    assert int(torch.unique(table).numel()) > 16 and all(torch.unique(g).numel() <= 16 for g in table.reshape(-1, 8))
     with torch.no_grad():
         output_tensor(call_model(model, token_inputs()))
 
@@ -98,6 +103,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(bert_folder, tmp_path, cap
     _refused(["quantize", *model, "--method", "nope", *text], "unknown --method 'nope'; choose one of", out, capsys)
     _refused(["quantize", "--method", "gptq", *text], "give the model to compress", out, capsys)
     _refused(["quantize", *model, "--bits", "8", *text], "reads no calibration data", out, capsys)
+    _refused(["quantize", *model, "--bits", "8", "--embedding-bits", "4"], "with --bits already", out, capsys)
     _refused(["quantize", *model, "--method", "gptq", "--calibration-data", str(tmp_path / "no.txt")],
              "--calibration-data", out, capsys)
 
