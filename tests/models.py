@@ -112,6 +112,27 @@ def token_inputs(batch: int = 4, seed: int = 0, sequence: int = SEQUENCE) -> dic
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def word_tokenizer(size: int = VOCAB):
+    """A word-level BERT tokenizer of ``size`` tokens: the five specials, then ``w0``, ``w1``, ..."""
+    from transformers import BertTokenizer
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *[f"w{i}" for i in range(size - 5)]]
+    return BertTokenizer(vocab={token: index for index, token in enumerate(tokens)})
+
+
+def save_tiny_bert_folder(folder, lines: int = 24, words: int = 10) -> tuple:
+    """A tiny BERT and its tokenizer saved as a Hugging Face folder ``folder/bert`` (what ``hf:PATH``
+    names), and ``lines`` passages of ``words`` of its words in ``folder/text.txt``; returns both paths."""
+    torch.manual_seed(0)
+    tiny_bert().save_pretrained(folder / "bert")
+    word_tokenizer().save_pretrained(folder / "bert")
+    generator = torch.Generator().manual_seed(0)
+    text = [" ".join(f"w{int(i)}" for i in torch.randint(0, VOCAB - 5, (words,), generator=generator))
+            for _ in range(lines)]
+    (folder / "text.txt").write_text("\n".join(text) + "\n")
+    return folder / "bert", folder / "text.txt"
+
+
 def sample_inputs(name: str, batch: int = 4, seed: int = 0) -> torch.Tensor | dict[str, torch.Tensor]:
     """A batch for the model ``name`` of ``TINY_MODELS`` (8x8 images) or ``HF_MODELS`` (token ids)."""
     if name in HF_MODELS:

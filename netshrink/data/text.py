@@ -48,6 +48,16 @@ def read_text(source: str | os.PathLike[str] | Sequence[str], tokenizer: Any,
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def check_vocabulary(inputs: dict[str, torch.Tensor], model: Any, what: str) -> None:
+    """A one-line ``ConfigError`` (``what: ...``) when token ids of ``inputs`` lie beyond the
+    vocabulary of ``model``'s input embedding: text tokenized by another model's tokenizer."""
+    vocabulary = model.get_input_embeddings().num_embeddings
+    largest = int(inputs["input_ids"].max())
+    if largest >= vocabulary:
+        raise ConfigError(f"{what}: the tokenizer gives token id {largest}, but the model's vocabulary has "
+                          f"{vocabulary} entries; use the model's own tokenizer")
+
+
 def _passages(source: Any) -> list[str]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)

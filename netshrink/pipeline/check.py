@@ -45,7 +45,16 @@ def check_against_model(recipe: Recipe, model: nn.Module, where: str = "recipe")
 
 def check_recipe(recipe: Recipe, where: str = "recipe") -> Any:
     """Build the recipe's model for its data and check every stage's layer names against it;
-    returns the data set (loaded for the model's input shape)."""
+    returns the data set (loaded for the model's input shape; None for a pretrained model, whose
+    calibration text is read, tokenized and checked against its vocabulary here)."""
+    if "pretrained" in recipe.model:
+        from netshrink.data.text import check_vocabulary
+        from netshrink.pipeline.run_pretrained import calibration_text, load_pretrained_model
+
+        model, tokenizer = load_pretrained_model(recipe)
+        check_vocabulary(calibration_text(recipe, tokenizer), model, f"{where}: data.text")
+        check_against_model(recipe, model, where)
+        return None
     from netshrink.data import load_dataset
     from netshrink.pipeline.run import build_model
 

@@ -16,6 +16,19 @@ A recipe (read with the standard library's ``tomllib``)::
     teacher = "baseline"                    # optional: distil from the recipe's model or a file
     distill = { T = 4.0, alpha = 0.9 }      # the Distill config used with the teacher
 
+A pretrained transformer (``netshrink.models.pretrained``) is compressed without labels: its
+stages are techniques only (no training), each calibrated on text tokenized by its own tokenizer
+(``netshrink.data.read_text``; given to every stage's config that reads ``calibration_data``)::
+
+    [model]
+    pretrained = "hf:models/bert"           # or "minilm" / "smollm2"
+    [data]
+    text = "calibration.txt"                # a .txt file (one passage a line) or a folder of them
+    max_length = 128                        # tokens per passage (optional)
+    [[stages]]
+    verb = "gptq"
+    config = { bits = 4, group_size = 128 }
+
 Every problem is found before anything runs and reported together, one line each with its place
 (``stages[2].config.bits: ...``), by constructing each config (its own checks are the checks).
 What a verb is (its config, whether it changes structure, how a dynamic model trains, which extra
@@ -38,8 +51,10 @@ from netshrink.core.registry import Technique, technique_of, techniques
 BUILT_IN_DATA = ("fashion-mnist", "digits")
 BASELINE_TEACHER = "baseline"
 TOP_KEYS = {"name", "model", "data", "stages"}
-MODEL_KEYS = {"zoo", "checkpoint", "builder"}
+MODEL_KEYS = {"zoo", "checkpoint", "builder", "pretrained"}
 DATA_KEYS = {"name", "dir", "val_fraction"}
+TEXT_DATA_KEYS = {"text", "max_length"}
+PACKAGED_MODELS = ("minilm", "smollm2")  # ``models.pretrained.PACKAGED`` (importing it imports torch)
 #: stages that change nothing and only train: on labels, or from a teacher (``config``: Distill)
 TRAIN, DISTILL = "train", "distill"
 STAGE_KEYS = {"verb", "config", "epochs", "fit", "teacher", "distill"}
@@ -97,7 +112,8 @@ def parse_recipe(source: dict[str, Any], base: Path = Path("."), where: str = "r
     if not isinstance(name, str):
         problems.append(f"name: must be a string, got {name!r}")
     model = _model(source.get("model"), base, problems)
-    data = _data(source.get("data"), base, problems)
+    pretrained = "pretrained" in model
+    data = _text_data(source.get("data"), base, problems) if pretrained else _data(source.get("data"), base, problems)
     stages_src = source.get("stages")
     stages: list[Stage] = []
     if not isinstance(stages_src, list) or not stages_src:
@@ -105,6 +121,8 @@ def parse_recipe(source: dict[str, Any], base: Path = Path("."), where: str = "r
     else:
         for i, stage in enumerate(stages_src):
             parsed = _stage(stage, f"stages[{i}]", base, problems)
+            if parsed is not None and pretrained:
+                _check_untrained(parsed, f"stages[{i}]", problems)
             if parsed is not None:
                 stages.append(parsed)
         _check_order(stages_src, problems)
@@ -138,16 +156,16 @@ def _unknown(table: dict[str, Any], allowed: set[str], place: str, problems: lis
 
 def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
     if not isinstance(table, dict):
-        problems.append("model: give a [model] table with one of zoo, checkpoint, builder")
+        problems.append("model: give a [model] table with one of zoo, checkpoint, builder, pretrained")
         return {}
     _unknown(table, MODEL_KEYS, "model.", problems)
-    given = [k for k in ("zoo", "checkpoint", "builder") if k in table]
+    given = [k for k in ("zoo", "checkpoint", "builder", "pretrained") if k in table]
     if given == ["checkpoint", "builder"]:  # a user's class: the builder builds it, the checkpoint fills it
         built = _model({"builder": table["builder"]}, base, problems)
         return {**_model({"checkpoint": table["checkpoint"]}, base, problems), **built} if built else {}
     if len(given) != 1:
-        problems.append(f"model: give exactly one of zoo, checkpoint, builder, or builder with checkpoint "
-                        f"(got {given or 'none'})")
+        problems.append(f"model: give exactly one of zoo, checkpoint, builder, pretrained, or builder with "
+                        f"checkpoint (got {given or 'none'})")
         return {}
     kind, value = given[0], table[given[0]]
     if not isinstance(value, str):
@@ -158,6 +176,8 @@ def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
 
         if value not in list_models():
             problems.append(f"model.zoo: unknown model {value!r}; run `netshrink models` for the names")
+    elif kind == "pretrained":
+        value = _pretrained(value, base, problems)
     elif kind == "checkpoint":
         found = resolve_path(value, base)
         if found is None:
@@ -167,6 +187,50 @@ def _model(table: Any, base: Path, problems: list[str]) -> dict[str, str]:
     elif import_builder(value, "model.builder", problems) is None:
         return {}
     return {kind: value}
+
+
+def _pretrained(value: str, base: Path, problems: list[str]) -> str:
+    """``minilm`` / ``smollm2``, or ``hf:PATH`` with its folder resolved as every recipe path is."""
+    if value in PACKAGED_MODELS:
+        return value
+    if value.startswith("hf:"):
+        found = resolve_path(value[3:], base)
+        if found is not None and (found / "config.json").is_file():
+            return f"hf:{found}"
+        problems.append(f"model.pretrained: {value[3:]} is not a Hugging Face model folder (no config.json there)")
+        return value
+    problems.append(f"model.pretrained: unknown model {value!r}; give {', '.join(PACKAGED_MODELS)} or hf:PATH")
+    return value
+
+
+def _text_data(table: Any, base: Path, problems: list[str]) -> dict[str, Any]:
+    """A pretrained model's ``[data]``: calibration ``text`` (a file or folder) and ``max_length``."""
+    if not isinstance(table, dict):
+        problems.append('data: give a [data] table with the calibration text, e.g. text = "calibration.txt"')
+        return {}
+    _unknown(table, TEXT_DATA_KEYS, "data.", problems)
+    text = table.get("text")
+    data = dict(table)
+    if not isinstance(text, str):
+        problems.append(f"data.text: a pretrained model calibrates on text; give a .txt file or a folder, got {text!r}")
+    elif (found := resolve_path(text, base)) is None:
+        problems.append(f"data.text: {text} does not exist; give a .txt file (one passage a line) or a folder")
+    else:
+        data["text"] = str(found)
+    length = table.get("max_length", 128)
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        problems.append(f"data.max_length: must be a positive number of tokens, got {length!r}")
+    return data
+
+
+def _check_untrained(stage: Stage, place: str, problems: list[str]) -> None:
+    """A pretrained model's stage is a technique without training: there are no labels to train on."""
+    if stage.technique is None:
+        problems.append(f"{place}.verb: {stage.verb} trains on labels; a pretrained model's stages are "
+                        "techniques (netshrink.recover fine-tunes without labels, in Python)")
+    elif stage.epochs or stage.teacher is not None:
+        problems.append(f"{place}.epochs: a pretrained model's stages do not train (no labels); remove epochs "
+                        "and teacher")
 
 
 def import_builder(value: str, place: str, problems: list[str]) -> Any:

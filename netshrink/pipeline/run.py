@@ -262,7 +262,12 @@ def stage_files(out: Path, index: int, verb: str) -> tuple[Path, Path, Path]:
 def run_recipe(recipe: Recipe, out: str | Path, progress: bool = True, log=print, test: bool = True) -> dict[str, Any]:
     """Run every stage of ``recipe`` into ``out`` (resuming after the last finished stage) and write
     ``model.nsk``, ``report.json`` and ``report.html``. Returns the report. ``test=False`` leaves the
-    test split unread (the final test accuracies are None), as a search choosing among runs must."""
+    test split unread (the final test accuracies are None), as a search choosing among runs must.
+    A pretrained model's recipe runs through ``run_pretrained.run_pretrained_recipe`` (no labels)."""
+    if "pretrained" in recipe.model:
+        from netshrink.pipeline.run_pretrained import run_pretrained_recipe
+
+        return run_pretrained_recipe(recipe, out, log=log)
     from netshrink.codec.container import save
     from netshrink.core import finalize_
     from netshrink.data import load_dataset

@@ -6,7 +6,10 @@ et al. 2018, section 2.1). ``symmetric``: ``zero_point = 0`` and ``q`` in ``[-(2
 with the range stretched to hold zero exactly. The range is calibrated per tensor or per output
 channel (dim 0) by one of the methods below; GPTQ also makes grids per group of ``group_size``
 consecutive columns of each output channel (``weight.flatten(1)``'s columns), one scale and zero
-point per (channel, group), as GPTQ's reference implementation does. A range is chosen by:
+point per (channel, group), as GPTQ's reference implementation does (``calibrate``'s
+``group_size`` too). Per-channel and per-group scales are rounded up to float16 numbers (where
+float16 holds them: about 6e-5 to 65504), so ``save`` stores each in 2 bytes beside the integers
+(``codec.encodings.group_int``); the grid moves by at most 1/1024 of a step. A range is chosen by:
 
 - ``minmax``: the whole range of the values;
 - ``percentile``: the ``p``-th percentile of the values, so rare outliers do not stretch the grid;
@@ -55,21 +58,37 @@ class Grid:
         return torch.fake_quantize_per_tensor_affine(values, scale, zero_point, self.qmin, self.qmax)
 
 
-def grid_for_range(low: torch.Tensor, high: torch.Tensor, bits: int, scheme: str) -> Grid:
-    """The grid of ``bits`` bits covering ``[low, high]`` (element-wise per channel)."""
+def half_storable(scale: torch.Tensor) -> torch.Tensor:
+    """``scale`` rounded up to the nearest float16 number (so the range still fits), where that is a
+    normal float16 number; unchanged elsewhere. float32."""
+    scale = scale.float()
+    half = scale.to(torch.float16)
+    up = torch.where(half.float() < scale, torch.nextafter(half, torch.tensor(float("inf"), dtype=half.dtype)), half)
+    info = torch.finfo(torch.float16)
+    normal = (scale >= info.tiny) & (scale < info.max) & torch.isfinite(up.float())
+    return torch.where(normal, up.float(), scale)
+
+
+def grid_for_range(low: torch.Tensor, high: torch.Tensor, bits: int, scheme: str, half_scales: bool = False) -> Grid:
+    """The grid of ``bits`` bits covering ``[low, high]`` (element-wise per channel); ``half_scales``:
+    scales rounded up to float16 numbers (``half_storable``) before the zero points are chosen."""
     low, high = torch.minimum(low, torch.zeros_like(low)), torch.maximum(high, torch.zeros_like(high))
     if scheme == "symmetric":
         qmax = 2 ** (bits - 1) - 1
         qmin = -qmax
-        scale = torch.maximum(-low, high) / qmax
+        scale = _scale(torch.maximum(-low, high) / qmax, half_scales)
         zero_point = torch.zeros_like(scale, dtype=torch.int32)
     else:
         qmin, qmax = 0, 2**bits - 1
-        scale = (high - low) / qmax
+        scale = _scale((high - low) / qmax, half_scales)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         zero_point = torch.round(-low / safe).clamp(qmin, qmax).to(torch.int32)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale)).float()  # an all-zero channel: any scale
     return Grid(scale, zero_point, qmin, qmax)
+
+
+def _scale(scale: torch.Tensor, half_scales: bool) -> torch.Tensor:
+    return half_storable(scale) if half_scales else scale
 
 
 def _rows(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -77,8 +96,13 @@ def _rows(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
 
 
 def calibrate(weight: torch.Tensor, bits: int, scheme: str, per_channel: bool, method: str,
-              percentile: float = 99.99) -> Grid:
-    """The grid for ``weight`` chosen by ``method`` (see the module docstring)."""
+              percentile: float = 99.99, group_size: int = 0) -> Grid:
+    """The grid for ``weight`` chosen by ``method`` (see the module docstring): per tensor, per
+    channel, or (``group_size``, which must divide ``weight[0].numel()``) per channel and group."""
+    if group_size:
+        grid = calibrate(weight.reshape(-1, group_size), bits, scheme, True, method, percentile)
+        shape = (weight.shape[0], -1)
+        return Grid(grid.scale.reshape(shape), grid.zero_point.reshape(shape), grid.qmin, grid.qmax, group_size)
     rows = _rows(weight, per_channel)
     if method == "percentile":
         # numpy: torch.quantile refuses more than 2**24 values (a large layer, many activations)
@@ -88,7 +112,7 @@ def calibrate(weight: torch.Tensor, bits: int, scheme: str, per_channel: bool, m
         low, high = rows.min(dim=1).values, rows.max(dim=1).values
     if method == "mse":
         low, high = _mse_clip(rows, low, high, bits, scheme)
-    grid = grid_for_range(low, high, bits, scheme)
+    grid = grid_for_range(low, high, bits, scheme, half_scales=per_channel)
     if not per_channel:
         grid = Grid(grid.scale[0], grid.zero_point[0], grid.qmin, grid.qmax)
     return grid

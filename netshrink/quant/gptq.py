@@ -19,7 +19,8 @@ first column, from the group's current (error-updated) weights, as in the refere
 chosen from the weights before the sweep ("static groups", as AutoGPTQ's ``static_groups``), so a
 stored group needs no column index. The quantized weights are written into the layer, which then
 carries the grid as a fake-quant parametrization (``uniform.FakeQuantize``): ``fit`` can fine-tune
-on the grid, and ``finalize_`` bakes it. Pruning masks already on a layer are kept: a masked weight
+on the grid, and ``finalize_`` bakes it. Pruning masks already on a layer are kept (and the exact
+zeros of a layer pruned and finalized before, as a recipe's stages leave it): a masked weight
 is fixed to zero (exact on every grid), its error spread like a rounding error, so sparsity and
 quantization chain.
 """
@@ -179,7 +180,10 @@ def _check_layer(name: str, module: nn.Module, config: GPTQ) -> None:
 def _quantize_layer(name: str, module: nn.Module, inputs: LayerInputs, config: GPTQ) -> tuple[dict, Callable]:
     """GPTQ of one layer (each group of a grouped convolution on its own Hessian), written into the
     layer's stored weight; installing puts the grid on as a parametrization."""
-    grids, loss = solve_row_groups(module, inputs, current_mask(module, "weight"),
+    mask = current_mask(module, "weight")
+    if mask is None and bool((module.weight == 0).any()):  # pruned then finalized: its zeros stay zeros
+        mask = (module.weight != 0).to(module.weight.dtype)
+    grids, loss = solve_row_groups(module, inputs, mask,
                                    lambda rows, hessian, prior: gptq_weight(rows, hessian, config, prior, name))
     grid = Grid(torch.cat([g.scale for g in grids]), torch.cat([g.zero_point for g in grids]),
                 grids[0].qmin, grids[0].qmax, grids[0].group_size)

@@ -10,7 +10,9 @@ then ``fit()`` (or any loop: the trainable tensor is the full-precision original
 With ``activation_bits`` the inputs of the quantized Linear / Conv layers are fake-quantized too,
 their grids calibrated on ``calibration_data`` (``netshrink.quant.activations``).
 After ``finalize_`` a per-tensor b-bit layer holds at most ``2**b`` values on one affine grid,
-which ``save`` stores as b-bit integers before entropy coding; fp16 / bf16 values keep their float32
+which ``save`` stores as b-bit integers before entropy coding; per-channel and per-group layers
+are stored as b-bit integers plus a float16 scale and a zero point per channel or group
+(``codec.encodings.group_int``); fp16 / bf16 values keep their float32
 dtype but have only 16 significant bits, which the codec's byte planes store in about half.
 """
 
@@ -34,7 +36,7 @@ from netshrink.quant.layers import check_bits, check_bits_setting, targets
 
 FLOAT_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_BITS, MAX_BITS = 2, 8
-GRANULARITIES = ("tensor", "channel")
+GRANULARITIES = ("tensor", "channel", "group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +46,11 @@ class Quantize(Config):
     Args:
         bits: 2 to 8, ``"fp16"`` or ``"bf16"``; or ``{layer name: bits}`` for mixed precision by hand.
         scheme: ``"symmetric"`` (zero point 0) or ``"affine"`` (zero point chosen so the range fits).
-        granularity: ``"tensor"`` (one scale per tensor: stored as b-bit integers by ``save``) or
-            ``"channel"`` (one scale per output channel / embedding row: less error).
+        granularity: ``"tensor"`` (one scale per tensor), ``"channel"`` (one scale per output channel /
+            embedding row: less error) or ``"group"`` (one per ``group_size`` consecutive weights of
+            each channel / row, as GPTQ's groups). ``save`` stores every one as b-bit integers.
+        group_size: weights per grid of ``granularity="group"``; it must divide each chosen layer's
+            ``weight[0].numel()`` (input features, embedding width).
         calibration: how the clipping range is chosen: ``"minmax"``, ``"percentile"`` or ``"mse"``.
         percentile: the percentile kept by ``calibration="percentile"`` (in (50, 100]).
         activation_bits: also quantize the inputs of the chosen Linear and Conv layers to this many
@@ -59,6 +64,7 @@ class Quantize(Config):
     Example:
         >>> quantize_(model, Quantize(bits=4, granularity="channel", calibration="mse")); finalize_(model)
         >>> quantize_(model, Quantize(bits={"features.0": 8, "classifier.0": 5}))  # mixed precision
+        >>> quantize_(model, Quantize(bits=4, granularity="group", group_size=128))  # embeddings too
     """
 
     LAYER_FIELDS = ("bits",)
@@ -66,6 +72,7 @@ class Quantize(Config):
     bits: int | str | dict[str, int | str] = 8
     scheme: str = "symmetric"
     granularity: str = "tensor"
+    group_size: int = 128
     calibration: str = "minmax"
     percentile: float = 99.99
     activation_bits: int | None = None
@@ -80,6 +87,8 @@ class Quantize(Config):
                                       GRANULARITIES), ("calibration", self.calibration, CALIBRATIONS)):
             if value not in allowed:
                 raise ConfigError(f"unknown {field} {value!r}; choose one of {list(allowed)}")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1:
+            raise ConfigError(f"group_size must be a positive integer, got {self.group_size!r}")
         if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)) \
                 or not 50 < self.percentile <= 100:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile!r} (99.99 keeps all but "
@@ -118,8 +127,12 @@ def quantizer(weight: torch.Tensor, bits: int | str, config: Quantize, layer: st
         if FLOAT_FORMATS[bits] == torch.float16 and float(weight.abs().max()) > torch.finfo(torch.float16).max:
             raise ConfigError(f"layer {layer!r} has weights beyond fp16's range (65504); use bf16 or int bits")
         return FakeFloat(bits), {"bits": bits}
-    per_channel = config.granularity == "channel"
-    grid = calibrate(weight, bits, config.scheme, per_channel, config.calibration, config.percentile)
+    group = config.group_size if config.granularity == "group" else 0
+    if group and weight[0].numel() % group:
+        raise ConfigError(f"group_size {group} does not divide the {weight[0].numel()} columns of layer {layer!r}; "
+                          "choose a divisor of it, or leave that layer out (filter_fn)")
+    grid = calibrate(weight, bits, config.scheme, config.granularity != "tensor", config.calibration,
+                     config.percentile, group_size=group)
     error = float((grid.fake_quantize(weight) - weight).pow(2).mean())
     return FakeQuantize(grid), {"bits": bits, "mse": error}
 

@@ -25,6 +25,7 @@ def test_builder_with_checkpoint_builds_the_class_with_its_weights(tmp_path, dig
 
 
 def test_a_zoo_name_with_a_checkpoint_is_still_refused():
-    with pytest.raises(RecipeError, match="give exactly one of zoo, checkpoint, builder, or builder with checkpoint"):
+    with pytest.raises(RecipeError, match="give exactly one of zoo, checkpoint, builder, pretrained, or builder "
+                                          "with checkpoint"):
         parse_recipe({"model": {"zoo": "lenet5", "checkpoint": "x.nsk"}, "data": {"name": "digits"},
                       "stages": [{"verb": "prune", "config": {"sparsity": 0.5}}]})

@@ -47,12 +47,27 @@ def test_structured_prune_writes_a_smaller_model(checkpoint, tmp_path, capsys):
     assert (model.fc1.out_features, model.fc2.out_features) == (150, 50)
 
 
+def test_calibrated_methods_calibrate_on_the_datas_validation_images(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", str(checkpoint), "--data", "digits", "--method", "wanda", "--nm", "2:4",
+                 "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    model = load(out / OUTPUT_NAME)
+    assert int((model.fc1.weight.reshape(-1, 4) != 0).sum(dim=1).max()) <= 2
+    assert _weight_sparsity(model) == pytest.approx(0.5, abs=1e-3)
+
+
 @pytest.mark.parametrize("options, message", [
     (["--sparsity", "1.5"], "--sparsity must be a number in [0, 1)"),
     (["--sparsity", "-0.1"], "--sparsity must be a number in [0, 1)"),
     (["--structured", "--amount", "1"], "--amount must be a number in [0, 1)"),
     ([], "say what to prune"),
     (["--sparsity", "0.5", "--schedule", "gradual", "--epochs", "0"], "give --epochs 1 or more"),
+    (["--method", "sparsegpt", "--sparsity", "0.5", "--scope", "global"], "--scope is an option of --method magnitude"),
+    (["--sparsity", "0.5", "--nm", "2:4"], "--nm is an option of the calibrated methods"),
+    (["--method", "wanda", "--nm", "2:3"], "multiple of 3"),
+    (["--method", "obs", "--sparsity", "0.5"], "unknown --method 'obs'; choose one of magnitude, sparsegpt, wanda"),
+    (["--method", "wanda", "--sparsity", "0.5", "--calibration-data", "x.txt"], "--calibration-data is text for"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(checkpoint, tmp_path, capsys, options, message):
     out = tmp_path / "out"

@@ -5,6 +5,7 @@ import torch
 
 import netshrink
 from netshrink.cli import main
+from netshrink.codec.inspect import inspect_file
 from netshrink.train import save_model
 from tests.models import TINY_MODELS
 
@@ -36,6 +37,20 @@ def test_quantize_writes_a_smaller_file_of_quantized_weights(checkpoint, tmp_pat
     assert int(torch.unique(model.fc2.weight).numel()) <= distinct
     assert (tmp_path / "q" / "model.nsk").stat().st_size < checkpoint.stat().st_size / shrink
     assert "smaller" in out
+
+
+def test_gptq_on_a_checkpoint_calibrates_on_the_datas_validation_images(checkpoint, tmp_path, capsys):
+    code, _, err = run(["quantize", checkpoint, "--method", "gptq", "--bits", "4", "--group-size", "16",
+                        "--data", "digits", "--out", tmp_path / "q"], capsys)
+    assert code == 2 and "--group-size 16 does not divide the 300 input columns of layer 'fc2'" in err
+    assert not (tmp_path / "q").exists()
+    code, out, _ = run(["quantize", checkpoint, "--method", "gptq", "--bits", "4", "--act-order",
+                        "--data", "digits", "--out", tmp_path / "q"], capsys)
+    assert code == 0 and "test accuracy" in out
+    model = netshrink.load(tmp_path / "q" / "model.nsk")
+    assert netshrink.get_log(model)[-2]["config"]["act_order"] is True
+    encodings = {row["name"]: row["encoding"] for row in inspect_file(tmp_path / "q" / "model.nsk")}
+    assert encodings["fc2.weight"] == "group_int"
 
 
 @pytest.mark.slow

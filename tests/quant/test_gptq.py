@@ -9,6 +9,7 @@ from torch import nn
 
 import netshrink
 from netshrink.calibration.hessian import LayerInputs
+from netshrink.codec.inspect import inspect_file
 from netshrink.core import ConfigError, finalize_, get_log
 from netshrink.core.model_io import call_model, output_tensor
 from netshrink.quant import GPTQ, Quantize, quantize_
@@ -76,6 +77,20 @@ def test_a_pruning_mask_is_kept_and_its_errors_are_compensated():
     _assert_on_grid(quantized, grid, 4)
 
 
+def test_the_zeros_of_a_layer_pruned_and_finalized_before_stay_zeros():
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = HF_MODELS["llama"]().eval()
+    netshrink.prune_(model, netshrink.MagnitudePrune(sparsity=0.5))
+    finalize_(model)  # the masks are gone; only the zeros say where they were
+    zeros = {n: m.weight == 0 for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    quantize_(model, GPTQ(bits=4, group_size=8, calibration_data=token_inputs(8, seed=2)))
+    finalize_(model)
+    for name, zero in zeros.items():
+        if name in get_log(model)[-2]["layers"]:
+            assert bool((model.get_submodule(name).weight[zero] == 0).all()), name
+
+
 def _build(name: str) -> nn.Module:
     if name in HF_MODELS:
         pytest.importorskip("transformers")
@@ -100,6 +115,9 @@ def test_runs_on_transformers_and_cnns_and_saves_and_loads_identical(name, group
         grid = Grid(fake.scale, fake.zero_point, fake.qmin, fake.qmax, fake.group_size)
         _assert_on_grid(weight.flatten(1), grid, 4)
     netshrink.save(model, tmp_path / "m.nsk")
+    encodings = {row["name"]: row for row in inspect_file(tmp_path / "m.nsk")}
+    for layer in record["layers"]:  # stored as 4-bit integers, not floats
+        assert encodings[f"{layer}.weight"]["encoding"] == "group_int", layer
     loaded = netshrink.load(tmp_path / "m.nsk", model=None if name == "convnet" else _build(name))
     with torch.no_grad():
         assert torch.equal(output_tensor(call_model(loaded, x)), before)

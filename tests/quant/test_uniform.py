@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import netshrink
+from netshrink.codec.inspect import inspect_file
 from netshrink.core import finalize_
 from netshrink.core.errors import ConfigError
 from netshrink.quant import Quantize, calibrate, quantize_
@@ -114,6 +115,38 @@ def test_embedding_layers_are_quantized_per_row(tmp_path):
     assert torch.equal(loaded(x), model.eval()(x))
 
 
+def test_group_granularity_puts_one_grid_on_each_group_of_a_row_embeddings_included(tmp_path):
+    torch.manual_seed(0)
+    model = TokenClassifier(dim=32)
+    quantize_(model, Quantize(bits=4, scheme="affine", granularity="group", group_size=16))
+    finalize_(model)
+    for name, weight in weight_tensors(model).items():
+        groups = weight.reshape(-1, 16)
+        assert all(distinct(group) <= 16 for group in groups), name
+        assert distinct(weight) > 16  # each group has its own grid
+    loaded, _ = round_trip(model, TokenClassifier(dim=32), tmp_path / "groups.nsk")
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded(x), model.eval()(x))
+    encodings = {row["name"]: row["encoding"] for row in inspect_file(tmp_path / "groups.nsk")}
+    assert encodings["embed.weight"] == encodings["hidden.weight"] == "group_int"
+
+
+def test_per_channel_and_group_grids_are_stored_as_integers_not_floats(tmp_path):
+    sizes = {}
+    for granularity, bits in (("channel", 8), ("group", 4)):
+        torch.manual_seed(0)
+        model = TokenClassifier(vocab=256, dim=64)
+        quantize_(model, Quantize(bits=bits, granularity=granularity, group_size=32))
+        finalize_(model)
+        _, sizes[granularity] = round_trip(model, TokenClassifier(vocab=256, dim=64), tmp_path / "m.nsk")
+    weights = weight_tensors(model)
+    n_weights = sum(w.numel() for w in weights.values())
+    others = 4 * sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+    rows = sum(w.shape[0] for w in weights.values())
+    assert sizes["channel"] <= n_weights + 3 * rows + others + 4096  # a byte a weight, a half scale and zero a row
+    assert sizes["group"] <= n_weights / 2 + 3 * n_weights / 32 + others + 4096
+
+
 def test_saved_file_shrinks_with_the_bits(tmp_path):
     sizes = {}
     for bits in (2, 4, 8, "fp16", 32):
@@ -128,6 +161,15 @@ def test_saved_file_shrinks_with_the_bits(tmp_path):
         assert sizes[bits] <= n_weights * bits / 8 + 4096, (bits, sizes[bits])  # biases + header within 4 KB
     assert sizes[2] < sizes[4] < sizes[8] < sizes["fp16"] < sizes[32]
     assert sizes["fp16"] <= 0.6 * sizes[32]
+
+
+def test_a_group_size_that_does_not_divide_a_layer_is_refused_in_one_line():
+    model = TokenClassifier(dim=16)
+    with pytest.raises(ConfigError, match="group_size 12 does not divide the 16 columns of layer 'embed'"):
+        quantize_(model, Quantize(bits=4, granularity="group", group_size=12))
+    assert not netshrink.get_log(model)
+    with pytest.raises(ConfigError, match="group_size must be a positive integer"):
+        Quantize(granularity="group", group_size=0)
 
 
 def test_bad_input_is_one_line():
