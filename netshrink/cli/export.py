@@ -52,6 +52,8 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
                    help="text models: also write OUT.int4.onnx, GPTQ 4-bit weights as MatMulNBits and the word "
                         "embeddings as GatherBlockQuantized")
     p.add_argument("--group-size", type=int, default=128, help="int4: GPTQ columns per grid (a power of two >= 16)")
+    p.add_argument("--embedding-block", type=int, default=32,
+                   help="int4: word-embedding values per 4-bit grid (a power of two >= 16)")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset of the files (default: the exporter's; int4 needs >= 21)")
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"],
@@ -76,9 +78,25 @@ def _check_flags(args: argparse.Namespace, text: bool) -> None:
                           f"needs opset >= {MIN_INT4_OPSET}")
     if args.opset is not None and args.opset < 18 and not args.int4:
         raise ConfigError(f"--opset {args.opset} is too old: torch's ONNX exporter writes opset 18 or later")
-    if args.int4 and (args.group_size < 16 or args.group_size & (args.group_size - 1)):
-        raise ConfigError(f"--group-size {args.group_size}: ONNX Runtime's 4-bit blocks need a power of two >= 16 "
-                          "(32, 64, 128)")
+    for flag, value in (("--group-size", args.group_size), ("--embedding-block", args.embedding_block)):
+        if args.int4 and (value < 16 or value & (value - 1)):
+            raise ConfigError(f"{flag} {value}: ONNX Runtime's 4-bit blocks need a power of two >= 16 (32, 64, 128)")
+
+
+def _check_int4_fits(model: Any, args: argparse.Namespace) -> None:
+    """One line naming the flag when the int4 blocks do not divide the model's layers."""
+    from torch import nn
+
+    from netshrink.core.errors import ConfigError
+
+    width = model.get_input_embeddings().weight.shape[1]
+    if width % args.embedding_block:
+        raise ConfigError(f"--embedding-block {args.embedding_block} does not divide the embedding width {width}; "
+                          "choose a power of two that does")
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.in_features % args.group_size:
+            raise ConfigError(f"--group-size {args.group_size} does not divide the {module.in_features} inputs of "
+                              f"layer {name!r}; choose a power of two that does")
 
 
 def is_text_spec(spec: str | None) -> bool:
@@ -202,8 +220,13 @@ def _export_text(args: argparse.Namespace, onnx_path: Path) -> int:
     from netshrink.quant.onnx_fuse import fuse_onnx
     from netshrink.quant.onnx_tokens import export_token_model, relative_difference
 
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # its loading bar is not the user's concern
     pretrained = load_pretrained(args.model)
     model = load_into(pretrained.model, args.file) if args.file is not None else pretrained.model
+    if args.int4:
+        _check_int4_fits(model, args)
     batch = _text_batch(args, pretrained.tokenizer)
     check = {k: v[:CHECK_PASSAGES] for k, v in batch.items()}
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +256,8 @@ def _export_text(args: argparse.Namespace, onnx_path: Path) -> int:
         quantized = copy.deepcopy(model)
         quantize_(quantized, GPTQ(bits=4, group_size=args.group_size, act_order=True, calibration_data=batch,
                                   batch_size=8))
-        written = export_int4(quantized, int4_path, check, opset=args.opset or MIN_INT4_OPSET)
+        written = export_int4(quantized, int4_path, check, embedding_block=args.embedding_block,
+                              opset=args.opset or MIN_INT4_OPSET)
         print(f"{int4_path}: {written.matmul_nbits} MatMulNBits (GPTQ 4-bit, group {args.group_size})"
               f"{', GatherBlockQuantized embeddings' if written.embedding else ''}; vs the fake-quantized PyTorch "
               f"model {written.difference:.2e} of the largest output, vs fp32 "

@@ -46,9 +46,9 @@ def test_a_user_class_exports_from_its_builder_and_checkpoint(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_hugging_face_folder_exports_fp32_int8_and_int4(hf_folder, tmp_path, capsys):
     text = tmp_path / "text.txt"
-    text.write_text("\n".join(" ".join(WORDS[5 + (i + j) % 15] for j in range(12)) for i in range(40)) + "\n")
+    text.write_text("\n".join(" ".join(WORDS[5 + (i + j) % 14] for j in range(12)) for i in range(40)) + "\n")
     code, out, err = run(["export", "--model", f"hf:{hf_folder}", "--text", text, "--onnx", tmp_path / "m.onnx",
-                          "--int8", "dynamic", "--int4", "--group-size", "16"], capsys)
+                          "--int8", "dynamic", "--int4", "--group-size", "16", "--embedding-block", "16"], capsys)
     assert code == 0, err
     ops = {node.op_type for node in onnx.load(str(tmp_path / "m.int4.onnx")).graph.node}
     assert {"MatMulNBits", "GatherBlockQuantized"} <= ops
@@ -60,6 +60,9 @@ def test_a_hugging_face_folder_exports_fp32_int8_and_int4(hf_folder, tmp_path, c
     (["--int4", "--opset", "17"], "--opset 17 is too old for --int4: MatMulNBits with a uint4 embedding table "
                                   "needs opset >= 21"),
     (["--int4", "--group-size", "24"], "--group-size 24: ONNX Runtime's 4-bit blocks need a power of two >= 16"),
+    (["--int4", "--group-size", "16"], "--embedding-block 32 does not divide the embedding width 16"),
+    (["--int4", "--group-size", "64", "--embedding-block", "16"],
+     "--group-size 64 does not divide the 16 inputs of layer 'bert.encoder.layer.0.attention.self.query'"),
 ])
 def test_text_export_bad_input_is_one_line(hf_folder, tmp_path, capsys, options, message):
     code, _, err = run(["export", "--model", f"hf:{hf_folder}", "--onnx", tmp_path / "m.onnx", *options], capsys)
