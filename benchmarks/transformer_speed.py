@@ -3,6 +3,7 @@ to half its encoder FLOPs or half its layers, each against its fp32 baseline (is
 
     python benchmarks/transformer_speed.py          # about 30-45 minutes on 2 shared CPU cores
     python benchmarks/transformer_speed.py --quick --stages=onnx,int4   # a smoke run, printed only
+    python benchmarks/transformer_speed.py --stages=int4   # rerun stages into the existing results file
 
 Text: the documentation topics CPython ships (``pydoc_data.topics``), split once by topic key
 (a hash of the key) into calibration, validation and evaluation topics, so near-duplicate passages
@@ -40,6 +41,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import json
 import statistics
 import sys
 import tempfile
@@ -50,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from benchmarks.common import publish, results_doc, target, targets_markdown
+from benchmarks.common import RESULTS, publish, results_doc, target, targets_markdown
 
 NAME = "transformer_speed"
 SEQUENCE = 128
@@ -411,6 +413,9 @@ def markdown(doc: dict) -> str:
     lines += [f"SmolLM2-135M: {m.get('smollm2', SMOLLM2_NOT_RUN)}", ""]
     for key, error in m.get("failed", {}).items():
         lines += [f"Stage {key} failed: {error}", ""]
+    for rerun in m.get("reruns", []):
+        lines += [f"Rerun on {rerun['date']}: {', '.join(rerun['stages'])} (the other figures are the first run's; "
+                  "the whole benchmark's minutes add the rerun's).", ""]
     missed = [s for s in ("onnx", "int4", "pruned_half_flops", "three_layers") if s not in m]
     if missed:
         lines += [f"Not measured in this run (missed the deadline or failed): {', '.join(missed)}.", ""]
@@ -456,6 +461,14 @@ def main() -> None:
     torch.set_num_threads(1)
 
     only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--stages=")), None)
+    previous = RESULTS / f"{NAME}.json"
+    if only is not None and "--quick" not in sys.argv and previous.exists():  # a rerun of some stages
+        kept = json.loads(previous.read_text())
+        date = kept["date"]
+        measured = {**kept["measurements"], **measured}
+        for key in only:
+            measured.get("failed", {}).pop(key, None)
+        measured["reruns"] = [*measured.get("reruns", []), {"stages": only, "date": time.strftime("%Y-%m-%d %H:%M")}]
 
     def stage(key: str, run) -> None:
         if only is not None and key not in only:
@@ -478,7 +491,7 @@ def main() -> None:
                                                         flops, "TransformerPrune(flops=0.5, fisher, rearrange, tune)"))
         stage("three_layers", lambda: pruned_stage(model, text, folder, reference, folder / "fp32_fused.onnx",
                                                    LayerDrop(every_other=True), "LayerDrop(every_other=True)"))
-    measured["seconds"] = time.time() - started
+    measured["seconds"] = measured.get("seconds", 0.0) + time.time() - started  # a rerun adds its own
     publish(NAME, results_doc(NAME, measured, targets_of(measured), date=date, complete=True), markdown)
 
 
