@@ -213,14 +213,13 @@ def _export_text(args: argparse.Namespace, onnx_path: Path) -> int:
     import tempfile
 
     import torch
+    import transformers
 
     from netshrink.core.model_io import output_tensor
     from netshrink.models.pretrained import load_pretrained
     from netshrink.quant.onnx_export import quantize_onnx_dynamic, quantize_onnx_int8, run_onnx
     from netshrink.quant.onnx_fuse import fuse_onnx
     from netshrink.quant.onnx_tokens import export_token_model, relative_difference
-
-    import transformers
 
     transformers.utils.logging.disable_progress_bar()  # its loading bar is not the user's concern
     pretrained = load_pretrained(args.model)
