@@ -22,10 +22,11 @@ from netshrink.cli.demo import add_demo_parser
 from netshrink.cli.distill import add_distill_parser
 from netshrink.cli.dynamic import add_dynamic_parser
 from netshrink.cli.evaluate import add_eval_parser, add_inspect_parser
+from netshrink.cli.export import add_export_parser
 from netshrink.cli.help_format import HelpFormatter
 from netshrink.cli.models import add_models_parser
 from netshrink.cli.prune import add_prune_parser
-from netshrink.cli.quantize import add_export_parser, add_quantize_parser
+from netshrink.cli.quantize import add_quantize_parser
 from netshrink.cli.recipe import add_run_parser
 from netshrink.cli.train import add_train_parser
 

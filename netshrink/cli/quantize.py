@@ -1,10 +1,9 @@
-"""``netshrink quantize`` and ``netshrink export``.
+"""``netshrink quantize`` (``netshrink export`` is in ``export.py``).
 
     netshrink quantize CHECKPOINT --method uniform|cluster|binary --bits 4 [--per-channel] \\
         [--epochs N --data fashion-mnist] --out DIR          # writes DIR/model.nsk
     netshrink quantize --model hf:PATH|minilm|smollm2 --method gptq --bits 4 --group-size 128 \\
         --calibration-data text.txt --out DIR                # any calibrated config of quantize_
-    netshrink export FILE --onnx OUT.onnx [--int8] --data fashion-mnist
 
 Every input (bits, method, data shape) is checked before anything is written.
 """
@@ -209,50 +208,4 @@ def run_quantize(args: argparse.Namespace) -> int:
     if data is not None:
         line += f" | test accuracy {evaluate(model, data.test):.4f} (before {before:.4f})"
     print(line)
-    return 0
-
-
-def add_export_parser(commands: argparse._SubParsersAction) -> None:
-    """Declare ``netshrink export`` (``run_export`` does the work)."""
-    p = add_command(commands, "export", "export a checkpoint or .nsk file to ONNX, checked by running ONNX Runtime "
-                    "against PyTorch; early exits leave by confidence inside the graph (ONNX If), a slimmable "
-                    "model writes OUT.onnx at its current width and OUT.width-W.onnx per other width; --int8 also "
-                    "writes ONNX Runtime's static int8 model", run_export, parents=[data_args()])
-    p.add_argument("file", help="model.safetensors / checkpoint.safetensors / file.nsk")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
-    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx, calibrated on validation batches")
-    p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"],
-                   help="int8: ONNX Runtime's activation-range calibration")
-    p.add_argument("--calibration-samples", type=int, default=512, help="int8: validation images to calibrate on")
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from netshrink.core.errors import ConfigError
-    from netshrink.quant.onnx_export import export_onnx_graphs, onnx_accuracy, quantize_onnx_int8, run_onnx
-
-    if args.calibration_samples < 1:
-        raise ConfigError(f"--calibration-samples must be at least 1, got {args.calibration_samples}")
-    model = load_any_model(args.file)
-    data = load_data(args)
-    check_fits(model, data, args.file)
-    onnx_path = Path(args.onnx)
-    onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    check = data.test.x[:256]
-    for path, point, difference in export_onnx_graphs(model, onnx_path, check):
-        print(f"{path}: {point}; ONNX Runtime vs PyTorch max abs difference {difference:.2e} on {len(check)} "
-              "test images")
-    if args.int8:
-        int8_path = onnx_path.with_suffix(".int8.onnx")
-        calibration = (data.val if len(data.val) else data.train).x[:args.calibration_samples]
-        quantize_onnx_int8(onnx_path, int8_path, calibration, method=args.calibration)
-        with torch.no_grad():
-            int8_difference = float(abs(run_onnx(int8_path, check) - model.eval()(check).numpy()).max())
-        fp32_acc = onnx_accuracy(onnx_path, data.test.x, data.test.y)
-        int8_acc = onnx_accuracy(int8_path, data.test.x, data.test.y)
-        print(f"{int8_path}: int8 vs PyTorch max abs difference {int8_difference:.3g}; test accuracy "
-              f"{int8_acc:.4f} (fp32 ONNX {fp32_acc:.4f})")
     return 0

@@ -8,7 +8,10 @@ with PyTorch on real inputs (the export is refused when fp32 outputs differ by m
 self-contained (weights inside, no external data file), so models must be under protobuf's 2 GB.
 ``quantize_onnx_int8`` is ONNX Runtime's static quantization (``onnxruntime.quantization.quantize_static``,
 QDQ format, int8 weights per channel, uint8 activations) calibrated on a few batches of inputs
-(min-max, percentile or entropy ranges).
+(min-max, percentile or entropy ranges); ``quantize_onnx_dynamic`` is its dynamic quantization
+(int8 weights per channel, activation ranges per run). Hugging Face text models (a token batch)
+export through ``onnx_tokens``; their fused fp32 baseline is ``onnx_fuse``, their int4 file
+``onnx_int4``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 import textwrap
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +48,21 @@ def _session(path: str | os.PathLike, threads: int = 1):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(path: str | os.PathLike, inputs: torch.Tensor, threads: int = 1) -> np.ndarray:
-    """The ONNX model's outputs on ``inputs`` (float32)."""
+def onnx_feed(session, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """ONNX Runtime's feed for ``inputs``: a float batch for the graph's one input, or a token
+    batch (``onnx_tokens``) for the token tensors it takes."""
+    from netshrink.quant.onnx_tokens import is_token_batch, token_feed
+
+    if is_token_batch(inputs):
+        return token_feed(session, inputs)
+    return {session.get_inputs()[0].name: inputs.float().numpy()}
+
+
+def run_onnx(path: str | os.PathLike, inputs: torch.Tensor | Mapping[str, torch.Tensor],
+             threads: int = 1) -> np.ndarray:
+    """The ONNX model's (first) output on ``inputs``: a float batch or a token batch."""
     session = _session(path, threads)
-    return session.run(None, {session.get_inputs()[0].name: inputs.float().numpy()})[0]
+    return session.run(None, onnx_feed(session, inputs))[0]
 
 
 def check_inputs(model: nn.Module, inputs: torch.Tensor, what: str = "inputs") -> None:
@@ -95,16 +110,21 @@ def export_failure(error: BaseException, what: str) -> NetshrinkError:
     return NetshrinkError(f"ONNX export of {what} failed: {step} ({cause})")
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor) -> float:
+def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> float:
     """Export ``model`` (finalized) at its current operating point to ONNX at ``path`` and return
     the largest absolute difference between ONNX Runtime's and PyTorch's outputs on ``inputs``;
     more than ``FP32_TOLERANCE`` is an error. A model with early exits is exported with its exits
-    as ONNX ``If`` nodes (``netshrink.dynamic.export``). ``path`` is written only when the check
-    passes; every failure is one ``NetshrinkError`` line."""
+    as ONNX ``If`` nodes (``netshrink.dynamic.export``); a token batch (``input_ids``, ...) exports
+    a Hugging Face text model (``onnx_tokens.export_token_model``: dynamic batch and sequence, the
+    difference relative to the largest output). ``path`` is written only when the check passes;
+    every failure is one ``NetshrinkError`` line."""
     from netshrink.dynamic.export import exportable
+    from netshrink.quant.onnx_tokens import export_token_model, is_token_batch
 
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ConfigError("the model still has training-time transforms; call finalize_(model) before exporting")
+    if is_token_batch(inputs):  # a Hugging Face text model: token ids in, a ModelOutput out
+        return export_token_model(model, path, inputs)
     check_inputs(model, inputs)
     model = model.eval()
     path = Path(path)
@@ -135,7 +155,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor)
 
 
 def export_onnx_graphs(model: nn.Module, path: str | os.PathLike,
-                       inputs: torch.Tensor) -> list[tuple[Path, str, float]]:
+                       inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> list[tuple[Path, str, float]]:
     """``export_onnx`` for every graph the model needs (``dynamic.export.operating_graphs``: one,
     or one per width of a slimmable model): ``(path, operating point, max difference)`` each.
     When one fails, the files this call wrote are removed."""
@@ -152,30 +172,39 @@ def export_onnx_graphs(model: nn.Module, path: str | os.PathLike,
     return written
 
 
-def quantize_onnx_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, calibration: torch.Tensor,
-                       method: str = "minmax", batch_size: int = 64) -> None:
-    """ONNX Runtime static int8 quantization of ``fp32_path`` into ``int8_path``, activation
-    ranges calibrated on ``calibration`` (a batch shaped like the model's input)."""
+def quantize_onnx_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
+                       calibration: torch.Tensor | Mapping[str, torch.Tensor], method: str = "minmax",
+                       batch_size: int = 64) -> None:
+    """ONNX Runtime static int8 quantization (QDQ) of ``fp32_path`` into ``int8_path``, activation
+    ranges calibrated on ``calibration``: a batch shaped like the model's input, or a token batch
+    (``input_ids``, ``attention_mask``, ...) for a text model."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
+
+    from netshrink.quant.onnx_tokens import check_token_batch, is_token_batch
 
     if method not in ORT_CALIBRATIONS:
         raise ConfigError(f"unknown calibration {method!r}; choose one of {list(ORT_CALIBRATIONS)}")
     session = _session(fp32_path)
-    expected = session.get_inputs()[0].shape
-    if calibration.dim() != len(expected) or any(
-            isinstance(want, int) and want != got for want, got in zip(expected, calibration.shape, strict=False)):
-        raise ConfigError(f"calibration data has shape {tuple(calibration.shape)} but the model takes "
-                          f"{tuple(d if isinstance(d, int) else 'N' for d in expected)}; give inputs of that shape")
-    name = session.get_inputs()[0].name
-    batches = [calibration[i:i + batch_size].float().numpy() for i in range(0, len(calibration), batch_size)]
+    if is_token_batch(calibration):
+        tokens = check_token_batch(calibration, "calibration data")
+        size = len(tokens["input_ids"])
+        batches = [onnx_feed(session, {k: v[i:i + batch_size] for k, v in tokens.items()})
+                   for i in range(0, size, batch_size)]
+    else:
+        expected = session.get_inputs()[0].shape
+        if not isinstance(calibration, torch.Tensor) or calibration.dim() != len(expected) or any(
+                isinstance(want, int) and want != got for want, got in zip(expected, calibration.shape, strict=False)):
+            raise ConfigError(f"calibration data has shape {tuple(getattr(calibration, 'shape', ()))} but the model "
+                              f"takes {tuple(d if isinstance(d, int) else 'N' for d in expected)}; give inputs of "
+                              "that shape")
+        batches = [onnx_feed(session, calibration[i:i + batch_size]) for i in range(0, len(calibration), batch_size)]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.remaining = iter(batches)
 
         def get_next(self) -> dict | None:
-            batch = next(self.remaining, None)
-            return None if batch is None else {name: batch}
+            return next(self.remaining, None)
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
@@ -184,11 +213,23 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLik
                         activation_type=QuantType.QUInt8, calibrate_method=methods[method])
 
 
-def onnx_latency_ms(path: str | os.PathLike, inputs: torch.Tensor, threads: int = 1, repeats: int = 30,
-                    warmup: int = 5) -> float:
+def quantize_onnx_dynamic(fp32_path: str | os.PathLike, int8_path: str | os.PathLike,
+                          exclude: tuple[str, ...] = ()) -> None:
+    """ONNX Runtime dynamic int8 quantization (``quantize_dynamic``): int8 weights per output
+    channel, activations quantized on the fly per run (no calibration data); a fused graph's
+    ``Attention`` becomes ``QAttention``. The nodes named in ``exclude`` stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet():
+        quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=list(exclude))
+
+
+def onnx_latency_ms(path: str | os.PathLike, inputs: torch.Tensor | Mapping[str, torch.Tensor], threads: int = 1,
+                    repeats: int = 30, warmup: int = 5) -> float:
     """Median milliseconds of one ONNX Runtime run on ``inputs`` after warm-up."""
     session = _session(path, threads)
-    feed = {session.get_inputs()[0].name: inputs.float().numpy()}
+    feed = onnx_feed(session, inputs)
     for _ in range(warmup):
         session.run(None, feed)
     times = []
