@@ -58,7 +58,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
@@ -66,6 +65,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.codec.crc import crc32
 from netshrink.codec.document import pack_document
 from netshrink.codec.entropy import METHODS
 from netshrink.codec.reading import (
@@ -188,7 +188,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             encoded = encode_tensor(tensor, entropy, requested.get(name), effort)
             crcs = [writer.write(data) for data in _ordered_streams(encoded)]
             entry = {"dtype": dtype_name(tensor.dtype)} if tensor.dtype != torch.float32 else {}
-            crc = crcs[0] if encoded.chain == ["dense"] else zlib.crc32(tensor_bits(tensor).data)
+            crc = crcs[0] if encoded.chain == ["dense"] else crc32(tensor_bits(tensor).data)
             entries[name] = {**entry, "shape": list(tensor.shape), **encoded.describe(), "crc": crc}
             del encoded, tensor
         writer.finish({METADATA_KEY: pack_document(_document_text({**document, "tensors": entries}))})

@@ -1,5 +1,5 @@
 """The one thread pool of the codec, for work whose libraries release the GIL (file reads and
-writes, ``zlib.crc32``, numpy's array operations); one thread per CPU this process may use.
+writes, ``crc.crc32``, numpy's array operations); one thread per CPU this process may use.
 
 A forked child (a ``ProcessPoolExecutor`` worker, a DataLoader worker) gets a new pool on first
 use: the parent's threads do not exist in it, and tasks sent to their queue would wait forever.
