@@ -37,8 +37,9 @@ encoded, written and read in their own dtype.
 Effort: ``save(..., effort="default")`` decides each large tensor's encoding on a sample of it
 and keeps a compressed encoding only where the sample shows it saving at least a quarter of the
 raw bytes (``tensor_encodings.MIN_SAVING``): so a dense fp32 tensor is stored raw (its exponent
-plane would save about 16% but decode at tens of megabytes a second), while bf16/fp16 float
-planes, pruned, clustered, quantized and binary tensors are coded as before. ``effort="max"``
+plane would save about 16% but decode at tens of megabytes a second; a whole tensor takes float
+planes only in 16-bit floats, ``PLANES_MAX_ITEMSIZE``, whatever an fp32 one would save), while bf16/fp16
+float planes, pruned, clustered, quantized and binary tensors are coded as before. ``effort="max"``
 tries every encoding on every whole tensor, as versions up to 4 did: the smallest file.
 
 Durability: ``save`` fsyncs the file before renaming it into place (``core.files``); ``load``
