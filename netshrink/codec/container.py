@@ -245,12 +245,14 @@ def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int,
 
 
 def _replayed(model: nn.Module, log: list[dict[str, Any]], budget: Budget) -> nn.Module:
-    """``log`` replayed on a caller's model: first on a ``meta`` copy of it (no memory), so a log
-    passing ``budget`` is refused before the real replay allocates anything; then for real."""
+    """``log`` replayed on a caller's model: first on a ``meta`` copy of it, with the layers the
+    rebuilders make built on ``meta`` too (no memory), so a log passing ``budget`` is refused
+    before the real replay allocates anything; then for real."""
     try:
         shadow = meta_shadow(model)
         if shadow is not None:
-            replay(shadow, log, budget)
+            with torch.device("meta"):
+                replay(shadow, log, budget)
         return replay(model, log, budget)
     except NetshrinkFormatError:
         raise
