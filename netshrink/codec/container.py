@@ -37,8 +37,9 @@ encoded, written and read in their own dtype.
 Effort: ``save(..., effort="default")`` decides each large tensor's encoding on a sample of it
 and keeps a compressed encoding only where the sample shows it saving at least a quarter of the
 raw bytes (``tensor_encodings.MIN_SAVING``): so a dense fp32 tensor is stored raw (its exponent
-plane would save about 16% but decode at tens of megabytes a second), while bf16/fp16 float
-planes, pruned, clustered, quantized and binary tensors are coded as before. ``effort="max"``
+plane would save about 16% but decode at tens of megabytes a second; a whole tensor takes float
+planes only in 16-bit floats, ``PLANES_MAX_ITEMSIZE``, whatever an fp32 one would save), while bf16/fp16
+float planes, pruned, clustered, quantized and binary tensors are coded as before. ``effort="max"``
 tries every encoding on every whole tensor, as versions up to 4 did: the smallest file.
 
 Durability: ``save`` fsyncs the file before renaming it into place (``core.files``); ``load``
@@ -58,7 +59,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zlib
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.codec.crc import crc32
 from netshrink.codec.document import pack_document
 from netshrink.codec.entropy import METHODS
 from netshrink.codec.reading import (
@@ -188,7 +189,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             encoded = encode_tensor(tensor, entropy, requested.get(name), effort)
             crcs = [writer.write(data) for data in _ordered_streams(encoded)]
             entry = {"dtype": dtype_name(tensor.dtype)} if tensor.dtype != torch.float32 else {}
-            crc = crcs[0] if encoded.chain == ["dense"] else zlib.crc32(tensor_bits(tensor).data)
+            crc = crcs[0] if encoded.chain == ["dense"] else crc32(tensor_bits(tensor).data)
             entries[name] = {**entry, "shape": list(tensor.shape), **encoded.describe(), "crc": crc}
             del encoded, tensor
         writer.finish({METADATA_KEY: pack_document(_document_text({**document, "tensors": entries}))})
@@ -244,12 +245,14 @@ def _build(doc: dict[str, Any], specs: dict[str, TensorSpec], max_elements: int,
 
 
 def _replayed(model: nn.Module, log: list[dict[str, Any]], budget: Budget) -> nn.Module:
-    """``log`` replayed on a caller's model: first on a ``meta`` copy of it (no memory), so a log
-    passing ``budget`` is refused before the real replay allocates anything; then for real."""
+    """``log`` replayed on a caller's model: first on a ``meta`` copy of it, with the layers the
+    rebuilders make built on ``meta`` too (no memory), so a log passing ``budget`` is refused
+    before the real replay allocates anything; then for real."""
     try:
         shadow = meta_shadow(model)
         if shadow is not None:
-            replay(shadow, log, budget)
+            with torch.device("meta"):
+                replay(shadow, log, budget)
         return replay(model, log, budget)
     except NetshrinkFormatError:
         raise

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from netshrink.codec.crc import crc32
 from netshrink.codec.stream_file import StreamReader
 from netshrink.codec.tensor_encodings import (
     Stream,
@@ -99,7 +99,7 @@ class OpenedFile:
             return
         crc = 0
         for chunk in self.reader.chunks(0, self.reader.nbytes):
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
         if crc != self.doc["stream_crc"]:
             raise NetshrinkFormatError("stream checksum mismatch (file corrupted)")
 
@@ -153,7 +153,7 @@ def decode_tensor(opened: OpenedFile, spec: TensorSpec) -> torch.Tensor:
     """One tensor decoded from its streams and checked against its CRC-32."""
     tensor = decoding(spec.name, lambda: decode_streams(spec.chain, spec.params, opened.streams(spec),
                                                         spec.dtype, spec.shape))
-    check_crc(spec, zlib.crc32(tensor_bits(tensor).data))
+    check_crc(spec, crc32(tensor_bits(tensor).data))
     return tensor
 
 
@@ -222,7 +222,7 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
                              max_decoded_bytes)
                 bits = tensor_bits(decoding(name, lambda spec=spec: decode_streams(
                     spec.chain, spec.params, opened.streams(spec), spec.dtype, spec.shape)))
-                kept[name], crc = int(np.count_nonzero(bits)), zlib.crc32(bits.data)
+                kept[name], crc = int(np.count_nonzero(bits)), crc32(bits.data)
                 del bits
             check_crc(spec, crc)
         return opened.doc, opened.specs, kept

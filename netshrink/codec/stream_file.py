@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from safetensors import safe_open
 
-from netshrink.codec.crc import crc32_combine
+from netshrink.codec.crc import crc32, crc32_combine
 from netshrink.codec.threads import pool, threads
 from netshrink.core.errors import NetshrinkFormatError, one_line
 from netshrink.core.files import open_atomically
@@ -72,7 +71,7 @@ class StreamWriter:
         crc = 0
         for start in range(0, len(view), CHUNK_BYTES):
             chunk = view[start:start + CHUNK_BYTES]
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             self._file.write(chunk)
         self.size += len(view)
         return crc
@@ -143,7 +142,7 @@ class StreamReader:
     def read_into(self, offset: int, target: memoryview) -> int:
         """Read the data at ``offset`` straight into ``target`` (one copy, from the page cache) and
         return its CRC-32. A large target is split in one piece per thread (``os.preadv`` and
-        ``zlib.crc32`` release the GIL), each read and checksummed a chunk at a time while the
+        ``crc.crc32`` release the GIL), each read and checksummed a chunk at a time while the
         chunk is in cache, and the pieces' CRCs combined (``crc.crc32_combine``)."""
         target = target.cast("B")
         pieces = min(threads(), max(1, len(target) // (2 * CHUNK_BYTES)))
@@ -163,7 +162,7 @@ class StreamReader:
             chunk = target[start:start + CHUNK_BYTES]
             if os.preadv(descriptor, [chunk], self.start + offset + start) != len(chunk):
                 raise NetshrinkFormatError("the file ends inside a stream (truncated)")
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
         return crc
 
     def close(self) -> None:

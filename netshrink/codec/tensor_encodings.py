@@ -40,6 +40,7 @@ from netshrink.codec.encodings.base import (
     tensor_bits,
 )
 from netshrink.codec.encodings.sparse import PREFIX
+from netshrink.codec.threads import one_torch_thread
 from netshrink.core.errors import NetshrinkFormatError
 
 __all__ = ["DTYPES", "EFFORTS", "FLOAT_DTYPES", "Encoded", "Stream", "bits_to_tensor", "chain_roles", "chains",
@@ -60,8 +61,9 @@ def _value_count(head: Encoding, params: dict[str, Any]) -> int:
 # --- encoding ------------------------------------------------------------------------------------
 
 #: ``"default"``: a tensor of more than ``SAMPLE_ELEMENTS`` is encoded as its sample says, a
-#: compressed encoding kept only where it saves at least ``MIN_SAVING`` of the raw bytes, its long
-#: symbol streams coded for fast decoding (``entropy.FAST_SLACK``);
+#: compressed encoding kept only where it saves at least ``MIN_SAVING`` of the raw bytes, a whole
+#: tensor in float planes only for floats of at most ``PLANES_MAX_ITEMSIZE`` bytes, its long symbol streams coded
+#: for fast decoding (``entropy.FAST_SLACK``);
 #: ``"max"``: every encoding tried on the whole tensor, the cheapest kept
 EFFORTS = ("default", "max")
 SAMPLE_ELEMENTS = 1 << 16
@@ -69,6 +71,13 @@ SAMPLE_ELEMENTS = 1 << 16
 #: megabytes a second against the gigabytes a second of reading raw bytes), less than what bf16
 #: and fp16 planes (about 30%) and every pruned, shared, quantized or binary tensor give
 MIN_SAVING = 0.25
+#: float planes are entropy coded, so they decode at tens of megabytes a second whatever they save:
+#: a wider float (fp32, fp64) is stored raw at the default effort even where its planes would save
+#: more than ``MIN_SAVING`` (SmolLM2-135M's fp32 weights, dequantized from 4-bit GGUF, save 39% and
+#: took 45x safetensors' time to load, ``benchmarks/io.py``); bf16 and fp16 keep their planes (the
+#: ratio the default effort keeps, issue 21); ``effort="max"`` codes every width. The kept values of
+#: a sparse tensor still take planes at any width: a fraction of the values, decoded beside its index
+PLANES_MAX_ITEMSIZE = 2
 
 
 def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | None = None,
@@ -91,13 +100,19 @@ def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | Non
             return chosen
     if effort == "default" and bits.size > SAMPLE_ELEMENTS:
         return _encode_as_sampled(bits, dtype, shape, "fast" if entropy == "auto" else entropy)
+    if bits.size <= SAMPLE_ELEMENTS:
+        with one_torch_thread():
+            return _cheapest_exact(bits, dtype, shape, entropy)
     return _cheapest_exact(bits, dtype, shape, entropy)
 
 
-def _cheapest_exact(bits: np.ndarray, dtype: str, shape: list[int], entropy: str) -> Encoded:
+def _cheapest_exact(bits: np.ndarray, dtype: str, shape: list[int], entropy: str,
+                    refused: tuple[str, ...] = ()) -> Encoded:
+    """The cheapest exact encoding; the ``refused`` units (never ``dense``) are not tried on the
+    whole tensor, only as the values of a wrapper."""
     values = [e for e in encodings.ENCODINGS if e.values]
     candidates = [e.encode_with(bits, dtype, entropy, values) if e.wraps else e.encode(bits, dtype, shape, entropy)
-                  for e in encodings.ENCODINGS]
+                  for e in encodings.ENCODINGS if e.name not in refused]
     for candidate in sorted((c for c in candidates if c is not None), key=Encoded.cost):
         if _exact(candidate, bits, dtype, shape):
             return candidate
@@ -119,10 +134,13 @@ def _sample(bits: np.ndarray, shape: list[int]) -> tuple[np.ndarray, list[int]]:
 
 def _encode_as_sampled(bits: np.ndarray, dtype: str, shape: list[int], entropy: str) -> Encoded:
     """The whole tensor in the encoding that is cheapest on its sample, when that saves at least
-    ``MIN_SAVING`` of the raw bytes there and holds the whole tensor exactly; else dense."""
+    ``MIN_SAVING`` of the raw bytes there and holds the whole tensor exactly; else dense. A whole
+    tensor in float planes only for floats of at most ``PLANES_MAX_ITEMSIZE`` bytes."""
     dense = encoding("dense")
     sample, sample_shape = _sample(bits, shape)
-    best = _cheapest_exact(sample, dtype, sample_shape, entropy)
+    refused = () if itemsize(dtype) <= PLANES_MAX_ITEMSIZE else ("float_bytes",)
+    with one_torch_thread():
+        best = _cheapest_exact(sample, dtype, sample_shape, entropy, refused)
     if best.chain != ["dense"] and best.cost() <= (1 - MIN_SAVING) * sample.nbytes:
         chosen = _encode_named(bits, dtype, shape, entropy, "+".join(best.chain))
         if chosen is not None and _exact(chosen, bits, dtype, shape):

@@ -34,7 +34,7 @@ from torch import nn
 
 from netshrink.core import record_checks
 from netshrink.core.config import Config
-from netshrink.core.errors import ConfigError, NetshrinkFormatError
+from netshrink.core.errors import ConfigError, NetshrinkFormatError, one_line
 from netshrink.core.registry import apply_, register
 from netshrink.core.transform_log import get_arch
 from netshrink.dynamic.stages import batch_first_shapes, cached_stages
@@ -265,7 +265,9 @@ _HEAD_INPUT_DIMS, _HEAD_INPUT_SIZE = 3, 2 ** 16
 
 def _check(model: nn.Module, record: dict[str, Any]) -> None:
     """One set of exits per model and none on a slimmable one (as the handler refuses); one head
-    input shape per block named, each (F,), (T, D) or (C, H, W)."""
+    input shape per block named, each (F,), (T, D) or (C, H, W); and the heads follow from the
+    model's shapes: the logged head inputs and class count are those the handler measures, probed
+    here on a ``meta`` copy of the model (no memory), so a record cannot size a head at will."""
     record_checks.not_yet(model, SPEC_ATTR, "early_exit")
     record_checks.not_yet(model, "netshrink_widths", "early_exit on a slimmable model")
     config = EarlyExit.from_dict(record["config"])
@@ -279,6 +281,38 @@ def _check(model: nn.Module, record: dict[str, Any]) -> None:
         for size in shape:
             record_checks.size(size, _HEAD_INPUT_SIZE, "a head input dimension")
     record_checks.size(record.get("num_classes"), _HEAD_INPUT_SIZE, "num_classes")
+    measured, num_classes = _probed_shapes(model, config)
+    if shapes != measured or record["num_classes"] != num_classes:
+        raise NetshrinkFormatError(f"exit heads must follow from the model's shapes: heads read {measured} "
+                                   f"into {num_classes} classes, the record logs {str(shapes)[:80]} into "
+                                   f"{record['num_classes']}")
+
+
+def _probed_shapes(model: nn.Module, config: EarlyExit) -> tuple[list[list[int]], int]:
+    """The head input shapes and class count the handler would log for ``config``, measured on a
+    ``meta`` copy of ``model`` (the model itself when it is on ``meta`` already)."""
+    from netshrink.core.rebuild import meta_shadow  # rebuild imports the registry this module uses
+
+    try:
+        on_meta = all(t.device.type == "meta" for t in [*model.parameters(), *model.buffers()])
+        probe = model if on_meta else meta_shadow(model)
+        if probe is None:
+            raise NetshrinkFormatError("the model cannot be copied to the meta device to check its exits")
+        input_shape = sample_shape(probe, config.input_shape)
+        meta = torch.device("meta")
+        was_training = probe.training
+        probe.eval()
+        try:
+            shapes = batch_first_shapes(cached_stages(probe, config.after), input_shape, meta)
+            with torch.no_grad():
+                num_classes = int(probe(torch.zeros(3, *input_shape, device=meta)).shape[-1])
+        finally:
+            probe.train(was_training)
+    except NetshrinkFormatError:
+        raise
+    except Exception as error:  # noqa: BLE001 (a model from a file that does not run)
+        raise NetshrinkFormatError(f"cannot measure the exit heads' inputs on the model ({one_line(error)})") from None
+    return [list(shape) for shape in shapes], num_classes
 
 
 @register(EarlyExit, "early_exit", rebuild=_rebuild, check=_check, structural=True, training=EXITS,

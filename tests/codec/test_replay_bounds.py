@@ -58,22 +58,51 @@ def test_the_replay_is_bounded_summed_over_its_steps(tmp_path):
     refused(lambda: load(path), "budget")
 
 
+class SmallConv(nn.Module):
+    """A user's model with (C, H, W) features for exit heads: 1x8x8 input, 4 channels, 10 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
 def test_a_record_a_later_record_replaces_is_bounded_too(tmp_path):
-    """A 65,536 x 65,536 exit head (16 GiB) that a later low-rank record replaces by rank-1 factors:
-    the finished model is small, the step that makes the head is not."""
-    width = 65_536
+    """A conv exit head 2**20 channels wide (a 151 MB 3x3 conv on the meta copy) that a later
+    low-rank record replaces by rank-1 factors: the finished model would be small, the step that
+    makes the head is not."""
+    width = 2 ** 20
+    exit_config = {"type": "EarlyExit", "version": 1, "after": ["features"], "head": "conv", "head_channels": width,
+                   "pool": 1, "criterion": "max_softmax", "input_shape": [1, 8, 8]}
+    rank_config = {"type": "LowRank", "version": 1, "rank": 1, "energy": None, "param_ratio": None,
+                   "conv": "channel", "layers": ["exit_heads.0.0"]}
+    log = [{"verb": "early_exit", "config": exit_config, "shapes": [[4, 8, 8]], "num_classes": 10},
+           {"verb": "low_rank", "config": rank_config, "layers": {"exit_heads.0.0": {"kind": "conv", "rank": 1}}}]
+    shapes = {name: list(tensor.shape) for name, tensor in SmallConv().state_dict().items()}
+    path = tmp_path / "head.nsk"
+    assert write(path, shapes, log) < 4000
+    # the exit check first traces the model's stages on a meta copy (torch.fx: tens of thousands of
+    # calls, bounded by the model, not by the file)
+    refused(lambda: load(path, model=SmallConv()), "budget", operations_limit=4 * REFUSAL_OPERATIONS)
+
+
+def test_exit_heads_follow_from_the_models_shapes(tmp_path):
+    """A logged exit head input (or class count) other than the model's own would size a head at
+    will; one after LeNet's 300-wide fc1 into its 10 classes logged as 4,096 wide, or into 4,096
+    classes, or as (300, 1), is refused by the record check before anything is built."""
     exit_config = {"type": "EarlyExit", "version": 1, "after": ["fc1"], "head": "linear", "head_channels": 32,
                    "pool": 1, "criterion": "max_softmax", "input_shape": []}
-    rank_config = {"type": "LowRank", "version": 1, "rank": 1, "energy": None, "param_ratio": None,
-                   "conv": "channel", "layers": ["exit_heads.0"]}
-    log = [{"verb": "early_exit", "config": exit_config, "shapes": [[width]], "num_classes": width},
-           {"verb": "low_rank", "config": rank_config, "layers": {"exit_heads.0": {"kind": "linear", "rank": 1}}}]
-    shapes = {"exit_thresholds": [1], "exit_fixed": ([], "int64"), **lenet_shapes(64),
-              "exit_heads.0.reduce.weight": [1, width], "exit_heads.0.expand.weight": [width, 1],
-              "exit_heads.0.expand.bias": [width]}
-    path = tmp_path / "head.nsk"
-    assert write(path, shapes, log, {"name": "lenet300_100", "kwargs": {"in_features": 64}}) < 4000
-    refused(lambda: load(path), "budget")
+    arch = {"name": "lenet300_100", "kwargs": {"in_features": 64}}
+    for shapes, classes in (([[4096]], 10), ([[300]], 4096), ([[300, 1]], 10)):
+        log = [{"verb": "early_exit", "config": exit_config, "shapes": shapes, "num_classes": classes}]
+        head = {"exit_heads.0.weight": [classes, shapes[0][0]], "exit_heads.0.bias": [classes]}
+        extra = {"exit_thresholds": [1], "exit_fixed": ([], "int64")}
+        path = tmp_path / "head.nsk"
+        assert write(path, {**lenet_shapes(64), **extra, **head}, log, arch) < 4000
+        refused(lambda path=path: load(path), "exit heads must follow from the model's shapes")
 
 
 class Layers(nn.Module):

@@ -102,6 +102,21 @@ def test_default_effort_keeps_dense_fp32_raw_and_codes_bf16_planes(tmp_path):
     assert (tmp_path / "max.nsk").stat().st_size < (tmp_path / "fp32.nsk").stat().st_size
 
 
+def test_default_effort_never_codes_fp32_planes_even_where_they_save_much(tmp_path, monkeypatch):
+    """fp32 weights holding bf16 values: half of each value's bytes are zero, so the planes save
+    more than ``MIN_SAVING``, but they decode at entropy-coder speed; the default stores them raw."""
+    import netshrink.codec.tensor_encodings as tensor_encodings
+
+    model = stack().to(torch.bfloat16).float()
+    save(model, tmp_path / "default.nsk")
+    assert chains(tmp_path / "default.nsk")[1]["0.weight"] == "dense"
+    save(model, tmp_path / "max.nsk", effort="max")
+    assert chains(tmp_path / "max.nsk")[1]["0.weight"] == "float_bytes"
+    monkeypatch.setattr(tensor_encodings, "PLANES_MAX_ITEMSIZE", 4)  # the width rule is what decides
+    save(model, tmp_path / "wide.nsk")
+    assert chains(tmp_path / "wide.nsk")[1]["0.weight"] == "float_bytes"
+
+
 def test_the_sample_decides_sparse_and_shared_weights(tmp_path):
     model = stack()
     with torch.no_grad():

@@ -43,7 +43,7 @@ class AffineInt(Encoding):
         values = bits_to_tensor(bits, dtype, [bits.size])
         if not bool(torch.isfinite(values).all()):
             return None
-        unique = torch.unique(values.double())
+        unique = torch.from_numpy(np.unique(values.double().numpy()))  # numpy's sort: several times torch's here
         if unique.numel() < 2:
             return None
         step = float((unique[1:] - unique[:-1]).min())

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import zlib
 
 import numpy as np
 
+from netshrink.codec.crc import crc32
 from netshrink.codec.encodings.base import (
     BITS_NUMPY,
     SYMBOLS,
@@ -120,6 +120,6 @@ class Sparse(Encoding):
             piece = buffer[: min(chunk, numel - start)]
             lo, hi = int(bounds[index]), int(bounds[index + 1])
             piece[positions[lo:hi] - start] = values[lo:hi]
-            crc = zlib.crc32(piece, crc)  # little-endian dtype: the file's byte order
+            crc = crc32(piece, crc)  # little-endian dtype: the file's byte order
             piece[positions[lo:hi] - start] = 0
         return kept, crc
