@@ -133,7 +133,8 @@ def search_scales(layer: nn.Module, inputs: LayerInputs, config: AWQ) -> tuple[t
         return output_error(layer, weight - quantized / columns, inputs), alpha, scale, quantized, grid
 
     rounded = candidate(0.0)
-    alphas = [step / config.grid for step in range(1, config.grid + 1)] if config.alpha is None else [config.alpha]
+    alphas = [step / config.grid for step in range(1, config.grid + 1)] if config.alpha is None \
+        else [config.alpha] if config.alpha != 0 else []
     best = rounded if config.alpha in (None, 0) else None
     for alpha in alphas:
         tried = candidate(alpha)
