@@ -505,7 +505,7 @@ def markdown(doc: dict) -> str:
                   "| setting | seeds | perplexity | x fp32 | perplexity (ood) |", "|---|---|---|---|---|"]
         base = smol["fp32"]["0"]["evaluation"]
         for setting, rows in smol.items():
-            if setting == "lossless":
+            if setting.startswith("lossless"):
                 continue
             r = list(rows.values())
             value = _mean(x["evaluation"] for x in r)
@@ -515,6 +515,8 @@ def markdown(doc: dict) -> str:
             lossless = smol["lossless"]
             lines += ["", f"Lossless: the fp32 model's `.nsk` is {lossless['file_bytes']:,} B against the GGUF file's "
                       f"{lossless['gguf_bytes']:,} B; weights bit-exact after load: {lossless['bit_exact']}."]
+        if "lossless_error" in smol:
+            lines += ["", f"Lossless: not measured ({smol['lossless_error']})."]
         lines.append("")
     lines += [targets_markdown(doc["targets"])]
     return "\n".join(lines)
