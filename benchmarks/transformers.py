@@ -60,7 +60,7 @@ RECOVERY = {"steps": 48, "batch_size": 16, "lr": 5e-5}
 QUICK = {"calibration": {"minilm": 16, "smollm2": 2}, "evaluation": {"minilm": 32, "smollm2": 1}, "seeds": (0,),
          "recovery_steps": 2}
 PARTS = ("minilm", "smollm2")
-PART_KEYS = {"minilm": ("minilm", "peers"), "smollm2": ("smollm2",)}
+PART_KEYS = {"minilm": ("minilm", "peers"), "smollm2": ("smollm2",), "peers": ("peers",)}
 
 
 # --- models and metrics -----------------------------------------------------------------------------
@@ -205,14 +205,15 @@ class Run:
         self.extra["seconds"] = time.time() - self.start
         if finished:
             self.extra["finished"] = sorted({*self.extra.get("finished", []), *(PARTS if self.only is None
-                                                                               else [self.only])})
+                                                                               else [self.only])} & set(PARTS))
         measurements, extra = self.m, dict(self.extra)
         path = RESULTS / f"{NAME}.json"
         if self.only is not None and path.exists():  # the other part's process publishes the same run
             previous = json.loads(path.read_text())
             if previous.get("date") == self.date:
                 mine = PART_KEYS[self.only]
-                measurements = {k: (v if k in mine else previous["measurements"].get(k, v)) for k, v in self.m.items()}
+                measurements = {k: (v if k in mine and (v or k not in previous["measurements"])
+                                    else previous["measurements"].get(k, v)) for k, v in self.m.items()}
                 extra = {**{k: v for k, v in previous.items() if k not in ("benchmark", "date", "machine", "targets",
                                                                                "measurements", "history")}, **extra}
                 extra["finished"] = sorted({*previous.get("finished", []), *self.extra.get("finished", [])})
@@ -223,6 +224,32 @@ class Run:
             print(markdown(doc))
         else:
             publish(NAME, doc, markdown)
+
+
+def minilm_test_passages(run: Run, tokenizer) -> tuple[dict, dict]:
+    """The evaluation and out-of-domain passages (read only after the validation choices)."""
+    evaluation = text.encoder_passages(tokenizer, text.topic_text(text.topic_parts()["evaluation"]), MINILM_LENGTH,
+                                       run.evaluation["minilm"])
+    ood = text.encoder_passages(tokenizer, text.docstring_text(), MINILM_LENGTH, run.evaluation["minilm"])
+    return evaluation, ood
+
+
+def run_peers_alone(run: Run) -> None:
+    """The MiniLM peers in a process of their own (``--only peers``), beside the MiniLM part; their
+    figures are kept in ``runs/`` so a second call republishes them without measuring again."""
+    from netshrink.models.pretrained import load_pretrained
+
+    kept = ROOT / "runs" / f"transformers-peers-{run.date.replace(':', '')}.json"
+    if kept.exists():
+        run.m["peers"] = json.loads(kept.read_text())
+        run.publish(False)
+        return
+    pretrained = load_pretrained("minilm")
+    evaluation, ood = minilm_test_passages(run, pretrained.tokenizer)
+    reference = {"evaluation": embeddings(pretrained.model, evaluation), "ood": embeddings(pretrained.model, ood)}
+    run_peers(run, pretrained.model, evaluation, ood, reference)
+    kept.parent.mkdir(exist_ok=True)
+    kept.write_text(json.dumps(run.m["peers"]))
 
 
 def run_minilm(run: Run) -> None:
@@ -253,9 +280,7 @@ def run_minilm(run: Run) -> None:
         choices[setting] = max(scores[setting], key=scores[setting].get)
     run.extra["choices"] = {"chosen": choices, "validation_cosine": scores}
 
-    evaluation = text.encoder_passages(tokenizer, text.topic_text(parts["evaluation"]), MINILM_LENGTH,
-                                       run.evaluation["minilm"])
-    ood = text.encoder_passages(tokenizer, text.docstring_text(), MINILM_LENGTH, run.evaluation["minilm"])
+    evaluation, ood = minilm_test_passages(run, tokenizer)
     reference = {"evaluation": embeddings(base, evaluation), "ood": embeddings(base, ood)}
     fp32_bytes, _ = file_bytes(copy.deepcopy(base), run.folder, "fp32")
     run.m["minilm"]["fp32"] = {"file_bytes": fp32_bytes}
@@ -530,7 +555,7 @@ def markdown(doc: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny subset, to smoke-test the script")
-    parser.add_argument("--only", choices=PARTS, help="run one model only (two processes may run the two parts "
+    parser.add_argument("--only", choices=(*PARTS, "peers"), help="run one part only (processes may run the parts "
                         "of one run side by side, each on one core, given the same --date)")
     parser.add_argument("--date", help="the run's date (ISO), shared by the two --only processes of one run")
     args = parser.parse_args()
@@ -542,7 +567,9 @@ def main() -> None:
         run_minilm(run)
     if args.only in (None, "smollm2"):
         run_smollm2(run)
-    run.publish(True)
+    if args.only == "peers":
+        run_peers_alone(run)
+    run.publish(args.only != "peers")
 
 
 if __name__ == "__main__":
