@@ -264,26 +264,31 @@ def run_minilm(run: Run) -> None:
     validation = text.encoder_passages(tokenizer, text.topic_text(parts["validation"]), MINILM_LENGTH,
                                        run.evaluation["minilm"])
     subsets = {seed: text.subset(pool, run.calibration["minilm"], seed) for seed in run.seeds}
-    reference_val = embeddings(base, validation)
+    reference_val = embeddings(base, validation) if same_run(run) is None else None
 
-    # choices on validation only (calibration subset 0), before the evaluation part is read
-    choices, scores = {}, {}
-    for setting, bits in (("w4_g128", 4), ("w3_g128", 3)):
-        scores[setting] = {}
-        for method in ("gptq", "awq"):
-            model = copy.deepcopy(base)
-            from netshrink.quant import quantize_
-            quantize_(model, weight_method(method, bits, GROUP["minilm"], subsets[run.seeds[0]]))
-            quantize_embeddings(model, 4)
-            scores[setting][method] = retrieval(reference_val, embeddings(model.eval(), validation))["cosine"]
-            run.log(f"validation {setting} {method}: cosine {scores[setting][method]:.4f}")
-        choices[setting] = max(scores[setting], key=scores[setting].get)
-    run.extra["choices"] = {"chosen": choices, "validation_cosine": scores}
+    previous = same_run(run)
+    if previous is not None and "choices" in previous:  # resumed: the choices and figures of this run so far
+        run.extra["choices"], run.m["minilm"] = previous["choices"], previous["measurements"]["minilm"]
+        choices = previous["choices"]["chosen"]
+        run.log(f"resumed with {sorted(run.m['minilm'])}")
+    else:  # choices on validation only (calibration subset 0), before the evaluation part is read
+        choices, scores = {}, {}
+        for setting, bits in (("w4_g128", 4), ("w3_g128", 3)):
+            scores[setting] = {}
+            for method in ("gptq", "awq"):
+                model = copy.deepcopy(base)
+                netshrink.quantize_(model, weight_method(method, bits, GROUP["minilm"], subsets[run.seeds[0]]))
+                quantize_embeddings(model, 4)
+                scores[setting][method] = retrieval(reference_val, embeddings(model.eval(), validation))["cosine"]
+                run.log(f"validation {setting} {method}: cosine {scores[setting][method]:.4f}")
+            choices[setting] = max(scores[setting], key=scores[setting].get)
+        run.extra["choices"] = {"chosen": choices, "validation_cosine": scores}
 
     evaluation, ood = minilm_test_passages(run, tokenizer)
     reference = {"evaluation": embeddings(base, evaluation), "ood": embeddings(base, ood)}
-    fp32_bytes, _ = file_bytes(copy.deepcopy(base), run.folder, "fp32")
-    run.m["minilm"]["fp32"] = {"file_bytes": fp32_bytes}
+    if "fp32" not in run.m["minilm"]:
+        run.m["minilm"]["fp32"] = {"file_bytes": file_bytes(copy.deepcopy(base), run.folder, "fp32")[0]}
+    fp32_bytes = run.m["minilm"]["fp32"]["file_bytes"]
 
     def measure(model: nn.Module, name: str, check_load: bool) -> dict:
         row = {part: retrieval(reference[part], embeddings(model, data))
@@ -301,26 +306,38 @@ def run_minilm(run: Run) -> None:
     recovered = ("w3_g128", "sparsegpt50", "sparsegpt_2_4")
     for seed in run.seeds:  # seed by seed, so a run cut short has every setting on its first seeds
         for setting in ((*once, *seeded) if seed == run.seeds[0] else seeded):
-            model = build_minilm(base, setting, subsets[seed], choices)
-            if setting == "chained":  # the chained target is after recovery
-                recover(model, base, pool, run.recovery_steps)
-            to_recover = copy.deepcopy(model) if setting in recovered and seed == run.seeds[0] else None
-            row = measure(model, f"{setting}-{seed}", check_load=seed == run.seeds[0])
-            run.m["minilm"].setdefault(setting, {})[str(seed)] = row
-            run.log(f"{setting} seed {seed}: cosine {row['evaluation']['cosine']:.4f}, {row['file_bytes']:,} B")
-            if to_recover is not None:
-                model = to_recover
+            done = str(seed) in run.m["minilm"].get(setting, {})
+            to_recover = setting in recovered and seed == run.seeds[0] and f"{setting}_recovered" not in run.m["minilm"]
+            if not done:
+                model = build_minilm(base, setting, subsets[seed], choices)
+                if setting == "chained":  # the chained target is after recovery
+                    recover(model, base, pool, run.recovery_steps)
+                row = measure(model, f"{setting}-{seed}", check_load=seed == run.seeds[0])
+                run.m["minilm"].setdefault(setting, {})[str(seed)] = row
+                run.log(f"{setting} seed {seed}: cosine {row['evaluation']['cosine']:.4f}, {row['file_bytes']:,} B")
+            if to_recover:
+                model = build_minilm(base, setting, subsets[seed], choices)
                 recover(model, base, pool, run.recovery_steps)
                 row = measure(model, f"{setting}-rec", True)
                 run.m["minilm"][f"{setting}_recovered"] = {str(seed): row}
                 run.log(f"{setting} recovered: cosine {row['evaluation']['cosine']:.4f}")
-            run.publish(False)
-        if seed == run.seeds[0]:
+            if not done or to_recover:
+                run.publish(False)
+        if seed == run.seeds[0] and run.only is None:  # with --only, the peers run as --only peers
             try:
                 run_peers(run, base, evaluation, ood, reference)
             except Exception as error:  # noqa: BLE001 (the peers' failure is reported; our seeds go on)
                 run.m["peers"]["error"] = {"not_run": f"{type(error).__name__}: {str(error)[:200]}"}
                 run.log(f"peers failed: {run.m['peers']['error']}")
+
+
+def same_run(run: Run) -> dict | None:
+    """The results file of this run (same date) when a part of it published already, else None."""
+    path = RESULTS / f"{NAME}.json"
+    if run.quick or not path.exists():
+        return None
+    previous = json.loads(path.read_text())
+    return previous if previous.get("date") == run.date else None
 
 
 def run_peers(run: Run, base: nn.Module, evaluation, ood, reference) -> None:
