@@ -89,12 +89,17 @@ class LayerInputs:
     """The Hessian ``2 X X^T / n`` (or its diagonal) of the inputs one layer has seen so far.
 
     ``hessian`` is ``(groups, columns, columns)`` (``(groups, columns)`` with ``diagonal``), in
-    float32 on the inputs' device; ``rows`` counts the input vectors seen per group.
+    float32 on the inputs' device; ``rows`` counts the input vectors seen per group. ``abs_mean``,
+    ``low`` and ``high`` (``(groups, columns)``) are each column's mean ``|x|``, minimum and maximum,
+    the activation statistics of AWQ and SmoothQuant.
     """
 
     def __init__(self, layer: nn.Module, diagonal: bool = False) -> None:
         self.layer, self.diagonal = layer, diagonal
         self.hessian: torch.Tensor | None = None
+        self.abs_mean: torch.Tensor | None = None
+        self.low: torch.Tensor | None = None
+        self.high: torch.Tensor | None = None
         self.rows = 0
 
     def add(self, inputs: torch.Tensor) -> None:
@@ -106,7 +111,11 @@ class LayerInputs:
         if self.hessian is None:
             shape = rows.shape[::2] if self.diagonal else (rows.shape[0], rows.shape[2], rows.shape[2])
             self.hessian = torch.zeros(shape, device=rows.device)
+            self.abs_mean = torch.zeros(rows.shape[::2], device=rows.device)
+            self.low, self.high = rows.amin(dim=1), rows.amax(dim=1)
         self.hessian *= self.rows / (self.rows + count)
+        self.abs_mean += (rows.abs().sum(dim=1) - count * self.abs_mean) / (self.rows + count)
+        self.low, self.high = torch.minimum(self.low, rows.amin(dim=1)), torch.maximum(self.high, rows.amax(dim=1))
         self.rows += count
         rows = rows * (2 / self.rows) ** 0.5
         if self.diagonal:

@@ -27,6 +27,8 @@ CONFIGS = {
     "quantize": netshrink.Quantize(bits=4, granularity="channel", activation_bits=8,
                                    calibration_data=token_inputs(8, seed=1)),
     "gptq": netshrink.GPTQ(bits=4, group_size=8, act_order=True, calibration_data=token_inputs(8, seed=1)),
+    "awq": netshrink.AWQ(bits=4, group_size=8, calibration_data=token_inputs(8, seed=1)),
+    "smoothquant": netshrink.SmoothQuant(alpha=0.5, calibration_data=token_inputs(8, seed=1)),
     "cluster": netshrink.Cluster(bits=3),
     "binarize": netshrink.Binarize(method="bwn"),
     "low_rank": netshrink.LowRank(rank=2),

@@ -6,7 +6,7 @@ import torch
 
 import netshrink
 from netshrink.core import finalize_
-from netshrink.quant import GPTQ, Binarize, Cluster, Quantize
+from netshrink.quant import AWQ, GPTQ, Binarize, Cluster, Quantize, SmoothQuant
 from tests.models import TINY_MODELS
 from tests.quant.helpers import TokenClassifier, round_trip
 
@@ -18,6 +18,8 @@ TECHNIQUES = {
     "int4_channel": Quantize(bits=4, granularity="channel", calibration="percentile"),
     "bf16": Quantize(bits="bf16"),
     "gptq4": GPTQ(bits=4, calibration_data=torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))),
+    "awq4": AWQ(bits=4, grid=4, calibration_data=torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))),
+    "smoothquant": SmoothQuant(calibration_data=torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))),
     "bwn": Binarize(method="bwn"),
     "binaryconnect_stochastic": Binarize(method="binaryconnect", stochastic=True),
 }
@@ -25,7 +27,7 @@ TECHNIQUES = {
 # stores as integers today;
 # bf16's byte planes cost more header than they save on the few thousand weights of some tiny
 # models (the float formats' saving is tested on lenet300_100 in test_uniform)
-NOT_SMALLER = {"int4_channel", "gptq4", "bf16"}
+NOT_SMALLER = {"int4_channel", "gptq4", "bf16", "awq4", "smoothquant"}
 MODELS = {**TINY_MODELS, "token_classifier": TokenClassifier}
 
 
