@@ -165,7 +165,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             ``"auto"`` (the smallest).
         keep_zero_sign: store ``-0.0`` as it is instead of as ``+0.0``.
         encodings: tensor name -> chain to store it in, e.g. ``{"fc1.weight": "codebook"}`` (also
-            ``"int"``, ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``,
+            ``"int"``, ``"group_int"``, ``"group_fmin"``, ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``,
             ``"sparse+codebook"``...); an encoding that cannot hold the tensor exactly is ignored
             and detection decides. A name the model does not have is a ConfigError.
         effort: ``"default"`` (each large tensor's encoding decided on a sample; dense fp32 is
