@@ -90,14 +90,14 @@ def tiny_bert() -> nn.Module:
         max_position_embeddings=16, num_labels=NUM_CLASSES))
 
 
-def tiny_llama() -> nn.Module:
+def tiny_llama(tie: bool = True) -> nn.Module:
     """A 2-layer Llama language model with grouped-query attention (4 query / 2 key-value heads) and
-    the output layer tied to the token embedding (hidden 16; about 6k parameters)."""
+    the output layer tied to the token embedding unless ``tie=False`` (hidden 16; about 6k parameters)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     return LlamaForCausalLM(LlamaConfig(
         vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=True, use_cache=False))
+        num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=tie, use_cache=False))
 
 
 HF_MODELS: dict[str, Callable[[], nn.Module]] = {"bert": tiny_bert, "llama": tiny_llama}

@@ -17,7 +17,8 @@ too)::
                         "chain": "sparse+codebook",            (left out for dense)
                         "params": {coder: {...}},              (left out when empty)
                         "streams": {role: {"n": bytes, "method": entropy coder, "params": {...}}},
-                        "crc": CRC-32 of the decoded tensor}}}
+                        "crc": CRC-32 of the decoded tensor},
+                 later name of a tied tensor: {"alias": its first name}}}
 
 Streams follow one another in document order of the tensors, and within a tensor in the role order
 of its chain (``encodings.chain_roles``), so offsets are implied by the lengths. Only coded streams
@@ -27,6 +28,12 @@ a unit of ``netshrink.codec.encodings``); ``crc`` is over the decoded tensor's r
 bytes. Versions 2 to 4 also carry ``"stream_crc"``, a CRC-32 of all the stream bytes; version 5
 drops it (it cost a second pass over the file, and each tensor's CRC covers its bytes) and is
 written a tensor at a time (``stream_file``).
+
+Tied tensors (state-dict entries that are one tensor: same storage, offset, shape, stride and
+dtype, as a language model's output layer tied to its token embedding) are written once, under
+their first name; each later name is an alias entry with no streams of its own (``validate``
+checks that it names an earlier stored tensor). ``load`` decodes the tensor once and fills every
+alias from it: a model whose weights are tied keeps them tied, one that is not gets a copy.
 
 Streaming: ``save`` encodes one tensor, writes its streams and drops them before the next, and
 ``load`` decodes one tensor at a time straight into the model's parameter or buffer (a dense
@@ -93,6 +100,7 @@ from netshrink.codec.tensor_encodings import (
     tensor_bits,
 )
 from netshrink.codec.validate import (
+    ALIAS_KEY,
     FORMAT_VERSION,
     METADATA_KEY,
     ORIGINAL_BYTES_KEY,
@@ -157,7 +165,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             ``"auto"`` (the smallest).
         keep_zero_sign: store ``-0.0`` as it is instead of as ``+0.0``.
         encodings: tensor name -> chain to store it in, e.g. ``{"fc1.weight": "codebook"}`` (also
-            ``"int"``, ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``,
+            ``"int"``, ``"group_int"``, ``"group_fmin"``, ``"binary"``, ``"dense"``, ``"float_bytes"``, ``"sparse"``,
             ``"sparse+codebook"``...); an encoding that cannot hold the tensor exactly is ignored
             and detection decides. A name the model does not have is a ConfigError.
         effort: ``"default"`` (each large tensor's encoding decided on a sample; dense fp32 is
@@ -183,8 +191,15 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
     known = _document_text(document)  # refuses a log that is not JSON before anything is written
     state = model.state_dict()
     entries: dict[str, Any] = {}
+    stored: dict[tuple[Any, ...], str] = {}  # storage key -> the name it was written under
     with StreamWriter(path, STREAMS_KEY, reserve=len(known) + HEADER_BYTES_PER_TENSOR * len(state)) as writer:
         for name, tensor in state.items():
+            key = _storage_key(tensor)
+            if key in stored:
+                entries[name] = {ALIAS_KEY: stored[key]}
+                continue
+            if key is not None:
+                stored[key] = name
             tensor = _stored(tensor, keep_zero_sign)
             encoded = encode_tensor(tensor, entropy, requested.get(name), effort)
             crcs = [writer.write(data) for data in _ordered_streams(encoded)]
@@ -193,6 +208,15 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             entries[name] = {**entry, "shape": list(tensor.shape), **encoded.describe(), "crc": crc}
             del encoded, tensor
         writer.finish({METADATA_KEY: pack_document(_document_text({**document, "tensors": entries}))})
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...] | None:
+    """What makes two state-dict entries one tensor (tied weights): the same memory viewed the same
+    way; None for an empty tensor (its storage may be anything)."""
+    if tensor.numel() == 0:
+        return None
+    return (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape),
+            tuple(tensor.stride()), tensor.dtype)
 
 
 def _checked_encodings(model: nn.Module, encodings: dict[str, str] | None) -> dict[str, str]:
@@ -326,11 +350,23 @@ def _byte_view(tensor: torch.Tensor) -> memoryview | None:
     return memoryview(tensor.detach().reshape(-1).view(torch.uint8).numpy())
 
 
+def _same_memory(one: torch.Tensor, other: torch.Tensor) -> bool:
+    return (one.device == other.device and one.data_ptr() == other.data_ptr() and one.shape == other.shape
+            and one.stride() == other.stride() and one.dtype == other.dtype)
+
+
 def _fill(opened: OpenedFile, targets: dict[str, torch.Tensor]) -> None:
     """Decode each tensor straight into the parameter or buffer of its name, one at a time: a
-    dense stream is read into its memory, any other decoded and copied in, then dropped."""
+    dense stream is read into its memory, any other decoded and copied in, then dropped; an alias
+    copied from its target unless the model ties them."""
     for name, spec in opened.specs.items():
         target = targets[name]
+        if spec.alias is not None:  # filled from its target, already decoded: nothing when tied
+            source = targets[spec.alias]
+            if not _same_memory(target, source):
+                with torch.no_grad():
+                    target.copy_(source)
+            continue
         view = _byte_view(target) if spec.chain == ["dense"] else None
         if view is not None:
             check_crc(spec, opened.reader.read_into(spec.streams["raw"].offset, view))

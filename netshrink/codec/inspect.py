@@ -35,13 +35,13 @@ def _rows(read: tuple[dict[str, Any], dict[str, Any], dict[str, int]]) -> list[d
     rows = []
     for name, spec in specs.items():
         kept = kept_counts[name]
-        stored = sum(s.nbytes for s in spec.streams.values())
-        index_bytes = spec.streams["gaps"].nbytes if "gaps" in spec.streams else None
+        stored = 0 if spec.alias is not None else sum(s.nbytes for s in spec.streams.values())
+        index_bytes = spec.streams["gaps"].nbytes if "gaps" in spec.streams and spec.alias is None else None
         per = max(kept, 1) if index_bytes is not None else max(spec.numel, 1)
         dense = spec.numel * (4 if spec.dtype in FLOAT_DTYPES else itemsize(spec.dtype))
         rows.append({
-            "name": name, "encoding": "+".join(spec.chain), "dtype": spec.dtype,
-            "shape": spec.shape, "weights": spec.numel, "kept": kept,
+            "name": name, "encoding": "alias" if spec.alias is not None else "+".join(spec.chain),
+            "dtype": spec.dtype, "shape": spec.shape, "weights": spec.numel, "kept": kept,
             "kept_pct": 100.0 * kept / spec.numel if spec.numel else 100.0,
             "bits_per_weight": 8 * (stored - (index_bytes or 0)) / per,
             "bits_per_index": None if index_bytes is None else 8 * index_bytes / per,

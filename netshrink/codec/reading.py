@@ -170,9 +170,9 @@ def decode_peak(specs: dict[str, TensorSpec]) -> int:
 def _decoded_bytes(specs: dict[str, TensorSpec]) -> int:
     """Peak bytes of decoding every tensor and keeping them: all outputs, plus the largest one
     tensor's intermediates (they are freed before the next tensor)."""
-    outputs = {name: spec.numel * itemsize(spec.dtype) for name, spec in specs.items()}
+    outputs = {name: spec.numel * itemsize(spec.dtype) for name, spec in specs.items() if spec.alias is None}
     extra = max((work_bytes(spec.chain, spec.params, spec.dtype, spec.shape) - outputs[name]
-                 for name, spec in specs.items()), default=0)
+                 for name, spec in specs.items() if spec.alias is None), default=0)
     return sum(outputs.values()) + max(0, extra)
 
 
@@ -195,7 +195,10 @@ def read_tensors(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DE
     with open_file(path, max_params) as opened:
         refuse_above("the file's tensors", _decoded_bytes(opened.specs), max_decoded_bytes)
         opened.check_stream_crc()
-        return opened.doc, opened.specs, {name: decode_tensor(opened, spec) for name, spec in opened.specs.items()}
+        tensors: dict[str, torch.Tensor] = {}
+        for name, spec in opened.specs.items():  # an alias is its target's tensor, decoded once
+            tensors[name] = tensors[spec.alias] if spec.alias is not None else decode_tensor(opened, spec)
+        return opened.doc, opened.specs, tensors
 
 
 def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECODED_BYTES,
@@ -211,6 +214,9 @@ def read_kept(path: str | os.PathLike, max_decoded_bytes: int | None = MAX_DECOD
         opened.check_stream_crc()
         kept = {}
         for name, spec in opened.specs.items():
+            if spec.alias is not None:
+                kept[name] = kept[spec.alias]
+                continue
             size = itemsize(spec.dtype)
             if spec.chain[0] == "sparse":
                 refuse_above(f"tensor {name[:80]!r}'s entries", spec.params["sparse"]["entries"] * size,

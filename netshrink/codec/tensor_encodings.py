@@ -3,7 +3,8 @@
 The encodings are those of Deep Compression (Han et al. 2016): pruning leaves a sparse tensor
 stored with a relative index (section 2), weight sharing leaves a codebook plus per-weight indices
 (section 3), and every integer stream then goes through an entropy coder (section 4, Huffman; here
-also ANS). Added to those: k-bit integers on an affine grid (uniform quantization), binary rows
+also ANS). Added to those: k-bit integers on an affine grid (uniform quantization), per row or per
+group (``group_int``), GGUF Q4_1-style blocks with a float minimum (``group_fmin``), binary rows
 holding two values (BinaryConnect / XNOR-Net scaled signs), and lossless byte-plane coding of
 dense floats (ZipNN / DFloat11). Each is one unit in ``netshrink.codec.encodings``; this module
 drives them: it encodes with every unit and keeps the cheapest exact result, and it checks,

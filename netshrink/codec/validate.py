@@ -89,6 +89,10 @@ METADATA_KEYS = (METADATA_KEY,)
 DOCUMENT_KEYS = ("format_version", "architecture", "transform_log", "sections", ORIGINAL_BYTES_KEY, "tensors",
                  "stream_crc")
 TENSOR_KEYS = ("dtype", "shape", "chain", "params", "streams", "crc")
+#: a tensor stored once for several state-dict names (tied weights: one storage) is written under
+#: its first name; each later name's entry is ``{"alias": first name}`` and nothing else (format 5)
+ALIAS_KEY = "alias"
+ALIAS_VERSIONS = (5,)
 STREAM_KEYS = ("n", "method", "params")
 
 
@@ -136,6 +140,8 @@ class TensorSpec:
     params: dict[str, dict[str, Any]]
     streams: dict[str, StreamSpec]
     crc: int
+    #: the earlier tensor this one is an alias of (its dtype, shape and streams), or None
+    alias: str | None = None
 
     @property
     def numel(self) -> int:
@@ -293,6 +299,21 @@ def validate_tensor(name: str, entry: Any, offset: int, data_bytes: int) -> Tens
     return TensorSpec(name, dtype, list(shape), chain, params, streams, crc)
 
 
+def validate_alias(name: str, entry: dict[str, Any], specs: dict[str, TensorSpec], version: int) -> TensorSpec:
+    """An alias entry ``{"alias": target}``: the target is an earlier tensor of the document that
+    is not itself an alias (so no chains and no cycles); the alias takes its dtype, shape, streams
+    and checksum and adds no stream bytes."""
+    _known_keys(entry, (ALIAS_KEY,), f"alias tensor {name!r}")
+    if version not in ALIAS_VERSIONS:
+        _fail(f"tensor {name!r} is an alias, which format version {version} does not have")
+    target = entry[ALIAS_KEY]
+    if not isinstance(target, str) or target not in specs:
+        _fail(f"tensor {name!r} is an alias of {str(target)[:80]!r}, which is no earlier tensor of the file")
+    if specs[target].alias is not None:
+        _fail(f"tensor {name!r} is an alias of {target[:80]!r}, itself an alias (aliases name the stored tensor)")
+    return dataclasses.replace(specs[target], name=name, alias=target)
+
+
 def validate_document(doc: dict[str, Any], data_bytes: int, max_params: int | None = None) -> dict[str, TensorSpec]:
     """Every tensor spec of a parsed document; the streams, end to end in document order, must
     cover the ``data_bytes`` of stream data exactly. Also bounds the declared elements by
@@ -302,12 +323,15 @@ def validate_document(doc: dict[str, Any], data_bytes: int, max_params: int | No
     for name, entry in doc["tensors"].items():
         if not 0 < len(name) <= MAX_NAME_CHARS:
             _fail(f"tensor name {name[:40]!r}... must have 1 to {MAX_NAME_CHARS} characters")
+        if isinstance(entry, dict) and ALIAS_KEY in entry:
+            specs[name] = validate_alias(name, entry, specs, doc["format_version"])
+            continue
         spec = specs[name] = validate_tensor(name, entry, offset, data_bytes)
         offset += sum(s.nbytes for s in spec.streams.values())
     if offset != data_bytes:
         _fail(f"the streams declare {offset} bytes in all, the file holds {data_bytes} bytes of "
               f"stream data")
-    elements = sum(spec.numel for spec in specs.values())
+    elements = sum(spec.numel for spec in specs.values())  # aliases too: a model may hold them untied
     if max_params is not None and elements > max_params:
         _fail(f"the file declares {elements} elements, more than max_params={max_params} (the default "
               f"bound for its size); pass a larger max_params to read a file you trust")

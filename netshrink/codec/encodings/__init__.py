@@ -14,11 +14,13 @@ from netshrink.codec.encodings.binary import Binary
 from netshrink.codec.encodings.codebook import Codebook
 from netshrink.codec.encodings.dense import Dense
 from netshrink.codec.encodings.float_planes import FloatBytes
+from netshrink.codec.encodings.group_fmin import GroupFloatMin
 from netshrink.codec.encodings.group_int import GroupInt
 from netshrink.codec.encodings.sparse import PREFIX, Sparse
 from netshrink.core.errors import NetshrinkFormatError
 
-ENCODINGS: list[Encoding] = [Dense(), FloatBytes(), AffineInt(), GroupInt(), Codebook(), Binary(), Sparse()]
+ENCODINGS: list[Encoding] = [Dense(), FloatBytes(), AffineInt(), GroupInt(), GroupFloatMin(), Codebook(), Binary(),
+                             Sparse()]
 
 
 def encoding(name: str) -> Encoding:
