@@ -504,7 +504,7 @@ def markdown(doc: dict) -> str:
     m = doc["measurements"]
     lines = ["## transformers", "",
              f"`python benchmarks/transformers.py` ({doc['date']}, {doc['device']}, {doc['seconds'] / 60:.0f} min; "
-             f"file sizes measured at commit {doc['size_commit']}, before packed integer grids). Text: CPython's "
+             f"file sizes measured at commit {doc['size_commit']}). Text: CPython's "
              f"`pydoc_data.topics` split by topic key ({doc.get('topics', {})}), MiniLM passages of "
              f"{doc['lengths']['minilm']} tokens, SmolLM2 windows of {doc['lengths']['smollm2']}; "
              f"{doc['calibration_passages']} calibration passages per seed (seeds {doc['seeds']}: calibration "

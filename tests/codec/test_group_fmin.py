@@ -42,6 +42,14 @@ def test_q4_1_blocks_are_found_and_stored_below_their_gguf_size(effort):
     assert np.array_equal(tensor_bits(_decoded(encoded, weight)), tensor_bits(weight))
 
 
+def test_the_default_effort_leaves_float_minimum_grids_of_a_large_fp32_tensor_to_max():
+    """Above the sample size the default effort keeps a wide float's float-minimum grids for
+    ``effort="max"`` (they decode at entropy-coder speed); max finds them."""
+    weight = _dequantized(*_q4_1_blocks(128, 576), (128, 576))
+    assert "group_fmin" not in encode_tensor(weight, effort="default").chain
+    assert encode_tensor(weight, effort="max").chain == ["group_fmin"]
+
+
 def test_the_formula_is_gguf_pys():
     gguf = pytest.importorskip("gguf")
     q, scales, minimums = _q4_1_blocks(8, 64, seed=1)
