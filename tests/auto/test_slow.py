@@ -52,31 +52,37 @@ def test_the_report_renders_in_headless_chromium(searched, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_with_its_finished_points(checkpoint_file, tmp_path):
-    import os
+def test_a_killed_search_resumes_with_its_finished_points(checkpoint_file, tmp_path, capsys):
+    """The killed search is a separate process forked from this one (tests/forked.py: no second torch
+    import), killed by SIGKILL; the resumed one runs the same command in this process."""
     import signal
     import sys
     import time
 
+    from netshrink.cli import main
     from tests.auto.test_cli import SMALL
+    from tests.forked import Forked
 
-    command = [sys.executable, "-m", "netshrink.cli", "auto", str(checkpoint_file), "--data", "digits", "--builder",
-               "tests.models:UserMLP", "--out", str(tmp_path), "--max-bytes", "6x", "--time", "10m", "--points", "3",
-               *SMALL]
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = ["auto", str(checkpoint_file), "--data", "digits", "--builder", "tests.models:UserMLP", "--out",
+            str(tmp_path), "--max-bytes", "6x", "--time", "10m", "--points", "3", *SMALL]
+    process = Forked(lambda: sys.exit(main()), argv)
     first = tmp_path / "points" / "000.json"
     deadline = time.monotonic() + 120  # a hang guard, not a speed claim
-    while not first.exists():
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no point within the guard"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    process.stderr.close()
+    try:
+        while not first.exists():
+            assert process.poll() is None, process.stderr_text()[-2000:]
+            assert time.monotonic() < deadline, "no point within the guard"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
     finished = json.loads(first.read_text())
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "point 0 (reused)" in done.stdout and "table: measured before (reused)" in done.stdout
+    capsys.readouterr()
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "point 0 (reused)" in out and "table: measured before (reused)" in out
     assert json.loads(first.read_text()) == finished
     assert (tmp_path / "model.nsk").exists() and len(json.loads((tmp_path / "result.json").read_text())["points"]) == 3

@@ -2,6 +2,8 @@
 
     torchrun --standalone --nproc_per_node=2 tests/distill/run_recover.py OUT_DIR
 
+or forked by the test (tests/forked.py), which calls ``main``.
+
 The repository root must be on PYTHONPATH. The models are built with ``torch.manual_seed(0)``,
 like the in-process reference run of the test.
 """
@@ -40,7 +42,11 @@ def run(out_dir=None):
     return student
 
 
-if __name__ == "__main__":
+def main() -> None:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     run(sys.argv[1])
+
+
+if __name__ == "__main__":
+    main()

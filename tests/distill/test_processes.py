@@ -1,9 +1,6 @@
-"""distill in its own processes: SIGKILL then resume is bit-exact; torchrun with 2 ranks matches 1."""
-
-import os
-import subprocess
-import sys
-from pathlib import Path
+"""distill in its own processes: SIGKILL then resume is bit-exact; 2 ranks match 1. The processes are
+forked from this one (tests/forked.py: no fresh torch import each); tests/train/test_ddp.py covers the
+real ``torchrun`` launcher."""
 
 import pytest
 import torch
@@ -12,19 +9,12 @@ from netshrink.distillation import distill
 from netshrink.train import load_checkpoint, load_model, save_model
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
 from tests.distill import run_distill
+from tests.forked import Forked, run_ranks
 from tests.kill import kill_after_epoch
 from tests.models import TINY_MODELS
 
-ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 8
 TIMEOUT_S = 180
-
-
-def _env():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
 
 
 def _reference(argv, teacher_path, digits, **kwargs):
@@ -41,8 +31,7 @@ def test_killed_distillation_resumes_bit_exactly(cache, teacher, digits, tmp_pat
     save_model(teacher_path, teacher)
     out = tmp_path / "run"
     argv = [str(out), str(teacher_path), "--epochs", str(EPOCHS)] + (["--cache"] if cache else [])
-    proc = subprocess.Popen([sys.executable, str(Path(run_distill.__file__)), *argv], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = Forked(run_distill.main, argv)
     kill_after_epoch(proc, out / CHECKPOINT_NAME, 2, TIMEOUT_S)
     assert 2 <= load_checkpoint(out / CHECKPOINT_NAME)[1]["epoch"] < EPOCHS and not (out / MODEL_NAME).exists()
     resumed = _reference(argv, teacher_path, digits, out_dir=out, resume=True)
@@ -59,10 +48,8 @@ def test_two_process_ddp_distillation_matches_one_process(teacher, digits, tmp_p
     out = tmp_path / "run"
     # the setting of fit's own DDP test: 1213 samples, the last global batch (61) splits 31 + 30
     argv = [str(out), str(teacher_path), "--epochs", "2", "--cache", "--model", "lenet300_100", "--batch-size", "64"]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(Path(run_distill.__file__)),
-                           *argv], check=False, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in run_ranks(run_distill.main, argv, 300):
+        assert rank.returncode == 0, rank.stderr[-3000:]
     assert load_checkpoint(out / CHECKPOINT_NAME)[1]["world_size"] == 2
     distributed_weights, _ = load_checkpoint(out / MODEL_NAME)
     single = _reference(argv, teacher_path, digits)

@@ -2,10 +2,6 @@
 (``netshrink.distillation.recover``), through fit and through its parametrizations."""
 
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,11 +19,11 @@ from netshrink.train import Callback, FitConfig, load_checkpoint
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
 from tests.distill import run_recover
 from tests.distill.run_recover import bert_pair
+from tests.forked import run_ranks
 from tests.models import TINY_MODELS, tiny_bert, tiny_llama, token_inputs
 
 pytest.importorskip("transformers")
 
-ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = FitConfig(epochs=4, batch_size=16, optimizer="adam", lr=1e-2, weight_decay=0.0)
 HELD_OUT = token_inputs(16, seed=9)
@@ -200,13 +196,8 @@ def test_what_cannot_be_matched_is_refused_in_one_line(tmp_path, case, words):
 def test_two_process_ddp_recovery_matches_one_process(tmp_path):
     """Hidden states are matched, so the classifier gets no gradient: DDP runs only because
     recover leaves such parameters out of training."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", run_recover.__file__, str(tmp_path)],
-                          check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in run_ranks(run_recover.main, [str(tmp_path)], 300):  # forked ranks (tests/forked.py)
+        assert rank.returncode == 0, rank.stderr[-3000:]
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["world_size"] == 2
     distributed_weights, _ = load_checkpoint(tmp_path / MODEL_NAME)
     single = run_recover.run().state_dict()

@@ -1,9 +1,10 @@
 """Data parallel fit with 2 CPU processes (gloo): the weights of one process with the same global
 batch, on tensors and on a torch Dataset; exact mid-epoch resume of a BatchNorm model; a diverged
-loss on one rank stops every rank."""
+loss on one rank stops every rank. One run goes through the real ``torchrun`` launcher (the README's
+way in); the others fork their ranks from this process (tests/forked.py), which spares each process
+torch's import."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from netshrink.train import fit, load_checkpoint
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
+from tests.forked import run_ranks
 from tests.models import TINY_MODELS
 from tests.train import run_fit
 
@@ -34,13 +36,20 @@ def _torchrun(argv: list[str]) -> subprocess.CompletedProcess:
                           timeout=TIMEOUT_S)
 
 
+def _forked(argv: list[str]) -> subprocess.CompletedProcess:
+    """Both ranks forked; fails with rank 1's stderr if only rank 1 fails, else rank 0's outcome."""
+    ranks = run_ranks(run_fit.main, argv, TIMEOUT_S)
+    failed = [rank for rank in ranks if rank.returncode != 0]
+    return failed[0] if failed else ranks[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["tensors", "dataset"])
 def test_two_process_ddp_matches_one_process(tmp_path, digits, source):
     # 1213 training samples: the last global batch (61) splits unevenly, 31 + 30
     argv = [str(tmp_path), "--model", "lenet300_100", "--epochs", "2", "--batch-size", "64",
             "--source", source]
-    done = _torchrun(argv)
+    done = (_torchrun if source == "dataset" else _forked)(argv)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME, MODEL_NAME]
     tensors, meta = load_checkpoint(tmp_path / CHECKPOINT_NAME)
@@ -67,13 +76,13 @@ def test_ddp_resume_mid_epoch_with_batchnorm_matches_uninterrupted_run(tmp_path,
     common = ["--model", "convnet", "--epochs", "2", "--batch-size", "64", "--checkpoint-every-steps", "5",
               "--rank-state"]
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
-    done = _torchrun([str(reference_dir), *common])
+    done = _forked([str(reference_dir), *common])
     assert done.returncode == 0, done.stderr[-3000:]
-    crashed = _torchrun([str(resumed_dir), *common, "--crash-at-step", "27"])
+    crashed = _forked([str(resumed_dir), *common, "--crash-at-step", "27"])
     assert crashed.returncode != 0 and "crash at step 27" in crashed.stderr
     meta = load_checkpoint(resumed_dir / CHECKPOINT_NAME)[1]
     assert (meta["epoch"], meta["step_in_epoch"]) == (1, 6)
-    done = _torchrun([str(resumed_dir), *common, "--resume"])
+    done = _forked([str(resumed_dir), *common, "--resume"])
     assert done.returncode == 0, done.stderr[-3000:]
 
     reference, _ = load_checkpoint(reference_dir / MODEL_NAME)
@@ -89,29 +98,13 @@ def test_ddp_resume_mid_epoch_with_batchnorm_matches_uninterrupted_run(tmp_path,
     assert history[0][-1]["val_acc"] > 0.7  # chance is 0.1; one process, seeds 0-3: 0.86-0.93
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_diverged_loss_on_one_rank_stops_every_rank(tmp_path):
     """Only rank 1's loss is NaN (its gradients are not). Deciding on each rank's own loss let
     rank 1 raise while rank 0 went on into the next all-reduce, where it waits as long as rank 1's
     process lives and dies with gloo's "Connection closed by peer" once it exits (measured), never
     naming the divergence. Launched without torchrun, which would kill the waiting rank itself."""
-    env = {**_env(), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    argv = [sys.executable, str(Path(run_fit.__file__)), str(tmp_path), "--model", "user_mlp", "--epochs", "1",
-            "--batch-size", "32", "--nan-loss-on-rank", "1"]
-    ranks = [subprocess.Popen(argv, cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    try:
-        errors = [rank.communicate(timeout=TIMEOUT_S)[1] for rank in ranks]
-    finally:
-        for rank in ranks:
-            if rank.poll() is None:
-                rank.kill()
-                rank.wait()
+    ranks = run_ranks(run_fit.main, [str(tmp_path), "--model", "user_mlp", "--epochs", "1", "--batch-size", "32",
+                                     "--nan-loss-on-rank", "1"], TIMEOUT_S)
     assert [rank.returncode for rank in ranks] == [1, 1]
-    assert all("training diverged" in err for err in errors), errors[0][-2000:]
+    assert all("training diverged" in rank.stderr for rank in ranks), ranks[0].stderr[-2000:]

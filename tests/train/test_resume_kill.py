@@ -1,20 +1,16 @@
-"""A training process killed with SIGKILL resumes to exactly the weights of an uninterrupted run."""
-
-import os
-import subprocess
-import sys
-from pathlib import Path
+"""A training process killed with SIGKILL resumes to exactly the weights of an uninterrupted run. The
+process is forked from this one (tests/forked.py), so it does not pay torch's import again."""
 
 import pytest
 import torch
 
 from netshrink.train import fit, load_checkpoint
 from netshrink.train.fit import CHECKPOINT_NAME, MODEL_NAME
+from tests.forked import Forked
 from tests.kill import kill_after_epoch
 from tests.models import TINY_MODELS
 from tests.train import run_fit
 
-ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 8
 TIMEOUT_S = 120
 
@@ -23,9 +19,7 @@ TIMEOUT_S = 120
 def test_killed_run_resumes_bit_exactly(tmp_path, digits):
     argv = [str(tmp_path), "--model", "convnet", "--epochs", str(EPOCHS), "--batch-size", "16",
             "--augment"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(Path(run_fit.__file__)), *argv], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = Forked(run_fit.main, argv)
     checkpoint = tmp_path / CHECKPOINT_NAME
     kill_after_epoch(proc, checkpoint, 2, TIMEOUT_S)
     killed_at = load_checkpoint(checkpoint)[1]["epoch"]
