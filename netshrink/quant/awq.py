@@ -38,12 +38,12 @@ from netshrink.core import record_checks
 from netshrink.core.config import Config, unlogged
 from netshrink.core.errors import ConfigError
 from netshrink.core.registry import register
-from netshrink.core.selection import LayerFilter, check_layer_names
-from netshrink.quant.calibration import SCHEMES, Grid, calibrate
-from netshrink.quant.gptq import GPTQ_CALIBRATIONS
+from netshrink.core.selection import LayerFilter
+from netshrink.quant.calibration import Grid, calibrate
+from netshrink.quant.gptq import check_calibrated_grid
 from netshrink.quant.input_scale import INPUT_SCALE, channel_values, column_scales, install_input_scales
-from netshrink.quant.layers import check_bits, check_finite
-from netshrink.quant.uniform import MAX_BITS, MIN_BITS, FakeQuantize, quantize_
+from netshrink.quant.layers import check_finite
+from netshrink.quant.uniform import FakeQuantize, quantize_
 
 MIN_SCALE = 1e-4  # the reference auto_scale's floor on mean|x|^alpha (a channel that never varied)
 
@@ -84,30 +84,10 @@ class AWQ(Config):
     calibration_data: object | None = unlogged()
 
     def __post_init__(self) -> None:
-        check_bits(self.bits, (), MIN_BITS, MAX_BITS)
-        for field in ("group_size", "grid", "batch_size"):
-            value = getattr(self, field)
-            if (value is not None or field != "group_size") and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{field} must be a positive integer{' or None' * (field == 'group_size')}, "
-                                  f"got {value!r}")
+        check_calibrated_grid(self, ("grid", "batch_size"))
         if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
                                        or not 0 <= self.alpha <= 1):
             raise ConfigError(f"alpha must be a number in [0, 1] or None (searched), got {self.alpha!r}")
-        for field, value, allowed in (("scheme", self.scheme, SCHEMES),
-                                      ("calibration", self.calibration, GPTQ_CALIBRATIONS)):
-            if value not in allowed:
-                raise ConfigError(f"unknown {field} {value!r}; choose one of {list(allowed)}")
-        check_layer_names(self.layers)
-
-
-def weight_grid(weight: torch.Tensor, bits: int, scheme: str, method: str, group_size: int | None) -> Grid:
-    """The round-to-nearest grid of ``weight`` ``(rows, columns)``: per row, or per row and group."""
-    if not group_size:
-        return calibrate(weight, bits, scheme, True, method)
-    grid = calibrate(weight.reshape(-1, group_size), bits, scheme, True, method)
-    rows = weight.shape[0]
-    return Grid(grid.scale.reshape(rows, -1), grid.zero_point.reshape(rows, -1), grid.qmin, grid.qmax, group_size)
 
 
 def output_error(layer: nn.Module, change: torch.Tensor, inputs: LayerInputs) -> float:
@@ -128,7 +108,8 @@ def search_scales(layer: nn.Module, inputs: LayerInputs, config: AWQ) -> tuple[t
         scale = magnitude.pow(alpha).clamp_min(MIN_SCALE)
         scale = scale / (scale.max() * scale.min()).sqrt()
         columns = column_scales(layer, scale)
-        grid = weight_grid(weight * columns, config.bits, config.scheme, config.calibration, config.group_size)
+        grid = calibrate(weight * columns, config.bits, config.scheme, True, config.calibration,
+                         group_size=config.group_size or 0)
         quantized = grid.fake_quantize(weight * columns)
         return output_error(layer, weight - quantized / columns, inputs), alpha, scale, quantized, grid
 

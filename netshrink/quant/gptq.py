@@ -93,23 +93,30 @@ class GPTQ(Config):
     calibration_data: object | None = unlogged()
 
     def __post_init__(self) -> None:
-        check_bits(self.bits, (), MIN_BITS, MAX_BITS)
-        for field in ("group_size", "block_size", "batch_size"):
-            value = getattr(self, field)
-            if (value is not None or field != "group_size") and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{field} must be a positive integer{' or None' * (field == 'group_size')}, "
-                                  f"got {value!r}")
+        check_calibrated_grid(self, ("block_size", "batch_size"))
         if not isinstance(self.act_order, bool):
             raise ConfigError(f"act_order must be True or False, got {self.act_order!r}")
         if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) or not 0 <= self.damp <= 1:
             raise ConfigError(f"damp must be a number in [0, 1], got {self.damp!r} (0.01 adds 1% of the mean "
                               "diagonal)")
-        for field, value, allowed in (("scheme", self.scheme, SCHEMES),
-                                      ("calibration", self.calibration, GPTQ_CALIBRATIONS)):
-            if value not in allowed:
-                raise ConfigError(f"unknown {field} {value!r}; choose one of {list(allowed)}")
-        check_layer_names(self.layers)
+
+
+def check_calibrated_grid(config: Config, positive: tuple[str, ...]) -> None:
+    """The options GPTQ and AWQ share: ``bits``, ``group_size`` (a positive integer or None), the
+    ``positive`` integer fields, ``scheme``, ``calibration`` and ``layers``; each wrong one is one
+    ``ConfigError`` line."""
+    check_bits(config.bits, (), MIN_BITS, MAX_BITS)
+    for field in ("group_size", *positive):
+        value = getattr(config, field)
+        if (value is not None or field != "group_size") and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{field} must be a positive integer{' or None' * (field == 'group_size')}, "
+                              f"got {value!r}")
+    for field, value, allowed in (("scheme", config.scheme, SCHEMES),
+                                  ("calibration", config.calibration, GPTQ_CALIBRATIONS)):
+        if value not in allowed:
+            raise ConfigError(f"unknown {field} {value!r}; choose one of {list(allowed)}")
+    check_layer_names(config.layers)
 
 
 class _GridTarget:

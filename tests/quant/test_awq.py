@@ -13,7 +13,8 @@ from netshrink.calibration.hessian import LayerInputs
 from netshrink.core import ConfigError, finalize_, get_log
 from netshrink.core.model_io import call_model, output_tensor
 from netshrink.quant import AWQ, Quantize, quantize_
-from netshrink.quant.awq import search_scales, weight_grid
+from netshrink.quant.awq import search_scales
+from netshrink.quant.calibration import calibrate
 from tests.models import HF_MODELS, TINY_MODELS, sample_inputs, token_inputs
 
 
@@ -37,7 +38,7 @@ def test_layer_output_error_is_below_round_to_nearests_when_a_few_channels_are_l
     scale, quantized, grid, details = search_scales(layer, stats, AWQ(bits=3, group_size=group_size))
     assert torch.equal(grid.fake_quantize(quantized), quantized)  # the stored weight is on its grid
     weight = layer.weight.detach()
-    rounded = weight_grid(weight, 3, "affine", "minmax", group_size).fake_quantize(weight)
+    rounded = calibrate(weight, 3, "affine", True, "minmax", group_size=group_size or 0).fake_quantize(weight)
     awq_error = (inputs / scale) @ quantized.T - inputs @ weight.T
     rtn_error = inputs @ (rounded - weight).T
     assert details["alpha"] > 0 and awq_error.norm() < 0.9 * rtn_error.norm()
