@@ -55,7 +55,7 @@ def results_doc(name: str, measurements: dict, targets: list[dict], date: str | 
     }
 
 
-def _git(*args: str) -> str:
+def git_line(*args: str) -> str:
     """One line of git's output about this checkout, or ``unknown`` outside one."""
     import subprocess
 
@@ -83,8 +83,8 @@ def with_history(doc: dict, previous: dict | None, path: Path) -> dict:
     elif "history" in previous:
         runs = list(previous["history"])
     else:
-        runs = [history_entry(previous, _git("log", "-1", "--format=%h", "--", str(path)))]
-    entry = json.loads(json.dumps(history_entry(doc, _git("rev-parse", "--short", "HEAD"))))  # as read back
+        runs = [history_entry(previous, git_line("log", "-1", "--format=%h", "--", str(path)))]
+    entry = json.loads(json.dumps(history_entry(doc, git_line("rev-parse", "--short", "HEAD"))))  # as read back
     same_run = [i for i, run in enumerate(runs) if run["date"] == entry["date"]]
     if not same_run:
         runs.append(entry)

@@ -48,7 +48,16 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks import transformers_text as text  # noqa: E402
-from benchmarks.common import RESULTS, _git, publish, repo_path, results_doc, seeded_target, target, targets_markdown  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    git_line,
+    publish,
+    repo_path,
+    results_doc,
+    seeded_target,
+    target,
+    targets_markdown,
+)
 
 NAME = "transformers"
 MINILM_LENGTH, SMOLLM2_LENGTH = 128, 512
@@ -195,7 +204,7 @@ class Run:
                             "evaluation_passages": self.evaluation, "recovery": {**RECOVERY,
                                                                                   "steps": self.recovery_steps},
                             "lengths": {"minilm": MINILM_LENGTH, "smollm2": SMOLLM2_LENGTH},
-                            "size_commit": _git("rev-parse", "--short", "HEAD"), "device": "cpu (1 torch thread)"}
+                            "size_commit": git_line("rev-parse", "--short", "HEAD"), "device": "cpu (1 torch thread)"}
         self.folder = Path(tempfile.mkdtemp(prefix="netshrink-transformers-"))
 
     def log(self, message: str) -> None:

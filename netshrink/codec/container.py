@@ -110,6 +110,7 @@ from netshrink.codec.validate import (
 )
 from netshrink.core.errors import ConfigError, NetshrinkError, NetshrinkFormatError, one_line
 from netshrink.core.rebuild import Budget, check_log, meta_shadow, replay
+from netshrink.core.registry import stored_encodings
 from netshrink.core.transform_log import get_arch, get_log, get_sections, set_arch, set_log, set_section
 from netshrink.measure.size import original_size, remember_original_size, set_original_size
 
@@ -169,8 +170,11 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
             ``"sparse+codebook"``...); an encoding that cannot hold the tensor exactly is ignored
             and detection decides. A name the model does not have is a ConfigError.
         effort: ``"default"`` (each large tensor's encoding decided on a sample; dense fp32 is
-            stored raw, fast to write and read) or ``"max"`` (every encoding tried on every
-            tensor: the smallest file, as before format 5). See the module docstring.
+            stored raw, fast to write and read, and a wide float is searched for integer grids only
+            where the technique that made them says so, ``Technique.stored_as``) or ``"max"``
+            (every encoding tried on every tensor: the smallest file, as before format 5; a model
+            quantized elsewhere and dequantized to fp32 is stored on its grids only here). See the
+            module docstring.
 
     Example:
         >>> save(model, "lenet.nsk"); model2 = load("lenet.nsk")
@@ -184,7 +188,7 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
                              "before saving")
     log = get_log(model)
     check_loadable(model, log)
-    requested = _checked_encodings(model, encodings)
+    requested = {**stored_encodings(model, log), **_checked_encodings(model, encodings)}
     remember_original_size(model)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
                 "transform_log": log, "sections": get_sections(model), ORIGINAL_BYTES_KEY: original_size(model)}

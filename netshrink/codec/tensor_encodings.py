@@ -79,12 +79,16 @@ MIN_SAVING = 0.25
 #: ratio the default effort keeps, issue 21); ``effort="max"`` codes every width. The kept values of
 #: a sparse tensor still take planes at any width: a fraction of the values, decoded beside its index
 PLANES_MAX_ITEMSIZE = 2
-#: what the default effort never tries on a whole wide float (fp32, fp64): float planes (above), and
+#: what the default effort never tries on a whole wide float (fp32, fp64): float planes (above),
 #: float-minimum group grids (``group_fmin``: GGUF Q4_1-style weights), whose entropy-coded codes
 #: decode at about 5.5 M values a second: SmolLM2-135M dequantized from GGUF saved 0.88x the GGUF
-#: file that way but took about 100x safetensors' time to save and 48x to load (measured, 2026-12-03).
-#: ``effort="max"`` tries them; the default stores such a model raw, at safetensors' pace.
-DEFAULT_REFUSED_WIDE = ("float_bytes", "group_fmin")
+#: file that way but took about 100x safetensors' time to save and 48x to load (measured, 2026-12-03);
+#: and integer grids per group (``group_int``), whose search took SmolLM2 60x safetensors' save time
+#: and 14x its load time (``benchmarks/io.py``, 2026-12-03). A tensor netshrink itself put on such
+#: grids is still stored as integers: its technique says so (``Technique.stored_as``, tried first by
+#: ``save`` at every effort). ``effort="max"`` tries them all; the default stores any other wide
+#: float raw, at safetensors' pace.
+DEFAULT_REFUSED_WIDE = ("float_bytes", "group_fmin", "group_int")
 
 
 def encode_tensor(tensor: torch.Tensor, entropy: str = "auto", prefer: str | None = None,

@@ -14,7 +14,10 @@ rest of netshrink needs to know, so nothing outside this module compares techniq
 - ``repair``: what the pipeline runs after the verb, before fine-tuning (BatchNorm re-estimation
   after a factorization);
 - ``training``: for a technique that makes a model dynamic, how every later fine-tuning trains it
-  (the joint loss) and how it is re-calibrated afterwards.
+  (the joint loss) and how it is re-calibrated afterwards;
+- ``stored_as``: the file encoding of the tensors its record changed (integer grids per group), so
+  ``save`` stores them compactly without searching (its default effort does not search a wide
+  float for grids: that search is what made a model dequantized from GGUF slow to save).
 
 Techniques are found through the package entry-point group ``netshrink.techniques`` (each entry
 names a module that registers on import): netshrink's own families are listed there in
@@ -55,6 +58,10 @@ generic baking of parametrizations; structural surgery it does must itself go th
 so the log records it."""
 Repair = Callable[[nn.Module, Any], None]
 """``repair(model, data)``: what the pipeline runs right after the verb and before fine-tuning."""
+StoredAs = Callable[[nn.Module, dict[str, Any]], dict[str, str]]
+"""``stored_as(model, record) -> {tensor name: chain}``: the encoding ``save`` tries first for each tensor
+the record changed (e.g. ``{"fc1.weight": "group_int"}``); names the model no longer has are
+ignored, and a chain that does not hold the tensor exactly falls back to detection."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +98,7 @@ class Technique:
     training: DynamicTraining | None = None
     verb: Callable[..., nn.Module] | None = None
     aliases: tuple[str, ...] = ()
+    stored_as: StoredAs | None = None
 
     def check_record(self, model: nn.Module, record: dict[str, Any]) -> None:
         """Refuse (``NetshrinkFormatError``, one line) a record the handler would not have written:
@@ -145,7 +153,7 @@ def load_techniques() -> None:
 def register(config_type: type[Config], name: str, *, rebuild: Rebuilder | None, check: RecordCheck | None = None,
              finalize: Finalizer | None = None, structural: bool = False, repair: Repair | None = None,
              training: DynamicTraining | None = None, verb: Callable[..., nn.Module] | None = None,
-             aliases: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+             aliases: tuple[str, ...] = (), stored_as: StoredAs | None = None) -> Callable[[Handler], Handler]:
     """Decorator registering ``handler(model, config)`` as the technique for ``config_type``.
 
     Args:
@@ -161,6 +169,7 @@ def register(config_type: type[Config], name: str, *, rebuild: Rebuilder | None,
         training: for a technique that makes the model dynamic, how it trains from then on.
         verb: the public ``verb_(model, config) -> model`` function (exported from ``netshrink``).
         aliases: other names recipes may use for it.
+        stored_as: the encodings ``save`` tries first for the tensors a record changed (see ``StoredAs``).
 
     Example:
         >>> @register(MagnitudePrune, "magnitude_prune", rebuild=None, verb=prune_, aliases=("prune",))
@@ -176,7 +185,7 @@ def register(config_type: type[Config], name: str, *, rebuild: Rebuilder | None,
             if key in _BY_NAME:
                 raise ValueError(f"name {key!r} is already registered (by {_BY_NAME[key].config_type.__name__})")
         technique = Technique(name, config_type, handler, rebuild, check, finalize, structural, repair, training,
-                              verb, tuple(aliases))
+                              verb, tuple(aliases), stored_as)
         _BY_CONFIG[config_type] = technique
         for key in (name, *aliases):
             _BY_NAME[key] = technique
@@ -210,6 +219,17 @@ def apply_as(verb: Callable[..., nn.Module], model: nn.Module, config: Config, f
         raise ConfigError(f"{verb.__name__} takes a {family} config ({known}), got {type(config).__name__}; use "
                           "apply_ for other techniques")
     return apply_(model, config)
+
+
+def stored_encodings(model: nn.Module, log: list[dict[str, Any]]) -> dict[str, str]:
+    """Tensor name -> the encoding its last technique says it is stored in (``Technique.stored_as``),
+    over ``model``'s whole ``log``; a later record's word replaces an earlier one's."""
+    found: dict[str, str] = {}
+    for record in log:
+        technique = technique_of(record.get("verb", ""))
+        if technique is not None and technique.stored_as is not None:
+            found.update(technique.stored_as(model, record))
+    return found
 
 
 def technique_of(name: str) -> Technique | None:

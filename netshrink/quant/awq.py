@@ -42,7 +42,7 @@ from netshrink.core.selection import LayerFilter
 from netshrink.quant.calibration import Grid, calibrate
 from netshrink.quant.gptq import check_calibrated_grid
 from netshrink.quant.input_scale import INPUT_SCALE, channel_values, column_scales, install_input_scales
-from netshrink.quant.layers import check_finite
+from netshrink.quant.layers import check_finite, stored_on_grids
 from netshrink.quant.uniform import FakeQuantize, quantize_
 
 MIN_SCALE = 1e-4  # the reference auto_scale's floor on mean|x|^alpha (a channel that never varied)
@@ -168,7 +168,7 @@ def rebuild_input_scales(model: nn.Module, record: dict) -> None:
     install_input_scales(model, dict.fromkeys(record["layers"]))
 
 
-@register(AWQ, "awq", rebuild=rebuild_input_scales, check=check_record, verb=quantize_)
+@register(AWQ, "awq", rebuild=rebuild_input_scales, check=check_record, verb=quantize_, stored_as=stored_on_grids)
 def _awq(model: nn.Module, config: AWQ) -> dict:
     return solve_layers(model, config, lambda name, module, inputs: _quantize_layer(name, module, inputs, config),
                         lambda name, module: _check_layer(name, module, config))

@@ -46,7 +46,7 @@ from netshrink.core.registry import register
 from netshrink.core.selection import LayerFilter, check_layer_names
 from netshrink.prune.masks import current_mask
 from netshrink.quant.calibration import SCHEMES, Grid, calibrate
-from netshrink.quant.layers import check_bits, check_finite
+from netshrink.quant.layers import check_bits, check_finite, stored_on_grids
 from netshrink.quant.uniform import MAX_BITS, MIN_BITS, FakeQuantize, quantize_
 
 GPTQ_CALIBRATIONS = ("minmax", "mse")
@@ -202,7 +202,7 @@ def _check(model: nn.Module, record: dict) -> None:
     record_checks.layers(model, record.get("layers"), LAYER_KINDS)
 
 
-@register(GPTQ, "gptq", rebuild=None, check=_check, verb=quantize_)
+@register(GPTQ, "gptq", rebuild=None, check=_check, verb=quantize_, stored_as=stored_on_grids)
 def _gptq(model: nn.Module, config: GPTQ) -> dict:
     return solve_layers(model, config, lambda name, module, inputs: _quantize_layer(name, module, inputs, config),
                         lambda name, module: _check_layer(name, module, config))

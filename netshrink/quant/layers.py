@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
+from netshrink.core.modules import get_module
 from netshrink.core.selection import WEIGHTED_LAYERS, LayerFilter, select, weight_name
 
 Bits = int | str
@@ -68,3 +69,19 @@ def check_finite(weight: torch.Tensor, layer: str) -> None:
         bad = int((~torch.isfinite(weight.detach())).sum())
         raise ConfigError(f"layer {layer!r} has {bad} NaN or infinite weight(s); retrain or repair the model "
                           "before quantizing it")
+
+
+def stored_on_grids(model: nn.Module, record: dict[str, Any]) -> dict[str, str]:
+    """``Technique.stored_as`` of the techniques that leave each weight on integer grids per row or
+    group (per-channel and per-group quantization, GPTQ, AWQ, SmoothQuant): every layer the record
+    names, ``{"<layer>.weight": "group_int"}``; layers the model no longer has are left out."""
+    found = {}
+    for layer in record.get("layers", {}):
+        try:
+            module = get_module(model, layer)
+        except (AttributeError, KeyError, ValueError):
+            continue
+        tensor = weight_name(module) if isinstance(module, QUANTIZABLE_LAYERS) else None
+        if tensor is not None:
+            found[f"{layer}.{tensor}" if layer else tensor] = "group_int"
+    return found

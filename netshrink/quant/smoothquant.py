@@ -40,7 +40,7 @@ from netshrink.quant.activations import grid_record, install_activation_grids
 from netshrink.quant.awq import check_input_scale_layer, check_record, rebuild_input_scales
 from netshrink.quant.calibration import SCHEMES, Grid, calibrate, grid_for_range
 from netshrink.quant.input_scale import channel_values, column_scales, install_input_scales
-from netshrink.quant.layers import check_bits
+from netshrink.quant.layers import check_bits, stored_on_grids
 from netshrink.quant.uniform import MAX_BITS, MIN_BITS, FakeQuantize, quantize_
 from netshrink.quant.uniform import _check as check_activation_grids
 
@@ -142,7 +142,8 @@ def _rebuild(model: nn.Module, record: dict) -> None:
     install_activation_grids(model, {name: details["activation_grid"] for name, details in record["layers"].items()})
 
 
-@register(SmoothQuant, "smoothquant", rebuild=_rebuild, check=_check, verb=quantize_)
+@register(SmoothQuant, "smoothquant", rebuild=_rebuild, check=_check, verb=quantize_,
+          stored_as=stored_on_grids)
 def _smoothquant(model: nn.Module, config: SmoothQuant) -> dict:
     return solve_layers(model, config,
                         lambda name, module, inputs: _quantize_layer(name, module, inputs, config, model),

@@ -32,7 +32,7 @@ from netshrink.core.registry import apply_as, register
 from netshrink.core.selection import LayerFilter
 from netshrink.quant.activations import calibrate_activations, install_activation_grids
 from netshrink.quant.calibration import CALIBRATIONS, SCHEMES, Grid, calibrate
-from netshrink.quant.layers import check_bits, check_bits_setting, targets
+from netshrink.quant.layers import check_bits, check_bits_setting, stored_on_grids, targets
 
 FLOAT_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}
 MIN_BITS, MAX_BITS = 2, 8
@@ -163,7 +163,13 @@ def _check(model: nn.Module, record: dict) -> None:
             raise NetshrinkFormatError(f"activation grid of {name[:80]!r}: qmin must be below qmax")
 
 
-@register(Quantize, "quantize", rebuild=_rebuild, check=_check, verb=quantize_)
+def _stored_as(model: nn.Module, record: dict) -> dict[str, str]:
+    """Per-channel and per-group grids are stored as integers per group (``group_int``); a
+    per-tensor grid is found by the cheap detection of the ``int`` encoding."""
+    return {} if record["config"].get("granularity") == "tensor" else stored_on_grids(model, record)
+
+
+@register(Quantize, "quantize", rebuild=_rebuild, check=_check, verb=quantize_, stored_as=_stored_as)
 def _quantize(model: nn.Module, config: Quantize) -> dict:
     # checked here, not in the config: a config read back from a log never has its unlogged data
     if config.activation_bits is not None and config.calibration_data is None:

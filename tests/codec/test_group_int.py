@@ -21,14 +21,44 @@ def _decoded(encoded, tensor: torch.Tensor) -> torch.Tensor:
                           list(tensor.shape))
 
 
-@pytest.mark.parametrize("effort", ["max", "default"])
-def test_int8_per_channel_is_a_quarter_of_fp32_with_half_scales(effort):
+@pytest.mark.parametrize("effort, prefer", [("max", None), ("default", "group_int")])
+def test_int8_per_channel_is_a_quarter_of_fp32_with_half_scales(effort, prefer):
     weight = _quantized(300, 256, 8, "symmetric")
-    encoded = encode_tensor(weight, effort=effort)
+    encoded = encode_tensor(weight, effort=effort, prefer=prefer)
     assert encoded.chain == ["group_int"]
     assert encoded.params["group_int"] == {"bits": 8, "group": 256, "scales": "float16"}
     assert encoded.cost() <= weight.numel() + 300 * (2 + 1) + 512  # a byte a weight, scale and zero point a row
     assert np.array_equal(tensor_bits(_decoded(encoded, weight)), tensor_bits(weight))
+
+
+def test_the_default_effort_leaves_grids_it_was_not_told_of_raw():
+    """Searching a wide float for grids is effort max's (a model dequantized from GGUF was 60x
+    safetensors' save time that way); ``save`` names the grids its techniques made (below)."""
+    weight = _quantized(300, 256, 8, "symmetric")
+    assert encode_tensor(weight, effort="default").chain == ["dense"]
+
+
+def test_a_model_quantized_per_channel_saves_as_integers_at_the_default_effort(tmp_path):
+    """Its log's quantize record names the grids (``Technique.stored_as``): the same weights without
+    that record are stored raw at the default effort."""
+    from torch import nn
+
+    from netshrink import Quantize, finalize_, quantize_
+    from netshrink.codec.container import load, save
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(512, 256))  # above the default effort's sample size
+
+    model = finalize_(quantize_(build(), Quantize(bits=8, granularity="channel")))
+    unlogged = build()
+    unlogged.load_state_dict(model.state_dict())
+    save(model, tmp_path / "logged.nsk")
+    save(unlogged, tmp_path / "unlogged.nsk")
+    logged, raw = ((tmp_path / f"{n}.nsk").stat().st_size for n in ("logged", "unlogged"))
+    assert logged < raw / 3.5
+    loaded = load(tmp_path / "logged.nsk", model=build())
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in model.state_dict().items())
 
 
 @pytest.mark.parametrize("group", [32, 64, 128])
