@@ -92,12 +92,18 @@ def _model_and_data(row: Row, quick: bool):
     return model, data
 
 
-def run_seed(row: Row, model, data, seed: int, out: Path, quick: bool) -> dict:
-    """One seed's search, then the chosen model and the baseline on the test split."""
+def run_seed(key: str, seed: int, out: Path, quick: bool) -> dict:
+    """One seed's search of row ``key`` (one torch thread), then the chosen model and the baseline
+    on the test split."""
+    import torch
+
     from netshrink.autocompress import SCHEDULE, Budget, Recovery, SearchSpace, auto
     from netshrink.codec.container import load
     from netshrink.measure import evaluate
 
+    torch.set_num_threads(1)
+    row = BY_KEY[key]
+    model, data = _model_and_data(row, quick)
     rate = 20.0 if quick and row.field == "max_bytes" else row.rate
     budget = Budget(**{row.field: f"{rate:g}x"}, max_drop=row.max_drop,
                     time_limit="5m" if quick else f"{MINUTES_GOAL:g}m")
@@ -189,11 +195,25 @@ def row_targets(row: Row, seeds: list[dict]) -> list[dict]:
     return found
 
 
+def run_seeds(row: Row, seeds: tuple[int, ...], out_root: Path, quick: bool, jobs: int) -> list[dict]:
+    """Every seed of ``row``, ``jobs`` searches at a time in spawned processes (one here when 1)."""
+    import concurrent.futures
+    import multiprocessing
+
+    outs = [out_root / f"{row.key}-seed{seed}" for seed in seeds]
+    if jobs == 1:
+        return [run_seed(row.key, seed, out, quick) for seed, out in zip(seeds, outs, strict=True)]
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_seed, row.key, seed, out, quick) for seed, out in zip(seeds, outs, strict=True)]
+        return [future.result() for future in futures]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=list(BY_KEY), default=list(BY_KEY), help="rows to run")
     parser.add_argument("--quick", action="store_true", help="one tiny search on digits under runs/ (no results file)")
     parser.add_argument("--out", default=None, help="run folder (default runs/auto[-quick]); resumable")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds searched at once, one process and thread each")
     args = parser.parse_args()
     out_root = Path(args.out or ROOT / "runs" / ("auto-quick" if args.quick else "auto"))
     rows = [BY_KEY[key] for key in args.rows][:1] if args.quick else [BY_KEY[key] for key in args.rows]
@@ -202,12 +222,10 @@ def main() -> None:
     measured = dict(previous)
     for row in rows:
         started = time.perf_counter()
-        model, data = _model_and_data(row, args.quick)
-        seeds = [run_seed(row, model, data, seed, out_root / f"{row.key}-seed{seed}", args.quick)
-                 for seed in (SEEDS[:1] if args.quick else SEEDS)]
+        seeds = run_seeds(row, SEEDS[:1] if args.quick else SEEDS, out_root, args.quick, args.jobs)
         measured[row.key] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                              "commit": git_line("rev-parse", "--short", "HEAD"), "device": "cpu",
-                             "wall_seconds": time.perf_counter() - started, "seeds": seeds}
+                             "wall_seconds": time.perf_counter() - started, "jobs": args.jobs, "seeds": seeds}
     targets = [t for row in ROWS if row.key in measured for t in row_targets(row, measured[row.key]["seeds"])]
     doc = results_doc("auto", {"rows": measured}, targets, quick=args.quick,
                       not_run=[row.key for row in ROWS if row.key not in measured],
@@ -231,6 +249,10 @@ def markdown(doc: dict) -> str:
              "after it." + (" Missed: " + "; ".join(t["name"] for t in missed) + " (each with the closest point "
                              "found)." if missed else ""),
              "", targets_markdown(targets), "",
+             "Rows whose seeds ran at once on the 2-core machine (`--jobs`): "
+             + (", ".join(f"{key} ({run['jobs']} at once)" for key, run in rows.items() if run.get("jobs", 1) > 1)
+                or "none") + "; their minutes are wall-clock under that load.",
+             "",
              "| row | seed | measured | rate | test accuracy | baseline | uniform (test) | points | minutes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, run in rows.items():

@@ -19,12 +19,25 @@ def checkpoint_epoch(path: Path) -> int:
         return 0
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def kill_after_epoch(proc: subprocess.Popen, checkpoint: Path, epoch: int, timeout_s: float) -> None:
     """SIGKILL ``proc`` once ``checkpoint`` holds ``epoch``; fail if it exits first or the checkpoint
     does not come within ``timeout_s`` (a hang guard, not a speed claim). Closes its stderr."""
     deadline = time.monotonic() + timeout_s
+    seen, reached = None, 0
     try:
-        while checkpoint_epoch(checkpoint) < epoch:
+        while reached < epoch:
+            stamp = _stamp(checkpoint)
+            if stamp != seen:  # read the checkpoint only when it changed: polling stays cheap
+                seen, reached = stamp, checkpoint_epoch(checkpoint)
+                continue
             if proc.poll() is not None:
                 pytest.fail(f"the process exited early: {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:

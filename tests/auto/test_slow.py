@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.auto.conftest import SCHEDULE, search
+from tests.auto.conftest import search
 
 
 @pytest.mark.slow
-def test_two_jobs_measure_and_train_what_one_does(trained_mlp, tmp_path):
-    one = search(trained_mlp, tmp_path / "one", schedule=SCHEDULE[:2])
-    two = search(trained_mlp, tmp_path / "two", schedule=SCHEDULE[:2], jobs=2)
-    for path in sorted((tmp_path / "one" / "search" / "table").glob("*.json")):
+def test_two_jobs_measure_and_train_what_one_does(searched, trained_mlp, tmp_path):
+    one_out, one = searched  # the same search in one process
+    two = search(trained_mlp, tmp_path / "two", jobs=2)
+    tables = sorted((one_out / "search" / "table").glob("*.json"))
+    assert tables and len(one.points) == len(two.points) == 3
+    for path in tables:
         rows = json.loads(path.read_text())["rows"]
         assert json.loads((tmp_path / "two" / "search" / "table" / path.name).read_text())["rows"] == rows
     for a, b in zip(one.points, two.points, strict=True):

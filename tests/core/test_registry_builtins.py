@@ -106,28 +106,44 @@ def _python(script: str, *args: str, path: Path | None = None) -> subprocess.Com
 
 
 def test_a_users_installed_technique_loads_in_a_fresh_process(tmp_path):
+    """The save and the refusal run forked from this process (tests/forked.py: no second torch
+    import; the user's package registers in the child only); the load is a fresh interpreter, as
+    only one proves that the entry point is found."""
+    from tests.forked import Forked
+
     _install_user_package(tmp_path)
-    saved = _python("""
-        import sys, netshrink, user_widen
+    path = str(tmp_path / "w.nsk")
+
+    def save_widened():
+        sys.path.insert(0, str(tmp_path))
+        import netshrink
+        import user_widen
         from netshrink.models import create
-        model = netshrink.apply_(create("lenet300_100", in_features=64), user_widen.Widen(width=37))
-        netshrink.save(model, sys.argv[1])
-        """, str(tmp_path / "w.nsk"), path=tmp_path)
-    assert saved.returncode == 0, saved.stderr[-800:]
+
+        netshrink.save(netshrink.apply_(create("lenet300_100", in_features=64), user_widen.Widen(width=37)), path)
+
+    saved = Forked(save_widened, [])
+    assert saved.wait(timeout=300) == 0, saved.stderr_text()[-800:]
     # a fresh process that never imports user_widen: the entry point finds it
     loaded = _python("""
         import sys, netshrink
         model = netshrink.load(sys.argv[1])
         print(model.fc1.out_features, "user_widen" in sys.modules)
-        """, str(tmp_path / "w.nsk"), path=tmp_path)
+        """, path, path=tmp_path)
     assert loaded.returncode == 0, loaded.stderr[-800:]
     assert loaded.stdout.split() == ["37", "True"]
+
     # where the package is not installed, one line naming the verb
-    missing = _python("""
-        import sys, netshrink
+    def refuse():
+        import netshrink
+
         try:
-            netshrink.load(sys.argv[1])
+            netshrink.load(path)
         except netshrink.NetshrinkFormatError as error:
-            print(error)
-        """, str(tmp_path / "w.nsk"))
-    assert "unknown verb 'user_widen'" in missing.stdout and len(missing.stdout.strip().splitlines()) == 1
+            sys.stderr.write(f"{error}\n")
+            sys.exit(3)
+
+    missing = Forked(refuse, [])
+    assert missing.wait(timeout=300) == 3
+    message = missing.stderr_text()
+    assert "unknown verb 'user_widen'" in message and len(message.strip().splitlines()) == 1

@@ -13,7 +13,7 @@ from tests.forked import Forked, run_ranks
 from tests.kill import kill_after_epoch
 from tests.models import TINY_MODELS
 
-EPOCHS = 8
+EPOCHS = 5
 TIMEOUT_S = 180
 
 

@@ -11,7 +11,7 @@ from tests.kill import kill_after_epoch
 from tests.models import TINY_MODELS
 from tests.train import run_fit
 
-EPOCHS = 8
+EPOCHS = 5
 TIMEOUT_S = 120
 
 
