@@ -84,7 +84,8 @@ def context(setting: Setting) -> Context:
     x, y = data.val.x[:setting.samples], data.val.y[:setting.samples]
     reference = _log_probs(model, x)
     accuracy = float((reference.argmax(-1) == y).float().mean())
-    sizes = {name: encoded_bytes(t) for name, t in model.state_dict().items()} if setting.kind == "bytes" else {}
+    sizes = {name: encoded_bytes(t, effort="default") for name, t in model.state_dict().items()} \
+        if setting.kind == "bytes" else {}
     latency = measure_latency(model, data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=x)["median_ms"] \
         if setting.kind == "latency_ms" else 0.0
     return Context(model, data, x, y, reference, accuracy, setting.kind, sizes,
@@ -98,16 +99,18 @@ def _log_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(predict_logits(model.eval(), x).float(), dim=-1)
 
 
-def encoded_bytes(tensor: torch.Tensor, chains: tuple[str, ...] = ()) -> int:
-    """Bytes the .nsk file spends on ``tensor``: its cheapest exact encoding among ``chains``
-    (all encodings when empty), with ``-0.0`` stored as ``+0.0`` as ``save`` does by default."""
+def encoded_bytes(tensor: torch.Tensor, chains: tuple[str, ...] = (), effort: str = "max") -> int:
+    """Bytes the .nsk file spends on ``tensor``: its cheapest exact encoding among ``chains``, or,
+    when empty, the one ``save`` picks at ``effort`` (the original file is saved at the default
+    effort, which stores a large dense fp32 tensor raw), with ``-0.0`` stored as ``+0.0`` as
+    ``save`` does by default."""
     from netshrink.codec.tensor_encodings import encode_tensor
 
     tensor = tensor.detach().cpu().contiguous()
     if tensor.is_floating_point():
         tensor = torch.where(tensor == 0, torch.zeros_like(tensor), tensor)
     if not chains:
-        return encode_tensor(tensor).cost()
+        return encode_tensor(tensor, effort=effort).cost()
     return min(encode_tensor(tensor, prefer=chain).cost() for chain in chains)
 
 

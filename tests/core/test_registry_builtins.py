@@ -116,8 +116,9 @@ def test_a_users_installed_technique_loads_in_a_fresh_process(tmp_path):
 
     def save_widened():
         sys.path.insert(0, str(tmp_path))
-        import netshrink
         import user_widen
+
+        import netshrink
         from netshrink.models import create
 
         netshrink.save(netshrink.apply_(create("lenet300_100", in_features=64), user_widen.Widen(width=37)), path)
