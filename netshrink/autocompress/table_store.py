@@ -33,6 +33,8 @@ def table_key(setting: Setting, choices: list[Choice]) -> str:
     """SHA-256 of everything a table's rows depend on."""
     value = {"version": TABLE_VERSION, "original": setting.original_sha256, "data": setting.data_table,
              "kind": setting.kind, "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
+    if setting.space is not None:
+        value["space"] = repr(setting.space)
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
