@@ -17,8 +17,11 @@ to the original stands in for accuracy.
   Linear groups: on all-MiniLM-L6-v2, 4-bit groups of 128 kept a cosine of 0.983 by GPTQ and
   0.940 by round-to-nearest (``benchmarks/results/transformers.json``, evaluation passages).
 - Sensitivity: one layer changed at a time, 1 - mean cosine on calibration passages (the table's
-  ``kl`` column; ``accuracy`` holds the cosine). Costs: each changed tensor's bytes in the
-  encoding ``save`` gives it (``codec`` ``group_int`` for grids), less the original's.
+  ``kl`` column; ``accuracy`` holds the cosine): GPTQ calibrates on the first ``samples`` passages
+  and the cosine is measured on the next ``samples`` (held out from it, when the text has that
+  many), since GPTQ fits the passages it calibrates on and would look better there than on any
+  other text. Costs: each changed tensor's bytes in the encoding ``save`` gives it (``codec``
+  ``group_int`` for grids), less the original's.
 
 Every point is a pretrained-model recipe (``[model] pretrained``, ``[data] text``; stages
 ``quantize`` and ``gptq``, no training) that ``netshrink run`` reproduces.
@@ -167,11 +170,14 @@ def cosine(reference: torch.Tensor, found: torch.Tensor) -> float:
 @dataclasses.dataclass
 class TextTask:
     """What a text encoder's search needs beyond ``table.Context``: its space, its layers, the
-    validation passages and the original's embeddings of them."""
+    validation passages and the original's embeddings of them, and the calibration passages the
+    sensitivities are measured on (``probe``; ``Context.reference`` holds the original's
+    embeddings of them)."""
 
     space: TextSpace
     modules: dict[str, nn.Module]
     validation: dict[str, torch.Tensor]
+    probe: dict[str, torch.Tensor] | None = None
     _reference: torch.Tensor | None = None
 
     def applies(self, layer: str, choice: Choice) -> bool:
@@ -237,11 +243,13 @@ def text_context(setting: Any) -> Any:
     model = loaded.model.eval()
     calibration = read_text(data["text"], loaded.tokenizer, max_length=data["max_length"])
     x = {k: v[:setting.samples] for k, v in calibration.items()}
+    held_out = calibration["input_ids"].shape[0] > setting.samples
+    probe = {k: v[setting.samples:2 * setting.samples] for k, v in calibration.items()} if held_out else x
     validation = read_text(data["validation"], loaded.tokenizer, max_length=data["max_length"])
     modules = {name: m for name, m in model.named_modules() if isinstance(m, KINDS)}
-    task = TextTask(setting.space, modules, validation)
+    task = TextTask(setting.space, modules, validation, probe)
     sizes = {name: encoded_bytes(t, effort="default") for name, t in model.state_dict().items()}
-    return Context(model, None, x, None, embeddings(model, x), 1.0, "bytes", sizes, 0, 0.0, task)
+    return Context(model, None, x, None, embeddings(model, probe), 1.0, "bytes", sizes, 0, 0.0, task)
 
 
 def layers(model: nn.Module) -> list[str]:
@@ -254,6 +262,6 @@ def measure_choice(ctx: Any, layer: str, choice: Choice) -> dict[str, Any]:
     from netshrink.autocompress.table import apply_allocation, changed_bytes
 
     trial = apply_allocation(ctx, {layer: choice})
-    found = cosine(ctx.reference, embeddings(trial, ctx.x))
+    found = cosine(ctx.reference, embeddings(trial, ctx.text.probe))
     return {"choice": choice.to_dict(), "kl": max(1.0 - found, 0.0), "accuracy": found,
             "cost": changed_bytes(ctx, trial, choice)}
