@@ -59,7 +59,8 @@ def add_auto_parser(commands: argparse._SubParsersAction) -> None:
     budget.add_argument("--max-latency-ms", help="batch-1 latency on this CPU, one thread: ms, or 2.5x (faster)")
     budget.add_argument("--max-macs", help="MACs per sample, or 3x (fewer)")
     budget.add_argument("--max-drop", type=float, default=None,
-                        help="validation accuracy the result may lose, in points (0.5: half a point)")
+                        help="validation accuracy the result may lose, in points (0.5: half a point); a text "
+                             "encoder's, points of 100 x cosine (2: cosine >= 0.98)")
     budget.add_argument("--time", default="60m", help="time limit of the whole search (90s, 60m, 2h), resumed runs "
                                                       "included")
     space = p.add_argument_group("search space (comma-separated lists; an empty list leaves the family out)")
