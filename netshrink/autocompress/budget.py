@@ -85,6 +85,9 @@ class Budget:
         max_macs: multiply-accumulates per sample (a number or ``"3x"`` fewer).
         max_drop: the most validation accuracy may fall below the original, in points (0.5: half a
             percentage point); None: no accuracy constraint (the most accurate point within the cost).
+            For a text encoder (``auto("minilm", ...)``) the score is its fidelity, 100 x the mean
+            cosine of its sentence embeddings to the original's on validation passages (the
+            original scores 100): ``max_drop=2.0`` means cosine >= 0.98.
         time_limit: seconds (or ``"60m"``, ``"2h"``) for the whole search, resumed runs included.
 
     Give exactly one of ``max_bytes``, ``max_latency_ms``, ``max_macs``.

@@ -26,31 +26,40 @@ VALUES = ("cluster", "int")
 class Choice:
     """One layer's setting. ``values``: ``"cluster"`` (codebook), ``"int"`` (uniform grid) or None
     (weights kept as they are); ``bits`` with it; ``sparsity`` of the weights; ``amount``: share of
-    the output channels removed (structured pruning)."""
+    the output channels removed (structured pruning); ``group``: an ``"int"`` grid per group of at
+    most this many weights of each row (a text encoder's, ``autocompress.text``; None: per row or
+    as the family does)."""
 
     sparsity: float = 0.0
     values: str | None = None
     bits: int | None = None
     amount: float = 0.0
+    group: int | None = None
 
     def __post_init__(self) -> None:
         if (self.values is None) != (self.bits is None) or (self.values is not None and self.values not in VALUES):
             raise ValueError(f"values must be one of {VALUES} with bits, or neither: {self}")
         if self.sparsity and self.values is None:
             raise ValueError("a pruned layer is clustered or quantized too (see the module docstring)")
+        if self.group is not None and self.values != "int":
+            raise ValueError(f"a group is of an int grid: {self}")
 
     @property
     def label(self) -> str:
         """``"keep"``, ``"s90 cluster4"``, ``"int6"``, ``"channels -50%"``."""
         parts = [f"s{round(100 * self.sparsity)}"] if self.sparsity else []
         if self.values is not None:
-            parts.append(f"{self.values}{self.bits}")
+            parts.append(f"{self.values}{self.bits}" + (f" g{self.group}" if self.group else ""))
         if self.amount:
             parts.append(f"channels -{round(100 * self.amount)}%")
         return " ".join(parts) or "keep"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, ``group`` only when set (a table stored before it existed keeps its key)."""
+        found = dataclasses.asdict(self)
+        if self.group is None:
+            del found["group"]
+        return found
 
     @classmethod
     def from_dict(cls, table: dict[str, Any]) -> Choice:

@@ -112,9 +112,9 @@ def write_original(model: nn.Module, out: Path, builder: str | None, data: dict[
 
 def forget_original(out: Path) -> None:
     """Undo ``write_original`` in a folder it created (a refused search leaves nothing behind)."""
-    for name in (ORIGINAL, STATE, "search/original.json"):
+    for name in (ORIGINAL, STATE, "search/original.json", "text/calibration.txt", "text/validation.txt"):
         (out / name).unlink(missing_ok=True)
-    for folder in (out / "search", out):
+    for folder in (out / "search", out / "text", out):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty
 

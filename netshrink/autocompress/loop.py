@@ -23,7 +23,7 @@ from netshrink.autocompress import points as pts
 from netshrink.autocompress.budget import UNITS
 from netshrink.autocompress.plan import Recovery
 from netshrink.autocompress.runtime import Clock
-from netshrink.autocompress.table import Context
+from netshrink.autocompress.table import Context, stages_of
 
 
 def _amount(value: float) -> str:
@@ -84,7 +84,8 @@ class PointLoop:
         target = spec.fraction * self.limit / self.growth(spec)
         allocation, predicted, sized = pts.size_allocation(self.ctx, self.table, self.original_cost, target,
                                                            spec.measure)
-        recipe = pts.recipe_of(index, spec, allocation, self.recovery, self.model_table, self.data_table)
+        stages = stages_of(self.ctx, allocation, self.recovery.scaled(spec.recovery))
+        recipe = pts.recipe_of(index, stages, self.model_table, self.data_table)
         self.clock.add("sizing", time.perf_counter() - started)
         signature = json.dumps(recipe["stages"], sort_keys=True)
         if signature in self.seen:
@@ -119,11 +120,16 @@ class PointLoop:
 
     def _done(self, record: dict[str, Any], measured: dict[str, Any]) -> None:
         record.update(measured)
-        record["latency_ms"] = pts.measured_latency(self.ctx, record["recipe_file"], record["model_file"])
+        if self.ctx.text is not None:  # fidelity on the validation passages (the recipe measures none)
+            started = time.perf_counter()
+            record["val_accuracy"] = self.ctx.text.fidelity(self.ctx.model, record["model_file"])
+            record["seconds"] += time.perf_counter() - started
+        else:
+            record["latency_ms"] = pts.measured_latency(self.ctx, record["recipe_file"], record["model_file"])
         record["cost"] = float({"bytes": record["file_bytes"], "macs": record["macs"],
                                 "latency_ms": record["latency_ms"]}[self.ctx.kind])
         pts.save_record(self.out, record)
-        self.clock.add("points", measured["seconds"])
+        self.clock.add("points", record["seconds"])
         self._keep(record, reused=False)
 
     def _keep(self, record: dict[str, Any], reused: bool) -> None:
@@ -143,9 +149,10 @@ class PointLoop:
 
     def estimate(self, spec: pts.PointSpec) -> float:
         """Seconds point ``spec`` will take: from the trained points so far, or for the first one, a
-        one-shot point's time plus its epochs at a measured step time."""
+        one-shot point's time plus its epochs at a measured step time. A one-shot point takes as
+        long as the longest before it (0 for the first: it always runs)."""
         if spec.recovery == 0:
-            return 0.0
+            return max((r["seconds"] for r in self.points if r["spec"]["recovery"] == 0), default=0.0)
         trained = [r for r in self.points if r["spec"]["recovery"] > 0]
         if trained:
             return max(r["seconds"] / r["spec"]["recovery"] for r in trained) * spec.recovery

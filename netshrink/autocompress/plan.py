@@ -103,9 +103,12 @@ def recipe_for(name: str, model_table: dict[str, str], data_table: dict[str, Any
     return {"name": name, "model": dict(model_table), "data": dict(data_table), "stages": stages}
 
 
-def apply_untrained(model: nn.Module, stages: list[dict[str, Any]], data: Any) -> nn.Module:
+def apply_untrained(model: nn.Module, stages: list[dict[str, Any]], data: Any,
+                    calibration: dict[str, Any] | None = None) -> nn.Module:
     """Apply ``stages`` to ``model`` in place as ``run_recipe`` does, without any training: each
-    stage's config parsed as the recipe parses it, its technique, its repair, then ``finalize_``."""
+    stage's config parsed as the recipe parses it, its technique, its repair, then ``finalize_``.
+    With ``calibration`` (a pretrained model's tokenized text) each config reading calibration data
+    gets it and no repair runs, as ``run_pretrained`` does."""
     from netshrink.core import finalize_
     from netshrink.core.registry import apply_, technique_of
     from netshrink.pipeline.recipe import build_config
@@ -118,8 +121,12 @@ def apply_untrained(model: nn.Module, stages: list[dict[str, Any]], data: Any) -
         config = build_config(technique.config_type, stage.get("config"), f"stages[{index}].config", problems)
         if problems:
             raise ConfigError("; ".join(problems))
+        if calibration is not None:
+            from netshrink.pipeline.run_pretrained import with_calibration
+
+            config = with_calibration(config, calibration)
         apply_(model, config)
-        if technique.repair is not None:
+        if technique.repair is not None and calibration is None:
             technique.repair(model, data)
         finalize_(model)
     return model

@@ -8,7 +8,6 @@ when it is whole; a rerun skips the done ones.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import tempfile
@@ -18,8 +17,8 @@ from typing import Any
 
 from netshrink.autocompress.allocate import allocate, cheapest, predicted
 from netshrink.autocompress.choices import Choice
-from netshrink.autocompress.plan import NO_TRAINING, Recovery, apply_untrained, recipe_for, stages_for, write_recipe
-from netshrink.autocompress.table import LATENCY_REPEATS, Context
+from netshrink.autocompress.plan import recipe_for, write_recipe
+from netshrink.autocompress.table import LATENCY_REPEATS, Context, apply_allocation
 from netshrink.core.files import write_atomically
 
 
@@ -52,13 +51,18 @@ SCHEDULE = (
     PointSpec(1.0, "kl", 4), PointSpec(0.8, "kl", 2), PointSpec(1.0, "kl", 8), PointSpec(0.9, "kl", 8),
     PointSpec(1.0, "accuracy", 8), PointSpec(1.0, "kl", 16),
 )
+#: a text encoder's points (``text``: no training, so one-shot only, and the accuracy measure is
+#: its cosine again): the limit, then tighter limits (the file of a calibrated point may come out a
+#: little over its sizing) and the front around it
+TEXT_SCHEDULE = tuple(PointSpec(fraction, "kl", 0) for fraction in
+                      (1.0, 0.97, 0.94, 0.9, 0.85, 1.1, 0.8, 1.25, 0.7, 1.5, 0.6, 2.0))
 _SIZING_ROUNDS = 8
 
 
 def real_cost(ctx: Context, allocation: dict[str, Choice]) -> float:
     """The cost of ``allocation`` applied untrained to the original: the bytes of the file ``save``
     writes, the MACs, or the batch-1 latency (one thread)."""
-    trial = apply_untrained(copy.deepcopy(ctx.model), stages_for(allocation, NO_TRAINING), ctx.data).eval()
+    trial = apply_allocation(ctx, allocation)
     if ctx.kind == "macs":
         from netshrink.measure import count_macs
 
@@ -95,15 +99,17 @@ def size_allocation(ctx: Context, table: dict[str, list[dict]], original_cost: f
 def run_point(recipe_file: str, folder: str) -> dict[str, Any]:
     """Run one point's recipe (a worker process's job) and return its verified measurements: the
     last stage's validation accuracy, file bytes and MACs (``measured_latency`` times it again
-    in the search's process)."""
+    in the search's process; a text encoder's fidelity is measured there too, its
+    ``val_accuracy`` here is None)."""
     from netshrink.pipeline import load_recipe, run_recipe
 
     started = time.perf_counter()
     lines: list[str] = []
     report = run_recipe(load_recipe(recipe_file), folder, progress=False, log=lines.append, test=False)
     last = report["stages"][-1]
-    return {"val_accuracy": last["val_accuracy"], "file_bytes": report["final"]["file_bytes"],
-            "macs": last["macs"], "latency_ms": last["latency_ms"], "seconds": time.perf_counter() - started,
+    return {"val_accuracy": last.get("val_accuracy"), "file_bytes": report["final"]["file_bytes"],
+            "macs": last.get("macs", 0), "latency_ms": last.get("latency_ms", 0.0),
+            "seconds": time.perf_counter() - started,
             "model_file": report["final"]["file"]}
 
 
@@ -118,10 +124,9 @@ def measured_latency(ctx: Context, recipe_file: str, model_file: str) -> float:
     return measure_latency(model, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
 
 
-def recipe_of(index: int, spec: PointSpec, allocation: dict[str, Choice], recovery: Recovery,
-              model_table: dict[str, str], data_table: dict[str, Any]) -> dict[str, Any]:
+def recipe_of(index: int, stages: list[dict[str, Any]], model_table: dict[str, str],
+              data_table: dict[str, Any]) -> dict[str, Any]:
     """Point ``index``'s recipe."""
-    stages = stages_for(allocation, recovery.scaled(spec.recovery))
     return recipe_for(f"auto-point-{index:03d}", model_table, data_table, stages)
 
 

@@ -41,7 +41,7 @@ def front_figure(result: Any, hand: list[dict[str, Any]]) -> bytes:
     ax.axhline(100 * result.original["val_accuracy"], color="0.3", linestyle=":", linewidth=1, label="original")
     ax.set_xscale("log")
     ax.set_xlabel(COST_AXIS[result.kind])
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel(f"{result.score} (%)")
     ax.legend(fontsize=7)
     ax.set_title("points of the search")
     return png(fig)
@@ -81,12 +81,12 @@ def render_auto_report(result: Any, hand: list[dict[str, Any]]) -> str:
     parts = [
         "<h1>netshrink auto</h1>", partial,
         f"<p>Budget: {html.escape(result.budget.field)} {result.limit:,.4g} {unit}"
-        + (f", at most {result.budget.max_drop:g} points of validation accuracy lost" if result.budget.max_drop
+        + (f", at most {result.budget.max_drop:g} points of {result.score} lost" if result.budget.max_drop
            is not None else "")
-        + f". Original: validation accuracy {result.original['val_accuracy']:.4f}, "
+        + f". Original: {result.score} {result.original['val_accuracy']:.4f}, "
         f"{result.original['dense_fp32_bytes']:,} dense fp32 bytes, {result.original['macs']:,} MACs, "
         f"{result.original['latency_ms']:.3f} ms. Every choice is made on validation; the test split is not read.</p>",
-        f"<p>Chosen: point {chosen['index']} ({html.escape(chosen['label'])}), validation accuracy "
+        f"<p>Chosen: point {chosen['index']} ({html.escape(chosen['label'])}), {result.score} "
         f"{chosen['val_accuracy']:.4f} ({chosen['drop']:.2f} points below the original), {chosen['file_bytes']:,} "
         f"bytes ({result.original['dense_fp32_bytes'] / chosen['file_bytes']:.1f}x), {chosen['macs']:,} MACs, "
         f"{chosen['latency_ms']:.3f} ms: {verdict}. Recipe: <code>{html.escape(str(chosen['recipe_file']))}</code> "

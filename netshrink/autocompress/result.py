@@ -48,6 +48,11 @@ class AutoResult:
     def kind(self) -> str:
         return self.budget.kind
 
+    @property
+    def score(self) -> str:
+        """What ``val_accuracy`` measures: validation accuracy, or a text encoder's fidelity."""
+        return self.original.get("score", "validation accuracy")
+
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "budget": dataclasses.asdict(self.budget), "kind": self.kind,
                 "limit": self.limit, "original": self.original, "chosen": self.chosen["index"], "met": self.met,
@@ -59,7 +64,7 @@ class AutoResult:
         point = self.chosen
         verdict = "meets the budget" if self.met else "MISSED the budget: " + "; ".join(self.failed)
         return "\n".join([
-            f"chosen: point {point['index']} ({point['label']}): validation accuracy {point['val_accuracy']:.4f} "
+            f"chosen: point {point['index']} ({point['label']}): {self.score} {point['val_accuracy']:.4f} "
             f"(original {self.original['val_accuracy']:.4f}, drop {point['drop']:.2f} points), "
             f"{point['file_bytes']:,} bytes ({self.original['dense_fp32_bytes'] / point['file_bytes']:.1f}x), "
             f"{point['macs']:,} MACs, {point['latency_ms']:.3f} ms",

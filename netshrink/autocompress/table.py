@@ -9,7 +9,8 @@ change: file bytes from the real encoders (``codec.tensor_encodings.encode_tenso
 tensor the change touches, as ``save`` stores it, less the original's), dense MACs
 (``measure.macs``), or batch-1 latency on this CPU, one thread. The allocation assumes these
 add up across layers (HAQ, Wang et al. 2019, sec. 3.3; HAWQ-V3 sec. 3.4); every allocation is
-then sized for real (``search``) before it is trained.
+then sized for real (``search``) before it is trained. A text encoder's rows are measured by
+fidelity instead (``text``: cosine of sentence embeddings, bytes as ``save`` encodes them).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from netshrink.autocompress.choices import Choice
-from netshrink.autocompress.plan import NO_TRAINING, apply_untrained, stages_for
+from netshrink.autocompress.plan import NO_TRAINING, Recovery, apply_untrained, stages_for
 
 #: encodings tried for a layer's weight after each family (their cheapest is what ``save`` picks
 #: among them; trying every encoding costs seconds per large tensor)
@@ -42,6 +43,7 @@ class Setting:
     data_table: tuple[tuple[str, Any], ...]
     kind: str
     samples: int
+    space: Any = None  # a text encoder's ``text.TextSpace``; None for labelled data
 
 
 @dataclasses.dataclass
@@ -58,6 +60,7 @@ class Context:
     tensor_bytes: dict[str, int]
     macs: int
     latency_ms: float
+    text: Any = None  # a text encoder's ``text.TextTask`` (then ``reference`` holds embeddings, ``y`` None)
 
 
 def load_original(setting: Setting) -> tuple[nn.Module, Any]:
@@ -80,6 +83,10 @@ def context(setting: Setting) -> Context:
     from netshrink.measure import count_macs
     from netshrink.measure.latency import measure_latency
 
+    if "pretrained" in dict(setting.model_table):
+        from netshrink.autocompress.text import text_context
+
+        return text_context(setting)
     model, data = load_original(setting)
     x, y = data.val.x[:setting.samples], data.val.y[:setting.samples]
     reference = _log_probs(model, x)
@@ -111,12 +118,29 @@ def encoded_bytes(tensor: torch.Tensor, chains: tuple[str, ...] = (), effort: st
         tensor = torch.where(tensor == 0, torch.zeros_like(tensor), tensor)
     if not chains:
         return encode_tensor(tensor, effort=effort).cost()
-    return min(encode_tensor(tensor, prefer=chain).cost() for chain in chains)
+    return min(encode_tensor(tensor, prefer=chain, effort=effort).cost() for chain in chains)
+
+
+def stages_of(ctx: Context, allocation: dict[str, Choice], recovery: Recovery = NO_TRAINING) -> list[dict[str, Any]]:
+    """The recipe stages of ``allocation``: a text encoder's (``text.TextTask.stages``, no
+    training) or ``plan.stages_for``'s with ``recovery``."""
+    return ctx.text.stages(allocation) if ctx.text is not None else stages_for(allocation, recovery)
+
+
+def apply_allocation(ctx: Context, allocation: dict[str, Choice]) -> nn.Module:
+    """A copy of the original with ``allocation`` applied untrained (a text encoder's stages
+    calibrated on the table's passages)."""
+    calibration = ctx.x if ctx.text is not None else None
+    return apply_untrained(copy.deepcopy(ctx.model), stages_of(ctx, allocation), ctx.data, calibration).eval()
 
 
 def measure_choice(ctx: Context, layer: str, choice: Choice) -> dict[str, Any]:
     """One row of the table: ``choice`` on ``layer`` alone, untrained."""
-    trial = apply_untrained(copy.deepcopy(ctx.model), stages_for({layer: choice}, NO_TRAINING), ctx.data).eval()
+    if ctx.text is not None:
+        from netshrink.autocompress.text import measure_choice as measure_text_choice
+
+        return measure_text_choice(ctx, layer, choice)
+    trial = apply_allocation(ctx, {layer: choice})
     log_probs = _log_probs(trial, ctx.x)
     kl = float((ctx.reference.exp() * (ctx.reference - log_probs)).sum(-1).mean())
     accuracy = float((log_probs.argmax(-1) == ctx.y).float().mean())
@@ -133,19 +157,36 @@ def _cost(ctx: Context, trial: nn.Module, choice: Choice) -> float:
 
         measured = measure_latency(trial, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)
         return measured["median_ms"] - ctx.latency_ms
+    return changed_bytes(ctx, trial, choice)
+
+
+def changed_bytes(ctx: Context, trial: nn.Module, choice: Choice) -> float:
+    """The file bytes ``trial`` spends beyond the original, over the tensors it changed: each in
+    ``PREFERRED_CHAINS``' encodings of its family, or for a text encoder in the encoding ``save``
+    gives it (``Technique.stored_as`` first, its default effort)."""
+    from netshrink.core.registry import stored_encodings
+    from netshrink.core.transform_log import get_log
+
     original = ctx.model.state_dict()
     now = trial.state_dict()
+    requested = stored_encodings(trial, get_log(trial)) if ctx.text is not None else {}
     delta = -sum(size for name, size in ctx.tensor_bytes.items() if name not in now)
     for name, tensor in now.items():
         before = original.get(name)
         if before is not None and before.shape == tensor.shape and torch.equal(before, tensor):
             continue
-        chains = PREFERRED_CHAINS.get(choice.values, ()) if name.endswith("weight") else ()
-        delta += encoded_bytes(tensor, chains) - ctx.tensor_bytes.get(name, 0)
+        if ctx.text is not None:
+            size = encoded_bytes(tensor, (requested[name],) if name in requested else (), effort="default")
+        else:
+            size = encoded_bytes(tensor, PREFERRED_CHAINS.get(choice.values, ()) if name.endswith("weight") else ())
+        delta += size - ctx.tensor_bytes.get(name, 0)
     return float(delta)
 
 
 def measure_layer(setting: Setting, layer: str, choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every row of ``layer`` (a worker process's job: everything it needs is picklable)."""
     ctx = context(setting)
-    return [measure_choice(ctx, layer, Choice.from_dict(c)) for c in choices]
+    found = [Choice.from_dict(c) for c in choices]
+    if ctx.text is not None:  # an Embedding's candidates are not a Linear's
+        found = [c for c in found if ctx.text.applies(layer, c)]
+    return [measure_choice(ctx, layer, c) for c in found]

@@ -33,6 +33,8 @@ def table_key(setting: Setting, choices: list[Choice]) -> str:
     """SHA-256 of everything a table's rows depend on."""
     value = {"version": TABLE_VERSION, "original": setting.original_sha256, "data": setting.data_table,
              "kind": setting.kind, "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
+    if setting.space is not None:
+        value["space"] = repr(setting.space)
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -75,16 +77,25 @@ def build_table(out: Path, setting: Setting, key: str, layers: list[str], choice
 
 
 def check_table_time(setting: Setting, pending: list[str], choices: list[Choice], jobs: int, clock: Clock) -> None:
-    """Refuse a time limit shorter than the table will take: one candidate of the largest layer,
-    timed, times every candidate still to measure, shared by the jobs."""
+    """Refuse a time limit shorter than the table will take: one candidate of the largest and of
+    the smallest layer still to measure, timed, each other layer's time between them in proportion
+    to its parameters, times the candidates, shared by the jobs. (A text encoder's largest layer,
+    its word embedding, takes far longer than each of its many Linear layers.)"""
     if not pending:
         return
     ctx = context(setting)
     modules = dict(ctx.model.named_modules())
-    largest = max(pending, key=lambda name: sum(p.numel() for p in modules[name].parameters()))
-    started = time.perf_counter()
-    measure_choice(ctx, largest, choices[-1])
-    needed = (time.perf_counter() - started) * len(choices) * len(pending) / jobs
+    size = {name: sum(p.numel() for p in modules[name].parameters()) for name in pending}
+    ends = sorted(dict.fromkeys([max(pending, key=size.__getitem__), min(pending, key=size.__getitem__)]),
+                  key=size.__getitem__)
+    seconds = []
+    for layer in ends:
+        started = time.perf_counter()
+        measure_choice(ctx, layer, choices[-1])
+        seconds.append(time.perf_counter() - started)
+    small, large = size[ends[0]], size[ends[-1]]
+    slope = (seconds[-1] - seconds[0]) / (large - small) if large > small else 0.0
+    needed = sum(seconds[0] + slope * (size[name] - small) for name in pending) * len(choices) / jobs
     if needed > clock.left():
         raise TimeLimitError(f"time_limit {clock.limit:g} s is too short: measuring the layers' candidates "
                              f"alone takes about {needed:.0f} s ({len(pending)} layers x {len(choices)} candidates); "

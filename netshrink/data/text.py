@@ -35,7 +35,7 @@ def read_text(source: str | os.PathLike[str] | Sequence[str], tokenizer: Any,
     """
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
         raise ConfigError(f"max_length must be a positive number of tokens, got {max_length!r}")
-    passages = _passages(source)
+    passages = read_passages(source)
     tokenizer = _tokenizer(tokenizer)
     ids = tokenizer(passages, truncation=True, max_length=max_length)["input_ids"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -58,7 +58,9 @@ def check_vocabulary(inputs: dict[str, torch.Tensor], model: Any, what: str) -> 
                           f"{vocabulary} entries; use the model's own tokenizer")
 
 
-def _passages(source: Any) -> list[str]:
+def read_passages(source: Any) -> list[str]:
+    """The passages of ``source`` (a file, a folder of .txt files or a list of strings): its
+    non-empty lines, stripped; a one-line ``ConfigError`` when there are none."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
