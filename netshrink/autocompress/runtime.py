@@ -45,11 +45,15 @@ class Clock:
 
 @contextlib.contextmanager
 def worker_pool(jobs: int) -> Iterator[concurrent.futures.ProcessPoolExecutor | None]:
-    """``jobs`` worker processes (spawned, as a forked torch is not safe), one torch thread each;
-    None for one job: everything runs in this process."""
+    """``jobs`` worker processes, one torch thread each; None for one job: everything runs in this
+    process. Workers are forked from a fork server that has imported torch and the table's module
+    once (a fork of this process is not safe: its torch may hold threads), so each starts without
+    importing torch again, as a spawned one would."""
     if jobs == 1:
         yield None
         return
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "netshrink.autocompress.table"])
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads,
+                                                initargs=(1,)) as pool:
         yield pool

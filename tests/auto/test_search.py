@@ -2,6 +2,7 @@
 run` reproduces byte for byte, resuming after an interruption, and the bad-input lines."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -78,7 +79,14 @@ def test_a_rerun_reuses_every_layer_and_point(searched, trained_mlp, monkeypatch
     assert "table: measured before (reused)" in lines
 
 
-def test_an_interrupted_search_resumes_where_it_stopped(trained_mlp, tmp_path, monkeypatch):
+def _with_table_of(searched, out):
+    """``out`` holding the per-layer table ``searched`` measured (the same model, data and space:
+    the same key), so a test of the points does not measure it again."""
+    shutil.copytree(searched[0] / "search" / "table", out / "search" / "table")
+
+
+def test_an_interrupted_search_resumes_where_it_stopped(searched, trained_mlp, tmp_path, monkeypatch):
+    _with_table_of(searched, tmp_path)
     run_point = points_module.run_point
     calls = []
 
@@ -100,7 +108,9 @@ def test_an_interrupted_search_resumes_where_it_stopped(trained_mlp, tmp_path, m
     assert "table: measured before (reused)" in lines
 
 
-def test_a_time_limit_too_short_for_a_trained_point_gives_the_one_shot_point(trained_mlp, tmp_path, monkeypatch):
+def test_a_time_limit_too_short_for_a_trained_point_gives_the_one_shot_point(searched, trained_mlp, tmp_path,
+                                                                            monkeypatch):
+    _with_table_of(searched, tmp_path)
     monkeypatch.setattr(loop_module.PointLoop, "estimate", lambda self, spec: 1e9 if spec.recovery else 0.0)
     result = _search(trained_mlp, tmp_path)
     assert result.partial is not None and "too short for one point with recovery training" in result.partial

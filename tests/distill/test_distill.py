@@ -158,11 +158,11 @@ class _StopAfter(Callback):
 @pytest.mark.parametrize("config", [Distill(), Distill(cache_teacher=True), Distill(hint=("conv2", "features.3"))],
                          ids=["live", "cached", "hint"])
 def test_interrupted_run_resumes_exactly(config, teacher, digits, tmp_path):
-    fit_config = FitConfig(epochs=4, batch_size=32, lr=0.02)
+    fit_config = FitConfig(epochs=3, batch_size=32, lr=0.02)
     with pytest.raises(KeyboardInterrupt):
         distill(_student("lenet5"), teacher, digits, config, fit_config, out_dir=tmp_path, progress=False,
-                callbacks=[_StopAfter(3)])
-    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["epoch"] == 2
+                callbacks=[_StopAfter(2)])
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["epoch"] == 1
     resumed = distill(_student("lenet5"), teacher, digits, config, fit_config, out_dir=tmp_path, resume=True,
                       progress=False)
     reference = distill(_student("lenet5"), teacher, digits, config, fit_config, progress=False)
