@@ -21,7 +21,7 @@ from netshrink.autocompress.table import Setting, context, measure_choice, measu
 from netshrink.core.errors import ConfigError
 from netshrink.core.files import write_atomically
 
-TABLE_VERSION = 1
+TABLE_VERSION = 2
 Table = dict[str, list[dict]]
 
 

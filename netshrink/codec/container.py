@@ -188,17 +188,24 @@ def save(model: nn.Module, path: str | os.PathLike, entropy: str = "auto",
                              "before saving")
     log = get_log(model)
     check_loadable(model, log)
-    requested = {**stored_encodings(model, log), **_checked_encodings(model, encodings)}
+    # the techniques' words spare the default effort a search; effort max searches every encoding anyway
+    hinted = stored_encodings(model, log) if effort == "default" else {}
+    requested = {**hinted, **_checked_encodings(model, encodings)}
     remember_original_size(model)
     document = {"format_version": FORMAT_VERSION, "architecture": get_arch(model),
                 "transform_log": log, "sections": get_sections(model), ORIGINAL_BYTES_KEY: original_size(model)}
     known = _document_text(document)  # refuses a log that is not JSON before anything is written
     state = model.state_dict()
+    keys = {name: _storage_key(tensor) for name, tensor in state.items()}
+    shared_words = {keys[name]: chain for name, chain in requested.items() if keys.get(name) is not None}
+    for name, key in keys.items():  # a tied tensor is written under its first name: any name's word holds
+        if name not in requested and key in shared_words:
+            requested[name] = shared_words[key]
     entries: dict[str, Any] = {}
     stored: dict[tuple[Any, ...], str] = {}  # storage key -> the name it was written under
     with StreamWriter(path, STREAMS_KEY, reserve=len(known) + HEADER_BYTES_PER_TENSOR * len(state)) as writer:
         for name, tensor in state.items():
-            key = _storage_key(tensor)
+            key = keys[name]
             if key in stored:
                 entries[name] = {ALIAS_KEY: stored[key]}
                 continue

@@ -223,7 +223,10 @@ def apply_as(verb: Callable[..., nn.Module], model: nn.Module, config: Config, f
 
 def stored_encodings(model: nn.Module, log: list[dict[str, Any]]) -> dict[str, str]:
     """Tensor name -> the encoding its last technique says it is stored in (``Technique.stored_as``),
-    over ``model``'s whole ``log``; a later record's word replaces an earlier one's."""
+    over ``model``'s whole ``log``; a later record's word replaces an earlier one's. A later record
+    without a word (a pruning after the quantization) leaves it in place: ``save`` keeps a word only
+    where it holds the tensor exactly, so a stale one costs bytes, never values, and ``save`` reads
+    the words at the default effort only (``effort="max"`` searches every encoding)."""
     found: dict[str, str] = {}
     for record in log:
         technique = technique_of(record.get("verb", ""))

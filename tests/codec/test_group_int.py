@@ -108,3 +108,32 @@ def test_tensors_not_on_grids_are_left_to_the_other_encodings():
 def test_parameters_from_a_file_are_checked(params, shape, message):
     with pytest.raises(NetshrinkFormatError, match=message):
         GroupInt().check({"group_int": params}, "float32", shape, int(np.prod(shape)))
+
+
+class _TiedHead(torch.nn.Module):
+    """An embedding whose weight is also the output head's (as a language model ties them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(512, 256)
+        self.head = torch.nn.Linear(256, 512, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.head(self.embed(ids))
+
+
+def test_a_tied_weight_quantized_under_its_second_name_is_stored_as_integers(tmp_path):
+    """The tensor is written once under its first name (``embed.weight``); the quantize record names
+    ``head.weight``, which must still decide its encoding."""
+    from netshrink import Quantize, finalize_, quantize_
+    from netshrink.codec.container import load, save
+
+    model = finalize_(quantize_(_TiedHead(), Quantize(bits={"head": 8}, granularity="channel")))
+    assert model.head.weight is model.embed.weight
+    save(model, tmp_path / "tied.nsk")
+    save(_TiedHead(), tmp_path / "raw.nsk")
+    assert (tmp_path / "tied.nsk").stat().st_size < (tmp_path / "raw.nsk").stat().st_size / 3.5
+    loaded = load(tmp_path / "tied.nsk", model=_TiedHead())
+    assert torch.equal(loaded.head.weight, model.head.weight) and loaded.head.weight is loaded.embed.weight
