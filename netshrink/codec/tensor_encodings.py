@@ -86,7 +86,7 @@ PLANES_MAX_ITEMSIZE = 2
 #: and integer grids per group (``group_int``), whose search took SmolLM2 60x safetensors' save time
 #: and 14x its load time (``benchmarks/io.py``, 2026-12-03). A tensor netshrink itself put on such
 #: grids is still stored as integers: its technique says so (``Technique.stored_as``, tried first by
-#: ``save`` at every effort). ``effort="max"`` tries them all; the default stores any other wide
+#: ``save`` at the default effort). ``effort="max"`` tries them all; the default stores any other wide
 #: float raw, at safetensors' pace.
 DEFAULT_REFUSED_WIDE = ("float_bytes", "group_fmin", "group_int")
 
