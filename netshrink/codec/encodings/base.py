@@ -155,6 +155,16 @@ def param_int(params: dict[str, Any], name: str, key: str, low: int, high: int) 
     return checked_int(own_params(params, name).get(key), low, high, f"{name} {key}")
 
 
+def param_group(params: dict[str, Any], name: str, shape: list[int], count: int) -> int:
+    """``params[name]["group"]``: weights per group of a row (``weight.flatten(1)``'s), an integer
+    that divides the row (format error otherwise); for the encodings with a grid per group."""
+    row = count // shape[0]
+    group = param_int(params, name, "group", 1, row)
+    if row % group:
+        raise NetshrinkFormatError(f"{name} group {group} does not divide the rows of {row}")
+    return group
+
+
 class Encoding:
     """One tensor encoding. Subclasses set the class attributes and override what they use.
 

@@ -32,6 +32,7 @@ from netshrink.codec.encodings.base import (
     Stream,
     bits_to_tensor,
     decode_symbol_stream,
+    param_group,
     param_int,
     symbol_stream,
     tensor_bits,
@@ -172,10 +173,7 @@ class GroupFloatMin(Encoding):
         if dtype != "float32" or len(shape) < 2 or count == 0:
             raise NetshrinkFormatError("group_fmin encoding needs a non-empty float32 tensor of at least 2 dimensions")
         param_int(params, "group_fmin", "bits", 1, MAX_BITS)
-        row = count // shape[0]
-        group = param_int(params, "group_fmin", "group", 1, row)
-        if row % group:
-            raise NetshrinkFormatError(f"group_fmin group {group} does not divide the rows of {row}")
+        param_group(params, "group_fmin", shape, count)
 
     def symbol_streams(self, params, count) -> dict[str, tuple[int, int]]:
         info = params["group_fmin"]

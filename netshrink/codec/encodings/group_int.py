@@ -37,6 +37,7 @@ from netshrink.codec.encodings.base import (
     decode_symbol_stream,
     itemsize,
     own_params,
+    param_group,
     param_int,
     symbol_stream,
     tensor_bits,
@@ -215,10 +216,7 @@ class GroupInt(Encoding):
         if len(shape) < 2 or count == 0:
             raise NetshrinkFormatError("group_int encoding needs a non-empty tensor of at least 2 dimensions")
         param_int(params, "group_int", "bits", 1, MAX_INT_BITS)
-        row = count // shape[0]
-        group = param_int(params, "group_int", "group", 1, row)
-        if row % group:
-            raise NetshrinkFormatError(f"group_int group {group} does not divide the rows of {row}")
+        param_group(params, "group_int", shape, count)
         scales = own_params(params, "group_int").get("scales")
         allowed = {dtype, *(("float16",) if dtype in HALF_SCALE_DTYPES else ())}
         if scales not in allowed:
