@@ -122,15 +122,7 @@ def run_seed(key: str, seed: int, out: Path, quick: bool) -> dict:
         else {"recovery": Recovery(seed=seed)}
     result = auto(model, data, budget, out, **options)
     chosen = load(result.out / "model.nsk")
-    found = {"seed": seed, "met_on_validation": result.met, "failed": result.failed,
-             "chosen_point": result.chosen["index"], "recipe": result.chosen["recipe_file"],
-             "file_bytes": result.chosen["file_bytes"], "cost": result.chosen["cost"],
-             "original_cost": result.original[result.kind if result.kind != "bytes" else "dense_fp32_bytes"],
-             "val_accuracy": result.chosen["val_accuracy"], "test_accuracy": evaluate(chosen.eval(), data.test),
-             "baseline_test_accuracy": evaluate(model.eval(), data.test),
-             "search_minutes": result.seconds["total"] / 60,
-             "points": len(result.points), "front": [p["index"] for p in result.front]}
-    found["rate"] = found["original_cost"] / found["cost"]
+    found = seed_record(seed, result, evaluate(chosen.eval(), data.test), evaluate(model.eval(), data.test))
     if row.uniform_margin is not None:
         found["uniform"] = best_uniform(model, data, result, options.get("space", SearchSpace()),
                                         options["recovery"], out / "uniform", quick)
@@ -172,16 +164,21 @@ def run_text_seed(key: str, seed: int, out: Path, quick: bool) -> dict:
                               "max_length": TEXT_LENGTH}, budget, out, **options)
     evaluation = text.encoder_passages(tokenizer, text.topic_text(parts["evaluation"]), TEXT_LENGTH, counts[2])
     chosen = load(result.out / "model.nsk", model=copy.deepcopy(base)).eval()
-    found = {"seed": seed, "met_on_validation": result.met, "failed": result.failed,
-             "chosen_point": result.chosen["index"], "recipe": result.chosen["recipe_file"],
-             "file_bytes": result.chosen["file_bytes"], "cost": result.chosen["cost"],
-             "original_cost": result.original["dense_fp32_bytes"], "val_accuracy": result.chosen["val_accuracy"],
-             "test_accuracy": cosine(embeddings(base, evaluation), embeddings(chosen, evaluation)),
-             "baseline_test_accuracy": 1.0, "search_minutes": result.seconds["total"] / 60,
-             "points": len(result.points), "front": [p["index"] for p in result.front],
-             "allocation": {layer: c for layer, c in result.chosen["allocation"].items()}}
-    found["rate"] = found["original_cost"] / found["cost"]
-    return found
+    return {**seed_record(seed, result, cosine(embeddings(base, evaluation), embeddings(chosen, evaluation)), 1.0),
+            "allocation": dict(result.chosen["allocation"])}
+
+
+def seed_record(seed: int, result, test_accuracy: float, baseline_test_accuracy: float) -> dict:
+    """One seed's published figures: the chosen point, its cost and rate against the original
+    (dense fp32 bytes for a size budget), its accuracy on the test side and the search's time."""
+    original = result.original["dense_fp32_bytes" if result.kind == "bytes" else result.kind]
+    return {"seed": seed, "met_on_validation": result.met, "failed": result.failed,
+            "chosen_point": result.chosen["index"], "recipe": result.chosen["recipe_file"],
+            "file_bytes": result.chosen["file_bytes"], "cost": result.chosen["cost"], "original_cost": original,
+            "rate": original / result.chosen["cost"], "val_accuracy": result.chosen["val_accuracy"],
+            "test_accuracy": test_accuracy, "baseline_test_accuracy": baseline_test_accuracy,
+            "search_minutes": result.seconds["total"] / 60, "points": len(result.points),
+            "front": [p["index"] for p in result.front]}
 
 
 def best_uniform(model, data, result, space, recovery, out: Path, quick: bool) -> dict:
