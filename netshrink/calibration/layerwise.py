@@ -9,6 +9,13 @@ accumulating each chosen layer's ``LayerInputs``; the solver changes the block's
 runs again and its outputs become the next block's inputs. Memory holds one block's inputs for the
 calibration set and the statistics of one block's layers.
 
+Inside a block (or a model run as one block) the layers are solved in the order they run, as the
+GPTQ reference code's ``--true-sequential`` does for LLaMA: consecutive layers that read the same
+input tensor (a transformer's query, key and value; an MLP's gate and up projections) form one
+group, solved together from one pass; each later group's statistics come from a pass over the
+block with the groups before it already changed, so the output projection is calibrated on the
+attention that the changed query, key and value give.
+
 The blocks are the children of the ``nn.ModuleList`` / ``nn.Sequential`` holding most of the chosen
 layers (a transformer's decoder layers, a CNN's stages), once one batch has shown that they run in
 order, once each, each on its predecessor's output. A model with no such list is one block: its
@@ -188,10 +195,12 @@ def layerwise(model: nn.Module, layers: Mapping[str, nn.Module], batches: list[I
     with _calibrating(model):
         name, blocks = find_blocks(model, layers, batches[0])
         if not blocks:
-            with _recording(layers, diagonal) as stats:
-                for index, batch in enumerate(batches):
-                    run_calibration(model, batch, index)
-            _solve(stats, solve, model)
+            def whole(index: int | None = None) -> None:
+                chosen = batches if index is None else batches[index:index + 1]
+                for i, batch in enumerate(chosen, start=index or 0):
+                    run_calibration(model, batch, i)
+
+            _solve_in_order(layers, whole, solve, diagonal, model)
             return ""
         inside = {id(m) for block in blocks for m in block.modules()}
         outside = {n: m for n, m in layers.items() if id(m) not in inside}
@@ -223,8 +232,45 @@ def _run_block(block: nn.Module, calls: list[_Call], layers: dict[str, nn.Module
         return [_main(block(*map_tensors(c.args, lambda t: t.to(device)),
                             **map_tensors(c.kwargs, lambda t: t.to(device)))) for c in calls]
 
+    def run(index: int | None = None) -> None:
+        for c in calls if index is None else calls[index:index + 1]:
+            block(*map_tensors(c.args, lambda t: t.to(device)), **map_tensors(c.kwargs, lambda t: t.to(device)))
+
     if layers:
-        with _recording(layers, diagonal) as stats:
-            outputs()
-        _solve(stats, solve, model)
+        _solve_in_order(layers, run, solve, diagonal, model)
     return [call.with_hidden(output) for call, output in zip(calls, outputs(), strict=True)]
+
+
+def _in_running_order(layers: Mapping[str, nn.Module], run_first: Callable[[], None]) -> list[dict[str, nn.Module]]:
+    """``layers`` in groups, in the order they run on one batch (``run_first``): consecutive layers
+    reading the same input tensor share a group; layers that did not run form the last group."""
+    order: list[tuple[str, Any]] = []  # (name, its input), holding the inputs so their ids stay theirs
+    handles = [module.register_forward_pre_hook(lambda m, args, name=name: order.append((name, args[0])))
+               for name, module in layers.items()]
+    try:
+        run_first()
+    finally:
+        for handle in handles:
+            handle.remove()
+    groups: list[dict[str, nn.Module]] = []
+    last_input: Any = None
+    for name, source in order:
+        if any(name in group for group in groups):
+            continue
+        if groups and source is last_input:
+            groups[-1][name] = layers[name]
+        else:
+            groups.append({name: layers[name]})
+        last_input = source
+    unseen = {name: module for name, module in layers.items() if not any(name in group for group in groups)}
+    return groups + ([unseen] if unseen else [])
+
+
+def _solve_in_order(layers: Mapping[str, nn.Module], run: Callable[..., None], solve: Solver, diagonal: bool,
+                    model: nn.Module) -> None:
+    """Solve ``layers`` group by group in running order (see the module docstring); ``run()`` runs
+    every calibration input through the unit holding them, ``run(0)`` the first only."""
+    for group in _in_running_order(layers, lambda: run(0)):
+        with _recording(group, diagonal) as stats:
+            run()
+        _solve(stats, solve, model)

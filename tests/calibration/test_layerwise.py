@@ -108,3 +108,14 @@ def test_the_model_is_left_in_its_mode_with_its_cache_setting():
     model.config.use_cache = True
     layerwise(model, solvable_layers(model), calibration_batches(sample_inputs("llama", 2)), lambda stats: None)
     assert model.training and model.config.use_cache is True
+
+
+@pytest.mark.parametrize("name", ["bert", "llama"])
+def test_a_block_s_layers_are_solved_in_running_order_those_reading_one_input_together(name):
+    model = _build(name)
+    stages = []
+    layerwise(model, solvable_layers(model), calibration_batches(sample_inputs(name, 4, seed=1), batch_size=4),
+              lambda stats: stages.append(sorted(n.rsplit(".", 1)[-1] for n in stats)))
+    first_block = {"bert": [["key", "query", "value"], ["dense"], ["dense"], ["dense"]],
+                   "llama": [["k_proj", "q_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]}
+    assert stages[:4] == first_block[name]
