@@ -75,13 +75,15 @@ SEEDS = (0, 1, 2)
 GROUP = {"minilm": 128, "smollm2": 64}
 #: label-free recovery: every encoder layer's output matched to the fp32 model's by MSE (run 3; runs
 #: 1-2 matched the sentence embedding by cosine for 48 steps at lr 5e-5 and gained 0.01-0.03)
-RECOVERY = {"steps": 150, "batch_size": 16, "lr": 3e-4, "match": "every encoder layer's hidden states, MSE"}
+RECOVERY = {"steps": 300, "chained_steps": 200, "batch_size": 16, "lr": 3e-4,
+            "match": "every encoder layer's hidden states, MSE"}
 #: what changed in the method since the last published run (kept in the run's record)
 METHOD = ("run 3: GPTQ / SparseGPT / Wanda solve a block's layers in running order (true-sequential); GPTQ "
           "with MSE-clipped grids is a third 4- and 3-bit candidate; the word-embedding table in groups of 128 "
-          "(was one grid per row); recovery matches every encoder layer by MSE for 150 steps at lr 3e-4 (was the "
-          "sentence embedding by cosine, 48 steps at lr 5e-5); SmolLM2 calibration subsets of 16 windows (was "
-          "4); SmolLM2's lossless file saved at effort max (the default stores a dequantized fp32 model raw)")
+          "(was one grid per row); recovery matches every encoder layer by MSE for 300 steps at lr 3e-4, 200 "
+          "for the chained setting on each of its 3 seeds (was the sentence embedding by cosine, 48 steps at lr "
+          "5e-5); SmolLM2 calibration subsets of 16 windows (was 4); SmolLM2's lossless file saved at effort "
+          "max (the default stores a dequantized fp32 model raw)")
 WEIGHT_METHODS = ("gptq", "gptq_mse", "awq")  # the 4- and 3-bit candidates, chosen on validation
 QUICK = {"calibration": {"minilm": 16, "smollm2": 2}, "evaluation": {"minilm": 32, "smollm2": 1}, "seeds": (0,),
          "recovery_steps": 2}
@@ -220,11 +222,11 @@ class Run:
         self.calibration = QUICK["calibration"] if quick else CALIBRATION
         self.evaluation = QUICK["evaluation"] if quick else EVALUATION
         self.seeds = QUICK["seeds"] if quick else SEEDS
-        self.recovery_steps = QUICK["recovery_steps"] if quick else RECOVERY["steps"]
+        self.recovery_steps = {key: QUICK["recovery_steps"] if quick else RECOVERY[key]
+                               for key in ("steps", "chained_steps")}
         self.m: dict = {"minilm": {}, "smollm2": {}, "peers": {}}
         self.extra: dict = {"quick": quick, "seeds": list(self.seeds), "calibration_passages": self.calibration,
-                            "evaluation_passages": self.evaluation, "recovery": {**RECOVERY,
-                                                                                  "steps": self.recovery_steps},
+                            "evaluation_passages": self.evaluation, "recovery": {**RECOVERY, **self.recovery_steps},
                             "lengths": {"minilm": MINILM_LENGTH, "smollm2": SMOLLM2_LENGTH},
                             "size_commit": git_line("rev-parse", "--short", "HEAD"), "device": "cpu (1 torch thread)",
                             "method": METHOD}
@@ -234,7 +236,8 @@ class Run:
         print(f"[{time.time() - self.start:7.1f} s] {message}", flush=True)
 
     def publish(self, finished: bool) -> None:
-        self.extra["seconds"] = time.time() - self.start
+        # wall time from the run's start (its date, shared by its parts' processes) to this publication
+        self.extra["seconds"] = time.time() - _dt.datetime.fromisoformat(self.date).timestamp()
         if finished:
             self.extra["finished"] = sorted({*self.extra.get("finished", []), *(PARTS if self.only is None
                                                                                else [self.only])} & set(PARTS))
@@ -259,7 +262,11 @@ class Run:
 
     def _doc(self, measurements: dict, extra: dict) -> dict:
         extra["complete"] = set(extra.get("finished", [])) == set(PARTS)
-        return results_doc(NAME, measurements, targets(measurements, self.seeds), date=self.date, **extra)
+        found = targets(measurements, self.seeds)
+        if extra["complete"]:
+            found.append(target("whole benchmark, minutes (its start to its last part's end)", extra["seconds"] / 60,
+                                60.0, "<="))
+        return results_doc(NAME, measurements, found, date=self.date, **extra)
 
 
 def minilm_test_passages(run: Run, tokenizer) -> tuple[dict, dict]:
@@ -382,7 +389,7 @@ def run_minilm(run: Run, part: str | None) -> None:
         model = build_minilm(base, setting, subsets[seed], chosen() if setting in ("w4_g128", "w3_g128", "chained")
                              else {})
         if recovered:
-            recover(model, base, pool, run.recovery_steps)
+            recover(model, base, pool, run.recovery_steps["chained_steps" if setting == "chained" else "steps"])
         row = measure(model, f"{key}-{seed}", check_load=seed == run.seeds[0])
         run.m["minilm"].setdefault(key, {})[str(seed)] = row
         run.log(f"{key} seed {seed}: cosine {row['evaluation']['cosine']:.4f}, {row['file_bytes']:,} B")
@@ -590,7 +597,9 @@ def markdown(doc: dict) -> str:
              f"subsets), {doc['evaluation_passages']} evaluation passages / windows; out-of-domain (ood): the "
              "standard library's docstrings. Recovery: label-free, "
              f"{doc['recovery'].get('match', 'fp32 sentence embeddings by cosine')}, {doc['recovery']['steps']} "
-             f"AdamW steps of {doc['recovery']['batch_size']} passages, lr "
+             + (f"({doc['recovery']['chained_steps']} for the chained setting) " if "chained_steps" in doc["recovery"]
+                else "")
+             + f"AdamW steps of {doc['recovery']['batch_size']} passages, lr "
              f"{doc['recovery']['lr']:g}. Raw numbers: `benchmarks/results/transformers.json`.", ""]
     if not doc["complete"]:
         lines += [f"**Partial run**: finished parts: {doc.get('finished', [])}; the figures below are the ones "
