@@ -65,6 +65,29 @@ def run_onnx(path: str | os.PathLike, inputs: torch.Tensor | Mapping[str, torch.
     return session.run(None, onnx_feed(session, inputs))[0]
 
 
+def replace_when_close(partial: Path, path: Path, inputs: torch.Tensor | Mapping[str, torch.Tensor],
+                       expected: np.ndarray, tolerance: float, graph: str = "the exported graph",
+                       reference: str = "PyTorch's", relative: bool = False) -> float:
+    """The check every ONNX file netshrink writes passes before it takes its name: ONNX Runtime runs
+    the file at ``partial`` on ``inputs``; when its first output lies within ``tolerance`` of
+    ``expected`` (the ``reference`` model's, by the largest absolute difference or, with
+    ``relative``, that difference over the largest output) the file replaces ``path``, else a
+    one-line NetshrinkError (``partial`` is left for the caller to remove). Returns the difference."""
+    from netshrink.quant.onnx_tokens import relative_difference
+
+    try:
+        got = run_onnx(partial, inputs)
+    except Exception as error:  # noqa: BLE001 (ONNX Runtime's own error types)
+        raise NetshrinkError(f"ONNX Runtime cannot run {graph} ({one_line(error)})") from None
+    difference = relative_difference(got, expected) if relative else float(np.abs(got - expected).max())
+    if difference > tolerance:
+        share = " of the largest output" if relative else ""
+        raise NetshrinkError(f"ONNX Runtime's outputs of {graph} differ from {reference} by {difference:.3g}{share} "
+                             f"(> {tolerance}); the export is wrong for this model")
+    os.replace(partial, path)
+    return difference
+
+
 def check_inputs(model: nn.Module, inputs: torch.Tensor, what: str = "inputs") -> None:
     """A one-line error when ``inputs`` are not a float batch the model accepts."""
     if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
@@ -140,18 +163,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor 
             raise export_failure(error, type(model).__name__) from None
         with torch.no_grad():
             expected = model(inputs).numpy()
-        try:
-            got = run_onnx(partial, inputs)
-        except Exception as error:  # noqa: BLE001 (ONNX Runtime's own error types)
-            raise NetshrinkError(f"ONNX Runtime cannot run the exported graph ({one_line(error)})") from None
-        difference = float(np.abs(got - expected).max())
-        if difference > FP32_TOLERANCE:
-            raise NetshrinkError(f"ONNX Runtime's outputs differ from PyTorch's by {difference:.3g} "
-                                 f"(> {FP32_TOLERANCE}); the export is wrong for this model")
-        os.replace(partial, path)
+        return replace_when_close(partial, path, inputs, expected, FP32_TOLERANCE)
     finally:
         partial.unlink(missing_ok=True)
-    return difference
 
 
 def export_onnx_graphs(model: nn.Module, path: str | os.PathLike,

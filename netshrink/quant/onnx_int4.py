@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from netshrink.core.errors import ConfigError, NetshrinkError, one_line
+from netshrink.core.errors import ConfigError
 from netshrink.quant.calibration import calibrate
 from netshrink.quant.uniform import FakeQuantize
 
@@ -204,16 +204,13 @@ def export_int4(model: nn.Module, path: str | os.PathLike, inputs: Mapping[str, 
     ``path``: ``MatMulNBits`` per grid layer, ``GatherBlockQuantized`` for the word embeddings
     (``embedding_block`` values per grid; None keeps them fp32). ``model`` is left unchanged."""
     import onnx
-    import onnxruntime as ort
 
-    from netshrink.quant.onnx_export import _session
+    from netshrink.quant.onnx_export import replace_when_close
     from netshrink.quant.onnx_tokens import (
         _no_cache,
         check_token_batch,
         export_token_model,
         output_field,
-        relative_difference,
-        token_feed,
     )
 
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_INT4_OPSET:
@@ -246,16 +243,8 @@ def export_int4(model: nn.Module, path: str | os.PathLike, inputs: Mapping[str, 
         field = output_field(reference, batch)
         with torch.no_grad():
             expected = getattr(reference(**batch, **_no_cache(reference)), field).numpy()
-        try:
-            session = _session(partial)
-            got = session.run(None, token_feed(session, batch))[0]
-        except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError, ValueError) as error:
-            raise NetshrinkError(f"ONNX Runtime cannot run the 4-bit graph ({one_line(error)})") from None
-        difference = relative_difference(got, expected)
-        if difference > INT4_TOLERANCE:
-            raise NetshrinkError(f"the 4-bit graph's {field} differ from the fake-quantized PyTorch model's by "
-                                 f"{difference:.3g} of the largest output (> {INT4_TOLERANCE})")
-        os.replace(partial, path)
+        difference = replace_when_close(partial, path, batch, expected, INT4_TOLERANCE, "the 4-bit graph",
+                                        "the fake-quantized PyTorch model's", relative=True)
     finally:
         plain.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netshrink.core.errors import ConfigError, NetshrinkError, one_line
+from netshrink.core.errors import ConfigError, one_line
 from netshrink.core.model_io import MAIN_OUTPUT_KEYS
 
 #: the token tensors a Hugging Face text model takes, in the exported graph's input order
@@ -106,7 +106,7 @@ def export_token_model(model: nn.Module, path: str | os.PathLike, inputs: Mappin
     """Export a Hugging Face token model to ONNX at ``path`` (dynamic batch and sequence) and return
     ONNX Runtime's largest difference from PyTorch on ``inputs`` relative to the largest output;
     more than ``TOKEN_TOLERANCE`` is an error and ``path`` is written only when the check passes."""
-    from netshrink.quant.onnx_export import _quiet, _session, export_failure
+    from netshrink.quant.onnx_export import _quiet, export_failure, replace_when_close
 
     batch = check_token_batch(inputs)
     model = model.eval()
@@ -129,16 +129,6 @@ def export_token_model(model: nn.Module, path: str | os.PathLike, inputs: Mappin
             raise export_failure(error, type(model).__name__) from None
         with torch.no_grad():
             expected = getattr(model(**batch, **_no_cache(model)), field).numpy()
-        try:
-            session = _session(partial)
-            got = session.run(None, token_feed(session, batch))[0]
-        except Exception as error:  # noqa: BLE001 (ONNX Runtime's own error types)
-            raise NetshrinkError(f"ONNX Runtime cannot run the exported graph ({one_line(error)})") from None
-        difference = relative_difference(got, expected)
-        if difference > TOKEN_TOLERANCE:
-            raise NetshrinkError(f"ONNX Runtime's {field} differ from PyTorch's by {difference:.3g} of the largest "
-                                 f"output (> {TOKEN_TOLERANCE}); the export is wrong for this model")
-        os.replace(partial, path)
+        return replace_when_close(partial, path, batch, expected, TOKEN_TOLERANCE, relative=True)
     finally:
         partial.unlink(missing_ok=True)
-    return difference
