@@ -158,3 +158,10 @@ def test_a_folder_of_another_search_and_an_unimportable_class_are_refused(search
         _search(UserMLP(), out)  # the same class, other weights
     with pytest.raises(ConfigError, match="give builder='package.module:function'"):
         _search(Local(), tmp_path)
+
+
+def test_a_later_point_starts_only_with_a_margin_over_its_estimate():
+    estimate = 100.0
+    assert loop_module.starts_in_time(loop_module.ESTIMATE_MARGIN * estimate, estimate)
+    assert not loop_module.starts_in_time(estimate * 1.1, estimate)  # it would fit exactly, on a steady machine
+    assert loop_module.starts_in_time(0.0, 0.0)  # a point known to take no time
