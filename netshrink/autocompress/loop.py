@@ -26,7 +26,6 @@ from netshrink.autocompress.plan import Recovery
 from netshrink.autocompress.runtime import Clock
 from netshrink.autocompress.table import Context, stages_of
 
-
 #: a later point starts only when this many times its estimated time is left: the shared machine's
 #: speed drifts by more than one point's estimate can see (auto.json run 3: MiniLM's fourth point,
 #: estimated from the slowest point before it, ended 37 s past its hour)
