@@ -48,11 +48,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not benchmarks/: its transformers.py is no package
 
-import torch
+import torch  # noqa: E402
 
-from benchmarks.common import RESULTS, publish, results_doc, target, targets_markdown
+from benchmarks.common import RESULTS, publish, results_doc, target, targets_markdown  # noqa: E402
 
 NAME = "transformer_speed"
 SEQUENCE = 128
