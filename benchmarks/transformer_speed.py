@@ -489,8 +489,7 @@ def main() -> None:
     only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--stages=")), None)
     previous = RESULTS / f"{NAME}.json"
     if only is not None and "--quick" not in sys.argv and previous.exists():  # a rerun of some stages
-        kept = json.loads(previous.read_text())
-        date = kept["date"]
+        kept = json.loads(previous.read_text())  # its figures kept; the rerun is a run of its own in the history
         measured = {**kept["measurements"], **measured}
         for key in only:
             measured.get("failed", {}).pop(key, None)
