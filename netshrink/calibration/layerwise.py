@@ -228,16 +228,14 @@ def _run_block(block: nn.Module, calls: list[_Call], layers: dict[str, nn.Module
     next block's calls."""
     device = model_device(block)
 
-    def outputs() -> list[Any]:
+    def outputs(index: int | None = None) -> list[Any]:
+        """The block's hidden outputs on every recorded call, or on call ``index`` alone."""
         return [_main(block(*map_tensors(c.args, lambda t: t.to(device)),
-                            **map_tensors(c.kwargs, lambda t: t.to(device)))) for c in calls]
-
-    def run(index: int | None = None) -> None:
-        for c in calls if index is None else calls[index:index + 1]:
-            block(*map_tensors(c.args, lambda t: t.to(device)), **map_tensors(c.kwargs, lambda t: t.to(device)))
+                            **map_tensors(c.kwargs, lambda t: t.to(device))))
+                for c in (calls if index is None else calls[index:index + 1])]
 
     if layers:
-        _solve_in_order(layers, run, solve, diagonal, model)
+        _solve_in_order(layers, outputs, solve, diagonal, model)
     return [call.with_hidden(output) for call, output in zip(calls, outputs(), strict=True)]
 
 
@@ -253,20 +251,22 @@ def _in_running_order(layers: Mapping[str, nn.Module], run_first: Callable[[], N
         for handle in handles:
             handle.remove()
     groups: list[dict[str, nn.Module]] = []
+    placed: set[str] = set()
     last_input: Any = None
     for name, source in order:
-        if any(name in group for group in groups):
+        if name in placed:
             continue
         if groups and source is last_input:
             groups[-1][name] = layers[name]
         else:
             groups.append({name: layers[name]})
+        placed.add(name)
         last_input = source
-    unseen = {name: module for name, module in layers.items() if not any(name in group for group in groups)}
+    unseen = {name: module for name, module in layers.items() if name not in placed}
     return groups + ([unseen] if unseen else [])
 
 
-def _solve_in_order(layers: Mapping[str, nn.Module], run: Callable[..., None], solve: Solver, diagonal: bool,
+def _solve_in_order(layers: Mapping[str, nn.Module], run: Callable[..., Any], solve: Solver, diagonal: bool,
                     model: nn.Module) -> None:
     """Solve ``layers`` group by group in running order (see the module docstring); ``run()`` runs
     every calibration input through the unit holding them, ``run(0)`` the first only."""
