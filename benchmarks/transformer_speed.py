@@ -280,14 +280,13 @@ def int4_stage(model, text, folder: Path, reference: torch.Tensor, validation: t
 
 def recovery_match(student, teacher):
     """What recovery matches: every encoder layer's output by MSE when the student keeps the
-    teacher's layers (heads and neurons pruned; since the rerun of 2026-12-03: it recovers far more
-    per step than the sentence embedding by cosine), else the sentence embedding by cosine (layers
-    dropped: no layer of the student answers to most of the teacher's)."""
+    teacher's layers (heads and neurons pruned; since the rerun of 2026-12-03), else the sentence
+    embedding by cosine (layers dropped: no layer of the student answers to most of the teacher's)."""
+    from benchmarks.transformers import every_encoder_layer
     from netshrink.distillation.config import Recover
 
-    depth = len(teacher.encoder.layer)
-    if len(student.encoder.layer) == depth:
-        return Recover(match="hidden", loss="mse", layers=tuple(f"encoder.layer.{i}" for i in range(depth)))
+    if len(student.encoder.layer) == len(teacher.encoder.layer):
+        return every_encoder_layer(teacher)
     return Recover(match="embedding", loss="cosine")
 
 
