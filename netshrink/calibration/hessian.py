@@ -91,7 +91,9 @@ class LayerInputs:
     ``hessian`` is ``(groups, columns, columns)`` (``(groups, columns)`` with ``diagonal``), in
     float32 on the inputs' device; ``rows`` counts the input vectors seen per group. ``abs_mean``,
     ``low`` and ``high`` (``(groups, columns)``) are each column's mean ``|x|``, minimum and maximum,
-    the activation statistics of AWQ and SmoothQuant.
+    the activation statistics of AWQ and SmoothQuant. ``cross`` (``(groups, columns, columns)``,
+    None unless ``add`` got references) is ``2 X_ref^T X / n``: each input row beside the row the
+    original model gave the layer at the same place (``asymmetric_target``).
     """
 
     def __init__(self, layer: nn.Module, diagonal: bool = False) -> None:
@@ -100,10 +102,12 @@ class LayerInputs:
         self.abs_mean: torch.Tensor | None = None
         self.low: torch.Tensor | None = None
         self.high: torch.Tensor | None = None
+        self.cross: torch.Tensor | None = None
         self.rows = 0
 
-    def add(self, inputs: torch.Tensor) -> None:
-        """Fold one batch of the layer's inputs into the running mean."""
+    def add(self, inputs: torch.Tensor, reference: torch.Tensor | None = None) -> None:
+        """Fold one batch of the layer's inputs into the running mean; ``reference``: the inputs the
+        original model gave the layer on the same batch (same shape), for ``cross``."""
         rows = input_rows(self.layer, inputs.detach()).float()
         count = rows.shape[1]
         if count == 0:
@@ -117,6 +121,16 @@ class LayerInputs:
         self.abs_mean += (rows.abs().sum(dim=1) - count * self.abs_mean) / (self.rows + count)
         self.low, self.high = torch.minimum(self.low, rows.amin(dim=1)), torch.maximum(self.high, rows.amax(dim=1))
         self.rows += count
+        if reference is not None:
+            others = input_rows(self.layer, reference.detach()).float()
+            if others.shape != rows.shape:
+                raise ConfigError(f"the original model gave {type(self.layer).__name__} inputs of shape "
+                                  f"{tuple(reference.shape)} beside {tuple(inputs.shape)}; asymmetric calibration needs "
+                                  "the same shapes")
+            if self.cross is None:
+                self.cross = torch.zeros(rows.shape[0], rows.shape[2], rows.shape[2], device=rows.device)
+            self.cross *= (self.rows - count) / self.rows
+            self.cross += (others.transpose(1, 2) @ rows) * (2 / self.rows)
         rows = rows * (2 / self.rows) ** 0.5
         if self.diagonal:
             self.hessian += rows.pow(2).sum(dim=1)
@@ -127,3 +141,26 @@ class LayerInputs:
         """``||X_j||_2`` of every input feature ``j`` (``(groups, columns)``): Wanda's input norms."""
         diagonal = self.hessian if self.diagonal else torch.diagonal(self.hessian, dim1=1, dim2=2)
         return (diagonal * self.rows / 2).clamp_min(0).sqrt()
+
+
+def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor, damp: float) -> torch.Tensor:
+    """``W* = W + W (G - H) (H + lambda I)^-1``, the least-squares weight that maps the inputs a
+    layer gets in the model being changed, ``X``, to the outputs the original layer gave on the
+    original's inputs, ``X_ref`` (``min ||X W*^T - X_ref W^T||``, whose solution is ``W G H^-1``;
+    ``H = X^T X``, ``G = X_ref^T X``, each times ``2 / n``). Only the correction is dampened (by
+    ``damp`` times H's mean diagonal, as the solvers dampen), so equal inputs give back ``W``
+    itself rather than a ridge-shrunk copy.
+
+    This is the asymmetric calibration of GPTAQ (Li et al. 2025, "GPTAQ: Efficient Finetuning-Free
+    Quantization for Asymmetric Calibration", sec. 3): the layer-wise target is the original
+    model's output, not this layer's own output on already-changed inputs, so each layer also makes
+    up for the error of the layers before it. Since ``||X W'^T - X_ref W^T||^2 = ||X (W' - W*)^T||^2
+    + const``, the usual solvers (GPTQ, SparseGPT), run on ``W*`` with the same ``H``, solve the
+    asymmetric problem; that reduction, rather than the paper's in-sweep update, is ours and
+    hand-written (no library offers it). ``weight`` is ``(rows, columns)``; float32 result."""
+    damped = hessian.double().clone()
+    diagonal = torch.diagonal(damped)
+    diagonal[diagonal == 0] = 1.0
+    diagonal += damp * float(diagonal.mean())
+    correction = torch.linalg.solve(damped, (cross.double() - hessian.double()).t() @ weight.double().t())
+    return (weight.double() + correction.t()).float()

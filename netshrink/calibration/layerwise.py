@@ -22,10 +22,16 @@ order, once each, each on its predecessor's output. A model with no such list is
 layers are all solved together from one pass. Chosen layers outside the blocks are solved before
 the blocks when they run before the first (then the first block's inputs are recorded again), else
 after the blocks from one more pass of the whole model.
+
+With ``reference=True`` (asymmetric calibration, ``hessian.asymmetric_target``) an unchanged copy
+of each block (of the model, when it runs as one block) runs beside it on the original model's
+block inputs, and each layer's statistics also pair its inputs with the inputs the original gave
+it on the same batch. Layers outside the blocks get no reference.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,32 +193,42 @@ def _record_first_block(model: nn.Module, first: nn.Module, batches: list[Inputs
 
 
 def layerwise(model: nn.Module, layers: Mapping[str, nn.Module], batches: list[Inputs], solve: Solver, *,
-              diagonal: bool = False) -> str:
+              diagonal: bool = False, reference: bool = False) -> str:
     """Calibrate ``layers`` of ``model`` block by block on ``batches`` (see the module docstring):
-    ``solve`` gets each group of layers' ``LayerInputs`` (only their diagonals with ``diagonal``)
-    and changes those layers before the model runs on. Returns the name of the block list used
-    (``""``: the model ran as one block)."""
+    ``solve`` gets each group of layers' ``LayerInputs`` (only their diagonals with ``diagonal``;
+    with ``reference``, their ``cross`` with the original model's inputs too) and changes those
+    layers before the model runs on. Returns the name of the block list used (``""``: the model
+    ran as one block)."""
     with _calibrating(model):
         name, blocks = find_blocks(model, layers, batches[0])
         if not blocks:
-            def whole(index: int | None = None) -> None:
-                chosen = batches if index is None else batches[index:index + 1]
-                for i, batch in enumerate(chosen, start=index or 0):
-                    run_calibration(model, batch, i)
+            def runner(unit: nn.Module) -> Callable[..., None]:
+                def run(index: int | None = None) -> None:
+                    chosen = batches if index is None else batches[index:index + 1]
+                    for i, batch in enumerate(chosen, start=index or 0):
+                        run_calibration(unit, batch, i)
+                return run
 
-            _solve_in_order(layers, whole, solve, diagonal, model)
+            twin = copy.deepcopy(model) if reference else None
+            original = None if twin is None else _Original(twin, runner(twin), len(batches))
+            _solve_in_order(layers, runner(model), solve, diagonal, model, original, model)
             return ""
         inside = {id(m) for block in blocks for m in block.modules()}
         outside = {n: m for n, m in layers.items() if id(m) not in inside}
         with _recording(outside, diagonal) as stats:
             calls = _record_first_block(model, blocks[0], batches)
+        original_calls = calls if reference else None
         before = {n: s for n, s in stats.items() if s.rows}
         _solve(before, solve, model)
         if before:  # the first block's inputs change with the layers before it
             calls = _record_first_block(model, blocks[0], batches)
         for block in blocks:
-            calls = _run_block(block, calls, {n: m for n, m in layers.items() if n not in outside and any(
-                m is b for b in block.modules())}, solve, diagonal, model)
+            chosen = {n: m for n, m in layers.items() if n not in outside and any(m is b for b in block.modules())}
+            original = copy.deepcopy(block) if reference else None
+            calls = _run_block(block, calls, chosen, solve, diagonal, model,
+                               None if original is None else (original, original_calls))
+            if original is not None:
+                original_calls = _block_outputs(original, original_calls)
         after = {n: m for n, m in outside.items() if n not in before}
         if after:
             with _recording(after, diagonal) as stats:
@@ -222,21 +238,42 @@ def layerwise(model: nn.Module, layers: Mapping[str, nn.Module], batches: list[I
         return name
 
 
-def _run_block(block: nn.Module, calls: list[_Call], layers: dict[str, nn.Module], solve: Solver, diagonal: bool,
-               model: nn.Module) -> list[_Call]:
-    """Solve ``layers`` of ``block`` on its recorded inputs; the block's outputs after that, as the
-    next block's calls."""
+@dataclass
+class _Original:
+    """The unchanged copy of the unit being calibrated, ``run(index)`` running it on the original
+    model's input ``index``, and how many inputs there are."""
+
+    unit: nn.Module
+    run: Callable[[int], Any]
+    count: int
+
+
+def _block_runner(block: nn.Module, calls: list[_Call]) -> Callable[..., list[Any]]:
+    """``outputs(index=None)``: the block's hidden outputs on every call, or on call ``index`` alone."""
     device = model_device(block)
 
     def outputs(index: int | None = None) -> list[Any]:
-        """The block's hidden outputs on every recorded call, or on call ``index`` alone."""
         return [_main(block(*map_tensors(c.args, lambda t: t.to(device)),
                             **map_tensors(c.kwargs, lambda t: t.to(device))))
                 for c in (calls if index is None else calls[index:index + 1])]
 
+    return outputs
+
+
+def _block_outputs(block: nn.Module, calls: list[_Call]) -> list[_Call]:
+    """The next block's calls: ``calls`` with the block's hidden outputs on them."""
+    return [call.with_hidden(output) for call, output in zip(calls, _block_runner(block, calls)(), strict=True)]
+
+
+def _run_block(block: nn.Module, calls: list[_Call], layers: dict[str, nn.Module], solve: Solver, diagonal: bool,
+               model: nn.Module, reference: tuple[nn.Module, list[_Call]] | None = None) -> list[_Call]:
+    """Solve ``layers`` of ``block`` on its recorded inputs (beside ``reference``: the block's
+    unchanged copy and the original model's calls of it); the block's outputs after that, as the
+    next block's calls."""
     if layers:
-        _solve_in_order(layers, outputs, solve, diagonal, model)
-    return [call.with_hidden(output) for call, output in zip(calls, outputs(), strict=True)]
+        original = None if reference is None else _Original(reference[0], _block_runner(*reference), len(calls))
+        _solve_in_order(layers, _block_runner(block, calls), solve, diagonal, model, original, block)
+    return _block_outputs(block, calls)
 
 
 def _in_running_order(layers: Mapping[str, nn.Module], run_first: Callable[[], None]) -> list[dict[str, nn.Module]]:
@@ -267,10 +304,44 @@ def _in_running_order(layers: Mapping[str, nn.Module], run_first: Callable[[], N
 
 
 def _solve_in_order(layers: Mapping[str, nn.Module], run: Callable[..., Any], solve: Solver, diagonal: bool,
-                    model: nn.Module) -> None:
+                    model: nn.Module, original: _Original | None = None, unit: nn.Module | None = None) -> None:
     """Solve ``layers`` group by group in running order (see the module docstring); ``run()`` runs
-    every calibration input through the unit holding them, ``run(0)`` the first only."""
+    every calibration input through ``unit``, the module holding them, ``run(0)`` the first only;
+    ``original``, when given, is ``unit``'s unchanged copy (asymmetric calibration)."""
     for group in _in_running_order(layers, lambda: run(0)):
-        with _recording(group, diagonal) as stats:
-            run()
+        if original is None:
+            with _recording(group, diagonal) as stats:
+                run()
+        else:
+            stats = _paired_statistics(group, run, original, unit, diagonal)
         _solve(stats, solve, model)
+
+
+def _paired_statistics(group: Mapping[str, nn.Module], run: Callable[..., Any], original: _Original,
+                       unit: nn.Module, diagonal: bool) -> dict[str, LayerInputs]:
+    """``LayerInputs`` of ``group`` with ``cross``: input by input, the unchanged copy runs first and
+    its layers' inputs wait beside the changed unit's, which then arrive at the same layers."""
+    names = {id(m): n for n, m in unit.named_modules()}
+    stats = {name: LayerInputs(module, diagonal) for name, module in group.items()}
+    waiting: dict[str, list[torch.Tensor]] = {name: [] for name in group}
+    handles = []
+    for name, module in group.items():
+        twin = original.unit.get_submodule(names[id(module)])
+        handles.append(twin.register_forward_pre_hook(lambda m, args, name=name: waiting[name].append(args[0])))
+        handles.append(module.register_forward_pre_hook(
+            lambda m, args, name=name: stats[name].add(args[0], _paired(waiting[name], name))))
+    try:
+        for index in range(original.count):
+            original.run(index)
+            run(index)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats
+
+
+def _paired(waiting: list[torch.Tensor], name: str) -> torch.Tensor:
+    if not waiting:
+        raise ConfigError(f"layer {name!r} ran more often in the model being changed than in its original; "
+                          "asymmetric calibration needs both to run alike")
+    return waiting.pop(0)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from netshrink.calibration.batches import calibration_batches
-from netshrink.calibration.hessian import LayerInputs, solvable_layers
+from netshrink.calibration.hessian import LayerInputs, asymmetric_target, solvable_layers
 from netshrink.calibration.layerwise import layerwise
 from netshrink.core.errors import ConfigError
 
@@ -35,10 +35,11 @@ def stored_weight(module: nn.Module) -> torch.Tensor:
 
 
 def solve_layers(model: nn.Module, config: Any, solve_layer: LayerSolver, check_layer: Callable[[str, nn.Module], None],
-                 diagonal: bool = False) -> dict[str, Any]:
+                 diagonal: bool = False, reference: bool = False) -> dict[str, Any]:
     """Run ``solve_layer`` on every chosen layer block by block (see the module docstring);
-    ``config`` has ``layers``, ``filter_fn``, ``calibration_data`` and ``batch_size``. Returns the
-    log details ``{"layers": {name: details}, "blocks": block list name}``."""
+    ``config`` has ``layers``, ``filter_fn``, ``calibration_data`` and ``batch_size``; ``reference``:
+    the statistics carry the original model's inputs too (``layerwise``'s asymmetric calibration).
+    Returns the log details ``{"layers": {name: details}, "blocks": block list name}``."""
     # checked here, not in the config: a config read back from a log never has its unlogged data
     if config.calibration_data is None:
         raise ConfigError(f"{type(config).__name__} needs calibration_data: a few batches of the model's inputs "
@@ -59,7 +60,7 @@ def solve_layers(model: nn.Module, config: Any, solve_layer: LayerSolver, check_
             installs.append(install)
 
     try:
-        blocks = layerwise(model, layers, batches, solve, diagonal=diagonal)
+        blocks = layerwise(model, layers, batches, solve, diagonal=diagonal, reference=reference)
     except BaseException:
         with torch.no_grad():
             for name, module in layers.items():
@@ -80,17 +81,21 @@ def row_groups(module: nn.Module) -> list[slice]:
 
 def solve_row_groups(module: nn.Module, inputs: LayerInputs, prior: torch.Tensor | None,
                      solve_rows: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
-                                          tuple[torch.Tensor, Any, float]]) -> tuple[list[Any], float]:
+                                          tuple[torch.Tensor, Any, float]], damp: float = 0.0) -> tuple[list[Any], float]:
     """Solve ``module``'s weight one input group at a time (``row_groups``: a grouped convolution's
     groups each have their own Hessian): ``solve_rows(rows, hessian, prior_rows) -> (new rows, what
     else the solver made, loss)`` on the flattened weight's rows and the matching rows of ``prior`` (an
-    earlier pruning mask, or None). The new rows are written into the stored weight; returns what
-    else each group's solve made, in group order, and the summed loss."""
+    earlier pruning mask, or None). When the inputs carry the original model's (``inputs.cross``),
+    the rows handed over are ``hessian.asymmetric_target``'s, dampened by ``damp``. The new rows are
+    written into the stored weight; returns what else each group's solve made, in group order, and
+    the summed loss."""
     weight = module.weight.detach().flatten(1)
     solved, made, loss = [], [], 0.0
     for g, rows in enumerate(row_groups(module)):
         prior_rows = None if prior is None else prior.flatten(1)[rows]
-        new, extra, part = solve_rows(weight[rows], inputs.hessian[g], prior_rows)
+        start = weight[rows] if inputs.cross is None else \
+            asymmetric_target(weight[rows], inputs.hessian[g], inputs.cross[g], damp)
+        new, extra, part = solve_rows(start, inputs.hessian[g], prior_rows)
         solved.append(new)
         made.append(extra)
         loss += part

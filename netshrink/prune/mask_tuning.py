@@ -14,6 +14,13 @@ authors' ``rescale_mask`` stops there; the others are folded into the projection
 model keeps its shape. Unlike the authors' code, the target is the projection's output alone: the
 drift of the residual stream the block adds to is not folded into it. Hand-written: no library
 solves this layer-wise problem.
+
+``tune="weights"`` solves the same problem with every weight of the kept columns and the bias free
+rather than one scale per unit: ``min_{W', b'} sum_t || W' x_t + b' - y_t ||^2``, the layer-wise
+reconstruction of the pruned consumer layer that ZipLM (Kurtic et al. 2023, sec. 3.1) and FLAP's
+bias compensation (An et al. 2024, sec. 3.3) make, here by the normal equations
+``[X 1]^T [X 1] [W' b']^T = [X 1]^T Y`` with a ridge of ``REFIT_DAMP`` times their mean diagonal. A
+unit's scale is one such solution, so on the calibration tokens this fits at least as well.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from netshrink.prune.transformer_blocks import ATTENTION_KINDS, MLP_KINDS, atten
 #: ridge added to the normal equations, relative to their mean diagonal
 DAMP = 1e-6
 LIMIT = 10.0
+#: ridge of the whole-weight refit, relative to the mean diagonal of its normal equations
+REFIT_DAMP = 1e-4
+TUNINGS = ("scales", "weights")
 
 
 def _consumer(model: nn.Module, name: str) -> tuple[nn.Linear, int]:
@@ -93,16 +103,47 @@ def tune_block_(model: nn.Module, original: nn.Module, name: str, batches: list[
     return scales
 
 
-def tune_masks_(model: nn.Module, original: nn.Module, names: list[str], data: Any) -> None:
+def refit_block_(model: nn.Module, original: nn.Module, name: str, batches: list[Any]) -> None:
+    """Solve block ``name``'s output projection, weight and bias, by least squares (the module
+    docstring's ``tune="weights"``) and write it in; left as it is if the solution is not finite."""
+    layer, _ = _consumer(model, name)
+    target_layer, _ = _consumer(original, name)
+    weight = layer.weight.detach()
+    bias = layer.bias is not None
+    size = weight.shape[1] + bias
+    gram = torch.zeros(size, size, dtype=torch.float64)
+    right = torch.zeros(weight.shape[0], size, dtype=torch.float64)
+    for index, batch in enumerate(batches):
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        keep = None if mask is None else mask.reshape(-1).bool().to(weight.device)
+        x = _tokens(_capture(model, layer, batch, index, inputs=True), keep).double().cpu()
+        if bias:
+            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+        target = _tokens(_capture(original, target_layer, batch, index, inputs=False), keep).double().cpu()
+        gram += x.t() @ x
+        right += target.t() @ x
+    damp = REFIT_DAMP * gram.diagonal().mean().clamp_min(1e-12)
+    solution = torch.linalg.solve(gram + damp * torch.eye(size, dtype=gram.dtype), right.t()).t()
+    if not bool(torch.isfinite(solution).all()):
+        return
+    with torch.no_grad():
+        layer.weight.copy_(solution[:, :weight.shape[1]].to(weight))
+        if bias:
+            layer.bias.copy_(solution[:, -1].to(layer.bias))
+
+
+def tune_masks_(model: nn.Module, original: nn.Module, names: list[str], data: Any, how: str = "scales") -> None:
     """Tune the kept units of the blocks ``names`` (in model order) of the pruned ``model`` against
-    ``original`` on calibration ``data``."""
+    ``original`` on calibration ``data``: their ``"scales"``, or their output projections'
+    ``"weights"`` and biases (see the module docstring)."""
     batches = calibration_batches(data)
     training, original_training = model.training, original.training
     model.eval()
     original.eval()
+    tune = tune_block_ if how == "scales" else refit_block_
     try:
         for name in names:
-            tune_block_(model, original, name, batches)
+            tune(model, original, name, batches)
     finally:
         model.train(training)
         original.train(original_training)

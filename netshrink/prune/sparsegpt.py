@@ -42,6 +42,9 @@ class SparseGPT(CalibratedPrune):
 
     Args:
         damp: fraction of the mean diagonal of ``H`` added to its diagonal (``percdamp``).
+        asymmetric: each layer reproduces the original model's outputs on the original's inputs,
+            making up for the layers pruned before it (``calibration.hessian.asymmetric_target``);
+            False: its own outputs on the inputs it now gets, as SparseGPT.
         block_size: columns per lazy batch update and per unstructured mask choice (rounded up to
             a multiple of M for an N:M pattern).
 
@@ -50,10 +53,13 @@ class SparseGPT(CalibratedPrune):
     """
 
     damp: float = 0.01
+    asymmetric: bool = False
     block_size: int = BLOCK_SIZE
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.asymmetric, bool):
+            raise ConfigError(f"asymmetric must be True or False, got {self.asymmetric!r}")
         if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) or not 0 <= self.damp <= 1:
             raise ConfigError(f"damp must be a number in [0, 1], got {self.damp!r}")
         if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 1:
@@ -100,7 +106,8 @@ def sparsegpt_weight(weight: torch.Tensor, hessian: torch.Tensor, config: Sparse
 
 def _prune_layer(name: str, module: nn.Module, inputs: LayerInputs, config: SparseGPT) -> tuple[dict, Callable]:
     masks, loss = solve_row_groups(module, inputs, current_mask(module, "weight"),
-                                   lambda rows, hessian, prior: sparsegpt_weight(rows, hessian, config, prior, name))
+                                   lambda rows, hessian, prior: sparsegpt_weight(rows, hessian, config, prior, name),
+                                   config.damp)
     mask = torch.cat(masks).reshape(module.weight.shape)
     return {"kept": float(mask.mean()), "loss": loss}, lambda: set_mask(module, "weight", mask)
 
@@ -113,4 +120,4 @@ def _check_layer(name: str, module: nn.Module, config: SparseGPT) -> None:
 @register(SparseGPT, "sparsegpt", rebuild=None, check=check_record, verb=prune_)
 def _sparsegpt(model: nn.Module, config: SparseGPT) -> dict:
     return solve_layers(model, config, lambda name, module, inputs: _prune_layer(name, module, inputs, config),
-                        lambda name, module: _check_layer(name, module, config))
+                        lambda name, module: _check_layer(name, module, config), reference=config.asymmetric)

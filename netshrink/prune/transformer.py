@@ -35,7 +35,7 @@ from netshrink.core.registry import register
 from netshrink.prune.flops_budget import plan_counts
 from netshrink.prune.head_importance import IMPORTANCES, importance_scores
 from netshrink.prune.mask_rearrange import rearranged_removal
-from netshrink.prune.mask_tuning import tune_masks_
+from netshrink.prune.mask_tuning import TUNINGS, tune_masks_
 from netshrink.prune.selection import check_sparsity
 from netshrink.prune.transformer_blocks import (
     ATTENTION_KINDS,
@@ -93,7 +93,9 @@ class TransformerPrune(Config):
             (``mask_rearrange``) rather than by each one's own score.
         tune: afterwards, rescale the kept heads and neurons by least squares so each pruned
             block reproduces the original's output on ``calibration_data`` (Kwon et al. 2022 sec.
-            4.3, ``mask_tuning``; the scales are folded into the weights).
+            4.3, ``mask_tuning``; the scales are folded into the weights): ``True`` or
+            ``"scales"``; ``"weights"`` solves each block's whole output projection and bias
+            instead (ZipLM / FLAP's layer-wise reconstruction); ``False``: no tuning.
         calibration_data: batches of the model's inputs for ``"michel"``, ``"fisher"`` and ``tune``
             (not logged).
 
@@ -107,7 +109,7 @@ class TransformerPrune(Config):
     importance: str = "magnitude"
     flops: float | None = None
     rearrange: bool = False
-    tune: bool = False
+    tune: bool | str = False
     calibration_data: Any = unlogged()
 
     def __post_init__(self) -> None:
@@ -117,9 +119,10 @@ class TransformerPrune(Config):
             raise ConfigError(f"unknown gqa {self.gqa!r}; choose one of {list(GQA_MODES)}")
         if self.importance not in IMPORTANCES:
             raise ConfigError(f"unknown importance {self.importance!r}; choose one of {list(IMPORTANCES)}")
-        for flag in ("rearrange", "tune"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if not isinstance(self.rearrange, bool):
+            raise ConfigError(f"rearrange must be true or false, got {self.rearrange!r}")
+        if not isinstance(self.tune, bool) and self.tune not in TUNINGS:
+            raise ConfigError(f"tune must be true, false or one of {list(TUNINGS)}, got {self.tune!r}")
         if self.rearrange and self.importance != "fisher":
             raise ConfigError("rearrange=True needs importance='fisher' (it searches the Fisher information)")
         if self.flops is not None:
@@ -268,7 +271,7 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
     _check_layers(config.heads, attention, "heads", model)
     _check_layers(config.neurons, mlps, "neurons", model)
     if config.tune and config.calibration_data is None:
-        raise ConfigError("tune=True needs calibration_data (a few batches of the model's inputs)")
+        raise ConfigError(f"tune={config.tune!r} needs calibration_data (a few batches of the model's inputs)")
     details: dict[str, Any] = {"attention": {}, "mlp": {}}
     if config.flops is None:
         heads, neurons = _head_counts(attention, config), _neuron_counts(mlps, config)
@@ -304,5 +307,5 @@ def _transformer_prune(model: nn.Module, config: TransformerPrune) -> dict:
     if original is not None:
         changed = {*details["attention"], *details["mlp"]}
         tune_masks_(model, original, [name for name, _ in model.named_modules() if name in changed],
-                    config.calibration_data)
+                    config.calibration_data, "scales" if config.tune is True else config.tune)
     return details

@@ -63,6 +63,9 @@ class GPTQ(Config):
         act_order: sweep the columns in order of decreasing ``diag(H)`` (inputs with more energy
             first).
         damp: fraction of the mean diagonal of ``H`` added to its diagonal (GPTQ's ``percdamp``).
+        asymmetric: each layer reproduces the original model's outputs on the original's inputs,
+            making up for the layers changed before it (GPTAQ, ``calibration.hessian.asymmetric_target``);
+            False: its own outputs on the inputs it now gets, as GPTQ.
         block_size: columns per lazy batch update (rounded up to a multiple of ``group_size``).
         scheme: ``"affine"`` (the paper's asymmetric min-max grids) or ``"symmetric"``.
         calibration: how each grid's range is chosen: ``"minmax"`` or ``"mse"`` (``quant.calibration``).
@@ -84,6 +87,7 @@ class GPTQ(Config):
     group_size: int | None = None
     act_order: bool = False
     damp: float = 0.01
+    asymmetric: bool = False
     block_size: int = BLOCK_SIZE
     scheme: str = "affine"
     calibration: str = "minmax"
@@ -94,8 +98,9 @@ class GPTQ(Config):
 
     def __post_init__(self) -> None:
         check_calibrated_grid(self, ("block_size", "batch_size"))
-        if not isinstance(self.act_order, bool):
-            raise ConfigError(f"act_order must be True or False, got {self.act_order!r}")
+        for field in ("act_order", "asymmetric"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(f"{field} must be True or False, got {getattr(self, field)!r}")
         if isinstance(self.damp, bool) or not isinstance(self.damp, (int, float)) or not 0 <= self.damp <= 1:
             raise ConfigError(f"damp must be a number in [0, 1], got {self.damp!r} (0.01 adds 1% of the mean "
                               "diagonal)")
@@ -191,7 +196,8 @@ def _quantize_layer(name: str, module: nn.Module, inputs: LayerInputs, config: G
     if mask is None and bool((module.weight == 0).any()):  # pruned then finalized: its zeros stay zeros
         mask = (module.weight != 0).to(module.weight.dtype)
     grids, loss = solve_row_groups(module, inputs, mask,
-                                   lambda rows, hessian, prior: gptq_weight(rows, hessian, config, prior, name))
+                                   lambda rows, hessian, prior: gptq_weight(rows, hessian, config, prior, name),
+                                   config.damp)
     grid = Grid(torch.cat([g.scale for g in grids]), torch.cat([g.zero_point for g in grids]),
                 grids[0].qmin, grids[0].qmax, grids[0].group_size)
     return ({"bits": config.bits, "group_size": config.group_size, "loss": loss},
@@ -205,4 +211,4 @@ def _check(model: nn.Module, record: dict) -> None:
 @register(GPTQ, "gptq", rebuild=None, check=_check, verb=quantize_, stored_as=stored_on_grids)
 def _gptq(model: nn.Module, config: GPTQ) -> dict:
     return solve_layers(model, config, lambda name, module, inputs: _quantize_layer(name, module, inputs, config),
-                        lambda name, module: _check_layer(name, module, config))
+                        lambda name, module: _check_layer(name, module, config), reference=config.asymmetric)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from netshrink.calibration.hessian import LayerInputs, input_rows, solvable_layers
+from netshrink.calibration.hessian import LayerInputs, asymmetric_target, input_rows, solvable_layers
 from netshrink.core.errors import ConfigError
 from netshrink.prune import MagnitudePrune, prune_
 from tests.models import UserTransformer
@@ -57,6 +57,33 @@ def test_the_running_hessian_is_twice_the_mean_outer_product(kind):
     assert torch.allclose(full.hessian, 2 * rows.transpose(1, 2) @ rows / rows.shape[1], atol=1e-5)
     assert torch.allclose(diagonal.hessian, torch.diagonal(full.hessian, dim1=1, dim2=2), atol=1e-5)
     assert torch.allclose(diagonal.feature_norms(), rows.norm(dim=1), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv_groups"])
+def test_the_cross_statistic_is_twice_the_mean_product_of_reference_and_own_rows(kind):
+    layer = LAYERS[kind]()
+    x = _inputs(layer)
+    reference = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    inputs = LayerInputs(layer)
+    for part in (slice(0, 1), slice(1, 2)):
+        inputs.add(x[part], reference[part])
+    rows, others = input_rows(layer, x), input_rows(layer, reference)
+    assert torch.allclose(inputs.cross, 2 * others.transpose(1, 2) @ rows / rows.shape[1], atol=1e-5)
+    with pytest.raises(ConfigError, match="same shapes"):
+        inputs.add(x, reference[:1, :2])
+
+
+def test_the_asymmetric_target_maps_the_changed_inputs_onto_the_original_outputs():
+    generator = torch.Generator().manual_seed(0)
+    x_ref = torch.randn(400, 6, generator=generator)
+    x = x_ref + 0.2 * torch.randn(400, 6, generator=generator)  # what earlier changed layers hand on
+    weight = torch.randn(3, 6, generator=generator)
+    hessian, cross = 2 * x.t() @ x / 400, 2 * x_ref.t() @ x / 400
+    target = asymmetric_target(weight, hessian, cross, damp=0.0)
+    expected = torch.linalg.lstsq(x.double(), (x_ref @ weight.t()).double()).solution.t().float()
+    assert torch.allclose(target, expected, atol=1e-4)
+    assert (x @ target.t() - x_ref @ weight.t()).norm() < (x @ weight.t() - x_ref @ weight.t()).norm()
+    assert torch.allclose(asymmetric_target(weight, hessian, hessian, damp=0.01), weight)  # nothing to correct
 
 
 def test_the_attention_output_projection_is_left_out_and_naming_it_is_one_line():

@@ -119,3 +119,42 @@ def test_a_block_s_layers_are_solved_in_running_order_those_reading_one_input_to
     first_block = {"bert": [["key", "query", "value"], ["dense"], ["dense"], ["dense"]],
                    "llama": [["k_proj", "q_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]}
     assert stages[:4] == first_block[name]
+
+
+@pytest.mark.parametrize("name", ["stacked", "bert", "lenet5"])
+def test_with_a_reference_each_layer_pairs_its_inputs_with_the_original_model_s(name):
+    model = _build(name)
+    original = copy.deepcopy(model)
+    data = torch.randn(6, 6) if name == "stacked" else sample_inputs(name, 6, seed=1)
+    batches = calibration_batches(data, batch_size=4)
+    seen = {}
+
+    def halve(stats):
+        for n, s in stats.items():
+            seen[n] = None if s.cross is None else s.cross.clone()
+            with torch.no_grad():
+                model.get_submodule(n).weight.mul_(0.5)
+
+    changed = copy.deepcopy(model)
+    blocks = layerwise(model, solvable_layers(model), batches, halve, reference=True)
+    assert set(seen) == set(solvable_layers(model))
+    outside = {n for n, cross in seen.items() if cross is None}  # outside the blocks: no reference
+    assert outside == {n for n in seen if blocks and not n.startswith(blocks + ".")}
+    assert len(outside) < len(seen)
+    for n, cross in seen.items():  # the changed model (layers before n halved) beside the original
+        mine, theirs = [], []
+        hooks = [changed.get_submodule(n).register_forward_pre_hook(lambda m, a: mine.append(a[0])),
+                 original.get_submodule(n).register_forward_pre_hook(lambda m, a: theirs.append(a[0]))]
+        with torch.no_grad():
+            for batch in batches:
+                call_model(changed, batch)
+                call_model(original, batch)
+        for hook in hooks:
+            hook.remove()
+        expected = LayerInputs(changed.get_submodule(n))
+        for x, x_ref in zip(mine, theirs, strict=True):
+            expected.add(x, x_ref)
+        if cross is not None:
+            assert torch.allclose(cross, expected.cross, rtol=1e-4, atol=1e-6), n
+        with torch.no_grad():
+            changed.get_submodule(n).weight.mul_(0.5)

@@ -169,19 +169,21 @@ def test_mask_tuning_brings_each_pruned_blocks_output_closer_to_the_originals(na
     from netshrink.prune.mask_tuning import _capture, _consumer
 
     original = _build(name)
-    plain, tuned = copy.deepcopy(original), copy.deepcopy(original)
+    plain, tuned, refit = copy.deepcopy(original), copy.deepcopy(original), copy.deepcopy(original)
     config = {"heads": 0.5, "neurons": 0.5, "calibration_data": CALIBRATION}
     prune_(plain, TransformerPrune(**config))
     prune_(tuned, TransformerPrune(**config, tune=True))
+    prune_(refit, TransformerPrune(**config, tune="weights"))
     assert get_log(plain)[-1]["attention"] == get_log(tuned)[-1]["attention"]  # the same heads go
     mask = CALIBRATION["attention_mask"].reshape(-1).bool()
     for block in [attention_blocks(original)[0].name, mlp_blocks(original)[0].name]:
         want = _capture(original, _consumer(original, block)[0], CALIBRATION, 0, inputs=False).flatten(0, 1)[mask]
         errors = [float((_capture(m, _consumer(m, block)[0], CALIBRATION, 0, inputs=False).flatten(0, 1)[mask]
-                         - want).pow(2).sum()) for m in (plain, tuned)]
-        assert errors[1] < errors[0]
-    netshrink.save(tuned, tmp_path / "m.nsk")
-    assert torch.equal(_outputs(netshrink.load(tmp_path / "m.nsk", model=_build(name)).eval()), _outputs(tuned))
+                         - want).pow(2).sum()) for m in (plain, tuned, refit)]
+        assert errors[2] < errors[1] < errors[0]  # a whole weight refit fits better than one scale per unit
+    for model in (tuned, refit):
+        netshrink.save(model, tmp_path / "m.nsk")
+        assert torch.equal(_outputs(netshrink.load(tmp_path / "m.nsk", model=_build(name)).eval()), _outputs(model))
 
 
 @pytest.mark.parametrize("name", sorted(HF_MODELS))
@@ -218,6 +220,7 @@ def test_dropping_a_layer_renumbers_the_cache_slots_and_matches_skipping_it():
     ("bert", TransformerPrune(heads=0.5, importance="michel"), "needs calibration_data"),
     ("llama", TransformerPrune(flops=0.05), r"flops=0.05 cannot be reached: .* give at least"),
     ("llama", TransformerPrune(heads=0.5, tune=True), "tune=True needs calibration_data"),
+    ("llama", TransformerPrune(heads=0.5, tune="weights"), "tune='weights' needs calibration_data"),
     ("bert", LayerDrop(layers=(0, 1)), "leaves 0"),
     ("llama", LayerDrop(layers=(5,)), "names layer 5"),
     ("mlp", TransformerPrune(heads=0.5), "no BERT- or Llama-style"),
@@ -232,7 +235,8 @@ def test_bad_configs_are_one_line():
                          ({"heads": {0: -1}}, "integer >= 0"), ({"gqa": "some"}, "unknown gqa"),
                          ({"importance": "kwon"}, "unknown importance"), ({"flops": 1.0}, r"in \(0, 1\)"),
                          ({"flops": 0.5, "heads": 0.5}, "not both"),
-                         ({"heads": 0.5, "rearrange": True}, "needs importance='fisher'")]:
+                         ({"heads": 0.5, "rearrange": True}, "needs importance='fisher'"),
+                         ({"heads": 0.5, "tune": "bias"}, "tune must be true, false or one of")]:
         with pytest.raises(ConfigError, match=message):
             TransformerPrune(**bad)
     for bad in ({}, {"layers": (1,), "every_other": True}, {"layers": (-1,)}):
