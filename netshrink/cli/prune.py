@@ -57,6 +57,9 @@ def add_prune_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", type=float, default=None, help="fraction of weights to zero, in [0, 1)")
     p.add_argument("--nm", default=None, metavar="N:M",
                    help="calibrated methods: at most N nonzero weights in every M consecutive inputs (2:4)")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="sparsegpt: solve each layer toward the original model's outputs (GPTAQ), making up for "
+                        "the layers pruned before it")
     p.add_argument("--scope", choices=["layer", "global"], default="layer",
                    help="the same fraction in every layer, or one magnitude threshold over all")
     p.add_argument("--schedule", choices=["oneshot", "gradual", "iterative"], default="oneshot",
@@ -92,8 +95,10 @@ def _checked(args: argparse.Namespace) -> Any:
                            ("--structured", args.structured)):
             if used:
                 raise ConfigError(f"{flag} is an option of --method {MAGNITUDE}, not of --method {args.method}")
-    elif args.nm is not None:
-        raise ConfigError(f"--nm is an option of the calibrated methods, not of --method {MAGNITUDE}")
+    else:
+        for flag, used in (("--nm", args.nm is not None), ("--asymmetric", args.asymmetric)):
+            if used:
+                raise ConfigError(f"{flag} is an option of the calibrated methods, not of --method {MAGNITUDE}")
     out_folder(args)
     return config
 
@@ -105,7 +110,7 @@ def _calibrated_config(args: argparse.Namespace, calibration: Any) -> Any:
     methods = calibrated_methods(prune_)
     if args.method not in methods:
         raise ConfigError(f"unknown --method {args.method!r}; choose one of {', '.join([MAGNITUDE, *methods])}")
-    given = {"sparsity": args.sparsity, "pattern": args.nm}
+    given = {"sparsity": args.sparsity, "pattern": args.nm, "asymmetric": True if args.asymmetric else None}
     return method_config(args.method, methods[args.method], args, calibration,
                          {k: v for k, v in given.items() if v is not None})
 

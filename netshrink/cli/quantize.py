@@ -72,6 +72,9 @@ def add_quantize_parser(commands: argparse._SubParsersAction) -> None:
                         "to this many bits, per row or per --group-size group (uniform includes them already)")
     p.add_argument("--act-order", action="store_true", help="gptq: columns in order of decreasing activation energy")
     p.add_argument("--damp", type=float, default=None, help="gptq: dampening, a fraction of the mean Hessian diagonal")
+    p.add_argument("--asymmetric", action="store_true",
+                   help="gptq: solve each layer toward the original model's outputs (GPTAQ), making up for the "
+                        "layers changed before it")
     p.add_argument("--activation-bits", type=int, default=None, help="uniform: also quantize layer inputs to this "
                    f"many bits, calibrated on {CALIBRATION_IMAGES} validation images of --data")
     p.add_argument("--init", default="linear", choices=["linear", "density", "random", "optimal"],
@@ -84,7 +87,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the user set by flag (a calibrated method keeps its defaults for the rest)."""
     bits = None if args.bits is None else int(args.bits) if args.bits.isdigit() else args.bits
     given = {"bits": bits, "group_size": args.group_size, "scheme": args.scheme, "calibration": args.calibration,
-             "damp": args.damp, "act_order": True if args.act_order else None}
+             "damp": args.damp, "act_order": True if args.act_order else None,
+             "asymmetric": True if args.asymmetric else None}
     return {field: value for field, value in given.items() if value is not None}
 
 
@@ -98,7 +102,7 @@ def _config(args: argparse.Namespace, calibration: Any) -> Any:
         return method_config(args.method, methods[args.method], args, calibration, _given(args))
     if args.method not in METHODS:
         raise ConfigError(f"unknown --method {args.method!r}; choose one of {', '.join([*METHODS, *methods])}")
-    for flag, value in (("--act-order", args.act_order), ("--damp", args.damp)):
+    for flag, value in (("--act-order", args.act_order), ("--damp", args.damp), ("--asymmetric", args.asymmetric)):
         if value:
             raise ConfigError(f"{flag} is not an option of --method {args.method}")
     bits_text = args.bits if args.bits is not None else DEFAULT_BITS[args.method]

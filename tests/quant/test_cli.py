@@ -44,11 +44,12 @@ def test_gptq_on_a_checkpoint_calibrates_on_the_datas_validation_images(checkpoi
                         "--data", "digits", "--out", tmp_path / "q"], capsys)
     assert code == 2 and "--group-size 16 does not divide the 300 input columns of layer 'fc2'" in err
     assert not (tmp_path / "q").exists()
-    code, out, _ = run(["quantize", checkpoint, "--method", "gptq", "--bits", "4", "--act-order",
+    code, out, _ = run(["quantize", checkpoint, "--method", "gptq", "--bits", "4", "--act-order", "--asymmetric",
                         "--data", "digits", "--out", tmp_path / "q"], capsys)
     assert code == 0 and "test accuracy" in out
     model = netshrink.load(tmp_path / "q" / "model.nsk")
     assert netshrink.get_log(model)[-2]["config"]["act_order"] is True
+    assert netshrink.get_log(model)[-2]["config"]["asymmetric"] is True
     encodings = {row["name"]: row["encoding"] for row in inspect_file(tmp_path / "q" / "model.nsk")}
     assert encodings["fc2.weight"] == "group_int"
 
@@ -65,6 +66,7 @@ def test_quantize_with_training_epochs_reports_accuracy(checkpoint, tmp_path, ca
     (["--method", "cluster", "--bits", "0"], "bits must be an integer from 1 to 8"),
     (["--method", "binary", "--bits", "4"], "binary weights have 1 bit"),
     (["--method", "cluster", "--epochs", "2"], "--epochs needs training data"),
+    (["--method", "uniform", "--asymmetric"], "--asymmetric is not an option of --method uniform"),
 ])
 def test_quantize_bad_input_is_one_line(checkpoint, tmp_path, capsys, options, message):
     code, _, err = run(["quantize", checkpoint, *options, "--out", tmp_path / "q"], capsys)
