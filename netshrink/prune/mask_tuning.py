@@ -37,7 +37,7 @@ from netshrink.prune.transformer_blocks import ATTENTION_KINDS, MLP_KINDS, atten
 DAMP = 1e-6
 LIMIT = 10.0
 #: ridge of the whole-weight refit, relative to the mean diagonal of its normal equations
-REFIT_DAMP = 1e-4
+REFIT_DAMP = 1e-2
 TUNINGS = ("scales", "weights")
 
 
