@@ -157,7 +157,10 @@ def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.
     up for the error of the layers before it. Since ``||X W'^T - X_ref W^T||^2 = ||X (W' - W*)^T||^2
     + const``, the usual solvers (GPTQ, SparseGPT), run on ``W*`` with the same ``H``, solve the
     asymmetric problem; that reduction, rather than the paper's in-sweep update, is ours and
-    hand-written (no library offers it). ``weight`` is ``(rows, columns)``; float32 result."""
+    hand-written (no library offers it). The correction is a regression fitted on the calibration
+    tokens: give many more of them than the layer has inputs (MiniLM, 16 passages of 128 tokens for
+    inputs of 384-1536: worse than without it; 128 passages: better). ``weight`` is ``(rows,
+    columns)``; float32 result."""
     damped = hessian.double().clone()
     diagonal = torch.diagonal(damped)
     diagonal[diagonal == 0] = 1.0
