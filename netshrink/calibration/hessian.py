@@ -125,8 +125,8 @@ class LayerInputs:
             others = input_rows(self.layer, reference.detach()).float()
             if others.shape != rows.shape:
                 raise ConfigError(f"the original model gave {type(self.layer).__name__} inputs of shape "
-                                  f"{tuple(reference.shape)} beside {tuple(inputs.shape)}; asymmetric calibration needs "
-                                  "the same shapes")
+                                  f"{tuple(reference.shape)} beside {tuple(inputs.shape)}; asymmetric calibration "
+                                  "needs the same shapes")
             if self.cross is None:
                 self.cross = torch.zeros(rows.shape[0], rows.shape[2], rows.shape[2], device=rows.device)
             self.cross *= (self.rows - count) / self.rows
@@ -166,4 +166,8 @@ def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.
     diagonal[diagonal == 0] = 1.0
     diagonal += damp * float(diagonal.mean())
     correction = torch.linalg.solve(damped, (cross.double() - hessian.double()).t() @ weight.double().t())
-    return (weight.double() + correction.t()).float()
+    target = (weight.double() + correction.t()).float()
+    if not bool(torch.isfinite(target).all()):
+        raise ConfigError(f"asymmetric calibration gave non-finite weights (damp {damp}); raise damp or give more "
+                          "calibration data")
+    return target

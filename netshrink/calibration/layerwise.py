@@ -26,7 +26,8 @@ after the blocks from one more pass of the whole model.
 With ``reference=True`` (asymmetric calibration, ``hessian.asymmetric_target``) an unchanged copy
 of each block (of the model, when it runs as one block) runs beside it on the original model's
 block inputs, and each layer's statistics also pair its inputs with the inputs the original gave
-it on the same batch. Layers outside the blocks get no reference.
+it on the same batch. Layers outside the blocks get no reference. Both runs must take the same
+layers on every batch (no data-dependent routing such as a mixture of experts); otherwise one line.
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def layerwise(model: nn.Module, layers: Mapping[str, nn.Module], batches: list[I
             calls = _record_first_block(model, blocks[0], batches)
         for block in blocks:
             chosen = {n: m for n, m in layers.items() if n not in outside and any(m is b for b in block.modules())}
-            original = copy.deepcopy(block) if reference else None
+            # a block with no chosen layer stays as it is: it serves as its own original
+            original = None if not reference else copy.deepcopy(block) if chosen else block
             calls = _run_block(block, calls, chosen, solve, diagonal, model,
                                None if original is None else (original, original_calls))
             if original is not None:
@@ -334,6 +336,11 @@ def _paired_statistics(group: Mapping[str, nn.Module], run: Callable[..., Any], 
         for index in range(original.count):
             original.run(index)
             run(index)
+            left = [name for name, inputs in waiting.items() if inputs]
+            if left:  # data-dependent routing (a mixture of experts): the two runs took different layers
+                raise ConfigError(f"layer {left[0]!r} ran more often in the original model than in the one being "
+                                  f"changed on calibration batch {index}; asymmetric calibration needs both to run "
+                                  "alike (no data-dependent routing)")
     finally:
         for handle in handles:
             handle.remove()

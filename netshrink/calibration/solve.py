@@ -81,14 +81,15 @@ def row_groups(module: nn.Module) -> list[slice]:
 
 def solve_row_groups(module: nn.Module, inputs: LayerInputs, prior: torch.Tensor | None,
                      solve_rows: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
-                                          tuple[torch.Tensor, Any, float]], damp: float = 0.0) -> tuple[list[Any], float]:
+                                          tuple[torch.Tensor, Any, float]],
+                     damp: float = 0.0) -> tuple[list[Any], float]:
     """Solve ``module``'s weight one input group at a time (``row_groups``: a grouped convolution's
     groups each have their own Hessian): ``solve_rows(rows, hessian, prior_rows) -> (new rows, what
     else the solver made, loss)`` on the flattened weight's rows and the matching rows of ``prior`` (an
     earlier pruning mask, or None). When the inputs carry the original model's (``inputs.cross``),
-    the rows handed over are ``hessian.asymmetric_target``'s, dampened by ``damp``. The new rows are
-    written into the stored weight; returns what else each group's solve made, in group order, and
-    the summed loss."""
+    the rows handed over are ``hessian.asymmetric_target``'s, dampened by ``damp`` (the loss is then
+    measured from those rows). The new rows are written into the stored weight; returns what else
+    each group's solve made, in group order, and the summed loss."""
     weight = module.weight.detach().flatten(1)
     solved, made, loss = [], [], 0.0
     for g, rows in enumerate(row_groups(module)):

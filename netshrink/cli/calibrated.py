@@ -21,7 +21,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
                    "spiece.model")
 #: config fields the shared flags set (field -> flag); a flag given to a method without that field is refused
 FIELD_FLAGS = {"bits": "--bits", "group_size": "--group-size", "scheme": "--scheme", "calibration": "--calibration",
-               "act_order": "--act-order", "damp": "--damp", "asymmetric": "--asymmetric", "sparsity": "--sparsity", "pattern": "--nm",
+               "act_order": "--act-order", "damp": "--damp", "asymmetric": "--asymmetric", "sparsity": "--sparsity",
+               "pattern": "--nm",
                "batch_size": "--calibration-batch-size", "calibration_data": "--calibration-data"}
 
 

@@ -19,8 +19,10 @@ solves this layer-wise problem.
 rather than one scale per unit: ``min_{W', b'} sum_t || W' x_t + b' - y_t ||^2``, the layer-wise
 reconstruction of the pruned consumer layer that ZipLM (Kurtic et al. 2023, sec. 3.1) and FLAP's
 bias compensation (An et al. 2024, sec. 3.3) make, here by the normal equations
-``[X 1]^T [X 1] [W' b']^T = [X 1]^T Y`` with a ridge of ``REFIT_DAMP`` times their mean diagonal. A
-unit's scale is one such solution, so on the calibration tokens this fits at least as well.
+``[X 1]^T [X 1] [W' b']^T = [X 1]^T Y`` with a ridge of ``REFIT_DAMP`` times their mean diagonal.
+Without the ridge a unit's scale would be one such solution, so this would fit the calibration
+tokens at least as well; the ridge (toward zero) trades some of that fit for less overfitting
+(MiniLM, 50% FLOPs, 64 passages with a ridge of 1e-4 fitted worse than the scales on validation).
 """
 
 from __future__ import annotations

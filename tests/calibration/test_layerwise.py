@@ -143,8 +143,8 @@ def test_with_a_reference_each_layer_pairs_its_inputs_with_the_original_model_s(
     assert len(outside) < len(seen)
     for n, cross in seen.items():  # the changed model (layers before n halved) beside the original
         mine, theirs = [], []
-        hooks = [changed.get_submodule(n).register_forward_pre_hook(lambda m, a: mine.append(a[0])),
-                 original.get_submodule(n).register_forward_pre_hook(lambda m, a: theirs.append(a[0]))]
+        hooks = [changed.get_submodule(n).register_forward_pre_hook(lambda m, a, seen=mine: seen.append(a[0])),
+                 original.get_submodule(n).register_forward_pre_hook(lambda m, a, seen=theirs: seen.append(a[0]))]
         with torch.no_grad():
             for batch in batches:
                 call_model(changed, batch)
@@ -158,3 +158,33 @@ def test_with_a_reference_each_layer_pairs_its_inputs_with_the_original_model_s(
             assert torch.allclose(cross, expected.cross, rtol=1e-4, atol=1e-6), n
         with torch.no_grad():
             changed.get_submodule(n).weight.mul_(0.5)
+
+
+class _Routed(nn.Module):
+    """A layer chosen by the data (as a mixture of experts routes tokens)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.left, self.right = nn.Linear(4, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.gate(x)
+        return self.left(h) if h.sum() > 0 else self.right(h)
+
+
+def test_with_a_reference_layers_that_run_on_different_batches_are_one_line():
+    model = _Routed()
+    batches = [torch.ones(2, 4), -torch.ones(2, 4)]
+    with torch.no_grad():
+        model.gate.weight.copy_(torch.eye(4))
+        model.gate.bias.zero_()
+
+    def flip(stats):  # the changed gate sends each batch the other way
+        with torch.no_grad():
+            for n in stats:
+                if n == "gate":
+                    model.gate.weight.neg_()
+
+    with pytest.raises(ConfigError, match="'left' ran more often in the original model .* calibration batch 0") as info:
+        layerwise(model, solvable_layers(model), batches, flip, reference=True)
+    assert "\n" not in str(info.value)
