@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from netshrink.calibration.obs import dampened
 from netshrink.core.errors import ConfigError
 from netshrink.core.selection import LayerFilter, select
 
@@ -161,10 +162,7 @@ def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.
     tokens: give many more of them than the layer has inputs (MiniLM, 16 passages of 128 tokens for
     inputs of 384-1536: worse than without it; 128 passages: better). ``weight`` is ``(rows,
     columns)``; float32 result."""
-    damped = hessian.double().clone()
-    diagonal = torch.diagonal(damped)
-    diagonal[diagonal == 0] = 1.0
-    diagonal += damp * float(diagonal.mean())
+    damped, _ = dampened(hessian, damp)
     correction = torch.linalg.solve(damped, (cross.double() - hessian.double()).t() @ weight.double().t())
     target = (weight.double() + correction.t()).float()
     if not bool(torch.isfinite(target).all()):

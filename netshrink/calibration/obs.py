@@ -32,14 +32,21 @@ from netshrink.core.errors import ConfigError
 BLOCK_SIZE = 128
 
 
-def inverse_hessian_factor(hessian: torch.Tensor, damp: float, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(U, dead)``: the upper Cholesky factor of the dampened ``H^-1`` and the mask of inputs that
-    never varied; a one-line ConfigError when ``H`` is not positive definite even dampened."""
-    hessian = hessian.double().clone()  # the factorisations in float64: a large H loses float32's precision
+def dampened(hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H', dead)``: a float64 copy of ``H`` (a large H loses float32's precision) with a unit
+    diagonal where an input never varied (``dead``) and ``damp`` times its mean diagonal added."""
+    hessian = hessian.double().clone()
     diagonal = torch.diagonal(hessian)
     dead = diagonal == 0
     diagonal[dead] = 1.0
     diagonal += damp * float(diagonal.mean())
+    return hessian, dead
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, damp: float, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(U, dead)``: the upper Cholesky factor of the dampened ``H^-1`` and the mask of inputs that
+    never varied; a one-line ConfigError when ``H`` is not positive definite even dampened."""
+    hessian, dead = dampened(hessian, damp)
     try:
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
         factor = torch.linalg.cholesky(inverse, upper=True)

@@ -55,7 +55,7 @@ def _consumer(model: nn.Module, name: str) -> tuple[nn.Linear, int]:
 def _tokens(tensor: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """``(batch, tokens, width)`` as ``(kept tokens, width)``."""
     flat = tensor.reshape(-1, tensor.shape[-1]).float()
-    return flat if keep is None else flat[keep]
+    return flat if keep is None else flat[keep.to(flat.device)]
 
 
 def _capture(model: nn.Module, layer: nn.Module, batch: Any, index: int, inputs: bool) -> torch.Tensor:
@@ -73,21 +73,34 @@ def _capture(model: nn.Module, layer: nn.Module, batch: Any, index: int, inputs:
     return seen[0]
 
 
+def _token_pairs(model: nn.Module, original: nn.Module, name: str, batches: list[Any]):
+    """Batch by batch, ``(x, y)``: the inputs of block ``name``'s output projection in the pruned
+    ``model`` and that projection's outputs in ``original``, over the tokens that are not padding."""
+    layer, target_layer = _consumer(model, name)[0], _consumer(original, name)[0]
+    for index, batch in enumerate(batches):
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        keep = None if mask is None else mask.reshape(-1).bool()
+        yield (_tokens(_capture(model, layer, batch, index, inputs=True), keep),
+               _tokens(_capture(original, target_layer, batch, index, inputs=False), keep))
+
+
+def _ridge_solve(gram: torch.Tensor, right: torch.Tensor, relative: float) -> torch.Tensor:
+    """``(gram + lambda I)^-1 right``, ``lambda`` being ``relative`` times gram's mean diagonal."""
+    damp = relative * gram.diagonal().mean().clamp_min(1e-12)
+    return torch.linalg.solve(gram + damp * torch.eye(len(gram), dtype=gram.dtype), right)
+
+
 def tune_block_(model: nn.Module, original: nn.Module, name: str, batches: list[Any]) -> torch.Tensor:
     """Solve and fold the scales of block ``name``'s kept units; returns the scales (ones where the
     solution leaves [-10, 10] and the block is left as it is)."""
     layer, width = _consumer(model, name)
-    target_layer, _ = _consumer(original, name)
     weight = layer.weight.detach().float()  # (out, units * width)
     units = weight.shape[1] // width
     gram = torch.zeros(units, units, dtype=torch.float64)
     right = torch.zeros(units, dtype=torch.float64)
     bias = 0 if layer.bias is None else layer.bias.detach().float()
-    for index, batch in enumerate(batches):
-        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-        keep = None if mask is None else mask.reshape(-1).bool().to(weight.device)
-        x = _tokens(_capture(model, layer, batch, index, inputs=True), keep)  # (tokens, units * width)
-        target = _tokens(_capture(original, target_layer, batch, index, inputs=False), keep) - bias
+    for x, target in _token_pairs(model, original, name, batches):  # x: (tokens, units * width)
+        target = target - bias
         if width == 1:
             gram += ((x.t() @ x) * (weight.t() @ weight)).double().cpu()
             right += ((target @ weight) * x).sum(0).double().cpu()
@@ -95,8 +108,7 @@ def tune_block_(model: nn.Module, original: nn.Module, name: str, batches: list[
             parts = torch.einsum("tuw,ouw->tuo", x.unflatten(1, (units, width)), weight.unflatten(1, (units, width)))
             gram += torch.einsum("tuo,tvo->uv", parts, parts).double().cpu()
             right += torch.einsum("tuo,to->u", parts, target).double().cpu()
-    damp = DAMP * gram.diagonal().mean().clamp_min(1e-12)
-    scales = torch.linalg.solve(gram + damp * torch.eye(units, dtype=gram.dtype), right)
+    scales = _ridge_solve(gram, right, DAMP)
     if not bool(torch.isfinite(scales).all()) or float(scales.abs().max()) > LIMIT:
         return torch.ones(units)
     scales = scales.to(layer.weight.dtype).to(layer.weight.device)
@@ -109,23 +121,18 @@ def refit_block_(model: nn.Module, original: nn.Module, name: str, batches: list
     """Solve block ``name``'s output projection, weight and bias, by least squares (the module
     docstring's ``tune="weights"``) and write it in; left as it is if the solution is not finite."""
     layer, _ = _consumer(model, name)
-    target_layer, _ = _consumer(original, name)
     weight = layer.weight.detach()
     bias = layer.bias is not None
     size = weight.shape[1] + bias
     gram = torch.zeros(size, size, dtype=torch.float64)
     right = torch.zeros(weight.shape[0], size, dtype=torch.float64)
-    for index, batch in enumerate(batches):
-        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
-        keep = None if mask is None else mask.reshape(-1).bool().to(weight.device)
-        x = _tokens(_capture(model, layer, batch, index, inputs=True), keep).double().cpu()
+    for x, target in _token_pairs(model, original, name, batches):
+        x, target = x.double().cpu(), target.double().cpu()
         if bias:
             x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-        target = _tokens(_capture(original, target_layer, batch, index, inputs=False), keep).double().cpu()
         gram += x.t() @ x
         right += target.t() @ x
-    damp = REFIT_DAMP * gram.diagonal().mean().clamp_min(1e-12)
-    solution = torch.linalg.solve(gram + damp * torch.eye(size, dtype=gram.dtype), right.t()).t()
+    solution = _ridge_solve(gram, right.t(), REFIT_DAMP).t()
     if not bool(torch.isfinite(solution).all()):
         return
     with torch.no_grad():
