@@ -45,7 +45,6 @@ import copy
 import hashlib
 import inspect
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -56,6 +55,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # not benchmarks/: it
 import torch  # noqa: E402
 
 from benchmarks.common import RESULTS, publish, results_doc, target, targets_markdown  # noqa: E402
+from netshrink.measure.latency import interleaved_ms  # noqa: E402
 
 NAME = "transformer_speed"
 SEQUENCE = 128
@@ -164,19 +164,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
 
 
-def interleaved_ms(runners: dict[str, callable], rounds: int = ROUNDS) -> dict[str, float]:
-    """Median milliseconds of each runner, the runners taking turns, after one warm-up run each."""
-    for run in runners.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def ort_runner(path, batch, threads: int):
     from netshrink.quant.onnx_export import _session, onnx_feed
 
@@ -193,7 +180,7 @@ def torch_runner(model, batch):
 
 
 def ort_latencies(paths: dict[str, Path], batch) -> dict[str, dict[str, float]]:
-    return {str(t): interleaved_ms({name: ort_runner(path, batch, t) for name, path in paths.items()})
+    return {str(t): interleaved_ms({name: ort_runner(path, batch, t) for name, path in paths.items()}, ROUNDS)
             for t in THREADS}
 
 
@@ -201,7 +188,7 @@ def torch_latencies(models: dict, batch) -> dict[str, dict[str, float]]:
     result = {}
     for t in THREADS:
         torch.set_num_threads(t)
-        result[str(t)] = interleaved_ms({name: torch_runner(m, batch) for name, m in models.items()})
+        result[str(t)] = interleaved_ms({name: torch_runner(m, batch) for name, m in models.items()}, ROUNDS)
     torch.set_num_threads(1)
     return result
 

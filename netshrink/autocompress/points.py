@@ -18,7 +18,7 @@ from typing import Any
 from netshrink.autocompress.allocate import allocate, cheapest, predicted
 from netshrink.autocompress.choices import Choice
 from netshrink.autocompress.plan import recipe_for, write_recipe
-from netshrink.autocompress.table import LATENCY_REPEATS, Context, apply_allocation
+from netshrink.autocompress.table import Context, apply_allocation, latency_of
 from netshrink.core.files import write_atomically
 
 
@@ -68,9 +68,7 @@ def real_cost(ctx: Context, allocation: dict[str, Choice]) -> float:
 
         return float(count_macs(trial, ctx.data.input_shape))
     if ctx.kind == "latency_ms":
-        from netshrink.measure.latency import measure_latency
-
-        return measure_latency(trial, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
+        return latency_of(ctx, trial)
     from netshrink.codec.container import save
 
     with tempfile.TemporaryDirectory() as folder:
@@ -114,14 +112,12 @@ def run_point(recipe_file: str, folder: str) -> dict[str, Any]:
 
 
 def measured_latency(ctx: Context, recipe_file: str, model_file: str) -> float:
-    """A point's batch-1 latency measured as the table's costs are (one thread, on the calibration
-    samples, ``LATENCY_REPEATS`` passes), here, so every point is timed alike."""
-    from netshrink.measure.latency import measure_latency
+    """A point's batch-1 latency measured as the table's costs are (``table.latency_of``), here,
+    so every point is timed alike."""
     from netshrink.pipeline import load_recipe
     from netshrink.pipeline.run import load_stage
 
-    model = load_stage(Path(model_file), load_recipe(recipe_file))
-    return measure_latency(model, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
+    return latency_of(ctx, load_stage(Path(model_file), load_recipe(recipe_file)))
 
 
 def recipe_of(index: int, stages: list[dict[str, Any]], model_table: dict[str, str],

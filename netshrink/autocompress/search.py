@@ -17,6 +17,7 @@ fidelity to the original in place of accuracy (``text``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -140,6 +141,9 @@ def auto(model: nn.Module | str, data: Any, budget: Budget, out: str | os.PathLi
         if not layers:
             raise ConfigError(_no_layers(ctx.model, budget.kind))
         original = _original(ctx, out, digest)
+        if budget.kind == "latency_ms":  # one reference latency for every process (``table.latency_of``)
+            setting = dataclasses.replace(setting, latency_ms=original["latency_ms"])
+            ctx = context(setting)
         limit = budget.limit(original["dense_fp32_bytes"] if budget.kind == "bytes" else original[budget.kind])
         _check_possible(ctx, layers, space, budget, limit)
         choices = space.choices(budget.kind)
@@ -184,12 +188,22 @@ def _no_layers(model: nn.Module, kind: str) -> str:
             "attention and embeddings are searched when it is a Hugging Face text encoder given by name)")
 
 
+def _latency_ms(ctx: Context) -> float:
+    """The original's batch-1 ms, one thread, on the calibration samples (the context's own
+    measurement; a latency search's one absolute time)."""
+    from netshrink.autocompress.table import LATENCY_REPEATS
+    from netshrink.measure.latency import measure_latency
+
+    if ctx.latency_ms:
+        return ctx.latency_ms
+    return measure_latency(ctx.model, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
+
+
 def _original(ctx: Context, out: Path, digest: str) -> dict[str, Any]:
     """The original's validation accuracy, dense fp32 bytes, .nsk bytes, MACs and latency, measured
     once per original file (``OUT/search/original.json``): a resumed search keeps the same limit
     even where it is a rate of a measured latency."""
     from netshrink.measure import count_macs, evaluate
-    from netshrink.measure.latency import measure_latency
     from netshrink.measure.size import fp32_baseline
 
     path = out / "search" / "original.json"
@@ -202,10 +216,9 @@ def _original(ctx: Context, out: Path, digest: str) -> dict[str, Any]:
                     "file_bytes": (out / inputs.ORIGINAL).stat().st_size, "macs": 0, "latency_ms": 0.0}
         write_atomically(path, json.dumps({"sha256": digest, "measured": measured}).encode())
         return measured
-    latency = measure_latency(ctx.model, ctx.data.input_shape, 1, 1, repeats=pts.LATENCY_REPEATS, inputs=ctx.x)
     measured = {"val_accuracy": evaluate(ctx.model, ctx.data.val), "dense_fp32_bytes": fp32_baseline(ctx.model).nbytes,
                 "file_bytes": (out / inputs.ORIGINAL).stat().st_size,
-                "macs": count_macs(ctx.model, ctx.data.input_shape), "latency_ms": latency["median_ms"]}
+                "macs": count_macs(ctx.model, ctx.data.input_shape), "latency_ms": _latency_ms(ctx)}
     write_atomically(path, json.dumps({"sha256": digest, "measured": measured}).encode())
     return measured
 

@@ -44,6 +44,9 @@ class Setting:
     kind: str
     samples: int
     space: Any = None  # a text encoder's ``text.TextSpace``; None for labelled data
+    #: a latency search's original batch-1 ms, measured once (``search/original.json``): every
+    #: process scales its interleaved ratios (``latency_of``) by this one figure
+    latency_ms: float = 0.0
 
 
 @dataclasses.dataclass
@@ -93,8 +96,10 @@ def context(setting: Setting) -> Context:
     accuracy = float((reference.argmax(-1) == y).float().mean())
     sizes = {name: encoded_bytes(t, effort="default") for name, t in model.state_dict().items()} \
         if setting.kind == "bytes" else {}
-    latency = measure_latency(model, data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=x)["median_ms"] \
-        if setting.kind == "latency_ms" else 0.0
+    latency = 0.0
+    if setting.kind == "latency_ms":
+        latency = setting.latency_ms or \
+            measure_latency(model, data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=x)["median_ms"]
     return Context(model, data, x, y, reference, accuracy, setting.kind, sizes,
                    count_macs(model, data.input_shape), latency)
 
@@ -153,11 +158,18 @@ def _cost(ctx: Context, trial: nn.Module, choice: Choice) -> float:
 
         return float(count_macs(trial, ctx.data.input_shape) - ctx.macs)
     if ctx.kind == "latency_ms":
-        from netshrink.measure.latency import measure_latency
-
-        measured = measure_latency(trial, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)
-        return measured["median_ms"] - ctx.latency_ms
+        return latency_of(ctx, trial) - ctx.latency_ms
     return changed_bytes(ctx, trial, choice)
+
+
+def latency_of(ctx: Context, model: nn.Module) -> float:
+    """``model``'s batch-1 ms (one thread, the first calibration sample): the original's
+    ``ctx.latency_ms`` times their ratio timed interleaved with the original
+    (``measure.latency.relative_latency``), so a cost measured while other processes load the
+    CPU is the one measured on a quiet one, and every process of a search shares one scale."""
+    from netshrink.measure.latency import relative_latency
+
+    return ctx.latency_ms * relative_latency(model, ctx.model, ctx.x[:1], rounds=LATENCY_REPEATS)
 
 
 def changed_bytes(ctx: Context, trial: nn.Module, choice: Choice) -> float:

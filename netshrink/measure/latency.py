@@ -1,13 +1,14 @@
 """Latency: median wall time of repeated forward passes after warm-up, thread count fixed, on real
 inputs when given (a model with early exits costs what its inputs make it cost; random noise is
-no sample's workload)."""
+no sample's workload). On a shared CPU a comparison is timed interleaved (``interleaved_ms``,
+``relative_latency``): the runs take turns, so a change of load hits each side alike."""
 
 from __future__ import annotations
 
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -64,3 +65,38 @@ def _batches(inputs: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     if len(inputs) < batch_size:
         inputs = inputs.repeat(math.ceil(batch_size / max(len(inputs), 1)), *[1] * (inputs.dim() - 1))
     return [inputs[i:i + batch_size] for i in range(0, len(inputs) - batch_size + 1, batch_size)]
+
+
+def interleaved_ms(runners: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median milliseconds of each runner (a call running one forward pass, of any runtime), the
+    runners taking turns ``rounds`` times after one warm-up call each: another process's load
+    slows every runner alike, so their ratios hold where their absolute times do not."""
+    for run in runners.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+@torch.no_grad()
+def relative_latency(model: nn.Module, reference: nn.Module, inputs: torch.Tensor, rounds: int = 30,
+                     threads: int = 1) -> float:
+    """``model``'s batch latency over ``reference``'s on the same batch ``inputs`` (both in eval
+    mode, ``threads`` torch threads), timed interleaved (``interleaved_ms``)."""
+    previous_threads = torch.get_num_threads()
+    modes = model.training, reference.training
+    try:
+        torch.set_num_threads(threads)
+        model.eval()
+        reference.eval()
+        with torch.inference_mode():
+            ms = interleaved_ms({"model": lambda: model(inputs), "reference": lambda: reference(inputs)}, rounds)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(modes[0])
+        reference.train(modes[1])
+    return ms["model"] / ms["reference"]

@@ -117,3 +117,17 @@ def test_a_latency_row_is_a_measured_change(tmp_path):
     assert ctx.latency_ms > 0
     row = measure_choice(ctx, "fc1", Choice(amount=0.5))
     assert np.isfinite(row["cost"]) and row["cost"] > -ctx.latency_ms  # a change of a positive time
+
+
+def test_a_latency_search_shares_one_reference_time_across_processes(tmp_path):
+    """A worker's context takes the search's measured original latency from the setting, so its
+    costs (interleaved ratios times that figure) are on the search's scale, not on its own timing."""
+    torch.manual_seed(0)
+    model = create("lenet300_100", in_features=64)
+    digest = write_original(model, tmp_path, None, {"name": "digits"})
+    table = (("checkpoint", str(tmp_path / "original.nsk")),)
+    setting = Setting(digest, table, (("name", "digits"), ("val_fraction", 0.1)), "latency_ms", 64, latency_ms=123.0)
+    ctx = context(setting)
+    assert ctx.latency_ms == 123.0
+    row = measure_choice(ctx, "fc1", Choice(amount=0.75))
+    assert -123.0 < row["cost"] < 0  # a quarter of fc1's channels left: faster, on the 123 ms scale

@@ -13,9 +13,11 @@ from netshrink.measure import (
     dense_fp32_bytes,
     format_layer_table,
     fp32_safetensors_bytes,
+    interleaved_ms,
     layer_table,
     measure_latency,
     measure_model,
+    relative_latency,
 )
 from netshrink.measure.layers import OUTSIDE
 from netshrink.measure.macs import EVERY_EXIT, counted_path
@@ -159,3 +161,22 @@ def test_an_early_exit_models_rows_add_up_to_its_total_whichever_way_it_runs(dig
     assert counted_path(model) == EVERY_EXIT  # leaving by confidence: the most one sample costs
     set_exit(model, 1)
     assert counted_path(model) is None
+
+
+def test_interleaved_runners_take_turns_after_one_warm_up_each():
+    calls: list[str] = []
+    ms = interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3)
+    assert calls == ["a", "b"] * 4  # one warm-up each, then three turns
+    assert set(ms) == {"a", "b"} and all(value >= 0 for value in ms.values())
+
+
+def test_relative_latency_is_a_ratio_to_the_reference_and_restores_state():
+    torch.manual_seed(0)
+    light = nn.Linear(64, 64)
+    heavy = nn.Sequential(*[nn.Linear(64, 64) for _ in range(60)])  # 60 times the work
+    heavy.train()
+    light.eval()
+    before = torch.get_num_threads()
+    ratio = relative_latency(heavy, light, torch.randn(1, 64), rounds=5)
+    assert ratio > 1.0  # far more work is slower, whatever else loads the CPU: both are timed turn by turn
+    assert torch.get_num_threads() == before and heavy.training and not light.training
