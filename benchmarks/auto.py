@@ -48,6 +48,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not benchmarks/: its transformers.py would shadow the transformers package
+sys.path.append(str(ROOT / ".peers"))  # peers installed with pip --target (nncf, for the convnet-nncf row)
 
 from benchmarks.common import git_line, publish, results_doc, seeded_target, target, targets_markdown  # noqa: E402
 
@@ -69,6 +70,7 @@ class Row:
     max_drop: float
     uniform_margin: float | None = None
     text: bool = False  # a text encoder: fidelity (100 x mean cosine to the original) in place of accuracy
+    peer_of: str | None = None  # a peer row: NNCF beside the seeds' chosen models of this row (``auto_peers``)
 
     @property
     def budget_value(self) -> str:
@@ -80,6 +82,7 @@ ROWS = (
     Row("lenet5-50x", "lenet5", "max_bytes", 50.0, 0.5),
     Row("lenet5-80x", "lenet5", "max_bytes", 80.0, 0.5, uniform_margin=0.5),
     Row("convnet-latency", "convnet", "max_latency_ms", 2.5, 1.0),
+    Row("convnet-nncf", "convnet", "max_latency_ms", 2.5, 1.0, peer_of="convnet-latency"),
     Row("minilm-8x", "minilm", "max_bytes", 8.0, 2.0, text=True),
 )
 TEXT_LENGTH, TEXT_CALIBRATION, TEXT_VALIDATION, TEXT_EVALUATION = 128, 128, 256, 256
@@ -233,6 +236,50 @@ def best_uniform(model, data, result, space, recovery, out: Path, quick: bool) -
     return {"candidates": found, "chosen": best}
 
 
+def run_peer(row: Row, out_root: Path, quick: bool) -> dict:
+    """The peer row: NNCF's accuracy-controlled int8 of the original at the row's max drop beside
+    each seed's chosen model of ``row.peer_of`` (run before into ``out_root``), all as ONNX files
+    in ONNX Runtime (``auto_peers``)."""
+    import torch
+
+    from benchmarks import auto_peers
+    from netshrink.codec.container import load
+    from netshrink.quant.onnx_export import onnx_accuracy
+
+    torch.set_num_threads(1)
+    model, data = _model_and_data(row, quick)
+    folder = out_root / row.key
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = auto_peers.export_fp32(model, folder / "original_fp32.onnx", data)
+    peer = auto_peers.nncf_int8(fp32, folder / "nncf_int8.onnx", data, row.max_drop)
+    original_val = onnx_accuracy(fp32, data.val.x, data.val.y)
+    files = {"original_fp32": str(fp32), **({"nncf_int8": peer["file"]} if "file" in peer else {})}
+    ours = {}
+    for seed in SEEDS[:1] if quick else SEEDS:
+        chosen = load(out_root / f"{row.peer_of}-seed{seed}" / "model.nsk")
+        ours[seed] = auto_peers.ours(chosen, folder / f"seed{seed}", data, row.max_drop, original_val)
+        files[f"ours_seed{seed}"] = ours[seed]["file"]
+    return {"nncf": peer, "ours": {str(seed): found for seed, found in ours.items()},
+            "files": auto_peers.side_by_side(files, data)}
+
+
+def peer_targets(row: Row, run: dict) -> list[dict]:
+    """A peer row's targets: ours at most NNCF's bytes and batch-1 ms in ONNX Runtime (the worst
+    seed), and ours within the max drop of the fp32 ONNX file on test (mean over the seeds)."""
+    files = run["files"]
+    seeds = sorted(int(seed) for seed in run["ours"])
+    base = files["original_fp32"]["test_accuracy"]
+    found = [seeded_target(f"{row.key}: ours (ONNX Runtime) test points below the fp32 ONNX file",
+                           {s: 100 * (base - files[f"ours_seed{s}"]["test_accuracy"]) for s in seeds},
+                           row.max_drop, "<=")]
+    if "nncf_int8" in files:  # otherwise the peer's reason is in the measurements
+        peer = files["nncf_int8"]
+        for measure, what in (("file_bytes", "ONNX file bytes"), ("batch1_ms", "batch-1 ms, one thread, interleaved")):
+            found.append(target(f"{row.key}: ours over NNCF's {what}, the most of the seeds",
+                                max(files[f"ours_seed{s}"][measure] / peer[measure] for s in seeds), 1.0, "<="))
+    return found
+
+
 def row_targets(row: Row, seeds: list[dict]) -> list[dict]:
     """A row's targets: the cost (the least rate of the seeds), the accuracy drop (mean over the
     seeds, ``seeded_target``), the time (the most minutes) and, for a uniform row, the margin."""
@@ -282,11 +329,14 @@ def main() -> None:
     measured = dict(previous)
     for row in rows:
         started = time.perf_counter()
-        seeds = run_seeds(row, SEEDS[:1] if args.quick else SEEDS, out_root, args.quick, args.jobs)
+        found = {"peer": run_peer(row, out_root, args.quick)} if row.peer_of else \
+            {"seeds": run_seeds(row, SEEDS[:1] if args.quick else SEEDS, out_root, args.quick, args.jobs)}
         measured[row.key] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                              "commit": git_line("rev-parse", "--short", "HEAD"), "device": "cpu",
-                             "wall_seconds": time.perf_counter() - started, "jobs": args.jobs, "seeds": seeds}
-    targets = [t for row in ROWS if row.key in measured for t in row_targets(row, measured[row.key]["seeds"])]
+                             "wall_seconds": time.perf_counter() - started, "jobs": args.jobs, **found}
+    targets = [t for row in ROWS if row.key in measured
+               for t in (peer_targets(row, measured[row.key]["peer"]) if row.peer_of
+                         else row_targets(row, measured[row.key]["seeds"]))]
     doc = results_doc("auto", {"rows": measured}, targets, quick=args.quick,
                       not_run=[row.key for row in ROWS if row.key not in measured],
                       load_average_start_end=[load_start, os.getloadavg()[0]])
@@ -320,14 +370,33 @@ def markdown(doc: dict) -> str:
              "| row | seed | measured | rate | test accuracy | baseline | uniform (test) | points | minutes |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, run in rows.items():
-        for s in run["seeds"]:
+        for s in run.get("seeds", []):
             uniform = (s.get("uniform") or {}).get("chosen")
             lines.append(f"| {key} | {s['seed']} | {run['date'][:10]} ({run['commit']}) | {s['rate']:.1f}x | "
                          f"{100 * s['test_accuracy']:.2f}% | {100 * s['baseline_test_accuracy']:.2f}% | "
                          + (f"{uniform['label']} {100 * uniform['test_accuracy']:.2f}%" if uniform else "-")
                          + f" | {s['points']} | {s['search_minutes']:.0f} |")
+    for key, run in rows.items():
+        if "peer" in run:
+            lines += ["", peer_markdown(key, run)]
     if doc.get("not_run"):
         lines += ["", "Not run yet: " + ", ".join(doc["not_run"]) + "."]
+    return "\n".join(lines)
+
+
+
+def peer_markdown(key: str, run: dict) -> str:
+    """A peer row's table: every ONNX file side by side in ONNX Runtime."""
+    peer = run["peer"]
+    lines = [f"**{key}** ({run['date'][:10]}, {run['commit']}): NNCF `quantize_with_accuracy_control` (int8, "
+             f"max drop absolute on validation) against each seed's `netshrink auto` model as ONNX ("
+             + ", ".join(f"seed {seed}: {o['chosen']}" for seed, o in peer["ours"].items())
+             + ", chosen on validation); batch-1 ms timed interleaved in one process, one thread."
+             + (f" NNCF did not run: {peer['nncf']['reason']}" if "reason" in peer["nncf"] else ""), "",
+             "| ONNX file | bytes | batch-1 ms | validation | test |", "|---|---|---|---|---|"]
+    for name, f in peer["files"].items():
+        lines.append(f"| {name} | {f['file_bytes']:,} | {f['batch1_ms']:.3f} | {100 * f['val_accuracy']:.2f}% | "
+                     f"{100 * f['test_accuracy']:.2f}% |")
     return "\n".join(lines)
 
 

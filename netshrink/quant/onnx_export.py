@@ -38,14 +38,16 @@ FP32_TOLERANCE = 1e-4
 ORT_CALIBRATIONS = ("minmax", "percentile", "entropy")
 
 
-def _session(path: str | os.PathLike, threads: int = 1):
+def _session(path: str | os.PathLike | bytes, threads: int = 1):
+    """An ONNX Runtime CPU session of a file, or of a serialized model (bytes)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its graph-cleaning warnings are not the user's concern
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def onnx_feed(session, inputs: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -254,9 +256,11 @@ def onnx_latency_ms(path: str | os.PathLike, inputs: torch.Tensor | Mapping[str,
     return statistics.median(times)
 
 
-def onnx_accuracy(path: str | os.PathLike, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of the ONNX model on ``(x, y)``."""
+def onnx_accuracy(path: str | os.PathLike | bytes, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of the ONNX model (a file, or a serialized model) on ``(x, y)``, one session."""
+    session = _session(path)
     correct = 0
     for i in range(0, len(y), batch_size):
-        correct += int((run_onnx(path, x[i:i + batch_size]).argmax(axis=1) == y[i:i + batch_size].numpy()).sum())
+        logits = session.run(None, onnx_feed(session, x[i:i + batch_size]))[0]
+        correct += int((logits.argmax(axis=1) == y[i:i + batch_size].numpy()).sum())
     return correct / max(len(y), 1)

@@ -43,3 +43,32 @@ def test_the_section_names_rows_not_run_and_each_seed_measured():
     text = bench.markdown(doc)
     assert "Not run yet: lenet5-50x." in text
     assert text.count("| lenet300_100-45x |") == 3 and "MISSED" not in text
+
+
+def _peer_run(ours_bytes, ours_ms, ours_test, with_nncf=True):
+    files = {"original_fp32": {"file_bytes": 1000, "batch1_ms": 2.0, "val_accuracy": 0.93, "test_accuracy": 0.93}}
+    if with_nncf:
+        files["nncf_int8"] = {"file_bytes": 250, "batch1_ms": 1.0, "val_accuracy": 0.93, "test_accuracy": 0.929}
+    for seed, (size, ms, test) in enumerate(zip(ours_bytes, ours_ms, ours_test, strict=True)):
+        files[f"ours_seed{seed}"] = {"file_bytes": size, "batch1_ms": ms, "val_accuracy": test, "test_accuracy": test}
+    ours = {str(seed): {"chosen": "int8", "file": "x.onnx", "val_accuracy": {}} for seed in range(len(ours_bytes))}
+    return {"nncf": {"file": "n.onnx", "seconds": 5.0} if with_nncf else {"reason": "nncf is not importable here"},
+            "ours": ours, "files": files}
+
+
+def test_the_peer_row_is_judged_on_the_worst_seed_against_nncf_and_the_mean_drop():
+    row = bench.BY_KEY["convnet-nncf"]
+    drop, size, speed = bench.peer_targets(row, _peer_run([100, 200, 240], [0.5, 0.9, 0.8], [0.925, 0.92, 0.93]))
+    assert abs(drop["value"] - (0.5 + 1.0 + 0.0) / 3) < 1e-9 and drop["met"]
+    assert (size["value"], size["met"]) == (0.96, True)
+    assert (speed["value"], speed["met"]) == (0.9, True)
+    _, size, speed = bench.peer_targets(row, _peer_run([100, 300, 240], [0.5, 0.9, 1.2], [0.93] * 3))
+    assert not size["met"] and not speed["met"]  # one seed larger, one slower: the worst seed decides
+    assert len(bench.peer_targets(row, _peer_run([100], [0.5], [0.93], with_nncf=False))) == 1  # nothing to compare
+
+
+def test_the_peer_section_shows_every_file_and_why_nncf_did_not_run():
+    run = {"date": "2026-12-03T10:00:00+00:00", "commit": "abc1234", "peer": _peer_run([100], [0.5], [0.93], False)}
+    text = bench.peer_markdown("convnet-nncf", run)
+    assert "NNCF did not run: nncf is not importable here" in text
+    assert "| original_fp32 | 1,000 |" in text and "| ours_seed0 | 100 |" in text
