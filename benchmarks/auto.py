@@ -30,8 +30,13 @@ chosen model and the baseline on test afterwards. A row run now replaces that ro
 ``benchmarks/results/auto.json``; rows not run keep their last measurement (with its date), and
 every publication is appended to the file's ``history``.
 
-Not here yet (issue 24's other rows): the NNCF / Neural Compressor side by side, MiniLM's ONNX
-Runtime latency.
+- ``convnet-nncf``: the peer side by side (``benchmarks/auto_peers.py``): NNCF's
+  ``quantize_with_accuracy_control`` on the fp32 convnet's ONNX file at the same max drop (1 point)
+  beside each seed's ``convnet-latency`` model as ONNX (its int8 file where validation allows), all
+  in ONNX Runtime; ours at most NNCF's bytes and batch-1 ms (ratios timed in one run, worst seed).
+  Run it after ``convnet-latency`` into the same ``--out``.
+
+Not here yet (issue 24's other row): MiniLM's ONNX Runtime latency.
 """
 
 from __future__ import annotations

@@ -165,3 +165,16 @@ def test_a_later_point_starts_only_with_a_margin_over_its_estimate():
     assert loop_module.starts_in_time(loop_module.ESTIMATE_MARGIN * estimate, estimate)
     assert not loop_module.starts_in_time(estimate * 1.1, estimate)  # it would fit exactly, on a steady machine
     assert loop_module.starts_in_time(0.0, 0.0)  # a point known to take no time
+
+
+@pytest.mark.parametrize(("kind", "epochs"), [("bytes", 4 + 2), ("latency_ms", 4), ("macs", 4)])
+def test_the_first_trained_points_estimate_counts_the_epochs_its_budget_trains(kind, epochs):
+    """Only a size budget clusters, so only its points spend the centroid epochs."""
+    from types import SimpleNamespace
+
+    from netshrink.autocompress import PointSpec, Recovery
+
+    loop = loop_module.PointLoop.__new__(loop_module.PointLoop)
+    loop.ctx, loop.records, loop.epoch_seconds = SimpleNamespace(kind=kind), [], 10.0
+    loop.recovery = Recovery(epochs=4, cluster_epochs=2)
+    assert loop.estimate(PointSpec(1.0, "kl", 2)) == epochs * 2 * 10.0
