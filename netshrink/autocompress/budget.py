@@ -18,6 +18,7 @@ from netshrink.core.errors import ConfigError
 
 #: the cost a budget constrains, by ``Budget`` field
 KINDS = {"max_bytes": "bytes", "max_latency_ms": "latency_ms", "max_macs": "macs"}
+RUNTIMES = ("torch", "onnxruntime")  # where a latency budget is timed
 #: what each kind is called in messages
 UNITS = {"bytes": "bytes", "latency_ms": "ms", "macs": "MACs"}
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -81,7 +82,8 @@ class Budget:
     Args:
         max_bytes: the compressed file's bytes (``20000``, ``"20KB"``, ``"1.5MB"``, or ``"45x"``:
             45 times smaller than the original's dense fp32 file).
-        max_latency_ms: batch-1 latency on this CPU, one thread (a number of ms or ``"2.5x"`` faster).
+        max_latency_ms: batch-1 latency on this CPU, one thread (a number of ms or ``"2.5x"`` faster),
+            in ``runtime``.
         max_macs: multiply-accumulates per sample (a number or ``"3x"`` fewer).
         max_drop: the most validation accuracy may fall below the original, in points (0.5: half a
             percentage point); None: no accuracy constraint (the most accurate point within the cost).
@@ -89,6 +91,9 @@ class Budget:
             cosine of its sentence embeddings to the original's on validation passages (the
             original scores 100): ``max_drop=2.0`` means cosine >= 0.98.
         time_limit: seconds (or ``"60m"``, ``"2h"``) for the whole search, resumed runs included.
+        runtime: where a latency is timed: ``"torch"`` (PyTorch eager) or ``"onnxruntime"`` (the
+            model exported with ``torch.onnx``, run by ONNX Runtime on the CPU), the runtime the
+            result is deployed in. Latency budgets only.
 
     Give exactly one of ``max_bytes``, ``max_latency_ms``, ``max_macs``.
 
@@ -102,6 +107,7 @@ class Budget:
     max_macs: int | str | None = None
     max_drop: float | None = None
     time_limit: float | str = 3600.0
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         given = [name for name in KINDS if getattr(self, name) is not None]
@@ -123,6 +129,10 @@ class Budget:
                                  or not math.isfinite(drop) or drop < 0):
             raise ConfigError(f"max_drop is in accuracy points and at least 0 (0.5: half a point), got {drop!r}")
         object.__setattr__(self, "time_limit", parse_duration(self.time_limit, "time_limit"))
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.runtime != "torch" and name != "max_latency_ms":
+            raise ConfigError(f"runtime={self.runtime!r} times latency; it applies to max_latency_ms, not {name}")
 
     @property
     def field(self) -> str:

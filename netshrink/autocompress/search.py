@@ -133,7 +133,7 @@ def auto(model: nn.Module | str, data: Any, budget: Budget, out: str | os.PathLi
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, content)
     setting = Setting(digest, tuple(sorted(model_table.items())), tuple(sorted(setting_data.items())),
-                      budget.kind, calibration_samples, space if text else None)
+                      budget.kind, calibration_samples, space if text else None, runtime=budget.runtime)
     clock = Clock(out, budget.time_limit)
     try:  # refusals come before any measurement is stored; a refused new folder is left as it was
         ctx = context(setting)
@@ -208,7 +208,8 @@ def _original(ctx: Context, out: Path, digest: str) -> dict[str, Any]:
 
     path = out / "search" / "original.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
-    if stored.get("sha256") == digest:
+    runtime = ctx.meter.runtime if ctx.meter is not None else "torch"
+    if stored.get("sha256") == digest and stored["measured"].get("runtime", "torch") == runtime:
         return stored["measured"]
     if ctx.text is not None:  # fidelity to itself; latency and MACs are not searched for text
         measured = {"score": "validation fidelity (mean cosine to the original's sentence embeddings)",
@@ -218,7 +219,8 @@ def _original(ctx: Context, out: Path, digest: str) -> dict[str, Any]:
         return measured
     measured = {"val_accuracy": evaluate(ctx.model, ctx.data.val), "dense_fp32_bytes": fp32_baseline(ctx.model).nbytes,
                 "file_bytes": (out / inputs.ORIGINAL).stat().st_size,
-                "macs": count_macs(ctx.model, ctx.data.input_shape), "latency_ms": _latency_ms(ctx)}
+                "macs": count_macs(ctx.model, ctx.data.input_shape), "latency_ms": _latency_ms(ctx),
+                "runtime": runtime}
     write_atomically(path, json.dumps({"sha256": digest, "measured": measured}).encode())
     return measured
 

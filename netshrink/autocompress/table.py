@@ -47,6 +47,7 @@ class Setting:
     #: a latency search's original batch-1 ms, measured once (``search/original.json``): every
     #: process scales its interleaved ratios (``latency_of``) by this one figure
     latency_ms: float = 0.0
+    runtime: str = "torch"  # where a latency search times its models (``Budget.runtime``)
 
 
 @dataclasses.dataclass
@@ -64,6 +65,7 @@ class Context:
     macs: int
     latency_ms: float
     text: Any = None  # a text encoder's ``text.TextTask`` (then ``reference`` holds embeddings, ``y`` None)
+    meter: Any = None  # a latency search's ``timing.LatencyMeter``
 
 
 def load_original(setting: Setting) -> tuple[nn.Module, Any]:
@@ -83,8 +85,8 @@ def load_original(setting: Setting) -> tuple[nn.Module, Any]:
 @functools.lru_cache(maxsize=2)
 def context(setting: Setting) -> Context:
     """The search's ``Context`` (cached per process: a worker builds it once)."""
+    from netshrink.autocompress.timing import LatencyMeter
     from netshrink.measure import count_macs
-    from netshrink.measure.latency import measure_latency
 
     if "pretrained" in dict(setting.model_table):
         from netshrink.autocompress.text import text_context
@@ -96,12 +98,10 @@ def context(setting: Setting) -> Context:
     accuracy = float((reference.argmax(-1) == y).float().mean())
     sizes = {name: encoded_bytes(t, effort="default") for name, t in model.state_dict().items()} \
         if setting.kind == "bytes" else {}
-    latency = 0.0
-    if setting.kind == "latency_ms":
-        latency = setting.latency_ms or \
-            measure_latency(model, data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=x)["median_ms"]
+    meter = LatencyMeter(model, x, setting.runtime, LATENCY_REPEATS) if setting.kind == "latency_ms" else None
+    latency = (setting.latency_ms or meter.original_ms()) if meter is not None else 0.0
     return Context(model, data, x, y, reference, accuracy, setting.kind, sizes,
-                   count_macs(model, data.input_shape), latency)
+                   count_macs(model, data.input_shape), latency, meter=meter)
 
 
 @torch.no_grad()
@@ -163,13 +163,11 @@ def _cost(ctx: Context, trial: nn.Module, choice: Choice) -> float:
 
 
 def latency_of(ctx: Context, model: nn.Module) -> float:
-    """``model``'s batch-1 ms (one thread, the first calibration sample): the original's
-    ``ctx.latency_ms`` times their ratio timed interleaved with the original
-    (``measure.latency.relative_latency``), so a cost measured while other processes load the
-    CPU is the one measured on a quiet one, and every process of a search shares one scale."""
-    from netshrink.measure.latency import relative_latency
-
-    return ctx.latency_ms * relative_latency(model, ctx.model, ctx.x[:1], rounds=LATENCY_REPEATS)
+    """``model``'s batch-1 ms (one thread, the first calibration sample, in the search's runtime):
+    the original's ``ctx.latency_ms`` times their ratio timed interleaved (``timing.LatencyMeter``),
+    so a cost measured while other processes load the CPU is the one measured on a quiet one, and
+    every process of a search shares one scale."""
+    return ctx.latency_ms * ctx.meter.ratio(model)
 
 
 def changed_bytes(ctx: Context, trial: nn.Module, choice: Choice) -> float:

@@ -35,6 +35,8 @@ def table_key(setting: Setting, choices: list[Choice]) -> str:
              "kind": setting.kind, "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
     if setting.space is not None:
         value["space"] = repr(setting.space)
+    if setting.runtime != "torch":  # (absent for torch: earlier tables keep their keys)
+        value["runtime"] = setting.runtime
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 

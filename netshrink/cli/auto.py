@@ -29,7 +29,7 @@ FLAGS = {"max_bytes": "--max-bytes", "max_latency_ms": "--max-latency-ms", "max_
          "calibration_samples": "--calibration-samples", "builder": "--builder", "Recovery.epochs": "--epochs",
          "Recovery.cluster_epochs": "--cluster-epochs", "Recovery.lr": "--lr", "Recovery.batch_size": "--batch-size",
          "sparsities": "--sparsities", "cluster_bits": "--cluster-bits", "int_bits": "--int-bits",
-         "amounts": "--amounts", "max_length": "--max-length"}
+         "amounts": "--amounts", "max_length": "--max-length", "runtime": "--runtime"}
 RECOVERY = {"epochs": 4, "batch_size": 128, "lr": 0.01}
 
 
@@ -58,6 +58,8 @@ def add_auto_parser(commands: argparse._SubParsersAction) -> None:
                                             "original's dense fp32 file)")
     budget.add_argument("--max-latency-ms", help="batch-1 latency on this CPU, one thread: ms, or 2.5x (faster)")
     budget.add_argument("--max-macs", help="MACs per sample, or 3x (fewer)")
+    budget.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="where --max-latency-ms is timed: PyTorch eager, or ONNX Runtime on the exported model")
     budget.add_argument("--max-drop", type=float, default=None,
                         help="validation accuracy the result may lose, in points (0.5: half a point); a text "
                              "encoder's, points of 100 x cosine (2: cosine >= 0.98)")
@@ -162,7 +164,7 @@ def run_auto(args: argparse.Namespace) -> int:
     try:
         _check_text_flags(args)
         budget = Budget(max_bytes=args.max_bytes, max_latency_ms=args.max_latency_ms, max_macs=args.max_macs,
-                        max_drop=args.max_drop, time_limit=args.time)
+                        max_drop=args.max_drop, time_limit=args.time, runtime=args.runtime)
         recovery = Recovery(epochs=args.epochs, cluster_epochs=args.cluster_epochs, distill=not args.no_distill,
                             lr=args.lr, batch_size=args.batch_size)
         space = _space(args)

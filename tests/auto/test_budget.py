@@ -43,6 +43,8 @@ def test_a_rate_is_against_the_original():
     ({"max_latency_ms": "fast"}, "not a latency"),
     ({"max_bytes": 100, "max_drop": -0.5}, "max_drop is in accuracy points"),
     ({"max_bytes": 100, "time_limit": "soon"}, "time_limit 'soon' is not a duration"),
+    ({"max_latency_ms": "2x", "runtime": "tflite"}, "runtime 'tflite' is not one of torch, onnxruntime"),
+    ({"max_bytes": "10x", "runtime": "onnxruntime"}, "it applies to max_latency_ms, not max_bytes"),
 ])
 def test_bad_budgets_are_one_line(fields, message):
     with pytest.raises(ConfigError, match=message) as error:

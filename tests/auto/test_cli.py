@@ -38,6 +38,7 @@ def test_a_search_from_the_command_line(checkpoint, tmp_path, capsys):
     (["--max-bytes", "6x", "--epochs", "-1"], "--epochs must be an integer >= 0"),
     (["--max-bytes", "100"], "--max-bytes of 100 bytes is impossible"),
     (["--max-bytes", "6x", "--time", "0.01s"], "--time 0.01 s is too short"),
+    (["--max-bytes", "6x", "--runtime", "onnxruntime"], "it applies to --max-latency-ms, not --max-bytes"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(checkpoint, tmp_path, capsys, flags, message):
     assert _auto(checkpoint, tmp_path / "out", *flags) == 2

@@ -131,3 +131,17 @@ def test_a_latency_search_shares_one_reference_time_across_processes(tmp_path):
     assert ctx.latency_ms == 123.0
     row = measure_choice(ctx, "fc1", Choice(amount=0.75))
     assert -123.0 < row["cost"] < 0  # a quarter of fc1's channels left: faster, on the 123 ms scale
+
+
+def test_an_onnxruntime_latency_search_times_exported_models_against_the_exported_original(tmp_path):
+    torch.manual_seed(0)
+    model = create("lenet300_100", in_features=64)
+    digest = write_original(model, tmp_path, None, {"name": "digits"})
+    table = (("checkpoint", str(tmp_path / "original.nsk")),)
+    ctx = context(Setting(digest, table, (("name", "digits"), ("val_fraction", 0.1)), "latency_ms", 64,
+                          runtime="onnxruntime"))
+    assert ctx.meter.runtime == "onnxruntime" and ctx.latency_ms > 0
+    heavy = torch.nn.Sequential(model, *[torch.nn.Linear(10, 10) for _ in range(40)])
+    assert ctx.meter.ratio(heavy) > 1.0  # 40 more layers: slower in ONNX Runtime too, timed turn by turn
+    row = measure_choice(ctx, "fc1", Choice(amount=0.75))
+    assert np.isfinite(row["cost"]) and row["cost"] > -ctx.latency_ms
