@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup models demo test test-fast test-huge lint bench
+.PHONY: setup models peers demo test test-fast test-huge lint bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -11,6 +11,9 @@ setup: $(STAMP)
 
 models: $(STAMP)
 	scripts/setup_models.sh
+
+peers: $(STAMP)
+	scripts/setup_peers.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/netshrink demo
