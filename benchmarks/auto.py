@@ -258,6 +258,10 @@ def run_peer(row: Row, out_root: Path, quick: bool) -> dict:
     from netshrink.quant.onnx_export import onnx_accuracy
 
     torch.set_num_threads(1)
+    seeds = SEEDS[:1] if quick else SEEDS
+    missing = [s for s in seeds if not (out_root / f"{row.peer_of}-seed{s}" / "model.nsk").is_file()]
+    if missing:
+        raise SystemExit(f"{row.key}: run {row.peer_of} into {out_root} first (no model for seeds {missing})")
     model, data = _model_and_data(row, quick)
     folder = out_root / row.key
     folder.mkdir(parents=True, exist_ok=True)
@@ -266,7 +270,7 @@ def run_peer(row: Row, out_root: Path, quick: bool) -> dict:
     original_val = onnx_accuracy(fp32, data.val.x, data.val.y)
     files = {"original_fp32": str(fp32), **({"nncf_int8": peer["file"]} if "file" in peer else {})}
     ours = {}
-    for seed in SEEDS[:1] if quick else SEEDS:
+    for seed in seeds:
         chosen = load(out_root / f"{row.peer_of}-seed{seed}" / "model.nsk")
         ours[seed] = auto_peers.ours(chosen, folder / f"seed{seed}", data, row.max_drop, original_val)
         files[f"ours_seed{seed}"] = ours[seed]["file"]
@@ -345,7 +349,8 @@ def main() -> None:
             {"seeds": run_seeds(row, SEEDS[:1] if args.quick else SEEDS, out_root, args.quick, args.jobs)}
         measured[row.key] = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                              "commit": git_line("rev-parse", "--short", "HEAD"), "device": "cpu",
-                             "wall_seconds": time.perf_counter() - started, "jobs": args.jobs, **found}
+                             "wall_seconds": time.perf_counter() - started,
+                             "jobs": 1 if row.peer_of else args.jobs, **found}
     targets = [t for row in ROWS if row.key in measured
                for t in (peer_targets(row, measured[row.key]["peer"]) if row.peer_of
                          else row_targets(row, measured[row.key]["seeds"]))]
@@ -394,7 +399,6 @@ def markdown(doc: dict) -> str:
     if doc.get("not_run"):
         lines += ["", "Not run yet: " + ", ".join(doc["not_run"]) + "."]
     return "\n".join(lines)
-
 
 
 def peer_markdown(key: str, run: dict) -> str:

@@ -40,7 +40,7 @@ def front_figure(result: Any, hand: list[dict[str, Any]]) -> bytes:
     ax.axvline(result.limit, color="tab:red", linestyle="--", linewidth=1, label="limit")
     ax.axhline(100 * result.original["val_accuracy"], color="0.3", linestyle=":", linewidth=1, label="original")
     ax.set_xscale("log")
-    ax.set_xlabel(COST_AXIS[result.kind])
+    ax.set_xlabel(COST_AXIS[result.kind].replace("1 thread", f"1 thread, {result.budget.runtime}"))
     ax.set_ylabel(f"{result.score} (%)")
     ax.legend(fontsize=7)
     ax.set_title("points of the search")

@@ -163,10 +163,15 @@ def _cost(ctx: Context, trial: nn.Module, choice: Choice) -> float:
 
 
 def latency_of(ctx: Context, model: nn.Module) -> float:
-    """``model``'s batch-1 ms (one thread, the first calibration sample, in the search's runtime):
-    the original's ``ctx.latency_ms`` times their ratio timed interleaved (``timing.LatencyMeter``),
-    so a cost measured while other processes load the CPU is the one measured on a quiet one, and
-    every process of a search shares one scale."""
+    """``model``'s batch-1 ms (one thread, in the search's runtime). In a latency search: the
+    original's ``ctx.latency_ms`` times their ratio timed interleaved (``timing.LatencyMeter``), so
+    a cost measured while other processes load the CPU is the one measured on a quiet one, and
+    every process of a search shares one scale. In a size or MACs search, where latency is only
+    recorded: the median of ``LATENCY_REPEATS`` PyTorch runs on the calibration samples."""
+    if ctx.meter is None:
+        from netshrink.measure.latency import measure_latency
+
+        return measure_latency(model, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
     return ctx.latency_ms * ctx.meter.ratio(model)
 
 

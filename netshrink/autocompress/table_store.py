@@ -35,8 +35,8 @@ def table_key(setting: Setting, choices: list[Choice]) -> str:
              "kind": setting.kind, "samples": setting.samples, "choices": [c.to_dict() for c in choices]}
     if setting.space is not None:
         value["space"] = repr(setting.space)
-    if setting.runtime != "torch":  # (absent for torch: earlier tables keep their keys)
-        value["runtime"] = setting.runtime
+    if setting.kind == "latency_ms":  # costs in ms on the scale of this search's one reference time
+        value.update(runtime=setting.runtime, reference_ms=setting.latency_ms)
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -29,12 +29,11 @@ class LatencyMeter:
 
     def __init__(self, original: nn.Module, inputs: torch.Tensor, runtime: str, rounds: int) -> None:
         self.original, self.inputs, self.runtime, self.rounds = original, inputs, runtime, rounds
-        self.folder = tempfile.TemporaryDirectory(prefix="netshrink-latency-") if runtime == "onnxruntime" else None
-        self.original_session = self._session(original, "original") if self.folder is not None else None
+        self.original_session = self._session(original, "original") if runtime == "onnxruntime" else None
 
     def original_ms(self) -> float:
         """The original's median batch-1 milliseconds, alone."""
-        if self.folder is None:
+        if self.original_session is None:
             from netshrink.measure.latency import measure_latency
 
             return measure_latency(self.original, tuple(self.inputs.shape[1:]), 1, 1, repeats=self.rounds,
@@ -47,21 +46,24 @@ class LatencyMeter:
         """``model``'s batch-1 time over the original's, timed interleaved."""
         from netshrink.measure.latency import interleaved_ms, relative_latency
 
-        if self.folder is None:
+        if self.original_session is None:
             return relative_latency(model, self.original, self.inputs[:1], rounds=self.rounds)
         ms = interleaved_ms({"model": self._runner(self._session(model, "trial")),
                              "original": self._runner(self.original_session)}, self.rounds)
         return ms["model"] / ms["original"]
 
     def _session(self, model: nn.Module, name: str):
+        """An ONNX Runtime session of ``model``, exported into a folder removed at once (the
+        session holds the serialized model: a worker process ends without exit handlers)."""
         from netshrink.quant.onnx_export import _session, export_onnx
 
-        path = Path(self.folder.name) / f"{name}.onnx"
-        try:
-            export_onnx(model.eval(), path, self.inputs[:8])
-        except NetshrinkError as error:
-            raise ConfigError(f"runtime='onnxruntime' needs an ONNX export of the {name} model: {error}") from None
-        return _session(path)
+        with tempfile.TemporaryDirectory(prefix="netshrink-latency-") as folder:
+            path = Path(folder) / f"{name}.onnx"
+            try:
+                export_onnx(model.eval(), path, self.inputs[:8])
+            except NetshrinkError as error:
+                raise ConfigError(f"runtime='onnxruntime' needs an ONNX export of the {name} model: {error}") from None
+            return _session(path.read_bytes())
 
     def _runner(self, session):
         from netshrink.quant.onnx_export import onnx_feed

@@ -129,8 +129,15 @@ def test_a_latency_search_shares_one_reference_time_across_processes(tmp_path):
     setting = Setting(digest, table, (("name", "digits"), ("val_fraction", 0.1)), "latency_ms", 64, latency_ms=123.0)
     ctx = context(setting)
     assert ctx.latency_ms == 123.0
-    row = measure_choice(ctx, "fc1", Choice(amount=0.75))
-    assert -123.0 < row["cost"] < 0  # a quarter of fc1's channels left: faster, on the 123 ms scale
+    ctx.meter.ratio = lambda model: 0.5  # a trial timed at half the original's time, beside it
+    assert measure_choice(ctx, "fc1", Choice(amount=0.75))["cost"] == -61.5  # on the search's 123 ms scale
+
+
+def test_a_size_search_records_a_points_latency_as_a_plain_measurement(trained_mlp, tmp_path):
+    from netshrink.autocompress.table import latency_of
+
+    ctx = _context(trained_mlp, tmp_path, "bytes")
+    assert ctx.meter is None and latency_of(ctx, ctx.model) > 0
 
 
 def test_an_onnxruntime_latency_search_times_exported_models_against_the_exported_original(tmp_path):
@@ -143,5 +150,4 @@ def test_an_onnxruntime_latency_search_times_exported_models_against_the_exporte
     assert ctx.meter.runtime == "onnxruntime" and ctx.latency_ms > 0
     heavy = torch.nn.Sequential(model, *[torch.nn.Linear(10, 10) for _ in range(40)])
     assert ctx.meter.ratio(heavy) > 1.0  # 40 more layers: slower in ONNX Runtime too, timed turn by turn
-    row = measure_choice(ctx, "fc1", Choice(amount=0.75))
-    assert np.isfinite(row["cost"]) and row["cost"] > -ctx.latency_ms
+    assert np.isfinite(measure_choice(ctx, "fc1", Choice(amount=0.75))["cost"])  # a pruned trial exports and runs
