@@ -2,8 +2,9 @@
 
 The first point (one-shot, at the limit) always runs, so a search never ends with nothing; each
 later one starts only when its estimated time, with a margin (``ESTIMATE_MARGIN``), fits in
-what is left. Points run ``jobs`` at a
-time in worker processes; each is sized here first (cheap), so the workers only train.
+what is left; one that does not is skipped, and a later point with less recovery may still run.
+Points run ``jobs`` at a time in worker processes; each is sized here first (cheap), so the
+workers only train.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class PointLoop:
         """Try the schedule's points, ``jobs`` at a time in ``pool`` (or here when None); returns
         why the search stopped."""
         running: dict[concurrent.futures.Future, dict[str, Any]] = {}
+        skipped = 0
         for index, spec in enumerate(self.schedule):
             key = {"spec": dataclasses.asdict(spec), "table": self.table_key, "limit": self.limit,
                    "recovery": dataclasses.asdict(self.recovery)}
@@ -77,8 +79,8 @@ class PointLoop:
                     r["spec"]["recovery"] > 0 for r in running.values()):
                 self._collect(running, concurrent.futures.ALL_COMPLETED)  # its growth sizes this one
             if (self.points or running) and not starts_in_time(self.clock.left(), self.estimate(spec)):
-                self._collect(running, concurrent.futures.ALL_COMPLETED)
-                return "time limit reached"
+                skipped += 1  # a point with less recovery later in the schedule may still fit
+                continue
             record = self._prepare(index, spec, key)
             if record is None:
                 continue
@@ -87,6 +89,8 @@ class PointLoop:
             else:
                 running[pool.submit(pts.run_point, record["recipe_file"], record["folder"])] = record
         self._collect(running, concurrent.futures.ALL_COMPLETED)
+        if skipped:
+            return f"time limit reached ({skipped} scheduled point(s) would not have finished in time)"
         return f"all {len(self.schedule)} scheduled points tried"
 
     def _prepare(self, index: int, spec: pts.PointSpec, key: dict[str, Any]) -> dict[str, Any] | None:

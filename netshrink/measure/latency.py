@@ -67,14 +67,18 @@ def _batches(inputs: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return [inputs[i:i + batch_size] for i in range(0, len(inputs) - batch_size + 1, batch_size)]
 
 
-def interleaved_ms(runners: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+def interleaved_ms(runners: Mapping[str, Callable[[], object]], rounds: int,
+                   min_seconds: float = 0.0) -> dict[str, float]:
     """Median milliseconds of each runner (a call running one forward pass, of any runtime), the
-    runners taking turns ``rounds`` times after one warm-up call each: another process's load
-    slows every runner alike, so their ratios hold where their absolute times do not."""
+    runners taking turns at least ``rounds`` times, and for at least ``min_seconds`` in all, after
+    one warm-up call each: another process's load slows every runner alike, so their ratios hold
+    where their absolute times do not (a sub-millisecond pass needs many turns to outlast the
+    scheduler's time slices)."""
     for run in runners.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
+    started = time.perf_counter()
+    while len(next(iter(times.values()))) < rounds or time.perf_counter() - started < min_seconds:
         for name, run in runners.items():
             start = time.perf_counter()
             run()
@@ -84,7 +88,7 @@ def interleaved_ms(runners: Mapping[str, Callable[[], object]], rounds: int) -> 
 
 @torch.no_grad()
 def relative_latency(model: nn.Module, reference: nn.Module, inputs: torch.Tensor, rounds: int = 30,
-                     threads: int = 1) -> float:
+                     threads: int = 1, min_seconds: float = 0.0) -> float:
     """``model``'s batch latency over ``reference``'s on the same batch ``inputs`` (both in eval
     mode, ``threads`` torch threads), timed interleaved (``interleaved_ms``)."""
     previous_threads = torch.get_num_threads()
@@ -94,7 +98,8 @@ def relative_latency(model: nn.Module, reference: nn.Module, inputs: torch.Tenso
         model.eval()
         reference.eval()
         with torch.inference_mode():
-            ms = interleaved_ms({"model": lambda: model(inputs), "reference": lambda: reference(inputs)}, rounds)
+            ms = interleaved_ms({"model": lambda: model(inputs), "reference": lambda: reference(inputs)}, rounds,
+                                min_seconds)
     finally:
         torch.set_num_threads(previous_threads)
         model.train(modes[0])

@@ -178,3 +178,23 @@ def test_the_first_trained_points_estimate_counts_the_epochs_its_budget_trains(k
     loop.ctx, loop.records, loop.epoch_seconds = SimpleNamespace(kind=kind), [], 10.0
     loop.recovery = Recovery(epochs=4, cluster_epochs=2)
     assert loop.estimate(PointSpec(1.0, "kl", 2)) == epochs * 2 * 10.0
+
+
+def test_a_point_too_long_for_the_time_left_is_skipped_and_a_shorter_later_one_still_runs(monkeypatch):
+    from types import SimpleNamespace
+
+    from netshrink.autocompress import PointSpec, Recovery
+
+    loop = loop_module.PointLoop.__new__(loop_module.PointLoop)
+    loop.schedule = (PointSpec(1.0, "kl", 0), PointSpec(1.0, "kl", 8), PointSpec(0.8, "kl", 1))
+    loop.out, loop.table_key, loop.limit, loop.recovery = None, "key", 1.0, Recovery()
+    loop.records, loop.seen, loop.clock = [], set(), SimpleNamespace(left=lambda: 100.0)
+    monkeypatch.setattr(points_module, "finished", lambda out, index, key: None)
+    monkeypatch.setattr(loop, "estimate", lambda spec: 50.0 * spec.recovery)  # x8: 400 s, x1: 50 s
+    monkeypatch.setattr(loop, "_prepare", lambda index, spec, key: {"index": index, "recipe_file": "", "folder": "",
+                                                                  "spec": {"recovery": spec.recovery}})
+    monkeypatch.setattr(points_module, "run_point", lambda recipe, folder: {})
+    monkeypatch.setattr(loop, "_done", lambda record, measured: loop.records.append(record))
+    stopped = loop.run(1, None)
+    assert [r["index"] for r in loop.records] == [0, 2]
+    assert stopped.startswith("time limit reached (1 scheduled point(s)")

@@ -184,3 +184,13 @@ def test_relative_latency_is_a_ratio_to_the_reference_and_restores_state():
     finally:
         torch.set_num_threads(before)
     assert ratio > 1.0  # far more work is slower, whatever else loads the CPU: both are timed turn by turn
+
+
+def test_interleaved_runners_keep_taking_turns_for_the_minimum_time():
+    import time as clock
+
+    calls: list[str] = []
+    started = clock.perf_counter()
+    interleaved_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=1, min_seconds=0.05)
+    assert clock.perf_counter() - started >= 0.05
+    assert calls.count("a") == calls.count("b") > 2  # whole turns, far more than the one round asked for
