@@ -189,14 +189,11 @@ def _no_layers(model: nn.Module, kind: str) -> str:
 
 
 def _latency_ms(ctx: Context) -> float:
-    """The original's batch-1 ms, one thread, on the calibration samples (the context's own
-    measurement; a latency search's one absolute time)."""
-    from netshrink.autocompress.table import LATENCY_REPEATS
-    from netshrink.measure.latency import measure_latency
+    """The original's batch-1 ms, one thread: a latency search's one absolute time, which its
+    context measured; otherwise the plain measurement every point of the search records."""
+    from netshrink.autocompress.table import latency_of
 
-    if ctx.latency_ms:
-        return ctx.latency_ms
-    return measure_latency(ctx.model, ctx.data.input_shape, 1, 1, repeats=LATENCY_REPEATS, inputs=ctx.x)["median_ms"]
+    return ctx.latency_ms if ctx.meter is not None else latency_of(ctx, ctx.model)
 
 
 def _original(ctx: Context, out: Path, digest: str) -> dict[str, Any]:
