@@ -1,25 +1,19 @@
 """Quantization benchmark: accuracy against bits, weight clustering, binary weights, 1-D k-means
 speed, and ONNX Runtime int8 against fp32, on Fashion-MNIST from the kept baseline checkpoints.
 
-    python benchmarks/quantization.py            # about 25 minutes of CPU time on 2 cores
-
-Each stage writes the results file and the BENCHMARKS.md section when it ends, so a run cut short
-keeps what it measured (``"complete": false``). A single cell is never rerun into an existing results
-file (issue 20: a budget widened after a test miss); the ``"reruns"`` an earlier version recorded
-still render.
-
+    python benchmarks/quantization.py            # resumes finished runs from runs/quantization/
+    python benchmarks/quantization.py --fresh    # recomputes every run
+    python benchmarks/quantization.py --quick    # tiny data, 1 epoch: proves the script (runs/quantization-quick/)
 
 - Accuracy against bits (8, 6, 5, 4, 3, 2) for lenet300_100 and lenet5 (Han et al. 2016, "Deep
   Compression", Figure 8's setting): uniform post-training quantization (per-tensor symmetric
   grid, MSE-optimal clipping), uniform quantization-aware training, clustering post-training
   (linear initialisation, section 3.2) and clustering with centroid fine-tuning (section 3.3).
-  Training runs are ``TRAIN_EPOCHS`` epoch(s) of ``fit()`` over a fixed random ``TRAIN_IMAGES``
-  of the training images (the CPU is shared); the two learning rates were chosen on lenet300_100's
-  validation split (test accuracy is only reported). The 4-bit fine-tuned-centroid cell (the
-  target) has a larger budget, the same for both models: ``CENTROID_4BIT_EPOCHS`` epochs over the
-  whole training split, lr picked per model on its validation split among ``CENTROID_4BIT_LRS``,
-  each trained on the labels alone and distilled from the fp32 model (``CENTROID_4BIT_DISTILL``).
-  Every model is finalized and saved, and its file size recorded.
+  Training runs are one epoch of ``fit()`` over a fixed random ``TRAIN_IMAGES`` of the training
+  images. The 4-bit fine-tuned-centroid cell (the target) has a larger budget, the same for both
+  models: ``CENTROID_4BIT_EPOCHS`` epochs over the whole training split, trained on the labels alone
+  or distilled from the fp32 model (``CENTROID_4BIT_DISTILL``). Every model is finalized and saved;
+  its file is what the test split measures.
 - Conv against fc (section 6.1): lenet5 with only its conv layers clustered (fc layers fp32), and
   only its fc layers clustered, at each bit width, post-training.
 - Binary weights: BWN (XNOR-Net's scaled signs) on lenet5 with the first and last layers in full
@@ -34,171 +28,264 @@ still render.
   images) against fp32 ONNX Runtime on lenet5 and convnet: test accuracy and median latency at
   batch 1 and 256 with one thread.
 
+The protocol is a :class:`benchmarks.study.Study`, fixed in ``GRID`` and ``budget`` below before
+anything trains:
+
+- The training learning rates (``TRAIN_LRS``): QAT's and the centroids' each chosen on
+  lenet300_100's validation split at 4 bits (seed 0); both models use them at every bit width.
+- The target cell: per model, ``CENTROID_4BIT_LRS`` x (labels, fp32 teacher), chosen on that
+  model's validation split (seed 0), the chosen one rerun with seeds 1 and 2 (batch order); its
+  target is the mean over the 3. BWN is fixed and runs with seeds 0, 1 and 2 likewise.
+- Everything else has nothing to choose and runs once (seed 0). Test accuracy is read from the
+  saved files only after the choices.
+
 Targets (issue 8): clustering with fine-tuning at 4 bits at most 0.3 points below fp32 on both
 models; BWN lenet5 at most 2 points below fp32 and its binarized layers at least 25x smaller than
-fp32; our k-means at least 10x faster than scikit-learn with inertia no worse; the whole run within
-60 minutes. Writes ``benchmarks/results/quantization.json``, ``benchmarks/results/quantization.png``
-and the quantization section of BENCHMARKS.md.
+fp32; our k-means at least 10x faster than scikit-learn with inertia no worse; the runs' time summed
+within 60 minutes. Writes ``benchmarks/results/quantization.json``,
+``benchmarks/results/quantization.png`` and the quantization section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import functools
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-import netshrink
-from benchmarks.common import (
+import netshrink  # noqa: E402
+from benchmarks.common import (  # noqa: E402
     CHECKPOINTS,
     RESULTS,
+    ROOT,
     fine_tune,
     publish,
-    results_doc,
-    target,
+    quick_subset,
     targets_markdown,
 )
-from netshrink.codec.inspect import inspect_file
-from netshrink.distillation import Distill
-from netshrink.measure import evaluate
-from netshrink.quant import Binarize, Cluster, Quantize, kmeans_1d
-from netshrink.quant.onnx_export import export_onnx, onnx_accuracy, onnx_latency_ms, quantize_onnx_int8
-from netshrink.train import FitConfig, fit, load_model
+from benchmarks.study import Goal, Study  # noqa: E402
+from netshrink.codec.inspect import inspect_file  # noqa: E402
+from netshrink.distillation import Distill  # noqa: E402
+from netshrink.measure import evaluate  # noqa: E402
+from netshrink.quant import Binarize, Cluster, Quantize, kmeans_1d  # noqa: E402
+from netshrink.quant.onnx_export import export_onnx, onnx_accuracy, onnx_latency_ms, quantize_onnx_int8  # noqa: E402
+from netshrink.train import FitConfig, load_model  # noqa: E402
 
 MODELS = ("lenet300_100", "lenet5")
 BITS = (8, 6, 5, 4, 3, 2)
 TRAIN_IMAGES = 12_000  # training runs see a fixed random subset of the training split (shared CPU budget)
 TRAIN_EPOCHS = 1
-# learning rates chosen on lenet300_100's validation split among 1e-4, 3e-4 and 1e-3 (4 bits, one epoch)
-QAT_TRAIN = FitConfig(epochs=TRAIN_EPOCHS, batch_size=128, lr=3e-4, optimizer="adam", weight_decay=0.0, seed=0)
-CENTROID_TRAIN = FitConfig(epochs=TRAIN_EPOCHS, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0, seed=0)
-# the target's cell (4 bits, cluster + fine-tuned centroids), both models: whole training split, more epochs
+TRAIN_LRS = (1e-4, 3e-4, 1e-3)  # Adam; QAT's and the centroids' each chosen on lenet300_100, 4 bits
 CENTROID_4BIT_EPOCHS = 8
-CENTROID_4BIT_LRS = (1e-3, 3e-4)  # picked per model on its validation split, with or without the teacher
+CENTROID_4BIT_LRS = (1e-3, 3e-4)
 CENTROID_4BIT_DISTILL = Distill(T=4.0, alpha=0.9, cache_teacher=True)  # as in the Deep Compression recipes
-CENTROID_4BIT_TRAIN = FitConfig(epochs=CENTROID_4BIT_EPOCHS, batch_size=128, lr=CENTROID_TRAIN.lr, optimizer="adam",
-                                weight_decay=0.0, seed=0)
+TEACHERS = ("labels", "fp32 teacher")
 BWN_EPOCHS = 3
-BWN_TRAIN = FitConfig(epochs=BWN_EPOCHS, batch_size=128, lr=1e-3, optimizer="adam", weight_decay=0.0, seed=0)
+BWN_LR = 1e-3
 KMEANS_WEIGHTS = 1_000_000
 KMEANS_CLUSTERS = 32
 ONNX_MODELS = ("lenet5", "convnet")
 CALIBRATION_IMAGES = 512
 THREADS = 1
 CONV = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+QUICK_SIZES = {"train": 600, "val": 300, "test": 300}
+#: the methods of the bits sweep: the technique at ``bits``, and whether it trains (one epoch, its lr chosen)
+METHODS = {
+    "uniform PTQ": (lambda bits: Quantize(bits=bits, calibration="mse"), False),
+    "uniform QAT": (lambda bits: Quantize(bits=bits, calibration="mse"), True),
+    "cluster": (lambda bits: Cluster(bits=bits, init="linear"), False),
+    "cluster + fine-tuned centroids": (lambda bits: Cluster(bits=bits, init="linear"), True),
+}
+TRAINED = tuple(method for method, (_, trains) in METHODS.items() if trains)
+GRID = {**{f"{method} lr": {"lr": TRAIN_LRS} for method in TRAINED},
+        **{f"{name} 4-bit centroids": {"lr": CENTROID_4BIT_LRS, "teacher": TEACHERS} for name in MODELS}}
+GOALS = [Goal(f"{name}: 4-bit clustering + fine-tuned centroids, points below fp32", "<=", 0.3) for name in MODELS] + [
+    Goal("lenet5 BWN (first/last fp32): points below fp32", "<=", 2.0),
+    Goal("lenet5 BWN: binarized layers' fp32 bytes / stored bytes", ">=", 25.0, seeded=False),
+    Goal("1-D k-means (density init) speed-up over scikit-learn KMeans, 1M weights", ">=", 10.0, seeded=False),
+    Goal("1-D k-means (density init) inertia / scikit-learn's", "<=", 1.0, seeded=False),
+    Goal("whole benchmark, stage time summed (min)", "<=", 60.0, seeded=False)]
+SKLEARN = "scikit-learn KMeans(n_clusters=32, n_init=1)"
+
+
+def budget(quick: bool) -> dict:
+    """Everything but the grid that is fixed before the run."""
+    return {"train_images": QUICK_SIZES["train"] if quick else TRAIN_IMAGES, "train_epochs": TRAIN_EPOCHS,
+            "centroid_4bit_epochs": 1 if quick else CENTROID_4BIT_EPOCHS, "bwn_epochs": 1 if quick else BWN_EPOCHS,
+            "bwn_lr": BWN_LR, "batch_size": 128, "optimizer": "adam", "distill": CENTROID_4BIT_DISTILL.to_dict(),
+            "bits": BITS, "kmeans_weights": 20_000 if quick else KMEANS_WEIGHTS, "kmeans_clusters": KMEANS_CLUSTERS,
+            "calibration_images": CALIBRATION_IMAGES, "threads": THREADS, "device": "cpu",
+            "data": QUICK_SIZES if quick else "fashion-mnist"}
 
 
 def checkpoint(name: str) -> torch.nn.Module:
     return load_model(CHECKPOINTS / f"{name}.safetensors")
 
 
-def training_subset(data):
-    """``data`` whose training split is ``TRAIN_IMAGES`` images drawn once with a fixed seed."""
-    import dataclasses
-
-    keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:TRAIN_IMAGES]
+def training_subset(data, images: int):
+    """``data`` whose training split is ``images`` images drawn once with a fixed seed."""
+    keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:images]
     return dataclasses.replace(data, train=dataclasses.replace(data.train, x=data.train.x[keep], y=data.train.y[keep]))
 
 
-def measured(model: torch.nn.Module, data, folder: Path, tag: str) -> dict:
-    """Finalize, save and reload ``model``; test accuracy of the reloaded model and its file bytes."""
+def _fit_config(lr: float, epochs: int, seed: int) -> FitConfig:
+    return FitConfig(epochs=epochs, batch_size=128, lr=lr, optimizer="adam", weight_decay=0.0, seed=seed)
+
+
+def saved(model: torch.nn.Module, data, path: Path) -> dict:
+    """Finalize and save ``model`` at ``path``: its validation accuracy, read back from the file, and its bytes."""
     netshrink.finalize_(model)
-    path = folder / f"{tag}.nsk"
     netshrink.save(model, path)
-    return {"test_acc": evaluate(netshrink.load(path), data.test), "file_bytes": path.stat().st_size}
+    return {"val_acc": evaluate(netshrink.load(path), data.val), "file_bytes": path.stat().st_size,
+            "nsk": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
 
 
-def centroids_4bit(name: str, data, folder: Path) -> dict:
-    """4-bit clustering with centroids fine-tuned on the whole training split (the target's cell).
-
-    The fine-tuning is picked on this model's validation split among the ``CENTROID_4BIT_LRS``,
-    each on the hard labels alone and distilled from the fp32 model itself (Hinton et al. 2015,
-    ``CENTROID_4BIT_DISTILL``; Mishra & Marr 2018 train low-precision networks the same way)."""
-    import dataclasses
-
-    start = time.perf_counter()
-    candidates = {}
-    with tempfile.TemporaryDirectory() as logits:  # the fp32 teacher's logits, computed once
-        for lr in CENTROID_4BIT_LRS:
-            for teacher in ("labels", "fp32 teacher"):
-                model = checkpoint(name)
-                netshrink.apply_(model, Cluster(bits=4, init="linear"))
-                result = fine_tune(model, data, dataclasses.replace(CENTROID_4BIT_TRAIN, lr=lr),
-                                   None if teacher == "labels" else checkpoint(name), CENTROID_4BIT_DISTILL, logits)
-                tag = f"{name}-cluster + fine-tuned centroids-4-lr{lr:g}-{teacher.replace(' ', '-')}"
-                candidates[(lr, teacher)] = {**measured(model, data, folder, tag), "val_acc": result.val_acc,
-                                             "lr": lr, "trained_on": teacher}
-    best = max(candidates, key=lambda key: candidates[key]["val_acc"])
-    row = {**candidates[best],
-           "validation_of_candidates": {f"lr {lr:g}, {teacher}": c["val_acc"]
-                                        for (lr, teacher), c in candidates.items()},
-           "seconds": time.perf_counter() - start, "train_images": len(data.train), "epochs": CENTROID_4BIT_EPOCHS}
-    print(f"{name} cluster + fine-tuned centroids 4 bits (whole split): {row}", flush=True)
-    return row
+def test_acc(run: dict, split) -> float:
+    """Test accuracy of a kept run, read back from its file."""
+    path = Path(run["nsk"])
+    return evaluate(netshrink.load(path if path.is_absolute() else ROOT / path), split)
 
 
-def bits_sweep(name: str, data, train_data, folder: Path) -> dict:
-    """Every method at every bit width on one model, plus the fp32 baseline."""
-    rows = {"fp32": measured(checkpoint(name), data, folder, f"{name}-fp32")}
-    methods = {
-        "uniform PTQ": (lambda b: Quantize(bits=b, calibration="mse"), None),
-        "uniform QAT": (lambda b: Quantize(bits=b, calibration="mse"), QAT_TRAIN),
-        "cluster": (lambda b: Cluster(bits=b, init="linear"), None),
-        "cluster + fine-tuned centroids": (lambda b: Cluster(bits=b, init="linear"), CENTROID_TRAIN),
-    }
-    for method, (make, train) in methods.items():
+def cell(name: str, method: str, bits: int, data, root: Path, key: str, lr: float | None = None, seed: int = 0,
+         epochs: int = TRAIN_EPOCHS, teacher: str = "labels") -> dict:
+    """One model at one bit width with one method: applied, trained when ``lr`` is given (on the
+    labels or distilled from the fp32 model), saved as ``<root>/<key>.nsk``."""
+    model = checkpoint(name)
+    make, _ = METHODS[method]
+    netshrink.apply_(model, make(bits))
+    row: dict = {"lr": lr, "seed": seed, "trained_on": teacher if lr is not None else None}
+    if lr is not None:
+        config = _fit_config(lr, epochs, seed)
+        fp32 = None if teacher == "labels" else checkpoint(name)
+        result = fine_tune(model, data, config, fp32, CENTROID_4BIT_DISTILL, root / f"teacher-logits-{name}")
+        row.update(fit_config=config.to_dict(), train_images=len(data.train), epochs=epochs,
+                   history=result.history)
+    return {**row, **saved(model, data, root / f"{key}.nsk")}
+
+
+def chosen_lrs(study: Study, train_data) -> dict[str, float]:
+    """QAT's and the centroids' learning rates, each chosen on lenet300_100's validation split at 4 bits."""
+    lrs = {}
+    for method in TRAINED:
+        runs = {}
+        for point in study.candidates(f"{method} lr"):
+            key = _cell_key("lenet300_100", method, 4, point["lr"])
+            runs[key] = study.run(key, functools.partial(cell, "lenet300_100", method, 4, train_data,
+                                                         study.store.root, key, point["lr"]))
+        lrs[method] = runs[study.choose(f"{method} lr", runs)]["lr"]
+    return lrs
+
+
+def _cell_key(name: str, method: str, bits: int, lr: float | None = None, seed: int = 0, epochs: int = TRAIN_EPOCHS,
+              teacher: str = "labels") -> str:
+    trained = "" if lr is None else f"-lr{lr:g}-e{epochs}-{teacher.replace(' ', '-')}-s{seed}"
+    return f"{name}-{method.replace(' ', '-').replace('+', 'and')}-{bits}b{trained}"
+
+
+def centroids_4bit(study: Study, name: str) -> dict:
+    """The target cell: 4-bit clustering with centroids fine-tuned on the whole training split, the
+    candidate chosen on this model's validation split, then seeds 1 and 2 of it."""
+    epochs, label = study.protocol["budget"]["centroid_4bit_epochs"], f"{name} 4-bit centroids"
+    method = "cluster + fine-tuned centroids"
+
+    def run(point: dict, seed: int) -> tuple[str, dict]:
+        key = _cell_key(name, method, 4, point["lr"], seed, epochs, point["teacher"])
+        return key, study.run(key, functools.partial(cell, name, method, 4, study.data, study.store.root, key,
+                                                     point["lr"], seed, epochs, point["teacher"]))
+
+    points = study.candidates(label)
+    results = dict(run(point, 0) for point in points)
+    best = study.choose(label, results)
+    point = points[list(results).index(best)]
+    seeds = {0: results[best], **{seed: run(point, seed)[1] for seed in study.seeds_for(_centroid_goal(name))[1:]}}
+    test = study.test(label)
+    return {**results[best], "validation_of_candidates": {
+        f"lr {r['lr']:g}, {r['trained_on']}": r["val_acc"] for r in results.values()},
+        "val_acc_per_seed": {s: r["val_acc"] for s, r in seeds.items()},
+        "test_acc_per_seed": {s: test_acc(r, test) for s, r in seeds.items()}}
+
+
+def _centroid_goal(name: str) -> str:
+    return f"{name}: 4-bit clustering + fine-tuned centroids, points below fp32"
+
+
+def bits_sweep(study: Study, name: str, train_data, lrs: dict[str, float]) -> dict:
+    """Every method at every bit width on one model (seed 0), the 4-bit centroid cell from its own
+    choice, plus the fp32 baseline; test accuracy read from the files."""
+    root, test = study.store.root, study.test("bits sweep")
+    fp32 = study.run(f"{name}-fp32", lambda: saved(checkpoint(name), study.data, root / f"{name}-fp32.nsk"))
+    rows: dict = {"fp32": {**fp32, "test_acc": test_acc(fp32, test)}}
+    for method, (_, trains) in METHODS.items():
         rows[method] = {}
-        for bits in BITS:
-            if train is CENTROID_TRAIN and bits == 4:
-                rows[method][str(bits)] = centroids_4bit(name, data, folder)
+        for bits in study.protocol["budget"]["bits"]:
+            if method == "cluster + fine-tuned centroids" and bits == 4:
+                rows[method]["4"] = centroids_4bit(study, name)
+                rows[method]["4"]["test_acc"] = rows[method]["4"]["test_acc_per_seed"][0]
                 continue
-            start = time.perf_counter()
-            model = checkpoint(name)
-            netshrink.apply_(model, make(bits))
-            if train is not None:
-                fit(model, train_data, train, progress=False)
-            rows[method][str(bits)] = {**measured(model, data, folder, f"{name}-{method}-{bits}"),
-                                       "seconds": time.perf_counter() - start}
-            print(f"{name} {method} {bits} bits: {rows[method][str(bits)]}", flush=True)
+            lr = lrs[method] if trains else None
+            key = _cell_key(name, method, bits, lr)
+            run = study.run(key, functools.partial(cell, name, method, bits, train_data, root, key, lr))
+            rows[method][str(bits)] = {**run, "test_acc": test_acc(run, test)}
     return rows
 
 
-def conv_against_fc(data, folder: Path) -> dict:
-    """lenet5 with only its conv layers, or only its fc layers, clustered post-training."""
-    rows = {}
+def conv_against_fc(study: Study) -> dict:
+    """lenet5 with only its conv layers, or only its fc layers, clustered post-training (seed 0)."""
+    rows, test = {}, study.test("bits sweep")
     for part, accept in (("conv only", lambda m, n: isinstance(m, CONV)),
                          ("fc only", lambda m, n: isinstance(m, torch.nn.Linear))):
         rows[part] = {}
-        for bits in BITS:
-            model = checkpoint("lenet5")
-            netshrink.apply_(model, Cluster(bits=bits, init="linear", filter_fn=accept))
-            rows[part][str(bits)] = measured(model, data, folder, f"lenet5-{part}-{bits}")
+        for bits in study.protocol["budget"]["bits"]:
+            key = f"lenet5-{part.replace(' ', '-')}-cluster-{bits}b"
+
+            def work(bits=bits, accept=accept, key=key) -> dict:
+                model = checkpoint("lenet5")
+                netshrink.apply_(model, Cluster(bits=bits, init="linear", filter_fn=accept))
+                return saved(model, study.data, study.store.root / f"{key}.nsk")
+
+            run = study.run(key, work)
+            rows[part][str(bits)] = {**run, "test_acc": test_acc(run, test)}
     return rows
 
 
-def binary_weights(data, train_data, folder: Path) -> dict:
-    """BWN lenet5, first and last layers in full precision."""
-    start = time.perf_counter()
+def bwn_run(seed: int, data, root: Path, epochs: int) -> dict:
+    """BWN lenet5 (first and last layers in full precision) trained with ``seed``; the binarized
+    layers' bytes in its file against their dense fp32 bytes."""
     model = checkpoint("lenet5")
     netshrink.apply_(model, Binarize(method="bwn"))
     binarized = netshrink.get_log(model)[-1]["layers"]
-    fit(model, train_data, BWN_TRAIN, progress=False)
-    result = measured(model, data, folder, "lenet5-bwn")
-    result["fp32_test_acc"] = evaluate(checkpoint("lenet5"), data.test)
-    rows = {row["name"]: row for row in inspect_file(folder / "lenet5-bwn.nsk")}
+    config = _fit_config(BWN_LR, epochs, seed)
+    result = fine_tune(model, data, config)
+    path = root / f"lenet5-bwn-e{epochs}-s{seed}.nsk"
+    row = {**saved(model, data, path), "fit_config": config.to_dict(), "history": result.history}
+    rows = {r["name"]: r for r in inspect_file(path)}
     layers = {name: rows[f"{name}.weight"] for name in binarized}
-    stored = sum(row["bytes"] for row in layers.values())
-    dense = sum(row["dense_fp32_bytes"] for row in layers.values())
-    return {**result, "binarized_layers": {n: {k: r[k] for k in ("encoding", "bytes", "dense_fp32_bytes")}
-                                           for n, r in layers.items()},
-            "binarized_bytes": stored, "binarized_dense_fp32_bytes": dense, "binarized_rate": dense / stored,
-            "seconds": time.perf_counter() - start}
+    stored = sum(r["bytes"] for r in layers.values())
+    dense = sum(r["dense_fp32_bytes"] for r in layers.values())
+    return {**row, "binarized_layers": {n: {k: r[k] for k in ("encoding", "bytes", "dense_fp32_bytes")}
+                                        for n, r in layers.items()},
+            "binarized_bytes": stored, "binarized_dense_fp32_bytes": dense, "binarized_rate": dense / stored}
+
+
+def binary_weights(study: Study, train_data) -> dict:
+    """BWN lenet5 with seeds 0, 1 and 2 (nothing to choose); seed 0's file figures."""
+    epochs = study.protocol["budget"]["bwn_epochs"]
+    seeds = {seed: study.run(f"lenet5-bwn-e{epochs}-s{seed}", functools.partial(
+        bwn_run, seed, train_data, study.store.root, epochs)) for seed in study.seeds_for(BWN_GOAL)}
+    test = study.test("binary weights")
+    return {**seeds[0], "test_acc_per_seed": {s: test_acc(r, test) for s, r in seeds.items()},
+            "test_acc": test_acc(seeds[0], test), "fp32_test_acc": evaluate(checkpoint("lenet5"), test)}
+
+
+BWN_GOAL = "lenet5 BWN (first/last fp32): points below fp32"
 
 
 def real_weights(count: int) -> tuple[np.ndarray, int]:
@@ -221,18 +308,17 @@ def _inertia(values: np.ndarray, centroids: np.ndarray) -> float:
     return float(((values.astype(np.float64) - nearest) ** 2).sum())
 
 
-def kmeans_speed() -> dict:
-    """Our 1-D k-means against scikit-learn's KMeans on the same 1M float32 weights: both warmed by
-    one untimed run, both limited to ``THREADS`` threads (threadpoolctl for scikit-learn's OpenMP and
-    BLAS), median of 3 timed runs each; inertia computed the same way for both."""
+def kmeans_speed(count: int) -> dict:
+    """Our 1-D k-means against scikit-learn's KMeans on the same ``count`` float32 weights: both
+    warmed by one untimed run, both limited to ``THREADS`` threads (threadpoolctl for scikit-learn's
+    OpenMP and BLAS), median of 3 timed runs each; inertia computed the same way for both."""
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    values, distinct_source = real_weights(KMEANS_WEIGHTS)  # float32, the weights' own dtype
+    values, distinct_source = real_weights(count)  # float32, the weights' own dtype
     sides = {f"ours ({init})": (lambda init=init: kmeans_1d(values, KMEANS_CLUSTERS, init=init))
              for init in ("density", "linear")}
-    sides["scikit-learn KMeans(n_clusters=32, n_init=1)"] = lambda: KMeans(
-        n_clusters=KMEANS_CLUSTERS, n_init=1, random_state=0).fit(values.reshape(-1, 1))
+    sides[SKLEARN] = lambda: KMeans(n_clusters=KMEANS_CLUSTERS, n_init=1, random_state=0).fit(values.reshape(-1, 1))
     rows = {}
     with threadpool_limits(limits=THREADS):
         for name, run in sides.items():
@@ -246,27 +332,31 @@ def kmeans_speed() -> dict:
             rows[name] = {"seconds": statistics.median(times), "runs": 3,
                           "inertia": _inertia(values, result.centroids if ours else result.cluster_centers_),
                           "lloyd_steps": int(result.steps if ours else result.n_iter_)}
-    return {"weights": KMEANS_WEIGHTS, "source_weights": distinct_source, "clusters": KMEANS_CLUSTERS, "runs": rows,
+    return {"weights": count, "source_weights": distinct_source, "clusters": KMEANS_CLUSTERS, "runs": rows,
             "dtype": str(values.dtype), "threads": THREADS, "warm": True}
 
 
-def onnx_int8(data, folder: Path) -> dict:
-    """fp32 and int8 ONNX Runtime: test accuracy and latency at batch 1 and 256."""
-    rows = {}
+def onnx_int8(study: Study) -> dict:
+    """fp32 and int8 ONNX Runtime: test accuracy and latency at batch 1 and 256 (nothing to choose)."""
+    data, rows = study.data, {}
+    test = study.test("onnx int8")
     for name in ONNX_MODELS:
-        model = checkpoint(name).eval()
-        fp32, int8 = folder / f"{name}.onnx", folder / f"{name}.int8.onnx"
-        difference = export_onnx(model, fp32, data.test.x[:256])
-        quantize_onnx_int8(fp32, int8, data.val.x[:CALIBRATION_IMAGES])
-        row = {"fp32_vs_pytorch_max_abs_diff": difference, "pytorch_test_acc": evaluate(model, data.test)}
-        for kind, path in (("fp32", fp32), ("int8", int8)):
-            row[kind] = {"test_acc": onnx_accuracy(path, data.test.x, data.test.y), "file_bytes": path.stat().st_size,
-                         **{f"batch_{b}_ms": onnx_latency_ms(path, data.test.x[:b], threads=THREADS) for b in (1, 256)}}
-        row["accuracy_change_points"] = 100 * (row["int8"]["test_acc"] - row["fp32"]["test_acc"])
-        row["latency_ratio_fp32_over_int8"] = {b: row["fp32"][f"batch_{b}_ms"] / row["int8"][f"batch_{b}_ms"]
-                                               for b in (1, 256)}
-        rows[name] = row
-        print(f"onnx {name}: {row}", flush=True)
+        def work(name=name) -> dict:
+            model = checkpoint(name).eval()
+            fp32, int8 = study.store.root / f"{name}.onnx", study.store.root / f"{name}.int8.onnx"
+            difference = export_onnx(model, fp32, data.val.x[:256])
+            quantize_onnx_int8(fp32, int8, data.val.x[:CALIBRATION_IMAGES])
+            row = {"fp32_vs_pytorch_max_abs_diff": difference, "pytorch_test_acc": evaluate(model, test)}
+            for kind, path in (("fp32", fp32), ("int8", int8)):
+                row[kind] = {"test_acc": onnx_accuracy(path, test.x, test.y), "file_bytes": path.stat().st_size,
+                             **{f"batch_{b}_ms": onnx_latency_ms(path, test.x[:b], threads=THREADS)
+                                for b in (1, 256)}}
+            row["accuracy_change_points"] = 100 * (row["int8"]["test_acc"] - row["fp32"]["test_acc"])
+            row["latency_ratio_fp32_over_int8"] = {b: row["fp32"][f"batch_{b}_ms"] / row["int8"][f"batch_{b}_ms"]
+                                                   for b in (1, 256)}
+            return row
+
+        rows[name] = study.run(f"onnx-int8-{name}", work)
     return rows
 
 
@@ -293,6 +383,12 @@ def plot(sweeps: dict, conv_fc: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _mean_std(per_seed: dict, unit: str = "%") -> str:
+    """Test accuracies over seeds as ``mean%`` (one seed) or ``mean% ± std``."""
+    values = [100 * v for v in per_seed.values()]
+    return f"{statistics.fmean(values):.2f}{unit}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
 def _bits(by_method: dict) -> list[str]:
     """The bit widths a table's columns hold, as its rows key them."""
     return list(next(iter(by_method.values())))
@@ -313,7 +409,13 @@ def markdown(doc: dict) -> str:
              f"split among {', '.join(f'{lr:g}' for lr in fine['lr'])}, each on the labels alone and distilled "
              f"from the fp32 model, T {distill['T']:g}, alpha {distill['alpha']:g}). "
              "Raw numbers: `benchmarks/results/quantization.json`; plot: `benchmarks/results/quantization.png`.", ""]
-    if not doc["complete"]:
+    if "protocol" in doc:
+        lines += ["Protocol (`benchmarks.study.Study`): grid and budget fixed before the run; the learning rates and "
+                  "each model's 4-bit centroid candidate chosen on validation (seed 0); the 4-bit centroid cells and "
+                  "BWN are mean ± std over seeds " + ", ".join(map(str, doc["protocol"]["seeds"])) + " (batch "
+                  "order), every other cell seed 0. Stage time summed: "
+                  f"{sum(doc['measurements']['run_seconds'].values()) / 60:.0f} min.", ""]
+    if not doc.get("complete", True):
         lines += ["**Partial run**: the stages below are the ones that finished.", ""]
     for rerun in m.get("reruns", []):
         lines += [f"**Rerun** `{rerun['command']}` on {rerun['date']} ({rerun['seconds']:.0f} s): only "
@@ -326,7 +428,8 @@ def markdown(doc: dict) -> str:
                   "| method | " + " | ".join(f"{b} bits" for b in bits) + " |", "|---" * (len(bits) + 1) + "|"]
         for method, by_bits in methods.items():
             lines.append(f"| {method} | " + " | ".join(
-                f"{100 * by_bits[b]['test_acc']:.2f} ({by_bits[b]['file_bytes'] / 1024:.0f} KiB)" for b in bits) + " |")
+                f"{_mean_std(by_bits[b].get('test_acc_per_seed', {0: by_bits[b]['test_acc']}), unit='')} "
+                f"({by_bits[b]['file_bytes'] / 1024:.0f} KiB)" for b in bits) + " |")
         lines.append("")
     if "conv_against_fc" in m:
         bits = _bits(m["conv_against_fc"])
@@ -338,8 +441,9 @@ def markdown(doc: dict) -> str:
         lines.append("")
     if "binary_weights" in m:
         bwn = m["binary_weights"]
+        per_seed = bwn.get("test_acc_per_seed", {"0": bwn["test_acc"]})
         lines += [f"**BWN lenet5** (first and last layers fp32, {doc['bwn_train_config']['epochs']} epochs): test "
-                  f"{100 * bwn['test_acc']:.2f}% (fp32 {100 * bwn['fp32_test_acc']:.2f}%), binarized layers "
+                  f"{_mean_std(per_seed)} (fp32 {100 * bwn['fp32_test_acc']:.2f}%), binarized layers "
                   f"{bwn['binarized_bytes']:,} B against {bwn['binarized_dense_fp32_bytes']:,} B fp32 "
                   f"({bwn['binarized_rate']:.1f}x), file {bwn['file_bytes']:,} B.", ""]
     if "kmeans_speed" in m:
@@ -367,81 +471,65 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def compute_targets(doc: dict, wall: float, complete: bool) -> list[dict]:
-    """The issue's targets over what has been measured so far."""
+def targets_of(study: Study, m: dict) -> list[dict]:
+    """The issue's targets over the measurements ``m``."""
     targets = []
-    sweeps, bwn = doc.get("bits_sweep", {}), doc.get("binary_weights")
-    for name in sweeps:
-        targets.append(target(f"{name}: 4-bit clustering + fine-tuned centroids, points below fp32",
-                              100 * (sweeps[name]["fp32"]["test_acc"]
-                                     - sweeps[name]["cluster + fine-tuned centroids"]["4"]["test_acc"]), 0.3, "<="))
-    if bwn is not None:
-        targets += [target("lenet5 BWN (first/last fp32): points below fp32",
-                           100 * (bwn["fp32_test_acc"] - bwn["test_acc"]), 2.0, "<="),
-                    target("lenet5 BWN: binarized layers' fp32 bytes / stored bytes", bwn["binarized_rate"], 25.0,
-                           ">=")]
-    if "kmeans_speed" in doc:
-        km = doc["kmeans_speed"]["runs"]
-        sklearn = km["scikit-learn KMeans(n_clusters=32, n_init=1)"]
-        targets += [target("1-D k-means (density init) speed-up over scikit-learn KMeans, 1M weights",
-                           sklearn["seconds"] / km["ours (density)"]["seconds"], 10.0, ">="),
-                    target("1-D k-means (density init) inertia / scikit-learn's",
-                           km["ours (density)"]["inertia"] / sklearn["inertia"], 1.0, "<=")]
-    if complete:
-        targets.append(target("whole benchmark wall time (s)", wall, 3600.0, "<="))
-    return targets
-
-
-def _now() -> str:
-    import datetime
-
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-
-
-def publish_run(doc: dict, began: str, start: float, complete: bool, wall: float | None = None) -> list[dict]:
-    """Publish the measurements ``doc`` so far of the run that began at ``began`` (one history entry
-    per run, however often it publishes) and return its targets."""
-    wall = time.perf_counter() - start if wall is None else wall
-    targets = compute_targets(doc, wall, complete)
-    publish("quantization", results_doc(
-        "quantization", doc, targets, date=began, complete=complete, wall_seconds=wall, device="cpu",
-        threads=THREADS, train_images=TRAIN_IMAGES, qat_train_config=QAT_TRAIN.to_dict(),
-        centroid_train_config=CENTROID_TRAIN.to_dict(), centroid_4bit_train_images="whole training split",
-        centroid_4bit_train_config={**CENTROID_4BIT_TRAIN.to_dict(), "lr": list(CENTROID_4BIT_LRS),
-                                    "distill_candidate": CENTROID_4BIT_DISTILL.to_dict()},
-        bwn_train_config=BWN_TRAIN.to_dict()), markdown)
+    for name, rows in m["bits_sweep"].items():
+        fp32 = rows["fp32"]["test_acc"]
+        cell4 = rows["cluster + fine-tuned centroids"]["4"]
+        targets.append(study.target(_centroid_goal(name), {s: 100 * (fp32 - acc)
+                                                           for s, acc in cell4["test_acc_per_seed"].items()}))
+    bwn, km = m["binary_weights"], m["kmeans_speed"]["runs"]
+    targets += [study.target(BWN_GOAL, {s: 100 * (bwn["fp32_test_acc"] - acc)
+                                        for s, acc in bwn["test_acc_per_seed"].items()}),
+                study.target("lenet5 BWN: binarized layers' fp32 bytes / stored bytes", bwn["binarized_rate"]),
+                study.target("1-D k-means (density init) speed-up over scikit-learn KMeans, 1M weights",
+                             km[SKLEARN]["seconds"] / km["ours (density)"]["seconds"]),
+                study.target("1-D k-means (density init) inertia / scikit-learn's",
+                             km["ours (density)"]["inertia"] / km[SKLEARN]["inertia"]),
+                study.target("whole benchmark, stage time summed (min)", study.minutes())]
     return targets
 
 
 def main() -> None:
-    if sys.argv[1:]:
-        raise SystemExit("usage: quantization.py")
-    start, began = time.perf_counter(), _now()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fresh", action="store_true", help="recompute every run")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data, 1 epoch; only runs/quantization-quick/ is written")
+    args = parser.parse_args()
     torch.set_num_threads(THREADS)
     data = netshrink.load_dataset("fashion-mnist")
-    train_data = training_subset(data)
-    doc: dict = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        stages = [
-            ("kmeans_speed", kmeans_speed),
-            ("bits_sweep", lambda: {}),
-            *((f"bits_sweep.{name}", lambda name=name: bits_sweep(name, data, train_data, folder)) for name in MODELS),
-            ("binary_weights", lambda: binary_weights(data, train_data, folder)),
-            ("conv_against_fc", lambda: conv_against_fc(data, folder)),
-            ("onnx_int8", lambda: onnx_int8(data, folder)),
-        ]
-        for key, stage in stages:
-            if "." in key:
-                outer, inner = key.split(".")
-                doc[outer][inner] = stage()
-            else:
-                doc[key] = stage()
-            print(f"{key} done at {time.perf_counter() - start:.0f} s", flush=True)
-            publish_run(doc, began, start, complete=False)
-    plot(doc["bits_sweep"], doc["conv_against_fc"], RESULTS / "quantization.png")
-    doc["full_run_wall_seconds"] = time.perf_counter() - start
-    print(targets_markdown(publish_run(doc, began, start, complete=True, wall=doc["full_run_wall_seconds"])))
+    if args.quick:
+        data = quick_subset(data, QUICK_SIZES)
+    plan = budget(args.quick)
+    study = Study("quantization", ROOT / "runs" / ("quantization-quick" if args.quick else "quantization"), data,
+                  grid=GRID, budget=plan, goals=GOALS, fresh=args.fresh)
+    train_data = training_subset(study.data, plan["train_images"])
+    measurements: dict = {"kmeans_speed": study.run("kmeans-speed", lambda: kmeans_speed(plan["kmeans_weights"]))}
+    lrs = chosen_lrs(study, train_data)
+    for label in ("bits sweep", "binary weights", "onnx int8"):
+        study.record_choice(label, "none: every cell is reported (the trained cells' learning rates chosen above)")
+    measurements["bits_sweep"] = {name: bits_sweep(study, name, train_data, lrs) for name in MODELS}
+    measurements["binary_weights"] = binary_weights(study, train_data)
+    measurements["conv_against_fc"] = conv_against_fc(study)
+    measurements["onnx_int8"] = onnx_int8(study)
+    measurements["run_seconds"] = study.store.seconds
+    targets = targets_of(study, measurements)
+    doc = study.doc(measurements, targets, quick=args.quick, device="cpu", threads=THREADS,
+                    train_images=plan["train_images"],
+                    qat_train_config=_fit_config(lrs["uniform QAT"], TRAIN_EPOCHS, 0).to_dict(),
+                    centroid_train_config=_fit_config(lrs["cluster + fine-tuned centroids"], TRAIN_EPOCHS, 0).to_dict(),
+                    centroid_4bit_train_images="whole training split",
+                    centroid_4bit_train_config={**_fit_config(CENTROID_4BIT_LRS[0], plan["centroid_4bit_epochs"],
+                                                              0).to_dict(), "lr": list(CENTROID_4BIT_LRS),
+                                                "distill_candidate": CENTROID_4BIT_DISTILL.to_dict()},
+                    bwn_train_config=_fit_config(BWN_LR, plan["bwn_epochs"], 0).to_dict())
+    if args.quick:
+        print(markdown(doc))
+        return
+    plot(measurements["bits_sweep"], measurements["conv_against_fc"], RESULTS / "quantization.png")
+    publish("quantization", doc, markdown)
+    print(targets_markdown(targets))
 
 
 if __name__ == "__main__":
