@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup models peers demo test test-fast test-huge lint bench
+.PHONY: setup models peers demo test test-slow test-huge lint bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	scripts/setup.sh
@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(VENV)/bin/netshrink demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not slow and not huge"
 
-test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow"
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m slow
 
 test-huge: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m huge

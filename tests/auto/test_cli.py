@@ -18,6 +18,7 @@ def _auto(checkpoint, out, *flags):
                  *SMALL, *flags])
 
 
+@pytest.mark.slow
 def test_a_search_from_the_command_line(checkpoint, tmp_path, capsys):
     assert _auto(checkpoint, tmp_path, "--max-bytes", "6x", "--max-drop", "2", "--time", "10m", "--points", "2") == 0
     printed = capsys.readouterr().out

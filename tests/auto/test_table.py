@@ -140,6 +140,7 @@ def test_a_size_search_records_a_points_latency_as_a_plain_measurement(trained_m
     assert ctx.meter is None and latency_of(ctx, ctx.model) > 0
 
 
+@pytest.mark.slow
 def test_an_onnxruntime_latency_search_times_exported_models_against_the_exported_original(tmp_path, monkeypatch):
     from netshrink.autocompress import timing
     from netshrink.measure import latency as latency_module

@@ -75,6 +75,7 @@ def test_a_fixed_exit_exports_its_path_and_a_saved_file_exports_through_the_cli(
         assert np.abs(run_onnx(tmp_path / "m.onnx", x) - loaded(x).numpy()).max() <= FP32_TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_slimmable_model_exports_one_checked_graph_per_width(digits, tmp_path):
     torch.manual_seed(0)
     model = slimmable_(TINY_MODELS["convnet"](), Slimmable(widths=(0.5, 1.0))).eval()

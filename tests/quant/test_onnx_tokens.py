@@ -84,6 +84,7 @@ def gptq_llama():
     return model
 
 
+@pytest.mark.slow
 def test_gptq_int4_runs_as_matmul_nbits_and_matches_the_fake_quantized_model(gptq_llama, tmp_path):
     model = gptq_llama
     written = export_int4(model, tmp_path / "m.int4.onnx", token_inputs(), embedding_block=16)
