@@ -3,10 +3,10 @@
 Outer file: safetensors (no pickle; its header is validated by its own parser). Inside, one 1-D
 uint8 tensor ``"streams"`` holding every encoded stream end to end (zero-length for a model
 without any stream bytes), and one string metadata entry ``"netshrink"`` holding a compact JSON
-document, deflated when that is shorter (``document``; format version 5; versions 2 to 4 are read
+document, deflated when that is shorter (``document``; format version 6; versions 2 to 5 are read
 too)::
 
-    {"format_version": 5,
+    {"format_version": 6,
      "architecture": {"name": zoo name, "kwargs": {...}},     (left out for a user's own class)
      "transform_log": [...],                                   (left out when empty)
      "sections": {name: {...}},        (measurements such as a dynamic profile; left out when empty)
@@ -27,7 +27,8 @@ of its chain (``encodings.chain_roles``), so offsets are implied by the lengths.
 a unit of ``netshrink.codec.encodings``); ``crc`` is over the decoded tensor's raw little-endian
 bytes. Versions 2 to 4 also carry ``"stream_crc"``, a CRC-32 of all the stream bytes; version 5
 drops it (it cost a second pass over the file, and each tensor's CRC covers its bytes) and is
-written a tensor at a time (``stream_file``).
+written a tensor at a time (``stream_file``). Version 6 stores a Huffman stream's code lengths as
+one character each (``huffman.LENGTH_DIGITS``) instead of a JSON list of numbers.
 
 Tied tensors (state-dict entries that are one tensor: same storage, offset, shape, stride and
 dtype, as a language model's output layer tied to its token embedding) are written once, under

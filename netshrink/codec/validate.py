@@ -44,9 +44,10 @@ from netshrink.core.errors import NetshrinkFormatError
 
 #: version 3 leaves Huffman params at their defaults out (``max_length`` 16, one block); version 4
 #: may store the document deflated (``document``); version 5 is written a stream at a time and
-#: drops the all-streams checksum; every version is read as it is
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (2, 3, 4, 5)
+#: drops the all-streams checksum; version 6 stores Huffman code lengths as one digit each
+#: (``huffman.LENGTH_DIGITS``); every version is read as it is
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 #: versions 2 to 4 carry a CRC-32 of all the stream bytes, ``stream_crc``; version 5 does not
 STREAM_CRC_VERSIONS = (2, 3, 4)
 METADATA_KEY = "netshrink"
@@ -90,9 +91,9 @@ DOCUMENT_KEYS = ("format_version", "architecture", "transform_log", "sections", 
                  "stream_crc")
 TENSOR_KEYS = ("dtype", "shape", "chain", "params", "streams", "crc")
 #: a tensor stored once for several state-dict names (tied weights: one storage) is written under
-#: its first name; each later name's entry is ``{"alias": first name}`` and nothing else (format 5)
+#: its first name; each later name's entry is ``{"alias": first name}`` and nothing else (format 5 on)
 ALIAS_KEY = "alias"
-ALIAS_VERSIONS = (5,)
+ALIAS_VERSIONS = (5, 6)
 STREAM_KEYS = ("n", "method", "params")
 
 

@@ -127,7 +127,7 @@ def test_unknown_format_version(tmp_path):
 
 
 def test_format_version_1_is_refused(tmp_path):
-    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads versions 2, 3, 4, 5 only")
+    refused(edited(tmp_path, lambda d, s: d.update(format_version=1)), "reads versions 2, 3, 4, 5, 6 only")
 
 
 def test_unknown_encoding(tmp_path):

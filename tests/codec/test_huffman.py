@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netshrink.codec.huffman import (
+    LENGTH_DIGITS,
     canonical_codes,
     huffman_code_lengths,
     huffman_decode,
@@ -89,7 +92,7 @@ def test_round_trip(alphabet_size, n, skew, block_size, seed):
 def test_round_trip_large_alphabet_and_limit():
     symbols = np.random.default_rng(3).zipf(1.3, 50_000) % 5000
     payload, params = huffman_encode(symbols, 5000, max_length=13, block_size=777)
-    assert max(params["code_lengths"]) <= 13
+    assert max(LENGTH_DIGITS.index(c) for c in params["lengths"]) <= 13
     assert np.array_equal(huffman_decode(payload, params, symbols.size, 5000), symbols)
 
 
@@ -116,12 +119,37 @@ def test_malformed_params_raise_only_format_errors(encoded):
     for bad in param_edits(params) + [None, [], {"code_lengths": [1] * 32}]:
         decodes_or_refuses(huffman_decode, payload, bad, symbols.size, 32)
     with pytest.raises(NetshrinkFormatError):
-        huffman_decode(payload, dict(params, code_lengths=[1] * 32), symbols.size, 32)  # Kraft
+        huffman_decode(payload, dict(params, lengths="1" * 32), symbols.size, 32)  # Kraft
     for count in (-1, 0, symbols.size - 1, symbols.size + 1, 10**6):
         decodes_or_refuses(huffman_decode, payload, params, count, 32)
     for alphabet_size in (0, 31, 33, 2**17):
         with pytest.raises(NetshrinkFormatError):
             huffman_decode(payload, params, symbols.size, alphabet_size)
+
+
+def test_the_table_is_one_character_a_symbol_and_lists_of_older_files_still_decode(encoded):
+    """Format version 6 stores the code lengths as digits; files up to version 5 hold them as a
+    JSON list of numbers (``code_lengths``), which still decodes to the same symbols."""
+    symbols, payload, params = encoded
+    assert len(params["lengths"]) == 32 and len(json.dumps(params)) < 32 + 40
+    older = {**{k: v for k, v in params.items() if k != "lengths"},
+             "code_lengths": [LENGTH_DIGITS.index(c) for c in params["lengths"]]}
+    assert len(json.dumps(older)) > len(json.dumps(params)) + 40
+    assert np.array_equal(huffman_decode(payload, older, symbols.size, 32), symbols)
+
+
+@pytest.mark.parametrize("lengths", ["1" * 31, "1" * 33, "h" * 32, "z" * 32, "\u00e9" * 32, 5, None])
+def test_bad_length_digits_are_refused(encoded, lengths):
+    symbols, payload, params = encoded
+    with pytest.raises(NetshrinkFormatError, match="lengths"):
+        huffman_decode(payload, dict(params, lengths=lengths), symbols.size, 32)
+
+
+def test_both_forms_of_the_lengths_at_once_are_refused(encoded):
+    symbols, payload, params = encoded
+    both = dict(params, code_lengths=[LENGTH_DIGITS.index(c) for c in params["lengths"]])
+    with pytest.raises(NetshrinkFormatError, match="exactly one"):
+        huffman_decode(payload, both, symbols.size, 32)
 
 
 def test_incomplete_code_hitting_an_unused_pattern_is_refused():
