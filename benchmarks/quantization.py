@@ -177,7 +177,7 @@ def chosen_lrs(study: Study, train_data) -> dict[str, float]:
     for method in TRAINED:
         runs = {}
         for point in study.candidates(f"{method} lr"):
-            key = _cell_key("lenet300_100", method, 4, point["lr"])
+            key = _cell_key("lenet300_100", method, 4, point["lr"], images=len(train_data.train))
             runs[key] = study.run(key, functools.partial(cell, "lenet300_100", method, 4, train_data,
                                                          study.store.root, key, point["lr"]))
         lrs[method] = runs[study.choose(f"{method} lr", runs)]["lr"]
@@ -185,8 +185,10 @@ def chosen_lrs(study: Study, train_data) -> dict[str, float]:
 
 
 def _cell_key(name: str, method: str, bits: int, lr: float | None = None, seed: int = 0, epochs: int = TRAIN_EPOCHS,
-              teacher: str = "labels") -> str:
-    trained = "" if lr is None else f"-lr{lr:g}-e{epochs}-{teacher.replace(' ', '-')}-s{seed}"
+              teacher: str = "labels", images: int = 0) -> str:
+    """A run's key: everything its result depends on beyond the protocol (a trained run's learning
+    rate, epochs, teacher, seed and the number of training images it saw)."""
+    trained = "" if lr is None else f"-lr{lr:g}-e{epochs}-{teacher.replace(' ', '-')}-n{images}-s{seed}"
     return f"{name}-{method.replace(' ', '-').replace('+', 'and')}-{bits}b{trained}"
 
 
@@ -197,7 +199,7 @@ def centroids_4bit(study: Study, name: str) -> dict:
     method = "cluster + fine-tuned centroids"
 
     def run(point: dict, seed: int) -> tuple[str, dict]:
-        key = _cell_key(name, method, 4, point["lr"], seed, epochs, point["teacher"])
+        key = _cell_key(name, method, 4, point["lr"], seed, epochs, point["teacher"], len(study.data.train))
         return key, study.run(key, functools.partial(cell, name, method, 4, study.data, study.store.root, key,
                                                      point["lr"], seed, epochs, point["teacher"]))
 
@@ -231,7 +233,7 @@ def bits_sweep(study: Study, name: str, train_data, lrs: dict[str, float]) -> di
                 rows[method]["4"]["test_acc"] = rows[method]["4"]["test_acc_per_seed"][0]
                 continue
             lr = lrs[method] if trains else None
-            key = _cell_key(name, method, bits, lr)
+            key = _cell_key(name, method, bits, lr, images=len(train_data.train))
             run = study.run(key, functools.partial(cell, name, method, bits, train_data, root, key, lr))
             rows[method][str(bits)] = {**run, "test_acc": test_acc(run, test)}
     return rows
@@ -412,8 +414,8 @@ def markdown(doc: dict) -> str:
     if "protocol" in doc:
         lines += ["Protocol (`benchmarks.study.Study`): grid and budget fixed before the run; the learning rates and "
                   "each model's 4-bit centroid candidate chosen on validation (seed 0); the 4-bit centroid cells and "
-                  "BWN are mean ± std over seeds " + ", ".join(map(str, doc["protocol"]["seeds"])) + " (batch "
-                  "order), every other cell seed 0. Stage time summed: "
+                  "BWN are the mean ± std over their seeds (batch order; the targets table gives how many), every "
+                  "other cell seed 0. Stage time summed: "
                   f"{sum(doc['measurements']['run_seconds'].values()) / 60:.0f} min.", ""]
     if not doc.get("complete", True):
         lines += ["**Partial run**: the stages below are the ones that finished.", ""]
