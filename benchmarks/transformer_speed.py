@@ -32,6 +32,8 @@ Fidelity is the mean cosine between a model's sentence embedding (mean pooling +
   ``LayerDrop(every_other=True)`` (3 of 6 layers kept), recovered on the sentence embedding by
   cosine. Latency at batch 1, sequence 128, in PyTorch eager and in ONNX Runtime (both fused),
   against the unpruned model.
+- Beside ours: Michel et al. 2019's head and neuron importance (``importance="michel"``) with plain
+  removal of the same heads and neurons per layer as ours removed (``michel_stage``), the same recovery.
 
 Latency is the median of ``ROUNDS`` interleaved runs (baseline, candidate, baseline, ...) in this
 one process, on 1 thread and on 2. SmolLM2 rows are not run (see ``SMOLLM2_NOT_RUN``). Each stage
@@ -334,6 +336,39 @@ def pruned_stage(model, text, folder: Path, reference: dict[str, torch.Tensor], 
     return result
 
 
+def michel_stage(model, text, reference: dict[str, torch.Tensor], ours: dict) -> dict:
+    """The simpler option the issue names beside ours: Michel et al. 2019's head (and neuron) importance,
+    the masks' gradients on the same calibration passages, with plain removal (no rearrangement, no
+    least-squares tuning) of the same number of heads and neurons in each layer as ours removed, so the
+    FLOPs and shapes are ours (latency too); then the same recovery."""
+    from netshrink.core.finalize import finalize_
+    from netshrink.prune.transformer import TransformerPrune
+    from netshrink.prune.verb import prune_
+
+    heads, neurons = model.config.num_attention_heads, model.config.intermediate_size
+    config = TransformerPrune(heads={i: heads - kept for i, kept in enumerate(ours["heads"]) if kept < heads},
+                              neurons={i: neurons - kept for i, kept in enumerate(ours["neurons"]) if kept < neurons},
+                              importance="michel", calibration_data=first(text["calibration"], PRUNE_CALIBRATION))
+    student = copy.deepcopy(model).requires_grad_(True)
+    start = time.time()
+    torch.set_num_threads(2)
+    prune_(student, config)
+    prune_seconds = time.time() - start
+    before = cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"])
+    recovery_seconds, loss = recovered(student, model, text)
+    finalize_(student)
+    student.eval()
+    attention = [layer.attention.self for layer in student.encoder.layer]
+    return {"config": "TransformerPrune(ours' heads and neurons per layer, importance=michel)",
+            "prune_seconds": prune_seconds, "recovery_seconds": recovery_seconds, "recovery_loss_per_epoch": loss,
+            "heads": [a.num_attention_heads for a in attention],
+            "neurons": [layer.intermediate.dense.out_features for layer in student.encoder.layer],
+            "cosine_before_recovery": before,
+            "cosine": cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"]),
+            "cosine_out_of_domain": cosine(torch_embeddings(student, text["out_of_domain"]),
+                                           reference["out_of_domain"])}
+
+
 # --- targets and section -------------------------------------------------------------------------
 
 def targets_of(m: dict) -> list[dict]:
@@ -356,6 +391,10 @@ def targets_of(m: dict) -> list[dict]:
             for t, value in p["speedup"][runtime].items():
                 out.append(target(f"MiniLM 50% FLOPs, batch 1 seq 128, {runtime}, {t} thread(s): speed-up",
                                   value, 1.6, ">="))
+    if "michel_half_flops" in m and "pruned_half_flops" in m:
+        out.append(target("MiniLM 50% FLOPs: ours minus Michel et al. head importance (same heads and neurons per "
+                          "layer, plain removal), cosine after the same recovery",
+                          m["pruned_half_flops"]["cosine"] - m["michel_half_flops"]["cosine"], 0.0, ">="))
     if "seconds" in m:
         out.append(target("whole benchmark, minutes", m["seconds"] / 60, 60.0, "<="))
     return out
@@ -420,6 +459,12 @@ def markdown(doc: dict) -> str:
                   _row("PyTorch eager fp32 / pruned", p["latency_ms_batch1"]["pytorch"], "fp32", "pruned"),
                   _row("ONNX Runtime fused fp32 / pruned", p["latency_ms_batch1"]["onnxruntime"], "fp32", "pruned"),
                   ""]
+    if "michel_half_flops" in m:
+        p = m["michel_half_flops"]
+        lines += [f"Beside it, Michel et al. 2019 (`{p['config']}`: mask-gradient importance, plain removal, no "
+                  f"rearrangement or tuning; the same shapes, so the same latency), the same recovery "
+                  f"({p['recovery_seconds'] / 60:.1f} min): cosine {p['cosine_before_recovery']:.4f} before recovery, "
+                  f"{p['cosine']:.4f} after (out of domain: {p['cosine_out_of_domain']:.4f}).", ""]
     slower = [key for key in ("onnx", "pruned_half_flops", "three_layers") if key in m and _two_threads_slower(m[key])]
     if slower:
         lines += [f"In {', '.join(slower)}, the fp32 baseline ran slower on 2 threads than on 1: the 2 cores were "
@@ -506,6 +551,7 @@ def main() -> None:
                                                         flops, label))
         stage("three_layers", lambda: pruned_stage(model, text, folder, reference, folder / "fp32_fused.onnx",
                                                    LayerDrop(every_other=True), "LayerDrop(every_other=True)"))
+        stage("michel_half_flops", lambda: michel_stage(model, text, reference, measured["pruned_half_flops"]))
     measured["seconds"] = measured.get("seconds", 0.0) + time.time() - started  # a rerun adds its own
     publish(NAME, results_doc(NAME, measured, targets_of(measured), date=date, complete=True), markdown)
 
