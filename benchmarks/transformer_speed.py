@@ -294,16 +294,12 @@ def recovered(student, teacher, text) -> tuple[float, list[float]]:
     return time.time() - start, [round(float(h["train_loss"]), 5) for h in result.history]
 
 
-def pruned_stage(model, text, folder: Path, reference: dict[str, torch.Tensor], fused_baseline: Path,
-                 config, label: str) -> dict:
+def pruned_and_recovered(model, text, reference: dict[str, torch.Tensor], config, label: str):
+    """A copy of ``model`` pruned with ``config`` and recovered without labels, finalized; with its
+    shapes, times and cosines (before and after recovery, and out of domain)."""
     from netshrink.core.finalize import finalize_
     from netshrink.prune.verb import prune_
-    from netshrink.quant.onnx_fuse import fuse_onnx
-    from netshrink.quant.onnx_tokens import export_token_model
 
-    if not fused_baseline.exists():  # the ONNX stage was left out (--stages)
-        export_token_model(model, folder / "fp32.onnx", first(text["evaluation"], 8))
-        fuse_onnx(folder / "fp32.onnx", fused_baseline, "bert")
     start = time.time()
     student = copy.deepcopy(model).requires_grad_(True)  # recover() left the teacher frozen
     torch.set_num_threads(2)
@@ -314,16 +310,28 @@ def pruned_stage(model, text, folder: Path, reference: dict[str, torch.Tensor], 
     finalize_(student)
     student.eval()
     attention = [layer.attention.self for layer in student.encoder.layer]
-    result = {"config": label, "prune_seconds": prune_seconds, "recovery_seconds": recovery_seconds,
-              "recovery_match": repr(recovery_match(student, model)),
-              "recovery_loss_per_epoch": loss, "layers": len(student.encoder.layer),
-              "heads": [a.num_attention_heads for a in attention],
-              "neurons": [layer.intermediate.dense.out_features for layer in student.encoder.layer],
-              "parameters": sum(p.numel() for p in student.parameters()),
-              "cosine_before_recovery": before,
-              "cosine": cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"]),
-              "cosine_out_of_domain": cosine(torch_embeddings(student, text["out_of_domain"]),
-                                             reference["out_of_domain"])}
+    return student, {"config": label, "prune_seconds": prune_seconds, "recovery_seconds": recovery_seconds,
+                     "recovery_match": repr(recovery_match(student, model)),
+                     "recovery_loss_per_epoch": loss, "layers": len(student.encoder.layer),
+                     "heads": [a.num_attention_heads for a in attention],
+                     "neurons": [layer.intermediate.dense.out_features for layer in student.encoder.layer],
+                     "parameters": sum(p.numel() for p in student.parameters()),
+                     "cosine_before_recovery": before,
+                     "cosine": cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"]),
+                     "cosine_out_of_domain": cosine(torch_embeddings(student, text["out_of_domain"]),
+                                                    reference["out_of_domain"])}
+
+
+def pruned_stage(model, text, folder: Path, reference: dict[str, torch.Tensor], fused_baseline: Path,
+                 config, label: str) -> dict:
+    """``pruned_and_recovered``, then batch-1 latency against the original in PyTorch and ONNX Runtime."""
+    from netshrink.quant.onnx_fuse import fuse_onnx
+    from netshrink.quant.onnx_tokens import export_token_model
+
+    if not fused_baseline.exists():  # the ONNX stage was left out (--stages)
+        export_token_model(model, folder / "fp32.onnx", first(text["evaluation"], 8))
+        fuse_onnx(folder / "fp32.onnx", fused_baseline, "bert")
+    student, result = pruned_and_recovered(model, text, reference, config, label)
     one = first(text["evaluation"], 1)
     torch_ms = torch_latencies({"fp32": model, "pruned": student}, one)
     plain, fused = folder / f"{label}.onnx", folder / f"{label}_fused.onnx"
@@ -341,32 +349,14 @@ def michel_stage(model, text, reference: dict[str, torch.Tensor], ours: dict) ->
     the masks' gradients on the same calibration passages, with plain removal (no rearrangement, no
     least-squares tuning) of the same number of heads and neurons in each layer as ours removed, so the
     FLOPs and shapes are ours (latency too); then the same recovery."""
-    from netshrink.core.finalize import finalize_
     from netshrink.prune.transformer import TransformerPrune
-    from netshrink.prune.verb import prune_
 
     heads, neurons = model.config.num_attention_heads, model.config.intermediate_size
     config = TransformerPrune(heads={i: heads - kept for i, kept in enumerate(ours["heads"]) if kept < heads},
                               neurons={i: neurons - kept for i, kept in enumerate(ours["neurons"]) if kept < neurons},
                               importance="michel", calibration_data=first(text["calibration"], PRUNE_CALIBRATION))
-    student = copy.deepcopy(model).requires_grad_(True)
-    start = time.time()
-    torch.set_num_threads(2)
-    prune_(student, config)
-    prune_seconds = time.time() - start
-    before = cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"])
-    recovery_seconds, loss = recovered(student, model, text)
-    finalize_(student)
-    student.eval()
-    attention = [layer.attention.self for layer in student.encoder.layer]
-    return {"config": "TransformerPrune(ours' heads and neurons per layer, importance=michel)",
-            "prune_seconds": prune_seconds, "recovery_seconds": recovery_seconds, "recovery_loss_per_epoch": loss,
-            "heads": [a.num_attention_heads for a in attention],
-            "neurons": [layer.intermediate.dense.out_features for layer in student.encoder.layer],
-            "cosine_before_recovery": before,
-            "cosine": cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"]),
-            "cosine_out_of_domain": cosine(torch_embeddings(student, text["out_of_domain"]),
-                                           reference["out_of_domain"])}
+    return pruned_and_recovered(model, text, reference, config,
+                                "TransformerPrune(ours' heads and neurons per layer, importance=michel)")[1]
 
 
 # --- targets and section -------------------------------------------------------------------------
