@@ -161,6 +161,15 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
     write_atomically(BENCHMARKS_MD, text.encode())
 
 
+def mean_std(per_seed: dict, unit: str = "%") -> str:
+    """Accuracies (fractions) over seeds in percent: ``mean%`` from one seed, ``mean% ± std`` from more."""
+    import statistics
+
+    values = [100 * v for v in per_seed.values()]
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.2f}{unit}{spread}"
+
+
 def gap_closure(student: float, alone: float, teacher: float) -> float | None:
     """The share of the alone-to-teacher test-accuracy gap a distilled student closes; None when the
     teacher is not ahead of the student alone (there is no gap to close)."""

@@ -35,8 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.common import CHECKPOINTS, ROOT, fine_tune, publish, quick_subset, targets_markdown  # noqa: E402
-from benchmarks.study import Goal, Study  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CHECKPOINTS,
+    ROOT,
+    fine_tune,
+    mean_std,
+    publish,
+    quick_subset,
+    repo_path,
+    targets_markdown,
+)
+from benchmarks.study import Goal, Study, kept_test_accuracy  # noqa: E402
 from netshrink.codec.container import load, save  # noqa: E402
 from netshrink.core import finalize_  # noqa: E402
 from netshrink.core.selection import select, weight_name  # noqa: E402
@@ -118,7 +127,7 @@ def _saved(model: nn.Module, path: Path, x: torch.Tensor) -> dict:
     model.eval()
     with torch.no_grad():
         same = torch.equal(model(x), load(path)(x))
-    return {"nsk": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+    return {"nsk": repo_path(path),
             "nsk_bytes": path.stat().st_size, "loaded_outputs_equal": same}
 
 
@@ -166,12 +175,6 @@ def _key(name: str, method: str, schedule: str, teacher: str, lr: float, seed: i
     return f"{name}-{method}-{schedule}-{teacher}-lr{lr}-e{epochs}-s{seed}"
 
 
-def _test_acc(run: dict, split) -> float:
-    """Test accuracy of a kept run, read back from its .nsk."""
-    path = Path(run["nsk"])
-    return evaluate(load(path if path.is_absolute() else ROOT / path), split)
-
-
 def prune_models(study: Study) -> tuple[dict, list[dict]]:
     """Ours and the peer on both LeNets: candidates, choices, seeds and test accuracy."""
     data, root, epochs = study.data, study.store.root, study.protocol["budget"]["epochs"]
@@ -195,7 +198,7 @@ def prune_models(study: Study) -> tuple[dict, list[dict]]:
             test = study.test(label)
             runs[method] = {**results[best], "key": best, "point": point,
                             "val_acc_per_seed": {s: r["val_acc"] for s, r in seeds.items()},
-                            "test_acc_per_seed": {s: _test_acc(r, test) for s, r in seeds.items()}}
+                            "test_acc_per_seed": {s: kept_test_accuracy(r, test) for s, r in seeds.items()}}
         baseline = load_model(CHECKPOINTS / f"{name}.safetensors")
         base = {"val_acc": evaluate(baseline, data.val), "test_acc": evaluate(baseline, study.test(f"{name} ours")),
                 "params": count_parameters(baseline), "nonzero": count_nonzero(baseline),
@@ -254,7 +257,7 @@ def structured(study: Study) -> tuple[dict, list[dict]]:
     test = study.test("convnet")
     conv = {**seeds[0], "ranking": ranking, "val_after_pruning": {r["ranking"]: r["val_acc"]
                                                                   for r in after_pruning.values()},
-            "test_acc_per_seed": {s: _test_acc(r, test) for s, r in seeds.items()},
+            "test_acc_per_seed": {s: kept_test_accuracy(r, test) for s, r in seeds.items()},
             "baseline_test_acc": evaluate(baseline, test), "baseline_params": count_parameters(baseline),
             "baseline_conv_channels": {n: m.out_channels for n, m in baseline.named_modules()
                                        if isinstance(m, nn.Conv2d)},
@@ -291,14 +294,6 @@ def main() -> None:
         publish("pruning", doc, markdown)
 
 
-def _mean_std(per_seed: dict) -> str:
-    import statistics
-
-    values = [100 * v for v in per_seed.values()]
-    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
-    return f"{statistics.fmean(values):.2f}%{spread}"
-
-
 def markdown(doc: dict) -> str:
     """The pruning section of BENCHMARKS.md, from the results file alone."""
     if "protocol" not in doc:
@@ -321,7 +316,7 @@ def markdown(doc: dict) -> str:
         what = [f"{r['point'].get('schedule', '')}, {r['point'].get('teacher', '')}, lr {r['point']['lr']}, "
                 f"{r['fit_config']['epochs']} epochs" for r in (ours, peer)]
         lines.append(f"| {name} | {100 * runs['baseline']['test_acc']:.2f}% | {what[0]} | "
-                     f"{_mean_std(ours['test_acc_per_seed'])} | {what[1]} | {_mean_std(peer['test_acc_per_seed'])} | "
+                     f"{mean_std(ours['test_acc_per_seed'])} | {what[1]} | {mean_std(peer['test_acc_per_seed'])} | "
                      f"{ours['nonzero']:,} / {peer['nonzero']:,} of {ours['params']:,} | {ours['nsk_bytes']:,} |")
     lines += ["", "Weights kept per layer (ours; Han et al. 2015 Table 1 form):", "",
               "| model | layer | weights | kept |", "|---|---|---|---|"]
@@ -332,7 +327,7 @@ def markdown(doc: dict) -> str:
     lat = c["latency_ms"]
     lines += ["", f"Structured: convnet with half of every conv layer's channels removed (ranking {c['ranking']}, "
               f"chosen on validation), fine-tuned {c['fit_config']['epochs']} epochs: test "
-              f"{_mean_std(c['test_acc_per_seed'])} (baseline {100 * c['baseline_test_acc']:.2f}%), "
+              f"{mean_std(c['test_acc_per_seed'])} (baseline {100 * c['baseline_test_acc']:.2f}%), "
               f"{c['params']:,} parameters (baseline {c['baseline_params']:,}), .nsk {c['nsk_bytes']:,} B "
               f"(baseline dense fp32 {c['baseline_dense_fp32_bytes']:,} B).", "",
               "| latency, 1 thread (ms) | unpruned | unpruned, again | pruned | speed-up |", "|---|---|---|---|---|"]

@@ -67,11 +67,13 @@ from benchmarks.common import (  # noqa: E402
     RESULTS,
     ROOT,
     fine_tune,
+    mean_std,
     publish,
     quick_subset,
+    repo_path,
     targets_markdown,
 )
-from benchmarks.study import Goal, Study  # noqa: E402
+from benchmarks.study import Goal, Study, kept_test_accuracy  # noqa: E402
 from netshrink.codec.inspect import inspect_file  # noqa: E402
 from netshrink.distillation import Distill  # noqa: E402
 from netshrink.measure import evaluate  # noqa: E402
@@ -145,13 +147,7 @@ def saved(model: torch.nn.Module, data, path: Path) -> dict:
     netshrink.finalize_(model)
     netshrink.save(model, path)
     return {"val_acc": evaluate(netshrink.load(path), data.val), "file_bytes": path.stat().st_size,
-            "nsk": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)}
-
-
-def test_acc(run: dict, split) -> float:
-    """Test accuracy of a kept run, read back from its file."""
-    path = Path(run["nsk"])
-    return evaluate(netshrink.load(path if path.is_absolute() else ROOT / path), split)
+            "nsk": repo_path(path)}
 
 
 def cell(name: str, method: str, bits: int, data, root: Path, key: str, lr: float | None = None, seed: int = 0,
@@ -212,7 +208,7 @@ def centroids_4bit(study: Study, name: str) -> dict:
     return {**results[best], "validation_of_candidates": {
         f"lr {r['lr']:g}, {r['trained_on']}": r["val_acc"] for r in results.values()},
         "val_acc_per_seed": {s: r["val_acc"] for s, r in seeds.items()},
-        "test_acc_per_seed": {s: test_acc(r, test) for s, r in seeds.items()}}
+        "test_acc_per_seed": {s: kept_test_accuracy(r, test) for s, r in seeds.items()}}
 
 
 def _centroid_goal(name: str) -> str:
@@ -224,7 +220,7 @@ def bits_sweep(study: Study, name: str, train_data, lrs: dict[str, float]) -> di
     choice, plus the fp32 baseline; test accuracy read from the files."""
     root, test = study.store.root, study.test("bits sweep")
     fp32 = study.run(f"{name}-fp32", lambda: saved(checkpoint(name), study.data, root / f"{name}-fp32.nsk"))
-    rows: dict = {"fp32": {**fp32, "test_acc": test_acc(fp32, test)}}
+    rows: dict = {"fp32": {**fp32, "test_acc": kept_test_accuracy(fp32, test)}}
     for method, (_, trains) in METHODS.items():
         rows[method] = {}
         for bits in study.protocol["budget"]["bits"]:
@@ -235,7 +231,7 @@ def bits_sweep(study: Study, name: str, train_data, lrs: dict[str, float]) -> di
             lr = lrs[method] if trains else None
             key = _cell_key(name, method, bits, lr, images=len(train_data.train))
             run = study.run(key, functools.partial(cell, name, method, bits, train_data, root, key, lr))
-            rows[method][str(bits)] = {**run, "test_acc": test_acc(run, test)}
+            rows[method][str(bits)] = {**run, "test_acc": kept_test_accuracy(run, test)}
     return rows
 
 
@@ -254,7 +250,7 @@ def conv_against_fc(study: Study) -> dict:
                 return saved(model, study.data, study.store.root / f"{key}.nsk")
 
             run = study.run(key, work)
-            rows[part][str(bits)] = {**run, "test_acc": test_acc(run, test)}
+            rows[part][str(bits)] = {**run, "test_acc": kept_test_accuracy(run, test)}
     return rows
 
 
@@ -283,8 +279,9 @@ def binary_weights(study: Study, train_data) -> dict:
     seeds = {seed: study.run(f"lenet5-bwn-e{epochs}-s{seed}", functools.partial(
         bwn_run, seed, train_data, study.store.root, epochs)) for seed in study.seeds_for(BWN_GOAL)}
     test = study.test("binary weights")
-    return {**seeds[0], "test_acc_per_seed": {s: test_acc(r, test) for s, r in seeds.items()},
-            "test_acc": test_acc(seeds[0], test), "fp32_test_acc": evaluate(checkpoint("lenet5"), test)}
+    per_seed = {s: kept_test_accuracy(r, test) for s, r in seeds.items()}
+    return {**seeds[0], "test_acc_per_seed": per_seed, "test_acc": per_seed[0],
+            "fp32_test_acc": evaluate(checkpoint("lenet5"), test)}
 
 
 BWN_GOAL = "lenet5 BWN (first/last fp32): points below fp32"
@@ -385,12 +382,6 @@ def plot(sweeps: dict, conv_fc: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _mean_std(per_seed: dict, unit: str = "%") -> str:
-    """Test accuracies over seeds as ``mean%`` (one seed) or ``mean% ± std``."""
-    values = [100 * v for v in per_seed.values()]
-    return f"{statistics.fmean(values):.2f}{unit}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
-
-
 def _bits(by_method: dict) -> list[str]:
     """The bit widths a table's columns hold, as its rows key them."""
     return list(next(iter(by_method.values())))
@@ -430,7 +421,7 @@ def markdown(doc: dict) -> str:
                   "| method | " + " | ".join(f"{b} bits" for b in bits) + " |", "|---" * (len(bits) + 1) + "|"]
         for method, by_bits in methods.items():
             lines.append(f"| {method} | " + " | ".join(
-                f"{_mean_std(by_bits[b].get('test_acc_per_seed', {0: by_bits[b]['test_acc']}), unit='')} "
+                f"{mean_std(by_bits[b].get('test_acc_per_seed', {0: by_bits[b]['test_acc']}), unit='')} "
                 f"({by_bits[b]['file_bytes'] / 1024:.0f} KiB)" for b in bits) + " |")
         lines.append("")
     if "conv_against_fc" in m:
@@ -445,7 +436,7 @@ def markdown(doc: dict) -> str:
         bwn = m["binary_weights"]
         per_seed = bwn.get("test_acc_per_seed", {"0": bwn["test_acc"]})
         lines += [f"**BWN lenet5** (first and last layers fp32, {doc['bwn_train_config']['epochs']} epochs): test "
-                  f"{_mean_std(per_seed)} (fp32 {100 * bwn['fp32_test_acc']:.2f}%), binarized layers "
+                  f"{mean_std(per_seed)} (fp32 {100 * bwn['fp32_test_acc']:.2f}%), binarized layers "
                   f"{bwn['binarized_bytes']:,} B against {bwn['binarized_dense_fp32_bytes']:,} B fp32 "
                   f"({bwn['binarized_rate']:.1f}x), file {bwn['file_bytes']:,} B.", ""]
     if "kmeans_speed" in m:

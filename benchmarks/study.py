@@ -123,6 +123,17 @@ class SessionClock(Callback):
         return self.sessions
 
 
+def kept_test_accuracy(run: dict, split) -> float:
+    """Accuracy on ``split`` of a kept run's model, read back from its .nsk (``run["nsk"]``: a path
+    relative to the repository, or absolute)."""
+    from benchmarks.common import ROOT
+    from netshrink.codec.container import load
+    from netshrink.measure import evaluate
+
+    path = Path(run["nsk"])
+    return evaluate(load(path if path.is_absolute() else ROOT / path), split)
+
+
 def seconds_by_device(sessions: list[dict]) -> dict[str, float]:
     """The seconds of ``sessions`` (``SessionClock`` entries) summed per device."""
     totals: dict[str, float] = {}
