@@ -339,15 +339,14 @@ def pruned_stage(model, text, folder: Path, reference: dict[str, torch.Tensor], 
     if not fused_baseline.exists():  # the ONNX stage was left out (--stages)
         export_token_model(model, folder / "fp32.onnx", first(text["evaluation"], 8))
         fuse_onnx(folder / "fp32.onnx", fused_baseline, "bert")
-    tried = {}
-    for label, config in configs.items():
-        student, result = pruned_and_recovered(model, text, reference, config, label)
-        result["validation_cosine"] = cosine(torch_embeddings(student, text["validation"]), reference["validation"])
-        tried[label] = (student, result)
-    label = max(tried, key=lambda key: tried[key][1]["validation_cosine"])
+    tried = {label: pruned_and_recovered(model, text, reference, config, label) for label, config in configs.items()}
+    label = next(iter(tried))
+    if len(tried) > 1:  # a choice, on the validation passages only
+        scores = {key: cosine(torch_embeddings(student, text["validation"]), reference["validation"])
+                  for key, (student, _) in tried.items()}
+        label = max(scores, key=scores.get)
+        tried[label][1].update(validation_cosine=scores[label], validation_cosine_of_candidates=scores)
     student, result = tried[label]
-    if len(configs) > 1:
-        result["validation_cosine_of_candidates"] = {key: r["validation_cosine"] for key, (_, r) in tried.items()}
     one = first(text["evaluation"], 1)
     torch_ms = torch_latencies({"fp32": model, "pruned": student}, one)
     plain, fused = folder / f"{label}.onnx", folder / f"{label}_fused.onnx"
