@@ -4,14 +4,16 @@
     netshrink export [FILE] --model package.module:function --onnx OUT.onnx --data digits
     netshrink export [FILE] --model hf:PATH|minilm|smollm2 --onnx OUT.onnx [--text FILE] \\
         [--int8 dynamic|static] [--int4 [--group-size 128]] [--opset 21]
+    netshrink export [FILE] --model hf:PATH|smollm2 --decoder OUT_DIR [--int4 [--group-size 32]]
 
 An image model's checkpoint or .nsk file is read as ``load_any_model`` reads it; ``--model
 package.module:function`` builds a user's own class first (FILE's weights, or its .nsk transform
 log, then go into it). A text model (``--model hf:PATH`` or a packaged one) exports with token ids
 (``quant.onnx_tokens``), checked on passages of ``--text`` (default: Python's own documentation
 topics); ``--int8`` quantizes ONNX Runtime's fused graph (``quant.onnx_fuse``), ``--int4`` runs
-GPTQ on those passages and writes ``MatMulNBits`` (``quant.onnx_int4``). Every flag is checked
-before anything is written.
+GPTQ on those passages and writes ``MatMulNBits`` (``quant.onnx_int4``). ``--decoder`` writes a
+causal LM with its KV cache as a folder ONNX Runtime GenAI runs (``quant.onnx_decoder``: fp32, or
+with ``--int4`` the builder's 4-bit blocks). Every flag is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ INT8_MODES = ("static", "dynamic")
 TEXT_PASSAGES = 64
 TEXT_TOKENS = 128
 CHECK_PASSAGES = 16
+GPTQ_GROUP = 128
+DECODER_GROUP = 32
+DECODER_CHECK_TOKENS = 64
 
 
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
@@ -38,7 +43,12 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
                     "models)", run_export, parents=[data_args()])
     p.add_argument("file", nargs="?", default=None,
                    help="model.safetensors / checkpoint.safetensors / file.nsk (optional with --model)")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
+    p.add_argument("--onnx", default=None, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
+    p.add_argument("--decoder", default=None, metavar="OUT_DIR",
+                   help="causal text models (hf:PATH, smollm2): write a new folder ONNX Runtime GenAI runs, the "
+                        "decoder with its KV cache (onnxruntime-genai's model builder), fp32 or with --int4 its "
+                        "4-bit MatMulNBits blocks (round-to-nearest, --group-size weights per scale, default "
+                        f"{DECODER_GROUP})")
     p.add_argument("--model", default=None, metavar="SPEC",
                    help="build the model: package.module:function (a user's class; FILE holds its weights), or a "
                         "text model: hf:PATH (a Hugging Face folder), minilm or smollm2")
@@ -51,7 +61,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--int4", action="store_true",
                    help="text models: also write OUT.int4.onnx, GPTQ 4-bit weights as MatMulNBits and the word "
                         "embeddings as GatherBlockQuantized")
-    p.add_argument("--group-size", type=int, default=128, help="int4: GPTQ columns per grid (a power of two >= 16)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help=f"int4: GPTQ columns per grid (a power of two >= 16; default {GPTQ_GROUP}, with --decoder "
+                        f"{DECODER_GROUP})")
     p.add_argument("--embedding-block", type=int, default=32,
                    help="int4: word-embedding values per 4-bit grid (a power of two >= 16)")
     p.add_argument("--opset", type=int, default=None,
@@ -67,6 +79,16 @@ def _check_flags(args: argparse.Namespace, text: bool) -> None:
 
     if args.calibration_samples < 1:
         raise ConfigError(f"--calibration-samples must be at least 1, got {args.calibration_samples}")
+    if (args.onnx is None) == (args.decoder is None):
+        raise ConfigError("give one of --onnx OUT.onnx (a graph without a KV cache) or --decoder OUT_DIR (a causal "
+                          "LM with its KV cache, for ONNX Runtime GenAI)")
+    if args.decoder is not None and (not text or args.int8):
+        raise ConfigError("--decoder exports a causal text model (--model hf:PATH or smollm2) in fp32 or with --int4; "
+                          "--int8 is for --onnx files")
+    if args.decoder is not None and args.opset is not None:
+        raise ConfigError("--opset is for --onnx files; --decoder takes the opset onnxruntime-genai's builder writes")
+    if args.group_size is None:
+        args.group_size = DECODER_GROUP if args.decoder is not None else GPTQ_GROUP
     if args.file is None and args.model is None:
         raise ConfigError("give the FILE to export, or --model (hf:PATH, minilm, smollm2 or package.module:function)")
     if args.int4 and not text:
@@ -160,10 +182,31 @@ def _text_batch(args: argparse.Namespace, tokenizer: Any) -> dict:
 def run_export(args: argparse.Namespace) -> int:
     text = is_text_spec(args.model)
     _check_flags(args, text)
+    if args.decoder is not None:
+        return _export_decoder(args)
     onnx_path = Path(args.onnx)
     if text:
         return _export_text(args, onnx_path)
     return _export_images(args, onnx_path)
+
+
+def _export_decoder(args: argparse.Namespace) -> int:
+    import transformers
+
+    from netshrink.models.pretrained import load_pretrained
+    from netshrink.quant.onnx_decoder import export_decoder
+
+    transformers.utils.logging.disable_progress_bar()
+    pretrained = load_pretrained(args.model)
+    model = load_into(pretrained.model, args.file) if args.file is not None else pretrained.model
+    batch = _text_batch(args, pretrained.tokenizer)
+    check = batch["input_ids"][0][batch["attention_mask"][0].bool()][None, :DECODER_CHECK_TOKENS]
+    written = export_decoder(model, pretrained.tokenizer, args.decoder, "int4" if args.int4 else "fp32",
+                             check_ids=check, block_size=args.group_size)
+    print(f"{written.folder}: {written.precision} decoder with its KV cache for ONNX Runtime GenAI "
+          f"({written.bytes / 1e6:.1f} MB); vs PyTorch {written.difference:.3g} of the largest logit on "
+          f"a passage of {check.shape[1]} tokens")
+    return 0
 
 
 def _export_images(args: argparse.Namespace, onnx_path: Path) -> int:

@@ -1,0 +1,128 @@
+"""The transformer speed benchmark's SmolLM2-135M rows in ONNX Runtime GenAI: the decoder exported
+with its KV cache (``quant.onnx_decoder``, onnxruntime-genai's model builder) in fp32 and in int4
+(the builder's round-to-nearest 4-bit ``MatMulNBits``, ``INT4_BLOCK`` weights per scale), both from
+the fp32 weights ``transformers`` dequantizes from the packaged GGUF file.
+
+- Fidelity: perplexity of PyTorch and of each ONNX file on the post-training benchmark's evaluation
+  windows (``benchmarks/transformers_text.py``: the topics' evaluation part, ``WINDOWS`` windows of
+  ``WINDOW`` tokens); the fp32 file is also checked against PyTorch at export.
+- Next-token latency at batch 1 after a ``CONTEXT``-token context: one generator per file holds the
+  context in its cache; a timed call generates ``TOKENS`` tokens greedily, then rewinds to the
+  context. Median of ``ROUNDS`` interleaved calls (fp32, int4, fp32, ...) in this one process, on 1
+  thread and on 2, per token.
+- Peak RSS: each file loaded, the context appended and ``TOKENS`` tokens generated in a process of
+  its own (1 thread), ``ru_maxrss`` of that process (the Python interpreter and ONNX Runtime
+  included, as a user's server would be).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import target
+from netshrink.measure.latency import interleaved_ms
+
+CONTEXT = 256
+TOKENS = 16
+ROUNDS = 9
+THREADS = (1, 2)
+WINDOW = 512
+WINDOWS = 6
+PRECISIONS = ("fp32", "int4")
+RSS_SCRIPT = """
+import resource, sys, numpy as np, onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+params = og.GeneratorParams(model)
+params.set_search_options(max_length={context} + {tokens}, do_sample=False)
+generator = og.Generator(model, params)
+generator.append_tokens(np.array([int(t) for t in sys.argv[2].split(",")], np.int32))
+for _ in range({tokens}):
+    generator.generate_next_token()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def decoder_stage(folder: Path) -> dict:
+    """Export SmolLM2 in fp32 and int4 with its KV cache; perplexity, latency and peak RSS of each."""
+    from benchmarks.transformers import perplexity
+    from benchmarks.transformers_text import decoder_windows, topic_parts, topic_text
+    from netshrink.models.pretrained import load_pretrained
+    from netshrink.quant.onnx_decoder import INT4_BLOCK, decoder_perplexity, export_decoder, set_decoder_threads
+
+    pretrained = load_pretrained("smollm2")
+    model, tokenizer = pretrained.model, pretrained.tokenizer
+    windows = decoder_windows(tokenizer, topic_text(topic_parts()["evaluation"]), WINDOW, WINDOWS)
+    files = {p: export_decoder(model, tokenizer, folder / f"smollm2-{p}", p, check_ids=windows[:1, :128])
+             for p in PRECISIONS}
+    result: dict = {"context": CONTEXT, "tokens": TOKENS, "windows": [len(windows), WINDOW], "int4_block": INT4_BLOCK,
+                    "perplexity": {"pytorch": perplexity(model, windows)},
+                    "bytes": {p: f.bytes for p, f in files.items()},
+                    "difference": {p: f.difference for p, f in files.items()}}
+    torch.set_num_threads(2)
+    for p, f in files.items():
+        result["perplexity"][p] = decoder_perplexity(f.folder, windows)
+    torch.set_num_threads(1)
+    context = windows[0, :CONTEXT].numpy().astype(np.int32)
+    result["next_token_ms"] = {}
+    for threads in THREADS:
+        for f in files.values():
+            set_decoder_threads(f.folder, threads)
+        runners = {p: _decode_runner(f.folder, context) for p, f in files.items()}
+        result["next_token_ms"][str(threads)] = {p: ms / TOKENS for p, ms in interleaved_ms(runners, ROUNDS).items()}
+    for f in files.values():
+        set_decoder_threads(f.folder, 1)
+    result["peak_rss_mb"] = {p: _peak_rss_mb(f.folder, context) for p, f in files.items()}
+    return result
+
+
+def _decode_runner(folder: Path, context: np.ndarray):
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(context) + TOKENS, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(context)
+
+    def run() -> None:
+        for _ in range(TOKENS):
+            generator.generate_next_token()
+        generator.rewind_to(len(context))  # the context stays cached; the next call decodes the same tokens
+    run.model = model  # keep the model alive as long as its generator
+    return run
+
+
+def _peak_rss_mb(folder: Path, context: np.ndarray) -> float:
+    script = RSS_SCRIPT.format(context=len(context), tokens=TOKENS)
+    done = subprocess.run([sys.executable, "-c", script, str(folder), ",".join(map(str, context.tolist()))],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def decoder_targets(d: dict) -> list[dict]:
+    out = [target(f"SmolLM2 ORT int4 vs fp32 with KV cache, next token at batch 1 after {d['context']} tokens, "
+                  f"{t} thread(s): speed-up", ms["fp32"] / ms["int4"], 1.5, ">=")
+           for t, ms in d["next_token_ms"].items()]
+    out.append(target("SmolLM2 ORT int4 vs fp32: peak RSS ratio", d["peak_rss_mb"]["int4"] / d["peak_rss_mb"]["fp32"],
+                      0.5, "<="))
+    return out
+
+
+def decoder_markdown(d: dict) -> list[str]:
+    ppl, ms, rss = d["perplexity"], d["next_token_ms"], d["peak_rss_mb"]
+    rows = [f"| {t} thread{'' if t == '1' else 's'} | {v['fp32']:.1f} | {v['int4']:.1f} | "
+            f"{v['fp32'] / v['int4']:.2f}x |" for t, v in sorted(ms.items())]
+    return [f"SmolLM2-135M with its KV cache in ONNX Runtime GenAI (onnxruntime-genai's model builder; int4: its "
+            f"round-to-nearest MatMulNBits, blocks of {d['int4_block']}): fp32 file {d['bytes']['fp32'] / 1e6:.0f} MB "
+            f"(vs PyTorch {d['difference']['fp32']:.1e} of the largest logit), int4 {d['bytes']['int4'] / 1e6:.0f} MB. "
+            f"Perplexity over {d['windows'][0]} evaluation windows of {d['windows'][1]} tokens: PyTorch "
+            f"{ppl['pytorch']:.3f}, ONNX fp32 {ppl['fp32']:.3f}, ONNX int4 {ppl['int4']:.3f} "
+            f"(x{ppl['int4'] / ppl['fp32']:.3f}). Peak RSS of a process generating {d['tokens']} tokens after "
+            f"{d['context']}: fp32 {rss['fp32']:.0f} MB, int4 {rss['int4']:.0f} MB.", "",
+            f"| next token after {d['context']} tokens, batch 1 (ms) | fp32 | int4 | speed-up |", "|---|---|---|---|",
+            *rows, ""]
