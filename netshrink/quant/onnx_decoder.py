@@ -167,7 +167,7 @@ def _run_builder(source: Path, architecture: str, precision: str, out: Path, blo
 
 
 def _write_hf_folder(model: nn.Module, folder: Path, architecture: str, tokenizer) -> None:
-    """The model's config and fp32 weights as a Hugging Face folder (a model dequantized from GGUF
+    """The model's config and weights as a Hugging Face folder (a model dequantized from GGUF
     cannot ``save_pretrained`` itself, so the two are written directly)."""
     from safetensors.torch import save_model
 
@@ -176,7 +176,7 @@ def _write_hf_folder(model: nn.Module, folder: Path, architecture: str, tokenize
     config.pop("quantization_config", None)
     config["architectures"] = [architecture]
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    save_model(model.float(), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(folder)
 
 
