@@ -7,12 +7,12 @@ the fp32 weights ``transformers`` dequantizes from the packaged GGUF file.
   windows (``benchmarks/transformers_text.py``: the topics' evaluation part, ``WINDOWS`` windows of
   ``WINDOW`` tokens); the fp32 file is also checked against PyTorch at export.
 - Next-token latency at batch 1 after a ``CONTEXT``-token context: one generator per file holds the
-  context in its cache; a timed call generates ``TOKENS`` tokens greedily, then rewinds to the
-  context. Median of ``ROUNDS`` interleaved calls (fp32, int4, fp32, ...) in this one process, on 1
-  thread and on 2, per token.
+  context in its cache; a timed call makes ``TOKENS`` greedy decoding steps
+  (``generate_next_token``), then rewinds to the context. Median of ``ROUNDS`` interleaved calls
+  (fp32, int4, fp32, ...) in this one process, on 1 thread and on 2, divided by ``TOKENS``.
 - Peak RSS: each file loaded, the context appended and ``TOKENS`` tokens generated in a process of
-  its own (1 thread), ``ru_maxrss`` of that process (the Python interpreter and ONNX Runtime
-  included, as a user's server would be).
+  its own (1 thread), that process's ``VmHWM`` (the Python interpreter and ONNX Runtime included, as
+  a user's server would be; not ``ru_maxrss``, which Linux carries over from the forking parent).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ WINDOW = 512
 WINDOWS = 6
 PRECISIONS = ("fp32", "int4")
 RSS_SCRIPT = """
-import resource, sys, numpy as np, onnxruntime_genai as og
+import sys, numpy as np, onnxruntime_genai as og
 model = og.Model(sys.argv[1])
 params = og.GeneratorParams(model)
 params.set_search_options(max_length={context} + {tokens}, do_sample=False)
@@ -43,7 +43,7 @@ generator = og.Generator(model, params)
 generator.append_tokens(np.array([int(t) for t in sys.argv[2].split(",")], np.int32))
 for _ in range({tokens}):
     generator.generate_next_token()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
@@ -85,14 +85,15 @@ def _decode_runner(folder: Path, context: np.ndarray):
 
     model = og.Model(str(folder))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(context) + TOKENS, do_sample=False)
+    # room for one more token: after a rewind, GenAI's first step also appends the token it recomputes
+    params.set_search_options(max_length=len(context) + TOKENS + 2, do_sample=False)
     generator = og.Generator(model, params)
     generator.append_tokens(context)
 
     def run() -> None:
         for _ in range(TOKENS):
             generator.generate_next_token()
-        generator.rewind_to(len(context))  # the context stays cached; the next call decodes the same tokens
+        generator.rewind_to(len(context))  # the context stays cached; the next call decodes from it again
     run.model = model  # keep the model alive as long as its generator
     return run
 
@@ -101,7 +102,7 @@ def _peak_rss_mb(folder: Path, context: np.ndarray) -> float:
     script = RSS_SCRIPT.format(context=len(context), tokens=TOKENS)
     done = subprocess.run([sys.executable, "-c", script, str(folder), ",".join(map(str, context.tolist()))],
                           capture_output=True, text=True, check=True)
-    return int(done.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    return int(done.stdout.split()[-1]) / 1024  # VmHWM, in KiB
 
 
 def decoder_targets(d: dict) -> list[dict]:
