@@ -33,7 +33,9 @@ Fidelity is the mean cosine between a model's sentence embedding (mean pooling +
   cosine. Latency at batch 1, sequence 128, in PyTorch eager and in ONNX Runtime (both fused),
   against the unpruned model.
 - Beside ours: Michel et al. 2019's head and neuron importance (``importance="michel"``) with plain
-  removal of the same heads and neurons per layer as ours removed (``michel_stage``), the same recovery.
+  removal of the same heads and neurons per layer as ours removed (``michel_stage``), and Torch-Pruning's
+  ``MetaPruner`` keeping as many heads and neurons in all, uniformly (``torch_pruning_stage``); the
+  same recovery.
 
 Latency is the median of ``ROUNDS`` interleaved runs (baseline, candidate, baseline, ...) in this
 one process, on 1 thread and on 2. SmolLM2-135M in ONNX Runtime GenAI, fp32 and int4 with the KV
@@ -303,15 +305,16 @@ def recovered(student, teacher, text) -> tuple[float, list[float]]:
 
 
 def pruned_and_recovered(model, text, reference: dict[str, torch.Tensor], config, label: str):
-    """A copy of ``model`` pruned with ``config`` and recovered without labels, finalized; with its
-    shapes, times and cosines (before and after recovery, and out of domain)."""
+    """A copy of ``model`` pruned with ``config`` (a netshrink config, or a function pruning a model
+    in place: a peer) and recovered without labels, finalized; with its shapes, times and cosines
+    (before and after recovery, and out of domain)."""
     from netshrink.core.finalize import finalize_
     from netshrink.prune.verb import prune_
 
     start = time.time()
     student = copy.deepcopy(model).requires_grad_(True)  # recover() left the teacher frozen
     torch.set_num_threads(2)
-    prune_(student, config)
+    config(student) if callable(config) else prune_(student, config)
     prune_seconds = time.time() - start
     before = cosine(torch_embeddings(student, text["evaluation"]), reference["evaluation"])
     recovery_seconds, loss = recovered(student, model, text)
@@ -378,6 +381,23 @@ def michel_stage(model, text, reference: dict[str, torch.Tensor], ours: dict | N
                                 "TransformerPrune(ours' heads and neurons per layer, importance=michel)")[1]
 
 
+def torch_pruning_stage(model, text, reference: dict[str, torch.Tensor], ours: dict | None) -> dict:
+    """Torch-Pruning beside ours at the same FLOPs: its ``MetaPruner`` (``transformers_peers``) keeping
+    as many heads and MLP neurons in all as ours kept, spread evenly over the layers (its example's
+    uniform ratios), then the same recovery."""
+    sys.path.append(str(Path(__file__).resolve().parent.parent / ".peers"))
+    from benchmarks.transformers_peers import torch_pruning_heads_and_neurons
+
+    if ours is None:
+        raise RuntimeError("torch_pruning_half_flops needs pruned_half_flops measured (run both in --stages)")
+    heads, neurons = sum(ours["heads"]), sum(ours["neurons"])
+    sample = first(text["calibration"], 1)
+    return pruned_and_recovered(
+        model, text, reference, lambda student: torch_pruning_heads_and_neurons(student, sample, heads, neurons),
+        f"Torch-Pruning MetaPruner (group L2 magnitude, {heads} heads and {neurons} neurons kept in all, even "
+        "over the layers)")[1]
+
+
 # --- targets and section -------------------------------------------------------------------------
 
 def same_shapes(m: dict) -> bool:
@@ -385,6 +405,13 @@ def same_shapes(m: dict) -> bool:
     (a rerun of one stage alone keeps the other's earlier result: they compare only at equal shapes)."""
     ours, michel = m.get("pruned_half_flops"), m.get("michel_half_flops")
     return bool(ours and michel) and all(ours[k] == michel[k] for k in ("heads", "neurons"))
+
+
+def same_totals(m: dict) -> bool:
+    """Whether ours and Torch-Pruning are measured and kept the same number of heads and of neurons
+    in all (attention and MLP FLOPs are linear in them at one sequence length)."""
+    ours, peer = m.get("pruned_half_flops"), m.get("torch_pruning_half_flops")
+    return bool(ours and peer) and all(sum(ours[k]) == sum(peer[k]) for k in ("heads", "neurons"))
 
 
 def targets_of(m: dict) -> list[dict]:
@@ -411,6 +438,10 @@ def targets_of(m: dict) -> list[dict]:
         out.append(target("MiniLM 50% FLOPs: ours minus Michel et al. head importance (same heads and neurons per "
                           "layer, plain removal), cosine after the same recovery",
                           m["pruned_half_flops"]["cosine"] - m["michel_half_flops"]["cosine"], 0.0, ">="))
+    if same_totals(m):
+        out.append(target("MiniLM 50% FLOPs: ours minus Torch-Pruning (the same heads and neurons in all, so the same "
+                          "FLOPs), cosine after the same recovery",
+                          m["pruned_half_flops"]["cosine"] - m["torch_pruning_half_flops"]["cosine"], 0.0, ">="))
     if "smollm2_decoder" in m:
         out += decoder_targets(m["smollm2_decoder"])
     if "seconds" in m:
@@ -489,6 +520,13 @@ def markdown(doc: dict) -> str:
                   + "), the same recovery "
                   f"({p['recovery_seconds'] / 60:.1f} min): cosine {p['cosine_before_recovery']:.4f} before recovery, "
                   f"{p['cosine']:.4f} after (out of domain: {p['cosine_out_of_domain']:.4f}).", ""]
+    if "torch_pruning_half_flops" in m:
+        p = m["torch_pruning_half_flops"]
+        lines += [f"Beside it, Torch-Pruning ({p['config']}): heads per layer {p['heads']}, MLP neurons {p['neurons']} "
+                  + ("(the same totals as ours, so the same FLOPs)" if same_totals(m) else "(**not** ours' totals)")
+                  + f", the same recovery ({p['recovery_seconds'] / 60:.1f} min): cosine "
+                  f"{p['cosine_before_recovery']:.4f} before recovery, {p['cosine']:.4f} after (out of domain: "
+                  f"{p['cosine_out_of_domain']:.4f}).", ""]
     slower = [key for key in ("onnx", "pruned_half_flops", "three_layers") if key in m and _two_threads_slower(m[key])]
     if slower:
         lines += [f"In {', '.join(slower)}, the fp32 baseline ran slower on 2 threads than on 1: the 2 cores were "
@@ -502,8 +540,8 @@ def markdown(doc: dict) -> str:
     for rerun in m.get("reruns", []):
         lines += [f"Rerun on {rerun['date']}: {', '.join(rerun['stages'])} (the other figures are the first run's; "
                   "the whole benchmark's minutes add the rerun's).", ""]
-    missed = [s for s in ("onnx", "int4", "pruned_half_flops", "three_layers", "michel_half_flops", "smollm2_decoder")
-              if s not in m]
+    missed = [s for s in ("onnx", "int4", "pruned_half_flops", "three_layers", "michel_half_flops",
+                          "torch_pruning_half_flops", "smollm2_decoder") if s not in m]
     if missed:
         lines += [f"Not measured in this run (missed the deadline or failed): {', '.join(missed)}.", ""]
     lines += [targets_markdown(doc["targets"])]
@@ -579,6 +617,8 @@ def main() -> None:
         stage("three_layers", lambda: pruned_stage(model, text, folder, reference, folder / "fp32_fused.onnx",
                                                    {"LayerDrop(every_other=True)": LayerDrop(every_other=True)}))
         stage("michel_half_flops", lambda: michel_stage(model, text, reference, measured.get("pruned_half_flops")))
+        stage("torch_pruning_half_flops", lambda: torch_pruning_stage(model, text, reference,
+                                                                      measured.get("pruned_half_flops")))
         stage("smollm2_decoder", lambda: decoder_stage(folder))
     measured["seconds"] = measured.get("seconds", 0.0) + time.time() - started  # a rerun adds its own
     publish(NAME, results_doc(NAME, measured, targets_of(measured), date=date, complete=True), markdown)

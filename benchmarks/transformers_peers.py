@@ -1,7 +1,8 @@
 """Peers of the transformers benchmark on all-MiniLM-L6-v2, on the same passages: ONNX Runtime's
 ``quantize_dynamic`` (int8, per channel) and ``MatMulNBitsQuantizer`` (4-bit, block 128, RTN) on a
 ``torch.onnx.export`` (dynamo) of the model, and optimum-quanto's int8 / int4 weights when it is
-importable (it is installed with ``pip install --target`` beside torch, never pulling another).
+importable (it is installed with ``pip install --target`` beside torch, never pulling another);
+and Torch-Pruning's heads and MLP neurons removal for the transformer speed benchmark.
 
 Each peer returns its last hidden states on given passages (from which the benchmark takes the
 sentence embeddings) and the bytes of its model file, or a one-line reason it could not run.
@@ -109,3 +110,44 @@ def quanto_peers(model_factory: Callable[[], nn.Module], folder: Path) -> dict[s
         except Exception as error:  # noqa: BLE001 (a peer that fails is reported, not fatal)
             peers[name] = f"{type(error).__name__}: {str(error)[:120]}"
     return peers
+
+
+def torch_pruning_heads_and_neurons(model: nn.Module, sample: dict[str, torch.Tensor], heads_kept: int,
+                                    neurons_kept: int) -> None:
+    """Torch-Pruning's ``MetaPruner`` (its Hugging Face BERT example: ``num_heads`` with
+    ``prune_num_heads=True``, whole heads, group L2 magnitude importance) on a BERT encoder in place,
+    keeping exactly ``heads_kept`` heads and ``neurons_kept`` MLP neurons in all, spread as evenly
+    as whole numbers allow over the layers (its example's uniform ratios, per layer through
+    ``head_pruning_ratio_dict`` / ``pruning_ratio_dict``); the hidden size is kept (embeddings and
+    every layer's output projections ignored), as ours keeps it. Raises ``ImportError`` when
+    ``torch_pruning`` is not installed (``make peers``)."""
+    import math
+
+    import torch_pruning as tp
+
+    layers = model.encoder.layer
+    heads, head_ratios, neuron_ratios = {}, {}, {}  # neuron_ratios: Torch-Pruning's per-group ratios
+    for index, layer in enumerate(layers):
+        attention, mlp = layer.attention.self, layer.intermediate.dense
+        heads.update({linear: attention.num_attention_heads for linear in (attention.query, attention.key,
+                                                                             attention.value)})
+        keep_heads = heads_kept // len(layers) + (index < heads_kept % len(layers))
+        keep_neurons = neurons_kept // len(layers) + (index < neurons_kept % len(layers))
+        removed = attention.num_attention_heads - keep_heads
+        # Torch-Pruning removes ceil(ratio * heads) heads and keeps int(neurons * (1 - ratio)) neurons
+        head_ratios[attention] = (removed - 0.25) / attention.num_attention_heads if removed else 0.0
+        neuron_ratios[layer.intermediate] = 1 - (keep_neurons + 0.5) / mlp.out_features
+        neuron_ratios[attention] = head_ratios[attention]  # a group at ratio 0 is skipped before its heads
+        assert math.ceil(head_ratios[attention] * attention.num_attention_heads) == removed
+    ignored = [model.embeddings, *(m for m in [getattr(model, "pooler", None)] if m is not None),
+               *(layer.attention.output.dense for layer in layers), *(layer.output.dense for layer in layers)]
+    pruner = tp.pruner.MetaPruner(model, {k: v[:1] for k, v in sample.items()},
+                                  importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=0.0,
+                                  pruning_ratio_dict=neuron_ratios, head_pruning_ratio_dict=head_ratios,
+                                  num_heads=heads, prune_num_heads=True, prune_head_dims=False, ignored_layers=ignored,
+                                  output_transform=lambda out: out.last_hidden_state)
+    pruner.step()
+    for layer in layers:  # what the pruned linears no longer say by themselves (as its BERT example does)
+        attention = layer.attention.self
+        attention.num_attention_heads = pruner.num_heads[attention.query]
+        attention.all_head_size = attention.query.out_features
