@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 from benchmarks.transformers_peers import torch_pruning_heads_and_neurons  # noqa: E402
 
 
+@pytest.mark.slow
 def test_torch_pruning_keeps_the_given_totals_evenly_and_the_encoder_runs():
     torch.manual_seed(0)
     model = transformers.BertModel(transformers.BertConfig(
