@@ -1,7 +1,10 @@
 """The transformer speed benchmark's SmolLM2-135M rows in ONNX Runtime GenAI: the decoder exported
-with its KV cache (``quant.onnx_decoder``, onnxruntime-genai's model builder) in fp32 and in int4
-(the builder's round-to-nearest 4-bit ``MatMulNBits``, ``INT4_BLOCK`` weights per scale), both from
-the fp32 weights ``transformers`` dequantizes from the packaged GGUF file.
+with its KV cache (``quant.onnx_decoder``, onnxruntime-genai's model builder) in fp32 and in int4,
+from the fp32 weights ``transformers`` dequantizes from the packaged GGUF file. int4: our GPTQ
+(``GPTQ_CONFIG``: the post-training benchmark's 4-bit setting, calibrated on its calibration subset
+0, ``CALIBRATION`` windows) in the projections' ``MatMulNBits`` blocks; the tied output layer and
+word embeddings: the builder's round-to-nearest blocks of the same size (GPTQ leaves a tied output
+layer alone).
 
 - Fidelity: perplexity of PyTorch and of each ONNX file on the post-training benchmark's evaluation
   windows (``benchmarks/transformers_text.py``: the topics' evaluation part, ``WINDOWS`` windows of
@@ -34,6 +37,12 @@ THREADS = (1, 2)
 WINDOW = 512
 WINDOWS = 6
 PRECISIONS = ("fp32", "int4")
+CALIBRATION = 16
+#: benchmarks/transformers.py's gptq4_g64 (group 64 divides SmolLM2's 576 inputs; chosen there on validation)
+GPTQ_CONFIG = {"bits": 4, "group_size": 64, "act_order": True, "calibration": "mse", "asymmetric": True,
+               "batch_size": 4}
+CONTENTION = ["The fp32 decoder ran slower on 2 threads than on 1: the 2 cores were shared with other jobs during "
+              "this run, so its 2-thread figures measure the contention more than the model.", ""]
 RSS_SCRIPT = """
 import sys, numpy as np, onnxruntime_genai as og
 model = og.Model(sys.argv[1])
@@ -49,17 +58,28 @@ print(next(line.split()[1] for line in open("/proc/self/status") if line.startsw
 
 def decoder_stage(folder: Path) -> dict:
     """Export SmolLM2 in fp32 and int4 with its KV cache; perplexity, latency and peak RSS of each."""
+    import copy
+
     from benchmarks.transformers import perplexity
-    from benchmarks.transformers_text import decoder_windows, topic_parts, topic_text
+    from benchmarks.transformers_text import decoder_windows, subset, topic_parts, topic_text
     from netshrink.models.pretrained import load_pretrained
-    from netshrink.quant.onnx_decoder import INT4_BLOCK, decoder_perplexity, export_decoder, set_decoder_threads
+    from netshrink.quant.gptq import GPTQ
+    from netshrink.quant.onnx_decoder import decoder_perplexity, export_decoder, set_decoder_threads
+    from netshrink.quant.uniform import quantize_
 
     pretrained = load_pretrained("smollm2")
     model, tokenizer = pretrained.model, pretrained.tokenizer
-    windows = decoder_windows(tokenizer, topic_text(topic_parts()["evaluation"]), WINDOW, WINDOWS)
-    files = {p: export_decoder(model, tokenizer, folder / f"smollm2-{p}", p, check_ids=windows[:1, :128])
-             for p in PRECISIONS}
-    result: dict = {"context": CONTEXT, "tokens": TOKENS, "windows": [len(windows), WINDOW], "int4_block": INT4_BLOCK,
+    parts = topic_parts()
+    windows = decoder_windows(tokenizer, topic_text(parts["evaluation"]), WINDOW, WINDOWS)
+    calibration = subset(decoder_windows(tokenizer, topic_text(parts["calibration"]), WINDOW), CALIBRATION, 0)
+    quantized = copy.deepcopy(model)
+    torch.set_num_threads(2)
+    quantize_(quantized, GPTQ(**GPTQ_CONFIG, calibration_data=calibration))
+    torch.set_num_threads(1)
+    files = {p: export_decoder(m, tokenizer, folder / f"smollm2-{p}", p, check_ids=windows[:1, :128])
+             for p, m in (("fp32", model), ("int4", quantized))}
+    result: dict = {"context": CONTEXT, "tokens": TOKENS, "windows": [len(windows), WINDOW],
+                    "int4_block": GPTQ_CONFIG["group_size"], "gptq": GPTQ_CONFIG, "calibration_windows": CALIBRATION,
                     "perplexity": {"pytorch": perplexity(model, windows)},
                     "bytes": {p: f.bytes for p, f in files.items()},
                     "difference": {p: f.difference for p, f in files.items()}}
@@ -118,12 +138,15 @@ def decoder_markdown(d: dict) -> list[str]:
     ppl, ms, rss = d["perplexity"], d["next_token_ms"], d["peak_rss_mb"]
     rows = [f"| {t} thread{'' if t == '1' else 's'} | {v['fp32']:.1f} | {v['int4']:.1f} | "
             f"{v['fp32'] / v['int4']:.2f}x |" for t, v in sorted(ms.items())]
-    return [f"SmolLM2-135M with its KV cache in ONNX Runtime GenAI (onnxruntime-genai's model builder; int4: its "
-            f"round-to-nearest MatMulNBits, blocks of {d['int4_block']}): fp32 file {d['bytes']['fp32'] / 1e6:.0f} MB "
+    how = (f"our GPTQ codes (`{d['gptq']}`, {d['calibration_windows']} calibration windows) in MatMulNBits blocks of "
+           f"{d['int4_block']}, the tied output layer and embeddings the builder's round-to-nearest" if "gptq" in d
+           else f"its round-to-nearest MatMulNBits, blocks of {d['int4_block']}")
+    return [f"SmolLM2-135M with its KV cache in ONNX Runtime GenAI (onnxruntime-genai's model builder; int4: {how}): "
+            f"fp32 file {d['bytes']['fp32'] / 1e6:.0f} MB "
             f"(vs PyTorch {d['difference']['fp32']:.1e} of the largest logit), int4 {d['bytes']['int4'] / 1e6:.0f} MB. "
             f"Perplexity over {d['windows'][0]} evaluation windows of {d['windows'][1]} tokens: PyTorch "
             f"{ppl['pytorch']:.3f}, ONNX fp32 {ppl['fp32']:.3f}, ONNX int4 {ppl['int4']:.3f} "
             f"(x{ppl['int4'] / ppl['fp32']:.3f}). Peak RSS of a process generating {d['tokens']} tokens after "
             f"{d['context']}: fp32 {rss['fp32']:.0f} MB, int4 {rss['int4']:.0f} MB.", "",
             f"| next token after {d['context']} tokens, batch 1 (ms) | fp32 | int4 | speed-up |", "|---|---|---|---|",
-            *rows, ""]
+            *rows, "", *(CONTENTION if ms["2"]["fp32"] > ms["1"]["fp32"] else [])]

@@ -13,7 +13,7 @@ log, then go into it). A text model (``--model hf:PATH`` or a packaged one) expo
 topics); ``--int8`` quantizes ONNX Runtime's fused graph (``quant.onnx_fuse``), ``--int4`` runs
 GPTQ on those passages and writes ``MatMulNBits`` (``quant.onnx_int4``). ``--decoder`` writes a
 causal LM with its KV cache as a folder ONNX Runtime GenAI runs (``quant.onnx_decoder``: fp32, or
-with ``--int4`` the builder's 4-bit blocks). Every flag is checked before anything is written.
+with ``--int4`` GPTQ's codes on those passages in 4-bit blocks). Every flag is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", default=None, metavar="OUT.onnx", help="where to write the fp32 ONNX model")
     p.add_argument("--decoder", default=None, metavar="OUT_DIR",
                    help="causal text models (hf:PATH, smollm2): write a new folder ONNX Runtime GenAI runs, the "
-                        "decoder with its KV cache (onnxruntime-genai's model builder), fp32 or with --int4 its "
-                        "4-bit MatMulNBits blocks (round-to-nearest, --group-size weights per scale, default "
-                        f"{DECODER_GROUP})")
+                        "decoder with its KV cache (onnxruntime-genai's model builder), fp32, or with --int4 "
+                        "4-bit MatMulNBits blocks holding GPTQ's codes calibrated on --text (--group-size, default "
+                        f"{DECODER_GROUP}; a tied output layer gets the builder's round-to-nearest)")
     p.add_argument("--model", default=None, metavar="SPEC",
                    help="build the model: package.module:function (a user's class; FILE holds its weights), or a "
                         "text model: hf:PATH (a Hugging Face folder), minilm or smollm2")
@@ -89,6 +89,12 @@ def _check_flags(args: argparse.Namespace, text: bool) -> None:
         raise ConfigError("--opset is for --onnx files; --decoder takes the opset onnxruntime-genai's builder writes")
     if args.group_size is None:
         args.group_size = DECODER_GROUP if args.decoder is not None else GPTQ_GROUP
+    if args.decoder is not None and args.int4:
+        from netshrink.quant.onnx_decoder import INT4_BLOCKS
+
+        if args.group_size not in INT4_BLOCKS:
+            raise ConfigError(f"--group-size {args.group_size}: the decoder's 4-bit blocks take "
+                              f"{', '.join(map(str, INT4_BLOCKS))}")
     if args.file is None and args.model is None:
         raise ConfigError("give the FILE to export, or --model (hf:PATH, minilm, smollm2 or package.module:function)")
     if args.int4 and not text:
@@ -191,6 +197,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _export_decoder(args: argparse.Namespace) -> int:
+    import copy
+
     import transformers
 
     from netshrink.models.pretrained import load_pretrained
@@ -201,10 +209,18 @@ def _export_decoder(args: argparse.Namespace) -> int:
     model = load_into(pretrained.model, args.file) if args.file is not None else pretrained.model
     batch = _text_batch(args, pretrained.tokenizer)
     check = batch["input_ids"][0][batch["attention_mask"][0].bool()][None, :DECODER_CHECK_TOKENS]
+    if args.int4:
+        from netshrink.quant.gptq import GPTQ
+        from netshrink.quant.uniform import quantize_
+
+        model = copy.deepcopy(model)
+        quantize_(model, GPTQ(bits=4, group_size=args.group_size, act_order=True, calibration_data=batch,
+                              batch_size=8))
     written = export_decoder(model, pretrained.tokenizer, args.decoder, "int4" if args.int4 else "fp32",
-                             check_ids=check, block_size=args.group_size)
-    print(f"{written.folder}: {written.precision} decoder with its KV cache for ONNX Runtime GenAI "
-          f"({written.bytes / 1e6:.1f} MB); vs PyTorch {written.difference:.3g} of the largest logit on "
+                             check_ids=check)
+    how = f", GPTQ's codes (group {args.group_size})" if args.int4 else ""
+    print(f"{written.folder}: {written.precision} decoder with its KV cache for ONNX Runtime GenAI{how} "
+          f"({written.bytes / 1e6:.1f} MB); vs the fp32 model {written.difference:.3g} of the largest logit on "
           f"a passage of {check.shape[1]} tokens")
     return 0
 
