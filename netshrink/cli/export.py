@@ -201,27 +201,33 @@ def _export_decoder(args: argparse.Namespace) -> int:
 
     import transformers
 
+    from netshrink.core.errors import ConfigError
     from netshrink.models.pretrained import load_pretrained
-    from netshrink.quant.onnx_decoder import export_decoder
+    from netshrink.quant.onnx_decoder import check_decoder, check_decoder_model, export_decoder
 
     transformers.utils.logging.disable_progress_bar()
+    if Path(args.decoder).exists() and (not Path(args.decoder).is_dir() or any(Path(args.decoder).iterdir())):
+        raise ConfigError(f"--decoder {args.decoder} already exists and is not an empty folder; give a new folder")
     pretrained = load_pretrained(args.model)
     model = load_into(pretrained.model, args.file) if args.file is not None else pretrained.model
     batch = _text_batch(args, pretrained.tokenizer)
     check = batch["input_ids"][0][batch["attention_mask"][0].bool()][None, :DECODER_CHECK_TOKENS]
+    check_decoder_model(model)  # before minutes of calibration
+    exported = model
     if args.int4:
         from netshrink.quant.gptq import GPTQ
         from netshrink.quant.uniform import quantize_
 
-        model = copy.deepcopy(model)
-        quantize_(model, GPTQ(bits=4, group_size=args.group_size, act_order=True, calibration_data=batch,
-                              batch_size=8))
-    written = export_decoder(model, pretrained.tokenizer, args.decoder, "int4" if args.int4 else "fp32",
+        exported = copy.deepcopy(model)
+        quantize_(exported, GPTQ(bits=4, group_size=args.group_size, act_order=True, calibration_data=batch,
+                                 batch_size=8))
+    written = export_decoder(exported, pretrained.tokenizer, args.decoder, "int4" if args.int4 else "fp32",
                              check_ids=check)
     how = f", GPTQ's codes (group {args.group_size})" if args.int4 else ""
+    difference = check_decoder(written.folder, model, check)
     print(f"{written.folder}: {written.precision} decoder with its KV cache for ONNX Runtime GenAI{how} "
-          f"({written.bytes / 1e6:.1f} MB); vs the fp32 model {written.difference:.3g} of the largest logit on "
-          f"a passage of {check.shape[1]} tokens")
+          f"({written.bytes / 1e6:.1f} MB); vs the fp32 PyTorch model {difference:.3g} of the largest logit on a "
+          f"passage of {check.shape[1]} tokens")
     return 0
 
 

@@ -17,8 +17,9 @@ weights (``safetensors``) and its tokenizer. The builder builds every layer from
 the config, so a model whose layers no longer have the config's shapes (pruned per layer) is refused
 in one line, as is anything the builder itself refuses.
 
-``decoder_logits`` runs the exported file on a batch with an empty cache (one ONNX Runtime
-forward), which ``check_decoder`` compares with PyTorch and ``decoder_perplexity`` scores.
+``decoder_logits`` runs the exported file on a batch from an empty cache (one ONNX Runtime
+forward, or with its last tokens decoded one at a time through the cache), which ``check_decoder``
+compares with PyTorch and ``decoder_perplexity`` scores.
 """
 
 from __future__ import annotations
@@ -44,10 +45,9 @@ PRECISIONS = ("fp32", "int4")
 INT4_BLOCK = 32
 INT4_BLOCKS = (16, 32, 64, 128, 256)
 #: the Hugging Face architectures this module passes to the builder (a subset of what it knows:
-#: decoder-only LLMs whose weights are plain fp32 tensors)
+#: decoder-only LLMs with separate q/k/v and gate/up/down projections, as ``onnx_decoder_grids`` maps them
 BUILDER_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
-                         "Phi3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "OlmoForCausalLM",
-                         "GraniteForCausalLM", "NemotronForCausalLM")
+                         "GemmaForCausalLM", "Gemma2ForCausalLM", "OlmoForCausalLM", "GraniteForCausalLM")
 #: ONNX Runtime's GroupQueryAttention kernel takes heads of a multiple of this many values
 GQA_HEAD_MULTIPLE = 8
 #: largest ONNX Runtime vs PyTorch logit difference accepted for an fp32 export, relative to the
@@ -130,8 +130,10 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
     The graph is checked before anything is written: the builder's fp32 graph runs on ``check_ids``
     ``(N, T)`` (default: one sequence of ``CHECK_TOKENS`` ids drawn with seed 0) and must match
     PyTorch within ``DECODER_TOLERANCE``; the int4 graph (computing in fp32) must match the model
-    holding the weights its blocks dequantize to within ``INT4_TOLERANCE``. The int4 file's
-    difference from the unquantized model (its quantization error) is reported."""
+    holding the weights its blocks dequantize to within ``INT4_TOLERANCE``, and every block holding
+    a grid must dequantize to the model's fake-quantized weight. ``difference`` is the file's
+    largest logit difference from ``model`` (with grids: the fake-quantized model; the builder's own
+    blocks' quantization error is in it)."""
     from netshrink.quant.onnx_int4 import INT4_TOLERANCE, int4_grids, int4_reference
 
     if precision not in PRECISIONS:
@@ -140,7 +142,7 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
         raise ConfigError("the KV-cache export needs the model's transformers tokenizer (the builder reads its "
                           "special tokens and writes it beside the graph)")
     grids = int4_grids(model) if precision == "int4" else {}
-    block_size = _block_size(grids, block_size)
+    block_size = _decoder_block(grids, block_size)
     plain = int4_reference(model, None)[0] if any(parametrize.is_parametrized(m) for m in model.modules()) \
         else model
     architecture = check_decoder_model(plain)
@@ -176,7 +178,7 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
     return DecoderExport(folder, precision, difference)
 
 
-def _block_size(grids: dict, block_size: int | None) -> int:
+def _decoder_block(grids: dict, block_size: int | None) -> int:
     """The 4-bit block: the grids' one group size, else ``block_size`` or ``INT4_BLOCK``."""
     sizes = {grid.group_size for grid in grids.values()}
     if len(sizes) > 1:
@@ -213,8 +215,7 @@ def _check_int4_graph(built: Path, model: nn.Module, plain: nn.Module, grids: di
     from netshrink.quant.onnx_decoder_grids import graph_reference, place_grids
 
     graph = built / "model.onnx"
-    if grids:
-        place_grids(graph, model, grids)
+    placed = place_grids(graph, model, grids) if grids else set()
     proto = onnx.load(str(graph), load_external_data=False)
     for node in proto.graph.node:
         for attribute in node.attribute:
@@ -226,6 +227,10 @@ def _check_int4_graph(built: Path, model: nn.Module, plain: nn.Module, grids: di
         difference = check_decoder(built, reference, check_ids, graph="fp32_compute.onnx")
     finally:
         (built / "fp32_compute.onnx").unlink()
+    for name in sorted(placed):  # the values: each placed block dequantizes to the fake-quantized weight
+        held, expected = reference.get_submodule(name).weight.detach(), plain.get_submodule(name).weight.detach()
+        if not torch.allclose(held, expected, rtol=0, atol=1e-6 * max(1.0, float(expected.abs().max()))):
+            raise ConfigError(f"the 4-bit blocks of {name!r} do not hold its grid's weights; nothing was written")
     if not difference <= tolerance:
         raise ConfigError(f"the int4 graph differs from the weights its blocks hold by {difference:.3g} of the "
                           f"largest logit (tolerance {tolerance:g}); nothing was written")

@@ -8,10 +8,12 @@ our codes, scales and zero points instead (``place_grids``): GPTQ's own codes, n
 (``/model/layers.{i}/attn/qkv_proj/MatMul_Q4`` holds ``q_proj``, ``k_proj`` and ``v_proj`` stacked
 along the outputs, ``/lm_head/MatMul_Q4`` the output layer); ``NODE_LAYERS`` maps them.
 
-``graph_reference`` is the check: a copy of the model whose every quantized layer holds the weights
-the graph's ``MatMulNBits`` dequantize to (ours where we placed them, the builder's elsewhere,
-such as a tied output layer, whose 4-bit table the builder also makes the word embeddings), so the
-graph must compute what that copy computes. A wrong mapping or layout fails it.
+``graph_reference`` is half of the check: a copy of the model whose every quantized layer holds
+the weights the graph's ``MatMulNBits`` dequantize to (ours where we placed them, the builder's
+elsewhere, such as a tied output layer, whose 4-bit table the builder also makes the word
+embeddings), so the graph must compute what that copy computes (a wrong node-to-layer mapping or
+stacking order fails it); the other half compares each placed layer's dequantized weight with
+the model's fake-quantized one (wrong values fail it).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
-from netshrink.quant.onnx_int4 import _codes, _pack
+from netshrink.quant.onnx_int4 import _codes, _drop_unused, nbits_initializers
 from netshrink.quant.uniform import FakeQuantize
 
 #: the builder's MatMulNBits node names -> the Hugging Face Llama-family layers each holds, in order
@@ -51,39 +53,49 @@ def _nbits_nodes(graph) -> list:
     return [node for node in graph.node if node.op_type == "MatMulNBits"]
 
 
-def place_grids(onnx_path: Path, model: nn.Module, grids: dict[str, FakeQuantize]) -> int:
-    """Replace the codes of every builder node whose layers all carry a grid in ``grids`` (name ->
-    grid, one group size) by ours; rewrites the file (weights beside it). Returns how many nodes."""
+def place_grids(onnx_path: Path, model: nn.Module, grids: dict[str, FakeQuantize]) -> set[str]:
+    """Replace the codes of every builder node whose layers carry grids in ``grids`` (name -> grid,
+    one group size) by ours; rewrites the file (weights beside it). Returns the layers placed. A
+    node holding some layers with grids and some without (q_proj quantized, k_proj not), a grid on
+    a tied output layer (whose table the builder shares with the embeddings) and a grid layer no node
+    holds are refused in one line."""
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     proto = onnx.load(str(onnx_path))
     modules = dict(model.named_modules())
-    placed = 0
+    placed: set[str] = set()
     for node in _nbits_nodes(proto.graph):
         layers = node_layers(node.name)
-        if not all(name in grids for name in layers):
+        with_grids = [name for name in layers if name in grids]
+        if not with_grids:
             continue
+        if len(with_grids) < len(layers):
+            without = ", ".join(sorted(set(layers) - set(with_grids)))
+            raise ConfigError(f"{', '.join(with_grids)} carry 4-bit grids but {without} do not; the builder packs them "
+                              "into one block, so quantize all or none")
+        if layers == ("lm_head",) and _shares_table(proto.graph, node):
+            raise ConfigError("the tied output layer carries a 4-bit grid, but the builder shares its table with the "
+                              "word embeddings; quantize without it")
         parts = [_codes(modules[name].weight, grids[name]) for name in layers]
         codes, scales, zeros = (np.concatenate(arrays, axis=0) for arrays in zip(*parts, strict=True))
-        block = grids[layers[0]].group_size
-        n, k = codes.shape
-        blocks = k // block
+        attributes = {a.name: a.i for a in node.attribute}
+        if codes.shape != (attributes["N"], attributes["K"]):
+            raise ConfigError(f"node {node.name!r} holds {attributes['N']} x {attributes['K']} weights, the layers "
+                              f"{codes.shape[0]} x {codes.shape[1]}")
         prefix = f"{node.name.strip('/').replace('/', '.')}.netshrink"
-        proto.graph.initializer.extend([
-            numpy_helper.from_array(_pack(codes).reshape(n, blocks, block // 2), f"{prefix}_q4"),
-            numpy_helper.from_array(scales.reshape(-1).astype(np.float32), f"{prefix}_scales"),
-            numpy_helper.from_array(_pack(np.pad(zeros, ((0, 0), (0, blocks % 2)))), f"{prefix}_zero_points")])
+        proto.graph.initializer.extend(nbits_initializers(prefix, codes, scales, zeros, grids[layers[0]].group_size))
         old = set(node.input[1:])
         del node.input[1:]
         node.input.extend([f"{prefix}_q4", f"{prefix}_scales", f"{prefix}_zero_points"])
         for attribute in node.attribute:
             if attribute.name == "block_size":
-                attribute.CopyFrom(helper.make_attribute("block_size", block))
-        read = {name for other in proto.graph.node for name in other.input}
-        for init in [i for i in proto.graph.initializer if i.name in old and i.name not in read]:
-            proto.graph.initializer.remove(init)
-        placed += 1
+                attribute.CopyFrom(helper.make_attribute("block_size", grids[layers[0]].group_size))
+        _drop_unused(proto.graph, old)
+        placed.update(layers)
+    missing = sorted(set(grids) - placed)
+    if missing:
+        raise ConfigError(f"no 4-bit node of the builder's graph holds {missing[0]!r}, which carries a grid")
     data = onnx_path.with_name(f"{onnx_path.name}.data")
     data.unlink(missing_ok=True)  # every tensor is in memory; onnx would append to the old file
     onnx.save(proto, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
@@ -123,7 +135,10 @@ def graph_reference(onnx_path: Path, model: nn.Module) -> nn.Module:
         weight = torch.from_numpy(_dequantize(proto.graph, node))
         start = 0
         for name in layers:
-            module = modules[name]
+            module = modules.get(name)
+            if not isinstance(module, nn.Linear):
+                raise ConfigError(f"the builder's 4-bit node {node.name!r} stands for {name!r}, which this model "
+                                  "does not have")
             rows = module.out_features
             module.weight = nn.Parameter(weight[start:start + rows].clone(), requires_grad=False)
             start += rows

@@ -124,6 +124,20 @@ def _initializers(graph) -> dict[str, object]:
     return {init.name: init for init in graph.initializer}
 
 
+def nbits_initializers(prefix: str, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, block: int) -> list:
+    """A ``MatMulNBits`` node's ``{prefix}_q4``, ``{prefix}_scales`` and ``{prefix}_zero_points``
+    initializers for 4-bit ``codes`` ``(N, K)`` with ``scales`` / ``zeros`` ``(N, K / block)``: codes
+    ``(N, blocks, block / 2)`` bytes, fp32 scales, zero points packed per row (a row's odd block
+    count padded with one nibble)."""
+    from onnx import numpy_helper
+
+    n, k = codes.shape
+    blocks = k // block
+    return [numpy_helper.from_array(_pack(codes).reshape(n, blocks, block // 2), f"{prefix}_q4"),
+            numpy_helper.from_array(scales.reshape(-1).astype(np.float32), f"{prefix}_scales"),
+            numpy_helper.from_array(_pack(np.pad(zeros, ((0, 0), (0, blocks % 2)))), f"{prefix}_zero_points")]
+
+
 def _replace_matmuls(graph, layers: dict[str, tuple]) -> int:
     """Each ``MatMul`` whose weight is a grid layer's (transposed) becomes ``MatMulNBits``."""
     from onnx import helper, numpy_helper
@@ -142,13 +156,8 @@ def _replace_matmuls(graph, layers: dict[str, tuple]) -> int:
             continue
         _, codes, scales, zeros, block = layers[name]
         n, k = codes.shape
-        blocks = k // block
         prefix = f"{init.name}_nbits"
-        zero_rows = np.pad(zeros, ((0, 0), (0, blocks % 2)))
-        graph.initializer.extend([
-            numpy_helper.from_array(_pack(codes).reshape(n, blocks, block // 2), f"{prefix}_q4"),
-            numpy_helper.from_array(scales.reshape(-1).astype(np.float32), f"{prefix}_scales"),
-            numpy_helper.from_array(_pack(zero_rows), f"{prefix}_zero_points")])
+        graph.initializer.extend(nbits_initializers(prefix, codes, scales, zeros, block))
         new = helper.make_node("MatMulNBits", [node.input[0], f"{prefix}_q4", f"{prefix}_scales",
                                                f"{prefix}_zero_points"], list(node.output),
                                name=f"{node.name or prefix}_nbits", domain=MS_DOMAIN, K=k, N=n, bits=4,

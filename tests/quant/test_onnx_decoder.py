@@ -94,7 +94,7 @@ def test_int4_keeps_gptq_codes_where_the_model_has_grids(tmp_path):
     from netshrink.core.modules import independent_copy
     from netshrink.quant.onnx_decoder_grids import graph_reference
 
-    model = builder_llama()
+    model = builder_llama(hidden=192, mlp=320)  # groups of 64: 3 and 5 blocks a row (an odd count pads)
     model.config.tie_word_embeddings = False  # an output layer of its own, quantized too
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     quantize_(model, GPTQ(bits=4, group_size=64, act_order=True, calibration_data=CALIBRATION))
@@ -107,6 +107,12 @@ def test_int4_keeps_gptq_codes_where_the_model_has_grids(tmp_path):
         torch.testing.assert_close(held.get_submodule(name).weight, baked.get_submodule(name).weight,
                                    rtol=0, atol=1e-6)
     assert written.difference < 0.5
+    partial = builder_llama(hidden=192, mlp=320)
+    quantize_(partial, GPTQ(bits=4, group_size=64, layers=["model.layers.0.self_attn.q_proj"],
+                            calibration_data=CALIBRATION))
+    with pytest.raises(ConfigError, match="q_proj carry 4-bit grids but .*k_proj, .*v_proj do not"):
+        export_decoder(partial, word_tokenizer(), tmp_path / "e", "int4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
 def test_what_the_builder_cannot_take_is_refused_in_one_line(tmp_path, monkeypatch):
@@ -141,6 +147,12 @@ def test_what_the_builder_cannot_take_is_refused_in_one_line(tmp_path, monkeypat
         quantize_(mixed, GPTQ(bits=4, group_size=group, layers=[layer], calibration_data=CALIBRATION))
     with pytest.raises(ConfigError, match=r"grids have group sizes \[32, 64\]; the builder's blocks take one"):
         export_decoder(mixed, word_tokenizer(), tmp_path / "b")
+    from netshrink.quant.onnx_decoder_grids import node_layers
+
+    assert node_layers("/model/layers.3/attn/qkv_proj/MatMul_Q4") == tuple(
+        f"model.layers.3.self_attn.{p}_proj" for p in "qkv")
+    with pytest.raises(ConfigError, match="a 4-bit node '/model/layers.0/mlp/gate_up_proj/MatMul_Q4' this export"):
+        node_layers("/model/layers.0/mlp/gate_up_proj/MatMul_Q4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
 
 
