@@ -1,7 +1,8 @@
 """Transformers that really get faster: all-MiniLM-L6-v2 in ONNX Runtime int8 and int4, and pruned
-to half its encoder FLOPs or half its layers, each against its fp32 baseline (issue 23).
+to half its encoder FLOPs (beside Michel et al.'s importance and Torch-Pruning) or half its layers,
+and SmolLM2-135M in int4 with its KV cache, each against its fp32 baseline (issue 23).
 
-    python benchmarks/transformer_speed.py          # about 30-45 minutes on 2 shared CPU cores
+    python benchmarks/transformer_speed.py          # about 80-100 minutes on 2 shared CPU cores
     python benchmarks/transformer_speed.py --quick --stages=onnx,int4   # a smoke run, printed only
     python benchmarks/transformer_speed.py --stages=int4   # rerun stages into the existing results file
 
