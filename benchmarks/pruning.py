@@ -295,9 +295,8 @@ def main() -> None:
 
 
 def markdown(doc: dict) -> str:
-    """The pruning section of BENCHMARKS.md, from the results file alone."""
-    if "protocol" not in doc:
-        return _markdown_before_study(doc)
+    """The pruning section of BENCHMARKS.md, from the results file alone (published under the
+    Study protocol; the renderer of the file before it went with its last figures, 2026-12-04)."""
     m, protocol = doc["measurements"], doc["protocol"]
     seeds = len(protocol["seeds"])
     lines = ["## Pruning (Fashion-MNIST)", "",
@@ -334,49 +333,6 @@ def markdown(doc: dict) -> str:
     lines += [f"| {b.replace('_', ' ')} | {lat['unpruned'][b]:.2f} | {lat['unpruned_again'][b]:.2f} | "
               f"{lat['pruned'][b]:.2f} | {c['speedup'][b]:.2f}x |" for b in ("batch_1", "batch_256")]
     return "\n".join([*lines, "", targets_markdown(doc["targets"])])
-
-
-def _markdown_before_study(doc: dict) -> str:
-    """The section of a results file published before the Study protocol (one seed, the one-shot
-    peer); kept so that file still renders until the benchmark is published again."""
-    m, targets = doc["measurements"], doc["targets"]
-    lines = ["## Pruning (Fashion-MNIST)", "",
-             f"`python benchmarks/pruning.py`. Global magnitude pruning to {m['sparsity']:.0%} of the Linear/Conv "
-             "weights from the kept baselines; our schedule (gradual or one shot, fine-tuned on the labels or "
-             "distilled from the dense baseline or from the kept convnet) chosen on lenet300_100's validation "
-             "accuracy and reused for lenet5; the learning rate chosen on each model's own validation split; the "
-             "torch peer is fine-tuned exactly as ours (the same epochs and teacher, its lr chosen on validation); "
-             "test accuracy is reported only. Validation accuracy of every candidate: "
-             + "; ".join(f"{stage} {100 * acc:.2f}%" for runs in m["models"].values() for method in ("ours", "torch")
-                         for stage, acc in runs[method]["validation_of_candidates"].items()) + ".", "",
-             "| model | method | test acc | baseline | nonzero params | reduction | .nsk bytes | dense fp32 bytes |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, runs in m["models"].items():
-        base = runs["baseline"]
-        for method in ("ours", "torch"):
-            r = runs[method]
-            lines.append(f"| {name} | {r['method']} (lr {r['lr']}, {r['fit_config']['epochs']} epochs) | "
-                         f"{100 * r['test_acc']:.2f}% | "
-                         f"{100 * base['test_acc']:.2f}% | {r['nonzero']:,} / {r['params']:,} | "
-                         f"{r['reduction']:.1f}x | {r['nsk_bytes']:,} | {r['dense_fp32_bytes']:,} |")
-    lines += ["", "Weights kept per layer (ours; Han et al. 2015 Table 1 form):", "",
-              "| model | layer | weights | kept |", "|---|---|---|---|"]
-    for name, runs in m["models"].items():
-        for row in runs["ours"]["per_layer"]:
-            lines.append(f"| {name} | {row['layer']} | {row['weights']:,} | {row['kept_pct']:.1f}% |")
-    c = m["convnet_structured"]
-    lat = c["latency_ms"]
-    lines += ["", f"Structured: convnet with half of every conv layer's channels removed "
-              f"(ranking {c['ranking']}, chosen on validation), fine-tuned {c['fit_config']['epochs']} epochs: "
-              f"test {100 * c['test_acc']:.2f}% (baseline {100 * c['baseline_test_acc']:.2f}%), "
-              f"{c['params']:,} parameters (baseline {c['baseline_params']:,}), .nsk {c['nsk_bytes']:,} B "
-              f"(baseline dense fp32 {c['baseline_dense_fp32_bytes']:,} B).", "",
-              "| latency, 1 thread (ms) | unpruned | unpruned, again | pruned | speed-up |", "|---|---|---|---|---|"]
-    for b in ("batch_1", "batch_256"):
-        lines.append(f"| {b.replace('_', ' ')} | {lat['unpruned'][b]:.2f} | {lat['unpruned_again'][b]:.2f} | "
-                     f"{lat['pruned'][b]:.2f} | {c['speedup'][b]:.2f}x |")
-    lines += ["", *[f"Substituted: {note}." for note in m["fallbacks"]], "", targets_markdown(targets)]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
