@@ -124,3 +124,19 @@ def test_the_fused_graph_computes_what_the_exported_one_does(bert_file, tmp_path
     assert fused.get("SkipLayerNormalization", 0) > 0
     batch = token_inputs(batch=3, seed=4, sequence=10)
     assert relative(run_onnx(tmp_path / "fused.onnx", batch), run_onnx(path, batch)) <= TOKEN_TOLERANCE
+
+
+def test_dynamic_int8_quantizes_the_fused_attention_too(bert_file, tmp_path):
+    """onnxscript's fused Attention carries qkv_hidden_sizes, which ONNX Runtime's quantizer skips;
+    with equal sizes it is dropped, so the attention's QKV projection runs in int8 (QAttention)."""
+    from netshrink.quant.onnx_fuse import fuse_onnx
+
+    model, path, _ = bert_file
+    fuse_onnx(path, tmp_path / "fused.onnx", "bert")
+    assert ops(tmp_path / "fused.onnx").get("Attention", 0) == 2
+    quantize_onnx_dynamic(tmp_path / "fused.onnx", tmp_path / "dynamic.onnx")
+    assert ops(tmp_path / "dynamic.onnx").get("QAttention", 0) == 2
+    batch = token_inputs(batch=8, seed=2)
+    with torch.no_grad():
+        expected = model(**batch).logits.numpy()
+    assert 0 < relative(run_onnx(tmp_path / "dynamic.onnx", batch), expected) < 0.1
