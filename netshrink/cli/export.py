@@ -64,8 +64,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--group-size", type=int, default=None,
                    help=f"int4: GPTQ columns per grid (a power of two >= 16; default {GPTQ_GROUP}, with --decoder "
                         f"{DECODER_GROUP})")
-    p.add_argument("--embedding-block", type=int, default=32,
-                   help="int4: word-embedding values per 4-bit grid (a power of two >= 16)")
+    p.add_argument("--embedding-block", type=int, default=None,
+                   help="int4 with --onnx: word-embedding values per 4-bit grid (a power of two >= 16; default: "
+                        "quant.onnx_int4.EMBEDDING_BLOCK, 32)")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset of the files (default: the exporter's; int4 needs >= 21)")
     p.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"],
@@ -75,7 +76,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 def _check_flags(args: argparse.Namespace, text: bool) -> None:
     from netshrink.core.errors import ConfigError
-    from netshrink.quant.onnx_int4 import MIN_INT4_OPSET
+    from netshrink.quant.onnx_int4 import EMBEDDING_BLOCK, MIN_INT4_OPSET
 
     if args.calibration_samples < 1:
         raise ConfigError(f"--calibration-samples must be at least 1, got {args.calibration_samples}")
@@ -87,6 +88,10 @@ def _check_flags(args: argparse.Namespace, text: bool) -> None:
                           "--int8 is for --onnx files")
     if args.decoder is not None and args.opset is not None:
         raise ConfigError("--opset is for --onnx files; --decoder takes the opset onnxruntime-genai's builder writes")
+    if args.decoder is not None and args.embedding_block is not None:
+        raise ConfigError("--embedding-block is for --onnx --int4 files; with --decoder the builder writes the word "
+                          "embeddings")
+    args.embedding_block = EMBEDDING_BLOCK if args.embedding_block is None else args.embedding_block
     if args.group_size is None:
         args.group_size = DECODER_GROUP if args.decoder is not None else GPTQ_GROUP
     if args.decoder is not None and args.int4:

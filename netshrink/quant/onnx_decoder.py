@@ -24,6 +24,7 @@ compares with PyTorch and ``decoder_perplexity`` scores.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -134,7 +135,7 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
     a grid must dequantize to the model's fake-quantized weight. ``difference`` is the file's
     largest logit difference from ``model`` (with grids: the fake-quantized model; the builder's own
     blocks' quantization error is in it)."""
-    from netshrink.quant.onnx_int4 import INT4_TOLERANCE, int4_grids, int4_reference
+    from netshrink.quant.onnx_int4 import int4_grids, int4_reference
 
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: give one of {', '.join(PRECISIONS)}")
@@ -154,7 +155,25 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
     if check_ids is None:
         generator = torch.Generator().manual_seed(0)
         check_ids = torch.randint(0, model.config.vocab_size, (1, CHECK_TOKENS), generator=generator)
+    made = [parent for parent in folder.parents if not parent.exists()]  # removed again if the export fails
     folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        difference = _build(model, plain, tokenizer, architecture, folder, precision, grids, block_size, check_ids,
+                            threads)
+    except BaseException:
+        for parent in made:  # innermost first; a folder something else wrote into stays
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+    return DecoderExport(folder, precision, difference)
+
+
+def _build(model: nn.Module, plain: nn.Module, tokenizer, architecture: str, folder: Path, precision: str,
+           grids: dict, block_size: int, check_ids: torch.Tensor, threads: int | None) -> float:
+    """The builder's runs and checks in a temporary folder beside ``folder``, renamed to it when
+    every check passed; returns the file's difference from ``plain``."""
+    from netshrink.quant.onnx_int4 import INT4_TOLERANCE
+
     with tempfile.TemporaryDirectory(prefix=".netshrink-decoder-", dir=folder.parent) as tmp:
         source, reference = Path(tmp) / "hf", Path(tmp) / "fp32"
         _write_hf_folder(plain, source, architecture, tokenizer)
@@ -175,7 +194,7 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
         if folder.exists():
             folder.rmdir()
         built.rename(folder)  # the whole folder appears at once, checked, or not at all
-    return DecoderExport(folder, precision, difference)
+    return difference
 
 
 def _decoder_block(grids: dict, block_size: int | None) -> int:

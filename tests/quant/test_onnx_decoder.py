@@ -153,7 +153,15 @@ def test_what_the_builder_cannot_take_is_refused_in_one_line(tmp_path, monkeypat
         f"model.layers.3.self_attn.{p}_proj" for p in "qkv")
     with pytest.raises(ConfigError, match="a 4-bit node '/model/layers.0/mlp/gate_up_proj/MatMul_Q4' this export"):
         node_layers("/model/layers.0/mlp/gate_up_proj/MatMul_Q4")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+    import netshrink.quant.onnx_decoder as onnx_decoder
+
+    def failing_builder(*args, **kwargs):
+        raise ConfigError("onnxruntime-genai's builder failed: no")
+
+    monkeypatch.setattr(onnx_decoder, "_run_builder", failing_builder)
+    with pytest.raises(ConfigError, match="builder failed"):
+        export_decoder(builder_llama(), word_tokenizer(), tmp_path / "new" / "deeper" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # the folders it made are gone again
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +202,7 @@ def test_the_cli_writes_a_checked_decoder_folder_or_nothing(llama_folder, tmp_pa
     (["--decoder", "d", "--int8"], "--int8 is for --onnx files"),
     (["--decoder", "d", "--opset", "21"], "--opset is for --onnx files"),
     (["--decoder", "d", "--int4", "--group-size", "512"], "--group-size 512: the decoder's 4-bit blocks take"),
+    (["--decoder", "d", "--int4", "--embedding-block", "16"], "--embedding-block is for --onnx --int4 files"),
 ])
 def test_decoder_flags_are_checked_in_one_line(tmp_path, capsys, options, message):
     code, _, err = run(["export", "--model", "hf:/nowhere", *[tmp_path / o if o in ("d", "m.onnx") else o
