@@ -206,13 +206,11 @@ def _export_decoder(args: argparse.Namespace) -> int:
 
     import transformers
 
-    from netshrink.core.errors import ConfigError
     from netshrink.models.pretrained import load_pretrained
-    from netshrink.quant.onnx_decoder import check_decoder, check_decoder_model, export_decoder
+    from netshrink.quant.onnx_decoder import check_decoder, check_decoder_model, check_new_folder, export_decoder
 
     transformers.utils.logging.disable_progress_bar()
-    if Path(args.decoder).exists() and (not Path(args.decoder).is_dir() or any(Path(args.decoder).iterdir())):
-        raise ConfigError(f"--decoder {args.decoder} already exists and is not an empty folder; give a new folder")
+    check_new_folder(args.decoder)  # before the model loads and calibrates; export_decoder checks it again
     pretrained = load_pretrained(args.model)
     model = load_into(pretrained.model, args.file) if args.file is not None else pretrained.model
     batch = _text_batch(args, pretrained.tokenizer)

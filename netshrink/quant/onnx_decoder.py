@@ -107,12 +107,23 @@ def check_decoder_model(model: nn.Module) -> str:
         raise ConfigError(f"the model's layers differ from its config ({len(missing)} missing, e.g. "
                           f"{(missing or ['none'])[0]!r}; {len(extra)} extra, e.g. {(extra or ['none'])[0]!r}); the "
                           "KV-cache export builds every layer from the config")
-    for name, tensor in model.state_dict().items():
-        if name in expected and tuple(tensor.shape) != expected[name]:
+    for name, tensor in model.state_dict().items():  # the same names, checked above
+        if tuple(tensor.shape) != expected[name]:
             raise ConfigError(f"layer {name!r} has shape {tuple(tensor.shape)} where the model's config says "
                               f"{expected[name]} (pruned per layer?); the KV-cache export builds every layer from "
                               "the config")
     return architectures[0]
+
+
+def check_new_folder(folder: str | Path) -> Path:
+    """``folder``, absolute, where an export may appear: new, or an empty folder that is not the
+    current one (a one-line ``ConfigError`` otherwise)."""
+    folder = Path(folder).resolve()
+    if folder == Path.cwd().resolve():
+        raise ConfigError("give a new folder for the export, not the current one")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"{folder} already exists and is not an empty folder; give a new folder for the export")
+    return folder
 
 
 def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: str = "int4",
@@ -147,11 +158,7 @@ def export_decoder(model: nn.Module, tokenizer, folder: str | Path, precision: s
     plain = int4_reference(model, None)[0] if any(parametrize.is_parametrized(m) for m in model.modules()) \
         else model
     architecture = check_decoder_model(plain)
-    folder = Path(folder).resolve()
-    if folder == Path.cwd().resolve():
-        raise ConfigError("give a new folder for the export, not the current one")
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ConfigError(f"{folder} already exists and is not an empty folder; give a new folder for the export")
+    folder = check_new_folder(folder)
     if check_ids is None:
         generator = torch.Generator().manual_seed(0)
         check_ids = torch.randint(0, model.config.vocab_size, (1, CHECK_TOKENS), generator=generator)

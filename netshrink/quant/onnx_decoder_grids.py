@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from netshrink.core.errors import ConfigError
-from netshrink.quant.onnx_int4 import _codes, _drop_unused, nbits_initializers
+from netshrink.quant.onnx_int4 import _codes, _drop_unused, _initializers, nbits_initializers
 from netshrink.quant.uniform import FakeQuantize
 
 #: the builder's MatMulNBits node names -> the Hugging Face Llama-family layers each holds, in order
@@ -102,12 +102,12 @@ def place_grids(onnx_path: Path, model: nn.Module, grids: dict[str, FakeQuantize
     return placed
 
 
-def _dequantize(graph, node) -> np.ndarray:
-    """The ``(N, K)`` weight a ``MatMulNBits`` node computes with (low nibble first; zero point 8
-    when the node has none, as ONNX Runtime's symmetric blocks do)."""
+def _dequantize(values: dict, node) -> np.ndarray:
+    """The ``(N, K)`` weight a ``MatMulNBits`` node computes with, its inputs read from the graph's
+    initializers ``values`` by name (low nibble first; zero point 8 when the node has none, as ONNX
+    Runtime's symmetric blocks do)."""
     from onnx import numpy_helper
 
-    values = {init.name: init for init in graph.initializer}
     attributes = {a.name: a.i for a in node.attribute}
     n, k, block = attributes["N"], attributes["K"], attributes["block_size"]
     blocks = -(-k // block)
@@ -129,10 +129,10 @@ def graph_reference(onnx_path: Path, model: nn.Module) -> nn.Module:
     import onnx
 
     proto = onnx.load(str(onnx_path))
-    modules = dict(model.named_modules())
+    modules, values = dict(model.named_modules()), _initializers(proto.graph)
     for node in _nbits_nodes(proto.graph):
         layers = node_layers(node.name)
-        weight = torch.from_numpy(_dequantize(proto.graph, node))
+        weight = torch.from_numpy(_dequantize(values, node))
         start = 0
         for name in layers:
             module = modules.get(name)
